@@ -1,0 +1,60 @@
+//! The headless command line: argument parsing and the subcommands. Each subcommand
+//! validates its arguments, calls the engine, and returns an error for `main` to print
+//! once.
+
+pub mod score;
+
+use clap::{Parser, Subcommand};
+
+/// clipcanvas: a studio for VQGAN+CLIP text-to-image art.
+#[derive(Debug, Parser)]
+#[command(name = "clipcanvas", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the CLIP cosine similarity of an image with each prompt, one per line.
+    Score(score::ScoreArgs),
+}
+
+/// How a failed command should exit: 2 for bad input, 1 for failures at run time.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Input(anyhow::Error),
+    #[error("{0}")]
+    Runtime(anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Input(_) => 2,
+            Self::Runtime(_) => 1,
+        }
+    }
+}
+
+impl From<crate::engine::EngineError> for CliError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        use crate::engine::EngineError as E;
+        match e {
+            E::Candle(_) => Self::Runtime(e.into()),
+            E::Model(crate::models::ModelError::Candle(_)) => Self::Runtime(e.into()),
+            _ => Self::Input(e.into()),
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Some(Command::Score(args)) => score::run(&args),
+        None => Err(CliError::Input(anyhow::anyhow!(
+            "the studio is not part of this build yet; use a subcommand (see --help)"
+        ))),
+    }
+}

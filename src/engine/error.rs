@@ -1,0 +1,22 @@
+//! The engine layer's one error type.
+
+use std::path::PathBuf;
+
+use crate::models::ModelError;
+
+/// What can go wrong in the engine. Messages are one line.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{}: cannot read image ({msg})", path.display())]
+    Image { path: PathBuf, msg: String },
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("device: {0}")]
+    Device(String),
+    #[error("computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,10 @@
+//! The engine: everything between a user's request and the models — image I/O and
+//! preprocessing, scoring, and (later) the optimisation session. It knows nothing of the
+//! UI and reports through return values and observers.
+
+pub mod device;
+pub mod error;
+pub mod image;
+pub mod score;
+
+pub use error::{EngineError, Result};

@@ -1,0 +1,19 @@
+//! The clipcanvas binary: with no subcommand the studio, otherwise a headless command.
+
+use clap::Parser;
+
+fn main() {
+    let cli = match clipcanvas::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            // clap formats help, version and usage errors itself.
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    if let Err(e) = clipcanvas::cli::run(cli) {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

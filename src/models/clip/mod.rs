@@ -1,0 +1,479 @@
+//! CLIP, the perceptor: a causal text transformer and a vision transformer, with their
+//! projections into a shared embedding space, as Hugging Face's `CLIPModel` lays out
+//! its weights (`text_model.*`, `vision_model.*`, `text_projection`, `visual_projection`,
+//! `logit_scale`). Every op on the image path has a backward pass, so a loss on the image
+//! embedding yields a gradient with respect to the input pixels.
+
+pub mod config;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, IndexOp, Module, Result as CResult, Tensor};
+use candle_nn::VarBuilder;
+
+pub use config::{ClipConfig, TextConfig, VisionConfig};
+
+use crate::models::error::{ModelError, Result};
+use crate::models::nn::{softmax_last_dim, Activation, LayerNorm, Linear};
+use crate::models::tokenizer::ClipTokenizer;
+use crate::models::weights::WeightFile;
+
+/// The per-channel mean CLIP's images are normalised with.
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// The per-channel standard deviation CLIP's images are normalised with.
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(dim: usize, heads: usize, vb: VarBuilder) -> CResult<Self> {
+        Ok(Self {
+            q_proj: Linear::new(dim, dim, vb.pp("q_proj"))?,
+            k_proj: Linear::new(dim, dim, vb.pp("k_proj"))?,
+            v_proj: Linear::new(dim, dim, vb.pp("v_proj"))?,
+            out_proj: Linear::new(dim, dim, vb.pp("out_proj"))?,
+            heads,
+            head_dim: dim / heads,
+        })
+    }
+
+    fn split_heads(&self, x: &Tensor, b: usize, t: usize) -> CResult<Tensor> {
+        x.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+    }
+
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        #[expect(clippy::cast_precision_loss, reason = "head dims are small")]
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let q = self.split_heads(&(self.q_proj.forward(x)? * scale)?, b, t)?;
+        let k = self.split_heads(&self.k_proj.forward(x)?, b, t)?;
+        let v = self.split_heads(&self.v_proj.forward(x)?, b, t)?;
+        let mut scores = q.matmul(&k.t()?.contiguous()?)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let attn = softmax_last_dim(&scores)?;
+        let out = attn.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, d))?;
+        self.out_proj.forward(&out)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct EncoderLayer {
+    self_attn: Attention,
+    layer_norm1: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    layer_norm2: LayerNorm,
+    activation: Activation,
+}
+
+impl EncoderLayer {
+    fn new(dim: usize, inner: usize, heads: usize, act: Activation, eps: f64, vb: VarBuilder) -> CResult<Self> {
+        Ok(Self {
+            self_attn: Attention::new(dim, heads, vb.pp("self_attn"))?,
+            layer_norm1: LayerNorm::new(dim, eps, vb.pp("layer_norm1"))?,
+            fc1: Linear::new(dim, inner, vb.pp("mlp").pp("fc1"))?,
+            fc2: Linear::new(inner, dim, vb.pp("mlp").pp("fc2"))?,
+            layer_norm2: LayerNorm::new(dim, eps, vb.pp("layer_norm2"))?,
+            activation: act,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
+        let h = self.self_attn.forward(&self.layer_norm1.forward(x)?, mask)?;
+        let x = (x + h)?;
+        let h = self.fc1.forward(&self.layer_norm2.forward(&x)?)?;
+        let h = self.fc2.forward(&self.activation.forward(&h)?)?;
+        x + h
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Encoder {
+    layers: Vec<EncoderLayer>,
+}
+
+impl Encoder {
+    fn new(
+        dim: usize,
+        inner: usize,
+        heads: usize,
+        depth: usize,
+        act: Activation,
+        eps: f64,
+        vb: VarBuilder,
+    ) -> CResult<Self> {
+        let vb = vb.pp("layers");
+        let layers = (0..depth)
+            .map(|i| EncoderLayer::new(dim, inner, heads, act, eps, vb.pp(i)))
+            .collect::<CResult<_>>()?;
+        Ok(Self { layers })
+    }
+
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
+        self.layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, mask))
+    }
+}
+
+/// The causal text transformer (`text_model.*`).
+#[derive(Debug, Clone)]
+pub struct TextTransformer {
+    token_embedding: Tensor,
+    position_embedding: Tensor,
+    encoder: Encoder,
+    final_layer_norm: LayerNorm,
+    config: TextConfig,
+}
+
+impl TextTransformer {
+    pub fn new(vb: VarBuilder, c: &TextConfig) -> CResult<Self> {
+        let emb = vb.pp("embeddings");
+        Ok(Self {
+            token_embedding: emb.pp("token_embedding").get((c.vocab_size, c.hidden_size), "weight")?,
+            position_embedding: emb
+                .pp("position_embedding")
+                .get((c.max_position_embeddings, c.hidden_size), "weight")?,
+            encoder: Encoder::new(
+                c.hidden_size,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.num_hidden_layers,
+                c.activation,
+                c.layer_norm_eps,
+                vb.pp("encoder"),
+            )?,
+            final_layer_norm: LayerNorm::new(c.hidden_size, c.layer_norm_eps, vb.pp("final_layer_norm"))?,
+            config: c.clone(),
+        })
+    }
+
+    /// Hidden states after the final layer norm, `[B, T, D]`, for token ids `[B, T]`.
+    pub fn hidden_states(&self, ids: &Tensor) -> CResult<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if t > self.config.max_position_embeddings {
+            candle_core::bail!("{t} tokens exceed the model's {} positions", self.config.max_position_embeddings)
+        }
+        let max_id = ids.max_all()?.to_dtype(DType::U32)?.to_scalar::<u32>()?;
+        if max_id as usize >= self.config.vocab_size {
+            candle_core::bail!("token id {max_id} is outside the model's vocabulary of {}", self.config.vocab_size)
+        }
+        let tokens = self.token_embedding.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, ()))?;
+        let x = tokens.broadcast_add(&self.position_embedding.narrow(0, 0, t)?)?;
+        let mask = causal_mask(t, x.dtype(), x.device())?;
+        let x = self.encoder.forward(&x, Some(&mask))?;
+        self.final_layer_norm.forward(&x)
+    }
+
+    /// The pooled output: the hidden state at each sequence's end-of-text token.
+    pub fn pooled(&self, ids: &Tensor) -> CResult<Tensor> {
+        let hidden = self.hidden_states(ids)?;
+        let ids_host: Vec<Vec<u32>> = ids.to_dtype(DType::U32)?.to_vec2()?;
+        let positions: Vec<u32> = ids_host
+            .iter()
+            .map(|row| eot_position(row, self.config.eos_token_id))
+            .collect();
+        let rows = positions
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| hidden.i((i, p as usize)))
+            .collect::<CResult<Vec<_>>>()?;
+        Tensor::stack(&rows, 0)
+    }
+}
+
+/// Where a sequence's end-of-text token is: the first `eos` id, or for the legacy
+/// configs (`eos_token_id == 2`) the largest id, as transformers does.
+fn eot_position(row: &[u32], eos: u32) -> u32 {
+    let pos = if eos == 2 {
+        row.iter().enumerate().rev().max_by_key(|(_, &v)| v).map(|(i, _)| i)
+    } else {
+        row.iter().position(|&v| v == eos)
+    };
+    #[expect(clippy::cast_possible_truncation, reason = "sequences are at most a few hundred tokens")]
+    pos.map_or(row.len().saturating_sub(1) as u32, |p| p as u32)
+}
+
+fn causal_mask(t: usize, dtype: DType, device: &Device) -> CResult<Tensor> {
+    let values: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(values, (t, t), device)?.to_dtype(dtype)
+}
+
+/// The vision transformer (`vision_model.*`).
+#[derive(Debug, Clone)]
+pub struct VisionTransformer {
+    class_embedding: Tensor,
+    patch_embedding: Tensor,
+    position_embedding: Tensor,
+    pre_layrnorm: LayerNorm,
+    encoder: Encoder,
+    post_layernorm: LayerNorm,
+    config: VisionConfig,
+}
+
+impl VisionTransformer {
+    pub fn new(vb: VarBuilder, c: &VisionConfig) -> CResult<Self> {
+        let emb = vb.pp("embeddings");
+        let d = c.hidden_size;
+        Ok(Self {
+            class_embedding: emb.get(d, "class_embedding")?,
+            patch_embedding: emb
+                .pp("patch_embedding")
+                .get((d, c.num_channels, c.patch_size, c.patch_size), "weight")?,
+            position_embedding: emb.pp("position_embedding").get((c.num_patches() + 1, d), "weight")?,
+            // "pre_layrnorm" is the upstream name, typo included.
+            pre_layrnorm: LayerNorm::new(d, c.layer_norm_eps, vb.pp("pre_layrnorm"))?,
+            encoder: Encoder::new(
+                d,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.num_hidden_layers,
+                c.activation,
+                c.layer_norm_eps,
+                vb.pp("encoder"),
+            )?,
+            post_layernorm: LayerNorm::new(d, c.layer_norm_eps, vb.pp("post_layernorm"))?,
+            config: c.clone(),
+        })
+    }
+
+    /// The pooled, post-layer-normed class token, `[B, D]`, for normalised pixels
+    /// `[B, 3, S, S]` with `S` the model's input size.
+    pub fn pooled(&self, pixels: &Tensor) -> CResult<Tensor> {
+        let (b, c, h, w) = pixels.dims4()?;
+        let s = self.config.image_size;
+        if c != self.config.num_channels || h != s || w != s {
+            candle_core::bail!("CLIP expects images of [B, {}, {s}, {s}], got [{b}, {c}, {h}, {w}]", self.config.num_channels)
+        }
+        let p = self.config.patch_size;
+        let patches = pixels.conv2d(&self.patch_embedding, 0, p, 1, 1)?; // [B, D, S/p, S/p]
+        let d = self.config.hidden_size;
+        let patches = patches.flatten_from(2)?.transpose(1, 2)?; // [B, N, D]
+        let class = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
+        let x = Tensor::cat(&[&class, &patches], 1)?;
+        let x = x.broadcast_add(&self.position_embedding)?;
+        let x = self.pre_layrnorm.forward(&x)?;
+        let x = self.encoder.forward(&x, None)?;
+        self.post_layernorm.forward(&x.i((.., 0))?)
+    }
+}
+
+/// A CLIP model: both towers, their projections and the logit scale.
+#[derive(Debug, Clone)]
+pub struct Clip {
+    text: TextTransformer,
+    vision: VisionTransformer,
+    text_projection: Linear,
+    visual_projection: Linear,
+    logit_scale: Tensor,
+    config: ClipConfig,
+}
+
+impl Clip {
+    pub fn new(vb: VarBuilder, c: &ClipConfig) -> CResult<Self> {
+        Ok(Self {
+            text: TextTransformer::new(vb.pp("text_model"), &c.text)?,
+            vision: VisionTransformer::new(vb.pp("vision_model"), &c.vision)?,
+            text_projection: Linear::new_no_bias(c.text.hidden_size, c.projection_dim, vb.pp("text_projection"))?,
+            visual_projection: Linear::new_no_bias(
+                c.vision.hidden_size,
+                c.projection_dim,
+                vb.pp("visual_projection"),
+            )?,
+            logit_scale: vb.get((), "logit_scale")?,
+            config: c.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+
+    /// The side of the square images the vision tower takes.
+    pub fn image_size(&self) -> usize {
+        self.config.vision.image_size
+    }
+
+    pub fn text_model(&self) -> &TextTransformer {
+        &self.text
+    }
+
+    pub fn vision_model(&self) -> &VisionTransformer {
+        &self.vision
+    }
+
+    /// Projected (not normalised) text embeddings `[B, P]` for token ids `[B, T]`.
+    pub fn encode_text(&self, ids: &Tensor) -> CResult<Tensor> {
+        self.text_projection.forward(&self.text.pooled(ids)?)
+    }
+
+    /// Projected (not normalised) image embeddings `[B, P]` for CLIP-normalised pixels.
+    pub fn encode_image(&self, pixels: &Tensor) -> CResult<Tensor> {
+        self.visual_projection.forward(&self.vision.pooled(pixels)?)
+    }
+
+    /// The learned temperature, `exp(logit_scale)`.
+    pub fn logit_scale(&self) -> CResult<f32> {
+        self.logit_scale.to_dtype(DType::F32)?.exp()?.to_scalar()
+    }
+
+    /// Normalises pixels in `[0, 1]` with CLIP's mean and standard deviation.
+    pub fn normalize(pixels: &Tensor) -> CResult<Tensor> {
+        let dev = pixels.device();
+        let mean = Tensor::new(&CLIP_MEAN, dev)?.to_dtype(pixels.dtype())?.reshape((1, 3, 1, 1))?;
+        let std = Tensor::new(&CLIP_STD, dev)?.to_dtype(pixels.dtype())?.reshape((1, 3, 1, 1))?;
+        pixels.broadcast_sub(&mean)?.broadcast_div(&std)
+    }
+
+    /// Cosine similarity of each image embedding row with each text embedding row.
+    pub fn cosine(image: &Tensor, text: &Tensor) -> CResult<Tensor> {
+        let a = crate::models::nn::l2_normalize(image)?;
+        let b = crate::models::nn::l2_normalize(text)?;
+        a.matmul(&b.t()?)
+    }
+}
+
+/// The files of a Hugging Face CLIP folder.
+#[derive(Debug, Clone)]
+pub struct ClipFiles {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub weights: PathBuf,
+    pub tokenizer: PathBuf,
+}
+
+impl ClipFiles {
+    /// Finds `config.json`, `model.safetensors` (or `pytorch_model.bin`) and
+    /// `tokenizer.json` in `dir`.
+    pub fn locate(dir: &Path) -> Result<Self> {
+        if !dir.exists() {
+            return Err(ModelError::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "CLIP folder not found"),
+            ));
+        }
+        if !dir.is_dir() {
+            return Err(ModelError::format(
+                dir,
+                "expected a CLIP folder (config.json, model.safetensors, tokenizer.json), got a file",
+            ));
+        }
+        let config = dir.join("config.json");
+        if !config.is_file() {
+            return Err(ModelError::format(dir, "not a CLIP folder: config.json is missing"));
+        }
+        let weights = ["model.safetensors", "pytorch_model.bin"]
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+            .ok_or_else(|| ModelError::format(dir, "no CLIP weights: neither model.safetensors nor pytorch_model.bin"))?;
+        let tokenizer = dir.join("tokenizer.json");
+        if !tokenizer.is_file() {
+            return Err(ModelError::format(dir, "tokenizer.json is missing"));
+        }
+        Ok(Self { dir: dir.to_path_buf(), config, weights, tokenizer })
+    }
+
+    pub fn read_config(&self) -> Result<ClipConfig> {
+        let text = std::fs::read_to_string(&self.config).map_err(|e| ModelError::io(&self.config, e))?;
+        ClipConfig::from_json(&text).map_err(|m| ModelError::config(&self.config, m))
+    }
+}
+
+/// Loads a CLIP folder: the model in `dtype` on `device`, and its tokenizer.
+pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<(Clip, ClipTokenizer)> {
+    let files = ClipFiles::locate(dir)?;
+    let config = files.read_config()?;
+    let weights = Arc::new(WeightFile::open(&files.weights)?);
+    if !weights.contains("text_model.embeddings.token_embedding.weight")
+        && !weights.contains("vision_model.embeddings.class_embedding")
+    {
+        return Err(ModelError::format(
+            &files.weights,
+            "does not look like a CLIP model (no text_model.* or vision_model.* tensors)",
+        ));
+    }
+    let (vb, report) = weights.var_builder("", dtype, device);
+    let clip = report.finish(Clip::new(vb, &config))?;
+    let tokenizer = ClipTokenizer::from_file(&files.tokenizer, config.text.max_position_embeddings)?;
+    Ok((clip, tokenizer))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::models::nn::tests::check_gradient;
+    use crate::models::nn::{l2_normalize, spherical_dist};
+    use crate::models::weights::RandomBackend;
+
+    fn tiny_config(act: Activation) -> ClipConfig {
+        ClipConfig {
+            text: TextConfig {
+                vocab_size: 50,
+                hidden_size: 8,
+                intermediate_size: 16,
+                num_hidden_layers: 1,
+                num_attention_heads: 2,
+                max_position_embeddings: 6,
+                activation: act,
+                layer_norm_eps: 1e-5,
+                eos_token_id: 49,
+            },
+            vision: VisionConfig {
+                hidden_size: 8,
+                intermediate_size: 16,
+                num_hidden_layers: 2,
+                num_attention_heads: 2,
+                image_size: 4,
+                patch_size: 2,
+                num_channels: 3,
+                activation: act,
+                layer_norm_eps: 1e-5,
+            },
+            projection_dim: 4,
+        }
+    }
+
+    #[test]
+    fn image_path_gradient_matches_finite_differences() {
+        for act in [Activation::QuickGelu, Activation::Gelu] {
+            let clip = Clip::new(RandomBackend::var_builder(0.5, DType::F64), &tiny_config(act)).unwrap();
+            let target = l2_normalize(&Tensor::new(&[[0.3f64, -0.2, 0.9, 0.1]], &Device::Cpu).unwrap()).unwrap();
+            let pixels = (Tensor::arange(0f64, 48.0, &Device::Cpu).unwrap().reshape((1, 3, 4, 4)).unwrap() / 20.0)
+                .unwrap()
+                .sin()
+                .unwrap();
+            check_gradient("clip image path", &pixels, |x| {
+                let e = l2_normalize(&clip.encode_image(&Clip::normalize(x)?)?)?;
+                spherical_dist(&e, &target)?.mean_all()
+            });
+        }
+    }
+
+    #[test]
+    fn text_pools_at_the_end_of_text_token() {
+        assert_eq!(eot_position(&[49406, 5, 7, 49407, 0, 0], 49407), 3);
+        // Legacy configs (eos 2) pool at the largest id.
+        assert_eq!(eot_position(&[49406, 5, 7, 49407, 0, 0], 2), 3);
+    }
+
+    #[test]
+    fn out_of_vocabulary_ids_are_an_error_not_a_panic() {
+        let clip = Clip::new(RandomBackend::var_builder(0.5, DType::F32), &tiny_config(Activation::QuickGelu)).unwrap();
+        let ids = Tensor::new(&[[1u32, 2, 60, 49]], &Device::Cpu).unwrap();
+        let err = clip.encode_text(&ids).unwrap_err().to_string();
+        assert!(err.contains("outside the model's vocabulary"), "{err}");
+    }
+}

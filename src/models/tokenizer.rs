@@ -1,0 +1,212 @@
+//! The CLIP byte-pair-encoding tokenizer.
+//!
+//! The vocabulary and merges come from a Hugging Face `tokenizer.json` (the
+//! `CLIPTokenizerFast` layout) run through the `tokenizers` crate. Around it sits the
+//! text cleaning OpenAI's and open_clip's tokenizer does before BPE (HTML entities,
+//! the ftfy fixes that matter for prompts, whitespace), then `<|startoftext|>`,
+//! truncation to the context length with `<|endoftext|>` kept last, and zero padding.
+
+use std::path::{Path, PathBuf};
+
+use crate::models::error::{ModelError, Result};
+
+/// A CLIP tokenizer with a fixed context length (77 for every CLIP model).
+pub struct ClipTokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+    sot: u32,
+    eot: u32,
+    context_length: usize,
+}
+
+impl std::fmt::Debug for ClipTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClipTokenizer")
+            .field("path", &self.path)
+            .field("context_length", &self.context_length)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClipTokenizer {
+    /// Loads a `tokenizer.json`.
+    pub fn from_file(path: &Path, context_length: usize) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            msg: format!("not a valid tokenizer.json ({e})"),
+        })?;
+        let special = |name: &str| {
+            inner.token_to_id(name).ok_or_else(|| ModelError::Tokenizer {
+                path: path.to_path_buf(),
+                msg: format!("the vocabulary has no {name} token"),
+            })
+        };
+        let sot = special("<|startoftext|>")?;
+        let eot = special("<|endoftext|>")?;
+        if context_length < 2 {
+            return Err(ModelError::Tokenizer {
+                path: path.to_path_buf(),
+                msg: format!("context length {context_length} is too short"),
+            });
+        }
+        Ok(Self { inner, path: path.to_path_buf(), sot, eot, context_length })
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    pub fn eot(&self) -> u32 {
+        self.eot
+    }
+
+    /// The BPE tokens of `text` after cleaning, without start/end markers.
+    pub fn tokens(&self, text: &str) -> Result<Vec<u32>> {
+        let cleaned = clean_text(text);
+        let enc = self.inner.encode(cleaned.as_str(), false).map_err(|e| ModelError::Tokenizer {
+            path: self.path.clone(),
+            msg: format!("cannot tokenize {text:?} ({e})"),
+        })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids for one prompt: start marker, tokens (truncated so that the end marker
+    /// is always last), end marker, zero padding to the context length. The second value
+    /// says whether the prompt was truncated.
+    pub fn encode(&self, text: &str) -> Result<(Vec<u32>, bool)> {
+        let tokens = self.tokens(text)?;
+        let room = self.context_length - 2;
+        let truncated = tokens.len() > room;
+        let mut ids = Vec::with_capacity(self.context_length);
+        ids.push(self.sot);
+        ids.extend(tokens.into_iter().take(room));
+        ids.push(self.eot);
+        ids.resize(self.context_length, 0);
+        Ok((ids, truncated))
+    }
+}
+
+/// The text cleaning CLIP's reference tokenizer applies before BPE: ftfy's fixes that
+/// change ordinary prompts (ligatures, full-width forms, curly quotes, control
+/// characters), HTML entities unescaped twice, and whitespace runs collapsed.
+/// Lower-casing and NFC are the tokenizer.json normaliser's job.
+pub fn clean_text(text: &str) -> String {
+    let fixed = ftfy_like(text);
+    let unescaped = html_unescape(&html_unescape(&fixed));
+    unescaped.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn ftfy_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\u{FB00}' => out.push_str("ff"),
+            '\u{FB01}' => out.push_str("fi"),
+            '\u{FB02}' => out.push_str("fl"),
+            '\u{FB03}' => out.push_str("ffi"),
+            '\u{FB04}' => out.push_str("ffl"),
+            '\u{FB05}' | '\u{FB06}' => out.push_str("st"),
+            '\u{0132}' => out.push_str("IJ"),
+            '\u{0133}' => out.push_str("ij"),
+            '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}' => out.push('\''),
+            '\u{201C}' | '\u{201D}' | '\u{201E}' | '\u{201F}' => out.push('"'),
+            // Full-width ASCII forms and the ideographic space.
+            '\u{FF01}'..='\u{FF5E}' => {
+                out.push(char::from_u32(c as u32 - 0xFF01 + 0x21).unwrap_or(c));
+            }
+            '\u{3000}' => out.push(' '),
+            '\r' | '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Unescapes HTML character references: the named ones prompts meet and numeric ones.
+fn html_unescape(text: &str) -> String {
+    if !text.contains('&') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let tail = &rest[amp..];
+        match decode_entity(tail) {
+            Some((decoded, used)) => {
+                out.push_str(&decoded);
+                rest = &tail[used..];
+            }
+            None => {
+                out.push('&');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Decodes the character reference at the start of `s` (which begins with `&`),
+/// returning the text and the bytes consumed.
+fn decode_entity(s: &str) -> Option<(String, usize)> {
+    let body = &s[1..];
+    if let Some(num) = body.strip_prefix('#') {
+        let (digits, radix, skip) = match num.strip_prefix(['x', 'X']) {
+            Some(hex) => (hex, 16, 3),
+            None => (num, 10, 2),
+        };
+        let len = digits.chars().take_while(|c| c.is_digit(radix)).count();
+        if len == 0 {
+            return None;
+        }
+        let code = u32::from_str_radix(&digits[..len], radix).ok()?;
+        let c = char::from_u32(code).unwrap_or('\u{FFFD}');
+        let semicolon = usize::from(digits[len..].starts_with(';'));
+        return Some((c.to_string(), skip + len + semicolon));
+    }
+    const NAMED: &[(&str, &str)] = &[
+        ("amp", "&"),
+        ("lt", "<"),
+        ("gt", ">"),
+        ("quot", "\""),
+        ("apos", "'"),
+        ("nbsp", "\u{a0}"),
+        ("copy", "©"),
+        ("reg", "®"),
+        ("trade", "™"),
+        ("hellip", "…"),
+        ("mdash", "—"),
+        ("ndash", "–"),
+        ("eacute", "é"),
+        ("egrave", "è"),
+        ("deg", "°"),
+    ];
+    NAMED.iter().find_map(|(name, value)| {
+        let after = body.strip_prefix(name)?;
+        if after.starts_with(';') {
+            Some(((*value).to_owned(), 1 + name.len() + 1))
+        } else if matches!(*name, "amp" | "lt" | "gt" | "quot" | "copy" | "reg" | "nbsp") {
+            // Python's html.unescape also accepts these without the semicolon.
+            Some(((*value).to_owned(), 1 + name.len()))
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleaning_matches_open_clip_basic_clean() {
+        assert_eq!(clean_text("  a &amp;amp; b\n\tc  "), "a & b c");
+        assert_eq!(clean_text("\u{FB01}ne \u{201C}art\u{201D}"), "fine \"art\"");
+        assert_eq!(clean_text("\u{FF21}\u{FF22}"), "AB");
+        assert_eq!(clean_text("&#39;x&#x41;"), "'xA");
+        assert_eq!(clean_text("AT&T"), "AT&T");
+    }
+}

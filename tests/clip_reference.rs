@@ -1,0 +1,90 @@
+//! CLIP and its tokenizer against the PyTorch reference (tests/reference/make_fixtures.py):
+//! token ids against open_clip, embeddings against transformers' CLIPModel.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use clipcanvas::models::clip;
+use clipcanvas::models::tokenizer::ClipTokenizer;
+use common::{assert_close, fixture, golden};
+
+#[derive(serde::Deserialize)]
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+}
+
+#[test]
+fn tokenizer_matches_open_clip() {
+    let tok = ClipTokenizer::from_file(&fixture("tokenizer/tokenizer.json"), 77).expect("tokenizer");
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer/cases.json")).expect("cases")).expect("json");
+    assert!(cases.len() >= 50, "only {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let (ids, _) = tok.encode(&case.text).expect("encode");
+        if ids != case.ids {
+            failures.push(format!("{:?}\n   got  {:?}\n   want {:?}", case.text, trim(&ids), trim(&case.ids)));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+fn trim(ids: &[u32]) -> &[u32] {
+    let end = ids.iter().rposition(|&v| v != 0).map_or(0, |p| p + 1);
+    &ids[..end]
+}
+
+#[test]
+fn long_prompts_are_truncated_with_end_marker_last() {
+    let tok = ClipTokenizer::from_file(&fixture("tokenizer/tokenizer.json"), 77).expect("tokenizer");
+    let long = "a painting of a lighthouse by the sea ".repeat(20);
+    let (ids, truncated) = tok.encode(&long).expect("encode");
+    assert!(truncated);
+    assert_eq!(ids.len(), 77);
+    assert_eq!(ids[0], 49406);
+    assert_eq!(ids[76], 49407);
+}
+
+#[test]
+fn text_and_image_embeddings_match_transformers() {
+    let (model, _) = clip::load(&fixture("clip-tiny"), DType::F32, &Device::Cpu).expect("load clip-tiny");
+    let g = golden("clip-tiny/expected.safetensors");
+    let ids = g["input_ids"].to_dtype(DType::U32).expect("ids");
+    assert_close("text hidden", &model.text_model().hidden_states(&ids).expect("text"), &g["text_hidden"], 1e-4);
+    assert_close("text_embeds", &model.encode_text(&ids).expect("text"), &g["text_embeds"], 1e-4);
+    assert_close(
+        "vision pooled",
+        &model.vision_model().pooled(&g["pixel_values"]).expect("vision"),
+        &g["vision_pooled"],
+        1e-4,
+    );
+    assert_close("image_embeds", &model.encode_image(&g["pixel_values"]).expect("image"), &g["image_embeds"], 1e-4);
+    let scale = g["logit_scale"].to_dtype(DType::F32).expect("f32").flatten_all().expect("flat").to_vec1::<f32>().expect("v")[0];
+    assert!((model.logit_scale().expect("scale").ln() - scale).abs() < 1e-5);
+}
+
+#[test]
+fn pytorch_model_bin_folder_loads_and_matches() {
+    let (model, _) = clip::load(&fixture("clip-tiny-bin"), DType::F32, &Device::Cpu).expect("load clip-tiny-bin");
+    let g = golden("clip-tiny-bin/expected.safetensors");
+    let ids = g["input_ids"].to_dtype(DType::U32).expect("ids");
+    assert_close("text_embeds", &model.encode_text(&ids).expect("text"), &g["text_embeds"], 1e-4);
+    assert_close("image_embeds", &model.encode_image(&g["pixel_values"]).expect("image"), &g["image_embeds"], 1e-4);
+}
+
+#[test]
+fn tokenized_prompts_embed_like_open_clip_ids() {
+    // The whole text path from a prompt string: our tokenizer feeding our model gives the
+    // reference embedding of open_clip's ids.
+    let (model, tok) = clip::load(&fixture("clip-tiny"), DType::F32, &Device::Cpu).expect("load");
+    let g = golden("clip-tiny/expected.safetensors");
+    let prompts: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(fixture("clip-tiny/prompts.json")).expect("prompts")).expect("json");
+    let mut ids = Vec::new();
+    for p in &prompts {
+        ids.extend(tok.encode(p).expect("encode").0);
+    }
+    let ids = Tensor::from_vec(ids, (prompts.len(), 77), &Device::Cpu).expect("ids");
+    assert_close("text_embeds from strings", &model.encode_text(&ids).expect("text"), &g["text_embeds"], 1e-4);
+}
