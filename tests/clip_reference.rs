@@ -66,7 +66,14 @@ fn text_and_image_embeddings_match_transformers() {
 
 #[test]
 fn pytorch_model_bin_folder_loads_and_matches() {
-    let (model, _) = clip::load(&fixture("clip-tiny-bin"), DType::F32, &Device::Cpu).expect("load clip-tiny-bin");
+    // The reference saved only config.json and pytorch_model.bin; a published folder
+    // also has tokenizer.json, so put it beside them.
+    let dir = tempfile::tempdir().expect("temp");
+    for f in ["config.json", "pytorch_model.bin"] {
+        std::fs::copy(fixture(&format!("clip-tiny-bin/{f}")), dir.path().join(f)).expect("copy");
+    }
+    std::fs::copy(fixture("tokenizer/tokenizer.json"), dir.path().join("tokenizer.json")).expect("copy");
+    let (model, _) = clip::load(dir.path(), DType::F32, &Device::Cpu).expect("load clip-tiny-bin");
     let g = golden("clip-tiny-bin/expected.safetensors");
     let ids = g["input_ids"].to_dtype(DType::U32).expect("ids");
     assert_close("text_embeds", &model.encode_text(&ids).expect("text"), &g["text_embeds"], 1e-4);
@@ -79,8 +86,9 @@ fn tokenized_prompts_embed_like_open_clip_ids() {
     // reference embedding of open_clip's ids.
     let (model, tok) = clip::load(&fixture("clip-tiny"), DType::F32, &Device::Cpu).expect("load");
     let g = golden("clip-tiny/expected.safetensors");
-    let prompts: Vec<String> =
-        serde_json::from_str(&std::fs::read_to_string(fixture("clip-tiny/prompts.json")).expect("prompts")).expect("json");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("clip-tiny/expected.json")).expect("meta")).expect("json");
+    let prompts: Vec<String> = serde_json::from_value(meta["prompts"].clone()).expect("prompts");
     let mut ids = Vec::new();
     for p in &prompts {
         ids.extend(tok.encode(p).expect("encode").0);

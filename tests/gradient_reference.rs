@@ -23,7 +23,7 @@ fn loss_and_gradient_through_decoder_and_clip_match_autograd() {
     let zq = model.quantize_st(z.as_tensor()).expect("quantize");
     let out = model.decode(&zq).expect("decode");
     let img = Clip::normalize(&((out + 1.0).expect("add") / 2.0).expect("div")).expect("normalize");
-    assert_close("pixels", &img, &g["img"], 1e-4);
+    assert_close("pixels", &img, &g["pixels"], 1e-4);
     let e = l2_normalize(&clip.encode_image(&img).expect("image")).expect("norm");
     assert_close("image embed", &e, &g["image_embed"], 1e-4);
     let loss = spherical_dist(&e, &t).expect("dist").mean_all().expect("mean");
@@ -44,7 +44,7 @@ fn clip_pixel_gradient_matches_autograd() {
     let texts = golden("clip-tiny/expected.safetensors");
     let ids = texts["input_ids"].to_dtype(DType::U32).expect("ids").narrow(0, 0, 2).expect("two");
     let t = l2_normalize(&clip.encode_text(&ids).expect("text")).expect("norm");
-    let px = Var::from_tensor(&g["img"]).expect("var");
+    let px = Var::from_tensor(&g["pixels"]).expect("var");
     let e = l2_normalize(&clip.encode_image(px.as_tensor()).expect("image")).expect("norm");
     let loss = spherical_dist(&e, &t).expect("dist").mean_all().expect("mean");
     let grads = loss.backward().expect("backward");

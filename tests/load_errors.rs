@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
+use clipcanvas::models::weights::WeightFile;
 use clipcanvas::models::{clip, vqgan, ModelError};
 use common::fixture;
 
@@ -43,6 +44,20 @@ fn truncate(path: &Path, keep: f64) {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
     let n = (bytes.len() as f64 * keep) as usize;
     std::fs::write(path, &bytes[..n]).expect("write");
+}
+
+/// The tiny VQGAN's first-stage tensors, read from its .ckpt.
+fn vqgan_tensors() -> HashMap<String, candle_core::Tensor> {
+    let ckpt = WeightFile::open(&fixture("vqgan-tiny/model.ckpt")).expect("open");
+    ckpt.names()
+        .into_iter()
+        .filter(|n| !n.starts_with("loss."))
+        .map(|n| {
+            let (shape, values) = ckpt.read_f32(&n).expect("read");
+            let t = candle_core::Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor");
+            (n, t)
+        })
+        .collect()
 }
 
 #[test]
@@ -114,7 +129,7 @@ fn a_vqgan_given_as_the_clip_is_recognised() {
     assert!(err.contains("expected a CLIP folder"), "{err}");
     let dir = temp();
     copy_dir(&fixture("clip-tiny"), dir.path());
-    std::fs::copy(fixture("vqgan-tiny/model.safetensors"), dir.path().join("model.safetensors")).expect("copy");
+    candle_core::safetensors::save(&vqgan_tensors(), dir.path().join("model.safetensors")).expect("save");
     let err = clip_err(dir.path());
     assert!(err.contains("does not look like a CLIP model"), "{err}");
 }
@@ -145,8 +160,7 @@ fn mismatched_shapes_name_the_tensor() {
 fn a_missing_tensor_is_named() {
     let dir = temp();
     let path = dir.path().join("partial.safetensors");
-    let mut tensors: HashMap<String, candle_core::Tensor> =
-        candle_core::safetensors::load(fixture("vqgan-tiny/model.safetensors"), &Device::Cpu).expect("load");
+    let mut tensors = vqgan_tensors();
     tensors.remove("decoder.mid.attn_1.q.weight");
     candle_core::safetensors::save(&tensors, &path).expect("save");
     let err = vqgan_err(&path, Some(&fixture("vqgan-tiny/model.yaml")));

@@ -3,8 +3,11 @@
 
 mod common;
 
+use std::collections::HashMap;
+
 use candle_core::{DType, Device, Tensor};
 use clipcanvas::models::vqgan::{self, Vqgan};
+use clipcanvas::models::weights::WeightFile;
 use common::{assert_close, fixture, golden, values};
 
 fn check(model: &Vqgan, dir: &str) {
@@ -31,13 +34,19 @@ fn lightning_ckpt_matches_taming() {
 
 #[test]
 fn safetensors_export_matches_taming() {
-    let model = vqgan::load(
-        &fixture("vqgan-tiny/model.safetensors"),
-        Some(&fixture("vqgan-tiny/model.yaml")),
-        DType::F32,
-        &Device::Cpu,
-    )
-    .expect("load safetensors");
+    // The first stage's tensors, exported from the .ckpt to safetensors as conversion
+    // scripts do (no loss.*, no optimizer state), load and compute the same.
+    let ckpt = WeightFile::open(&fixture("vqgan-tiny/model.ckpt")).expect("open ckpt");
+    let mut tensors = HashMap::new();
+    for name in ckpt.names().into_iter().filter(|n| !n.starts_with("loss.")) {
+        let (shape, values) = ckpt.read_f32(&name).expect("read");
+        tensors.insert(name, Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor"));
+    }
+    let dir = tempfile::tempdir().expect("temp");
+    let path = dir.path().join("vqgan.safetensors");
+    candle_core::safetensors::save(&tensors, &path).expect("save");
+    let model =
+        vqgan::load(&path, Some(&fixture("vqgan-tiny/model.yaml")), DType::F32, &Device::Cpu).expect("load safetensors");
     check(&model, "vqgan-tiny");
 }
 

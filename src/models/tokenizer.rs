@@ -32,7 +32,7 @@ impl ClipTokenizer {
     /// Loads a `tokenizer.json`.
     pub fn from_file(path: &Path, context_length: usize) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| ModelError::Tokenizer {
+        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| ModelError::Tokenizer {
             path: path.to_path_buf(),
             msg: format!("not a valid tokenizer.json ({e})"),
         })?;
@@ -44,6 +44,9 @@ impl ClipTokenizer {
         };
         let sot = special("<|startoftext|>")?;
         let eot = special("<|endoftext|>")?;
+        // A prompt that contains "<|endoftext|>" is text, as in open_clip; its own
+        // markers "<start_of_text>" and "<end_of_text>" are handled in `tokens`.
+        inner.set_encode_special_tokens(true);
         if context_length < 2 {
             return Err(ModelError::Tokenizer {
                 path: path.to_path_buf(),
@@ -61,14 +64,37 @@ impl ClipTokenizer {
         self.eot
     }
 
-    /// The BPE tokens of `text` after cleaning, without start/end markers.
+    /// The tokens of `text` after cleaning, without the outer start/end markers.
+    /// As in open_clip, `<start_of_text>` and `<end_of_text>` written in a prompt are
+    /// the marker tokens themselves.
     pub fn tokens(&self, text: &str) -> Result<Vec<u32>> {
-        let cleaned = clean_text(text);
-        let enc = self.inner.encode(cleaned.as_str(), false).map_err(|e| ModelError::Tokenizer {
-            path: self.path.clone(),
-            msg: format!("cannot tokenize {text:?} ({e})"),
-        })?;
-        Ok(enc.get_ids().to_vec())
+        let cleaned = clean_text(text).to_lowercase();
+        let mut ids = Vec::new();
+        let mut rest = cleaned.as_str();
+        loop {
+            let next = [("<start_of_text>", self.sot), ("<end_of_text>", self.eot)]
+                .into_iter()
+                .filter_map(|(marker, id)| rest.find(marker).map(|at| (at, marker.len(), id)))
+                .min_by_key(|&(at, _, _)| at);
+            let (segment, marker) = match next {
+                Some((at, len, id)) => (&rest[..at], Some((len, id))),
+                None => (rest, None),
+            };
+            if !segment.trim().is_empty() {
+                let enc = self.inner.encode(segment, false).map_err(|e| ModelError::Tokenizer {
+                    path: self.path.clone(),
+                    msg: format!("cannot tokenize {text:?} ({e})"),
+                })?;
+                ids.extend_from_slice(enc.get_ids());
+            }
+            match marker {
+                Some((len, id)) => {
+                    ids.push(id);
+                    rest = &rest[segment.len() + len..];
+                }
+                None => return Ok(ids),
+            }
+        }
     }
 
     /// Token ids for one prompt: start marker, tokens (truncated so that the end marker
@@ -92,9 +118,60 @@ impl ClipTokenizer {
 /// characters), HTML entities unescaped twice, and whitespace runs collapsed.
 /// Lower-casing and NFC are the tokenizer.json normaliser's job.
 pub fn clean_text(text: &str) -> String {
-    let fixed = ftfy_like(text);
+    let fixed = ftfy_like(&fix_mojibake(text));
     let unescaped = html_unescape(&html_unescape(&fixed));
     unescaped.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Repairs UTF-8 that was decoded as Windows-1252 or Latin-1 ("cafÃ©" → "café"), as
+/// ftfy's `fix_encoding` does: each run of characters that all exist in Windows-1252 and
+/// holds some non-ASCII is re-encoded to bytes; if those bytes are valid UTF-8 and
+/// differ, the run is replaced. Correct Latin text ("café") is not valid UTF-8 when
+/// re-encoded, so it is left alone.
+fn fix_mojibake(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut run: Vec<u8> = Vec::new();
+    let mut run_text = String::new();
+    let flush = |run: &mut Vec<u8>, run_text: &mut String, out: &mut String| {
+        match std::str::from_utf8(run) {
+            Ok(fixed) if !run.is_ascii() && fixed != run_text.as_str() => out.push_str(fixed),
+            _ => out.push_str(run_text),
+        }
+        run.clear();
+        run_text.clear();
+    };
+    for c in text.chars() {
+        match cp1252_byte(c) {
+            Some(b) => {
+                run.push(b);
+                run_text.push(c);
+            }
+            None => {
+                flush(&mut run, &mut run_text, &mut out);
+                out.push(c);
+            }
+        }
+    }
+    flush(&mut run, &mut run_text, &mut out);
+    out
+}
+
+/// The Windows-1252 byte for `c`, if it has one.
+fn cp1252_byte(c: char) -> Option<u8> {
+    const HIGH: [(char, u8); 27] = [
+        ('€', 0x80), ('‚', 0x82), ('ƒ', 0x83), ('„', 0x84), ('…', 0x85), ('†', 0x86), ('‡', 0x87),
+        ('ˆ', 0x88), ('‰', 0x89), ('Š', 0x8A), ('‹', 0x8B), ('Œ', 0x8C), ('Ž', 0x8E), ('‘', 0x91),
+        ('’', 0x92), ('“', 0x93), ('”', 0x94), ('•', 0x95), ('–', 0x96), ('—', 0x97), ('˜', 0x98),
+        ('™', 0x99), ('š', 0x9A), ('›', 0x9B), ('œ', 0x9C), ('ž', 0x9E), ('Ÿ', 0x9F),
+    ];
+    let code = c as u32;
+    if code < 0x80 || (0xA0..=0xFF).contains(&code) {
+        return u8::try_from(code).ok();
+    }
+    HIGH.iter().find(|(ch, _)| *ch == c).map(|&(_, b)| b)
 }
 
 fn ftfy_like(text: &str) -> String {
@@ -208,5 +285,6 @@ mod tests {
         assert_eq!(clean_text("\u{FF21}\u{FF22}"), "AB");
         assert_eq!(clean_text("&#39;x&#x41;"), "'xA");
         assert_eq!(clean_text("AT&T"), "AT&T");
+        assert_eq!(clean_text("caf\u{C3}\u{A9} and café"), "café and café");
     }
 }

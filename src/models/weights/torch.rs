@@ -336,7 +336,8 @@ impl TorchArchive {
 
         let byteorder_name = format!("{prefix}byteorder");
         if zip.index_for_name(&byteorder_name).is_some() {
-            let order = read_whole_entry(path, &mut zip, &byteorder_name, file_len, MAX_BYTEORDER_LEN)?;
+            let order =
+                read_whole_entry(path, &mut zip, &byteorder_name, file_len, MAX_BYTEORDER_LEN)?;
             match order.trim_ascii() {
                 b"little" => {}
                 b"big" => {
@@ -369,21 +370,25 @@ impl TorchArchive {
                         found: format!("the top-level object is {}", machine.describe(root)),
                     });
                 }
-                machine.dict_get(root, key).ok_or_else(|| TorchError::MissingKey {
-                    path: path.to_owned(),
-                    key: key.to_owned(),
-                    keys: top_level_keys.join(", "),
-                })?
+                machine
+                    .dict_get(root, key)
+                    .ok_or_else(|| TorchError::MissingKey {
+                        path: path.to_owned(),
+                        key: key.to_owned(),
+                        keys: top_level_keys.join(", "),
+                    })?
             }
         };
-        let tensors = machine.tensors_of(selected).ok_or_else(|| TorchError::Structure {
-            path: path.to_owned(),
-            expected: "a dict of tensors (a state dict)".into(),
-            found: match key {
-                None => format!("the top-level object is {}", machine.describe(selected)),
-                Some(key) => format!("'{key}' is {}", machine.describe(selected)),
-            },
-        })?;
+        let tensors = machine
+            .tensors_of(selected)
+            .ok_or_else(|| TorchError::Structure {
+                path: path.to_owned(),
+                expected: "a dict of tensors (a state dict)".into(),
+                found: match key {
+                    None => format!("the top-level object is {}", machine.describe(selected)),
+                    Some(key) => format!("'{key}' is {}", machine.describe(selected)),
+                },
+            })?;
         let index = tensors
             .iter()
             .enumerate()
@@ -413,7 +418,9 @@ impl TorchArchive {
 
     /// All tensors of the selected state dict with their layout, in file order.
     pub fn tensors(&self) -> impl Iterator<Item = (&str, &TensorInfo)> {
-        self.tensors.iter().map(|(name, info)| (name.as_str(), info))
+        self.tensors
+            .iter()
+            .map(|(name, info)| (name.as_str(), info))
     }
 
     /// The layout of tensor `name`, if the state dict holds it.
@@ -458,7 +465,12 @@ impl TorchArchive {
         if numel == 0 {
             return Ok((info.shape.clone(), Vec::new()));
         }
-        let overflow = || bad(format!("shape {:?}, stride {:?} and storage offset {} overflow", info.shape, info.stride, info.storage_offset));
+        let overflow = || {
+            bad(format!(
+                "shape {:?}, stride {:?} and storage offset {} overflow",
+                info.shape, info.stride, info.storage_offset
+            ))
+        };
         let extent = info.extent().ok_or_else(overflow)?;
         if numel > extent && numel - extent > MAX_OVERLAP_ELEMENTS {
             return Err(bad(format!(
@@ -522,7 +534,9 @@ impl TorchArchive {
             context: format!("cannot open '{entry}'"),
             cause,
         })?;
-        reader.seek(SeekFrom::Start(start as u64)).map_err(read_err)?;
+        reader
+            .seek(SeekFrom::Start(start as u64))
+            .map_err(read_err)?;
         // `end <= available <= file length`, so this allocation is bounded by the file.
         let mut bytes = vec![0u8; end - start];
         reader.read_exact(&mut bytes).map_err(read_err)?;
@@ -534,8 +548,9 @@ impl TorchArchive {
 fn find_pickle(zip: &ZipArchive<File>) -> Option<String> {
     zip.file_names()
         .find(|name| {
-            name.strip_suffix("data.pkl")
-                .is_some_and(|dir| dir.is_empty() || (dir.ends_with('/') && dir.matches('/').count() == 1))
+            name.strip_suffix("data.pkl").is_some_and(|dir| {
+                dir.is_empty() || (dir.ends_with('/') && dir.matches('/').count() == 1)
+            })
         })
         .map(str::to_owned)
 }
@@ -610,7 +625,9 @@ fn read_whole_entry(
     if claimed > max_len {
         return Err(TorchError::Unsupported {
             path: path.to_owned(),
-            reason: format!("zip entry '{entry}' is {claimed} bytes, more than the {max_len} expected"),
+            reason: format!(
+                "zip entry '{entry}' is {claimed} bytes, more than the {max_len} expected"
+            ),
         });
     }
     let read_err = |cause| TorchError::ReadEntry {
@@ -624,7 +641,8 @@ fn read_whole_entry(
         cause,
     })?;
     // `claimed <= available <= file length`, so this allocation is bounded by the file.
-    let capacity = usize::try_from(claimed).map_err(|_| read_err(io::ErrorKind::OutOfMemory.into()))?;
+    let capacity =
+        usize::try_from(claimed).map_err(|_| read_err(io::ErrorKind::OutOfMemory.into()))?;
     let mut bytes = Vec::with_capacity(capacity);
     reader
         .take(claimed)
@@ -774,11 +792,16 @@ enum Obj {
     Dict(Vec<(Value, Value)>),
     Set(Vec<Value>),
     /// A class or function named by GLOBAL / STACK_GLOBAL.
-    Global { module: String, name: String },
+    Global {
+        module: String,
+        name: String,
+    },
     Storage(StorageRef),
     Tensor(TensorInfo),
     /// An instance of a class this reader does not interpret; its state is dropped.
-    Object { class: Value },
+    Object {
+        class: Value,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -865,9 +888,7 @@ impl<'a> Machine<'a> {
         let data = self.data;
         let remaining = data.len() - self.pos;
         if len > remaining {
-            return Err(self.malformed(format!(
-                "needs {len} bytes but only {remaining} remain"
-            )));
+            return Err(self.malformed(format!("needs {len} bytes but only {remaining} remain")));
         }
         let bytes = &data[self.pos..self.pos + len];
         self.pos += len;
@@ -1398,9 +1419,9 @@ impl<'a> Machine<'a> {
                 Ok(self.alloc(Obj::Tensor(tensor)))
             }
             Callable::RebuildParameter => {
-                let args = self
-                    .items(args)
-                    .ok_or_else(|| self.malformed("_rebuild_parameter arguments are not a tuple"))?;
+                let args = self.items(args).ok_or_else(|| {
+                    self.malformed("_rebuild_parameter arguments are not a tuple")
+                })?;
                 match args.first() {
                     Some(&data) if matches!(self.obj(data), Some(Obj::Tensor(_))) => Ok(data),
                     _ => Err(self.malformed("_rebuild_parameter needs a tensor")),
@@ -1641,4 +1662,1111 @@ fn decode_raw_unicode_escape(bytes: &[u8]) -> String {
         i += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use zip::write::SimpleFileOptions;
+    use zip::ZipWriter;
+
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// A hand-assembled pickle byte string.
+    struct Pickle(Vec<u8>);
+
+    /// Arguments of one `_rebuild_tensor_v2` call.
+    struct T<'a> {
+        class: &'a str,
+        key: &'a str,
+        numel: i64,
+        offset: i64,
+        size: &'a [i64],
+        stride: &'a [i64],
+    }
+
+    impl Pickle {
+        fn new(protocol: u8) -> Self {
+            Self(vec![op::PROTO, protocol])
+        }
+
+        fn op(&mut self, opcode: u8) -> &mut Self {
+            self.0.push(opcode);
+            self
+        }
+
+        fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+            self.0.extend_from_slice(bytes);
+            self
+        }
+
+        fn str(&mut self, s: &str) -> &mut Self {
+            let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+            self.op(op::BINUNICODE)
+                .raw(&len.to_le_bytes())
+                .raw(s.as_bytes())
+        }
+
+        /// An int: BININT when it fits, else LONG1.
+        fn int(&mut self, v: i64) -> &mut Self {
+            match i32::try_from(v) {
+                Ok(v) => self.op(op::BININT).raw(&v.to_le_bytes()),
+                Err(_) => self.op(op::LONG1).op(8).raw(&v.to_le_bytes()),
+            }
+        }
+
+        fn float(&mut self, v: f64) -> &mut Self {
+            self.op(op::BINFLOAT).raw(&v.to_be_bytes())
+        }
+
+        fn global(&mut self, module: &str, name: &str) -> &mut Self {
+            self.op(op::GLOBAL)
+                .raw(module.as_bytes())
+                .op(b'\n')
+                .raw(name.as_bytes())
+                .op(b'\n')
+        }
+
+        fn put(&mut self, index: u8) -> &mut Self {
+            self.op(op::BINPUT).op(index)
+        }
+
+        fn get(&mut self, index: u8) -> &mut Self {
+            self.op(op::BINGET).op(index)
+        }
+
+        fn ordered_dict(&mut self) -> &mut Self {
+            self.global("collections", "OrderedDict")
+                .op(op::EMPTY_TUPLE)
+                .op(op::REDUCE)
+        }
+
+        fn int_tuple(&mut self, values: &[i64]) -> &mut Self {
+            self.op(op::MARK);
+            for &v in values {
+                self.int(v);
+            }
+            self.op(op::TUPLE)
+        }
+
+        fn storage(&mut self, class: &str, key: &str, numel: i64) -> &mut Self {
+            self.op(op::MARK)
+                .str("storage")
+                .global("torch", class)
+                .str(key)
+                .str("cpu")
+                .int(numel)
+                .op(op::TUPLE)
+                .op(op::BINPERSID)
+        }
+
+        fn tensor(&mut self, t: &T) -> &mut Self {
+            self.global("torch._utils", "_rebuild_tensor_v2")
+                .op(op::MARK)
+                .storage(t.class, t.key, t.numel)
+                .int(t.offset)
+                .int_tuple(t.size)
+                .int_tuple(t.stride)
+                .op(op::NEWFALSE)
+                .ordered_dict()
+                .op(op::TUPLE)
+                .op(op::REDUCE)
+        }
+
+        fn finish(&mut self) -> Vec<u8> {
+            self.op(op::STOP);
+            self.0.clone()
+        }
+    }
+
+    fn f32s(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn write_zip(path: &Path, entries: &[(&str, &[u8])]) -> TestResult {
+        let mut zip = ZipWriter::new(File::create(path)?);
+        let options = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
+        for (name, data) in entries {
+            zip.start_file(*name, options)?;
+            zip.write_all(data)?;
+        }
+        zip.finish()?;
+        Ok(())
+    }
+
+    /// A checkpoint whose only tensor 'w' is described by `t`, with storage '0' = `storage`.
+    fn single_tensor_file(
+        dir: &Path,
+        t: &T,
+        storage: &[u8],
+    ) -> Result<PathBuf, Box<dyn std::error::Error>> {
+        let pickle = Pickle::new(2)
+            .ordered_dict()
+            .put(0)
+            .str("w")
+            .tensor(t)
+            .op(op::SETITEM)
+            .finish();
+        let path = dir.join("single.bin");
+        write_zip(
+            &path,
+            &[("archive/data.pkl", &pickle), ("archive/data/0", storage)],
+        )?;
+        Ok(path)
+    }
+
+    fn run_pickle(data: &[u8]) -> Result<(), PickleError> {
+        Machine::new(data, MAX_VALUES).run().map(|_| ())
+    }
+
+    fn malformed_reason(result: Result<(), PickleError>) -> String {
+        match result {
+            Err(PickleError::Malformed { reason, .. }) => reason,
+            other => format!("unexpected: {other:?}"),
+        }
+    }
+
+    /// A Lightning-style checkpoint: a state dict with tensors of several dtypes and
+    /// layouts, optimizer states, callbacks keyed by a class, and objects of unknown
+    /// classes.
+    fn lightning_pickle() -> Vec<u8> {
+        let f32t = |key, numel, offset, size, stride| T {
+            class: "FloatStorage",
+            key,
+            numel,
+            offset,
+            size,
+            stride,
+        };
+        let mut p = Pickle::new(2);
+        p.op(op::EMPTY_DICT).put(0).op(op::MARK);
+        p.str("epoch").int(3);
+        p.str("global_step").int(1 << 40);
+        p.str("pytorch-lightning_version").str("1.9.5");
+
+        p.str("state_dict").ordered_dict().put(1).op(op::MARK);
+        p.str("a.weight").tensor(&f32t("0", 6, 0, &[2, 3], &[3, 1]));
+        p.str("b.half").tensor(&T {
+            class: "HalfStorage",
+            key: "1",
+            numel: 4,
+            offset: 0,
+            size: &[4],
+            stride: &[1],
+        });
+        p.str("c.transposed")
+            .tensor(&f32t("0", 6, 0, &[3, 2], &[1, 3]));
+        p.str("d.offset").tensor(&f32t("2", 6, 4, &[2], &[1]));
+        p.str("e.param")
+            .global("torch._utils", "_rebuild_parameter")
+            .op(op::MARK);
+        p.tensor(&T {
+            class: "BFloat16Storage",
+            key: "3",
+            numel: 2,
+            offset: 0,
+            size: &[2],
+            stride: &[1],
+        });
+        p.op(op::NEWTRUE)
+            .ordered_dict()
+            .op(op::TUPLE)
+            .op(op::REDUCE);
+        p.str("f.steps").tensor(&T {
+            class: "LongStorage",
+            key: "4",
+            numel: 1,
+            offset: 0,
+            size: &[],
+            stride: &[],
+        });
+        p.str("g.double").tensor(&T {
+            class: "DoubleStorage",
+            key: "5",
+            numel: 2,
+            offset: 0,
+            size: &[2],
+            stride: &[1],
+        });
+        p.str("h.mask").tensor(&T {
+            class: "BoolStorage",
+            key: "6",
+            numel: 3,
+            offset: 0,
+            size: &[3],
+            stride: &[1],
+        });
+        p.str("version").int(1); // not a tensor: skipped
+        p.str("i.expand").tensor(&f32t("2", 6, 1, &[2, 3], &[0, 1]));
+        p.str("j.empty").tensor(&f32t("2", 6, 0, &[0, 3], &[3, 1]));
+        p.op(op::SETITEMS);
+        // OrderedDict state: {'_metadata': OrderedDict()}
+        p.op(op::EMPTY_DICT)
+            .str("_metadata")
+            .ordered_dict()
+            .op(op::SETITEM)
+            .op(op::BUILD);
+
+        // The same (mutated after memoization) state dict again, through the memo.
+        p.str("again").get(1);
+
+        p.str("optimizer_states").op(op::EMPTY_LIST).op(op::MARK);
+        p.op(op::EMPTY_DICT).op(op::MARK);
+        p.str("state").op(op::EMPTY_DICT).op(op::MARK);
+        p.int(0).op(op::EMPTY_DICT).op(op::MARK);
+        p.str("step")
+            .int(10)
+            .str("exp_avg")
+            .tensor(&f32t("7", 6, 0, &[2, 3], &[3, 1]));
+        p.op(op::SETITEMS).op(op::SETITEMS);
+        p.str("param_groups")
+            .op(op::EMPTY_LIST)
+            .op(op::EMPTY_DICT)
+            .op(op::MARK);
+        p.str("lr")
+            .float(1e-4)
+            .str("params")
+            .op(op::EMPTY_LIST)
+            .op(op::MARK)
+            .int(0)
+            .int(1)
+            .op(op::APPENDS);
+        p.str("betas")
+            .float(0.9)
+            .float(0.999)
+            .op(op::TUPLE2)
+            .str("amsgrad")
+            .op(op::NEWFALSE)
+            .str("foreach")
+            .op(op::NONE);
+        p.op(op::SETITEMS).op(op::APPEND);
+        p.op(op::SETITEMS).op(op::APPENDS);
+
+        // Lightning 1.x: callbacks keyed by the callback class; the value here is an
+        // object of that (unknown) class, built with NEWOBJ and a state dict.
+        p.str("callbacks").op(op::EMPTY_DICT).op(op::MARK);
+        p.global(
+            "pytorch_lightning.callbacks.model_checkpoint",
+            "ModelCheckpoint",
+        )
+        .put(2);
+        p.get(2)
+            .op(op::EMPTY_TUPLE)
+            .op(op::NEWOBJ)
+            .op(op::EMPTY_DICT)
+            .op(op::MARK);
+        p.str("best_model_path").str("epoch=3.ckpt");
+        p.str("best_model_score").tensor(&f32t("8", 1, 0, &[], &[]));
+        p.op(op::SETITEMS).op(op::BUILD);
+        p.op(op::SETITEMS);
+
+        // An unknown class through REDUCE, with BUILD state and dict items.
+        p.str("hparams")
+            .global("argparse", "Namespace")
+            .op(op::EMPTY_TUPLE)
+            .op(op::REDUCE);
+        p.op(op::EMPTY_DICT)
+            .str("lr")
+            .float(1e-4)
+            .op(op::SETITEM)
+            .op(op::BUILD);
+        p.op(op::SETITEMS);
+        p.finish()
+    }
+
+    fn write_lightning(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+        let pickle = lightning_pickle();
+        let half: Vec<u8> = [1.5f32, -2.0, 0.25, 65504.0]
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        let bf: Vec<u8> = [1.0f32, -3.0]
+            .iter()
+            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+            .collect();
+        let long = 42i64.to_le_bytes();
+        let double: Vec<u8> = [0.5f64, -2.25]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let path = dir.join("model.ckpt");
+        write_zip(
+            &path,
+            &[
+                ("archive/data.pkl", &pickle),
+                ("archive/byteorder", b"little"),
+                ("archive/data/0", &f32s(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0])),
+                ("archive/data/1", &half),
+                (
+                    "archive/data/2",
+                    &f32s(&[10.0, 11.0, 12.0, 13.0, 14.0, 15.0]),
+                ),
+                ("archive/data/3", &bf),
+                ("archive/data/4", &long),
+                ("archive/data/5", &double),
+                ("archive/data/6", &[1, 0, 1]),
+                ("archive/data/7", &f32s(&[0.0; 6])),
+                ("archive/data/8", &f32s(&[0.75])),
+                ("archive/version", b"3\n"),
+            ],
+        )?;
+        Ok(path)
+    }
+
+    const LIGHTNING_NAMES: [&str; 10] = [
+        "a.weight",
+        "b.half",
+        "c.transposed",
+        "d.offset",
+        "e.param",
+        "f.steps",
+        "g.double",
+        "h.mask",
+        "i.expand",
+        "j.empty",
+    ];
+
+    #[test]
+    fn reads_lightning_checkpoint() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = write_lightning(dir.path())?;
+        let archive = TorchArchive::open(&path, Some("state_dict"))?;
+        assert_eq!(archive.names().collect::<Vec<_>>(), LIGHTNING_NAMES);
+        assert_eq!(
+            archive.top_level_keys(),
+            [
+                "epoch",
+                "global_step",
+                "pytorch-lightning_version",
+                "state_dict",
+                "again",
+                "optimizer_states",
+                "callbacks",
+                "hparams"
+            ]
+        );
+
+        let read = |name| archive.read_f32(name);
+        assert_eq!(
+            read("a.weight")?,
+            (vec![2, 3], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+        );
+        assert_eq!(read("b.half")?, (vec![4], vec![1.5, -2.0, 0.25, 65504.0]));
+        assert_eq!(
+            read("c.transposed")?,
+            (vec![3, 2], vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0])
+        );
+        assert_eq!(read("d.offset")?, (vec![2], vec![14.0, 15.0]));
+        assert_eq!(read("e.param")?, (vec![2], vec![1.0, -3.0]));
+        assert_eq!(read("f.steps")?, (vec![], vec![42.0]));
+        assert_eq!(read("g.double")?, (vec![2], vec![0.5, -2.25]));
+        assert_eq!(read("h.mask")?, (vec![3], vec![1.0, 0.0, 1.0]));
+        assert_eq!(
+            read("i.expand")?,
+            (vec![2, 3], vec![11.0, 12.0, 13.0, 11.0, 12.0, 13.0])
+        );
+        assert_eq!(read("j.empty")?, (vec![0, 3], vec![]));
+
+        let info = archive.info("c.transposed").ok_or("no info")?;
+        assert_eq!(
+            info,
+            &TensorInfo {
+                dtype: DType::F32,
+                shape: vec![3, 2],
+                stride: vec![1, 3],
+                storage_key: "0".into(),
+                storage_offset: 0,
+                location: "cpu".into(),
+            }
+        );
+        assert_eq!(
+            archive.info("e.param").map(|i| &i.dtype),
+            Some(&DType::BF16)
+        );
+        assert_eq!(archive.info("version"), None);
+        Ok(())
+    }
+
+    #[test]
+    fn memoized_dict_sees_items_added_after_memoization() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = write_lightning(dir.path())?;
+        let archive = TorchArchive::open(&path, Some("again"))?;
+        assert_eq!(archive.names().collect::<Vec<_>>(), LIGHTNING_NAMES);
+        assert_eq!(archive.read_f32("d.offset")?.1, [14.0, 15.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn lightning_file_without_key_has_no_tensors() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = write_lightning(dir.path())?;
+        let archive = TorchArchive::open(&path, None)?;
+        assert_eq!(archive.names().count(), 0);
+        assert!(archive.top_level_keys().contains(&"state_dict".to_owned()));
+        Ok(())
+    }
+
+    /// An HF-style file at protocol 4: FRAME, SHORT_BINUNICODE, STACK_GLOBAL, MEMOIZE,
+    /// with a top folder other than `archive/`.
+    #[test]
+    fn reads_protocol4_state_dict() -> TestResult {
+        let mut p = Pickle::new(4);
+        p.op(op::FRAME).raw(&100u64.to_le_bytes());
+        p.op(op::SHORT_BINUNICODE)
+            .op(11)
+            .raw(b"collections")
+            .op(op::MEMOIZE);
+        p.op(op::SHORT_BINUNICODE)
+            .op(11)
+            .raw(b"OrderedDict")
+            .op(op::MEMOIZE);
+        p.op(op::STACK_GLOBAL)
+            .op(op::MEMOIZE)
+            .op(op::EMPTY_TUPLE)
+            .op(op::REDUCE)
+            .op(op::MEMOIZE);
+        p.op(op::MARK);
+        p.op(op::SHORT_BINUNICODE).op(1).raw(b"w").op(op::MEMOIZE);
+        p.tensor(&T {
+            class: "FloatStorage",
+            key: "0",
+            numel: 4,
+            offset: 0,
+            size: &[2, 2],
+            stride: &[2, 1],
+        });
+        p.op(op::MEMOIZE);
+        // A tied weight: the same tensor object again, through the memo (index 5).
+        p.op(op::SHORT_BINUNICODE)
+            .op(4)
+            .raw(b"tied")
+            .op(op::LONG_BINGET)
+            .raw(&5u32.to_le_bytes());
+        p.op(op::SETITEMS);
+        let pickle = p.finish();
+
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("pytorch_model.bin");
+        write_zip(
+            &path,
+            &[
+                ("pytorch_model/data.pkl", &pickle),
+                ("pytorch_model/byteorder", b"little"),
+                ("pytorch_model/data/0", &f32s(&[1.0, 2.0, 3.0, 4.0])),
+            ],
+        )?;
+        let archive = TorchArchive::open(&path, None)?;
+        assert_eq!(archive.names().collect::<Vec<_>>(), ["w", "tied"]);
+        assert_eq!(
+            archive.read_f32("tied")?,
+            (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])
+        );
+        assert_eq!(archive.top_level_keys(), ["w", "tied"]);
+
+        let err = TorchArchive::open(&path, Some("state_dict"))
+            .err()
+            .ok_or("opened")?;
+        assert!(
+            err.to_string()
+                .ends_with("pytorch_model.bin: no 'state_dict' entry (top-level keys: w, tied)"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn selected_object_must_be_a_dict() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let pickle = Pickle::new(2).op(op::EMPTY_LIST).finish();
+        let path = dir.path().join("list.bin");
+        write_zip(&path, &[("archive/data.pkl", &pickle)])?;
+        let err = TorchArchive::open(&path, None).err().ok_or("opened")?;
+        assert!(
+            err.to_string().ends_with(
+                "expected a dict of tensors (a state dict), but the top-level object is a list"
+            ),
+            "{err}"
+        );
+        let err = TorchArchive::open(&path, Some("state_dict"))
+            .err()
+            .ok_or("opened")?;
+        assert!(
+            err.to_string().contains("the top-level object is a list"),
+            "{err}"
+        );
+
+        let ckpt = write_lightning(dir.path())?;
+        let err = TorchArchive::open(&ckpt, Some("epoch"))
+            .err()
+            .ok_or("opened")?;
+        assert!(
+            err.to_string().ends_with("but 'epoch' is the int 3"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn truncated_zip_is_an_error() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = write_lightning(dir.path())?;
+        let bytes = std::fs::read(&path)?;
+        for cut in [bytes.len() / 2, bytes.len() - 10, 3] {
+            std::fs::write(&path, &bytes[..cut])?;
+            let err = TorchArchive::open(&path, Some("state_dict"))
+                .err()
+                .ok_or("opened")?;
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&path.display().to_string()),
+                "{message}"
+            );
+            assert!(
+                message.contains("corrupt or truncated zip archive"),
+                "{message}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn storage_shorter_than_tensor_is_truncated() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let t = T {
+            class: "FloatStorage",
+            key: "0",
+            numel: 6,
+            offset: 0,
+            size: &[2, 3],
+            stride: &[3, 1],
+        };
+        let path = single_tensor_file(dir.path(), &t, &f32s(&[1.0, 2.0]))?;
+        let archive = TorchArchive::open(&path, None)?;
+        let err = archive.read_f32("w").err().ok_or("read")?;
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: truncated: storage 'archive/data/0' is 8 bytes, tensor 'w' needs 24",
+                path.display()
+            )
+        );
+
+        // The offset counts too: 2 elements from offset 1 need 12 bytes.
+        let t = T {
+            class: "FloatStorage",
+            key: "0",
+            numel: 2,
+            offset: 1,
+            size: &[2],
+            stride: &[1],
+        };
+        let path = single_tensor_file(dir.path(), &t, &f32s(&[1.0, 2.0]))?;
+        let err = TorchArchive::open(&path, None)?
+            .read_f32("w")
+            .err()
+            .ok_or("read")?;
+        assert!(
+            err.to_string().ends_with("is 8 bytes, tensor 'w' needs 12"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn missing_storage_and_unknown_names() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let t = T {
+            class: "FloatStorage",
+            key: "9",
+            numel: 1,
+            offset: 0,
+            size: &[1],
+            stride: &[1],
+        };
+        let path = single_tensor_file(dir.path(), &t, &f32s(&[1.0]))?;
+        let archive = TorchArchive::open(&path, None)?;
+        let err = archive.read_f32("w").err().ok_or("read")?;
+        assert!(
+            err.to_string()
+                .ends_with("storage 'archive/data/9' of tensor 'w' is missing from the archive"),
+            "{err}"
+        );
+        let err = archive.read_f32("nope").err().ok_or("read")?;
+        assert!(err.to_string().ends_with("no tensor named 'nope'"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn unconvertible_dtype_is_listed_but_not_read() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let t = T {
+            class: "ComplexFloatStorage",
+            key: "0",
+            numel: 1,
+            offset: 0,
+            size: &[1],
+            stride: &[1],
+        };
+        let path = single_tensor_file(dir.path(), &t, &[0; 8])?;
+        let archive = TorchArchive::open(&path, None)?;
+        assert_eq!(
+            archive.info("w").map(|i| &i.dtype),
+            Some(&DType::Other("ComplexFloatStorage".into()))
+        );
+        let err = archive.read_f32("w").err().ok_or("read")?;
+        assert!(
+            err.to_string()
+                .ends_with("tensor 'w' has dtype ComplexFloatStorage, which cannot be read as f32"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn hostile_shapes_are_rejected() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let storage = f32s(&[1.0, 2.0]);
+
+        // Overflowing element count.
+        let t = T {
+            class: "FloatStorage",
+            key: "0",
+            numel: 2,
+            offset: 0,
+            size: &[1 << 40, 1 << 40],
+            stride: &[1, 1],
+        };
+        let path = single_tensor_file(dir.path(), &t, &storage)?;
+        let err = TorchArchive::open(&path, None)?
+            .read_f32("w")
+            .err()
+            .ok_or("read")?;
+        assert!(err.to_string().contains("tensor 'w': shape"), "{err}");
+
+        // Overflowing span.
+        let t = T {
+            class: "FloatStorage",
+            key: "0",
+            numel: 2,
+            offset: 0,
+            size: &[2],
+            stride: &[i64::MAX],
+        };
+        let path = single_tensor_file(dir.path(), &t, &storage)?;
+        let err = TorchArchive::open(&path, None)?
+            .read_f32("w")
+            .err()
+            .ok_or("read")?;
+        assert!(err.to_string().contains("overflow"), "{err}");
+
+        // A large offset: caught by the storage size, without allocating.
+        let t = T {
+            class: "FloatStorage",
+            key: "0",
+            numel: 2,
+            offset: 1 << 60,
+            size: &[2],
+            stride: &[1],
+        };
+        let path = single_tensor_file(dir.path(), &t, &storage)?;
+        let err = TorchArchive::open(&path, None)?
+            .read_f32("w")
+            .err()
+            .ok_or("read")?;
+        assert!(err.to_string().contains("truncated"), "{err}");
+
+        // Stride 0 expanding one stored element to 2^40.
+        let t = T {
+            class: "FloatStorage",
+            key: "0",
+            numel: 2,
+            offset: 0,
+            size: &[1 << 20, 1 << 20],
+            stride: &[0, 0],
+        };
+        let path = single_tensor_file(dir.path(), &t, &storage)?;
+        let err = TorchArchive::open(&path, None)?
+            .read_f32("w")
+            .err()
+            .ok_or("read")?;
+        assert!(err.to_string().contains("overlapping strides"), "{err}");
+
+        // Negative sizes and mismatched ranks are malformed pickles.
+        for (size, stride) in [(&[-1i64][..], &[1i64][..]), (&[2][..], &[1, 1][..])] {
+            let t = T {
+                class: "FloatStorage",
+                key: "0",
+                numel: 2,
+                offset: 0,
+                size,
+                stride,
+            };
+            let path = single_tensor_file(dir.path(), &t, &storage)?;
+            let err = TorchArchive::open(&path, None).err().ok_or("opened")?;
+            assert!(matches!(err, TorchError::Pickle { .. }), "{err}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn huge_string_length_is_checked() -> TestResult {
+        let mut p = Pickle::new(2);
+        p.op(op::BINUNICODE)
+            .raw(&u32::MAX.to_le_bytes())
+            .raw(b"abc");
+        let pickle = p.finish();
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("huge.bin");
+        write_zip(&path, &[("archive/data.pkl", &pickle)])?;
+        let err = TorchArchive::open(&path, None).err().ok_or("opened")?;
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: malformed pickle at byte 2: BINUNICODE claims 4294967295 bytes but only 4 remain",
+                path.display()
+            )
+        );
+
+        for opcode in [op::BINUNICODE8, op::BINBYTES8] {
+            let mut p = Pickle::new(4);
+            p.op(opcode).raw(&u64::MAX.to_le_bytes());
+            let reason = malformed_reason(run_pickle(&p.finish()));
+            assert!(
+                reason.contains("claims 18446744073709551615 bytes"),
+                "{reason}"
+            );
+        }
+        let mut p = Pickle::new(2);
+        p.op(op::LONG4).raw(&(-5i32).to_le_bytes());
+        assert_eq!(
+            malformed_reason(run_pickle(&p.finish())),
+            "LONG4 has negative length -5"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow_the_stack() -> TestResult {
+        const DEPTH: usize = 200_000;
+        let mut p = Pickle::new(2);
+        p.op(op::EMPTY_DICT).str("deep_lists");
+        for _ in 0..DEPTH {
+            p.op(op::EMPTY_LIST);
+        }
+        for _ in 1..DEPTH {
+            p.op(op::APPEND);
+        }
+        p.op(op::SETITEM).str("deep_tuples");
+        for _ in 0..DEPTH {
+            p.op(op::MARK);
+        }
+        for _ in 0..DEPTH {
+            p.op(op::TUPLE);
+        }
+        p.op(op::SETITEM).str("w");
+        p.tensor(&T {
+            class: "FloatStorage",
+            key: "0",
+            numel: 1,
+            offset: 0,
+            size: &[1],
+            stride: &[1],
+        });
+        p.op(op::SETITEM);
+        let pickle = p.finish();
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("deep.bin");
+        write_zip(
+            &path,
+            &[
+                ("archive/data.pkl", &pickle),
+                ("archive/data/0", &f32s(&[7.0])),
+            ],
+        )?;
+        let archive = TorchArchive::open(&path, None)?;
+        assert_eq!(archive.names().collect::<Vec<_>>(), ["w"]);
+        assert_eq!(archive.read_f32("w")?.1, [7.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn value_budget_is_enforced() {
+        let mut p = Pickle::new(2);
+        p.op(op::NONE);
+        for _ in 0..200 {
+            p.op(op::DUP);
+        }
+        let pickle = p.finish();
+        let result = Machine::new(&pickle, 100).run().map(|_| ());
+        assert_eq!(
+            malformed_reason(result),
+            "more than 100 values; refusing to go on"
+        );
+
+        let mut p = Pickle::new(2);
+        p.op(op::NONE);
+        for i in 0..200u32 {
+            p.op(op::LONG_BINPUT).raw(&i.to_le_bytes());
+        }
+        let pickle = p.finish();
+        let result = Machine::new(&pickle, 100).run().map(|_| ());
+        assert_eq!(
+            malformed_reason(result),
+            "more than 100 values; refusing to go on"
+        );
+    }
+
+    #[test]
+    fn missing_pickle_and_non_zip_files() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("other.zip");
+        write_zip(
+            &path,
+            &[("archive/other.txt", b"hello"), ("a/b/data.pkl", b".")],
+        )?;
+        let err = TorchArchive::open(&path, None).err().ok_or("opened")?;
+        assert!(matches!(err, TorchError::MissingPickle { .. }), "{err}");
+
+        // A legacy (pre-1.6) torch.save file starts with a pickle, not a zip header.
+        let legacy = dir.path().join("legacy.pt");
+        std::fs::write(
+            &legacy,
+            [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20],
+        )?;
+        let err = TorchArchive::open(&legacy, None).err().ok_or("opened")?;
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: not a PyTorch zip checkpoint (legacy pre-1.6 format or another file type)",
+                legacy.display()
+            )
+        );
+        let empty = dir.path().join("empty.pt");
+        std::fs::write(&empty, [])?;
+        assert!(matches!(
+            TorchArchive::open(&empty, None),
+            Err(TorchError::NotZip { .. })
+        ));
+
+        let missing = dir.path().join("missing.pt");
+        assert!(matches!(
+            TorchArchive::open(&missing, None),
+            Err(TorchError::Io { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_opcodes_are_named() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("opcode.bin");
+        let pickle = Pickle::new(2).op(op::EMPTY_DICT).op(0xff).finish();
+        write_zip(&path, &[("archive/data.pkl", &pickle)])?;
+        let err = TorchArchive::open(&path, None).err().ok_or("opened")?;
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: pickle opcode 0xff at byte 3 is not supported",
+                path.display()
+            )
+        );
+        // Protocol 5 out-of-band buffers, EXT codes and INST are not used by torch.save.
+        for opcode in [0x97u8, 0x98, 0x82, b'i', b'S'] {
+            let pickle = Pickle::new(5).op(opcode).finish();
+            assert!(
+                matches!(run_pickle(&pickle), Err(PickleError::Unsupported { opcode: o, offset: 2 }) if o == opcode),
+                "{opcode:#x}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Patches every local and central header of a stored zip to claim deflate.
+    fn mark_deflated(bytes: &mut [u8]) {
+        let mut i = 0;
+        while i + 12 <= bytes.len() {
+            match &bytes[i..i + 4] {
+                b"PK\x03\x04" => bytes[i + 8] = 8,
+                b"PK\x01\x02" => bytes[i + 10] = 8,
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+
+    #[test]
+    fn compressed_entries_are_rejected() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = write_lightning(dir.path())?;
+        let mut bytes = std::fs::read(&path)?;
+        mark_deflated(&mut bytes);
+        std::fs::write(&path, bytes)?;
+        let err = TorchArchive::open(&path, Some("state_dict"))
+            .err()
+            .ok_or("opened")?;
+        assert!(
+            err.to_string()
+                .contains("zip entry 'archive/byteorder' is compressed (deflate)"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn big_endian_files_are_rejected() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("big.bin");
+        let pickle = Pickle::new(2).op(op::EMPTY_DICT).finish();
+        write_zip(
+            &path,
+            &[("archive/data.pkl", &pickle), ("archive/byteorder", b"big")],
+        )?;
+        let err = TorchArchive::open(&path, None).err().ok_or("opened")?;
+        assert!(
+            err.to_string()
+                .ends_with("big-endian checkpoints are not supported"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_pickles_are_errors() {
+        let cases: [(&[u8], &str); 9] = [
+            (&[op::PROTO, 2], "the pickle ends without STOP"),
+            (&[op::PROTO, 2, op::REDUCE, op::STOP], "stack underflow"),
+            (
+                &[op::PROTO, 2, op::NONE, op::MARK, op::STOP],
+                "stack underflow",
+            ),
+            (
+                &[op::PROTO, 2, op::BINGET, 3, op::STOP],
+                "memo entry 3 is not set",
+            ),
+            (
+                &[op::PROTO, 2, op::APPENDS, op::STOP],
+                "no MARK on the stack",
+            ),
+            (
+                &[op::PROTO, 2, op::NONE, op::MARK, op::NONE, op::SETITEMS],
+                "odd number of items for a dict",
+            ),
+            (
+                &[op::PROTO, 2, op::NONE, op::NONE, op::APPEND],
+                "APPEND target is not a list",
+            ),
+            (&[op::PROTO, 9], "unknown pickle protocol 9"),
+            (
+                &[op::PROTO, 2, op::GLOBAL, b'x'],
+                "unterminated text argument",
+            ),
+        ];
+        for (pickle, expected) in cases {
+            assert_eq!(malformed_reason(run_pickle(pickle)), expected, "{pickle:?}");
+        }
+        let mut p = Pickle::new(2);
+        p.op(op::MARK)
+            .str("storage")
+            .op(op::TUPLE1)
+            .op(op::BINPERSID);
+        let reason = malformed_reason(run_pickle(&p.finish()));
+        assert!(
+            reason.starts_with("persistent id is a tuple, not a ('storage'"),
+            "{reason}"
+        );
+        let reason = malformed_reason(run_pickle(b"Pfoo\n."));
+        assert!(reason.starts_with("persistent id is a str"), "{reason}");
+    }
+
+    /// Text (protocol 0) opcodes and the remaining container opcodes.
+    #[test]
+    fn text_and_container_opcodes() -> TestResult {
+        let mut p = Pickle(Vec::new());
+        p.op(op::MARK);
+        p.raw(b"Vkey\\u00e9\n").op(op::PUT).raw(b"7\n");
+        p.op(op::INT).raw(b"12345678901234567890\n");
+        p.raw(b"Vflag\n").op(op::INT).raw(b"01\n");
+        p.raw(b"Vlong\n").op(op::LONG).raw(b"-42L\n");
+        p.raw(b"Vfloat\n").op(op::FLOAT).raw(b"2.5\n");
+        p.raw(b"Vagain\n").op(op::GET).raw(b"7\n");
+        p.raw(b"Vlist\n")
+            .op(op::MARK)
+            .op(op::BININT1)
+            .op(1)
+            .op(op::BININT2)
+            .raw(&[0, 1])
+            .op(op::LIST);
+        p.raw(b"Vset\n")
+            .op(op::EMPTY_SET)
+            .op(op::MARK)
+            .op(op::NONE)
+            .op(op::ADDITEMS);
+        p.raw(b"Vfrozen\n")
+            .op(op::MARK)
+            .op(op::NONE)
+            .op(op::FROZENSET);
+        p.raw(b"Vbytes\n").op(op::SHORT_BINBYTES).op(2).raw(b"ab");
+        p.raw(b"Vpy2\n").op(op::SHORT_BINSTRING).op(2).raw(b"ab");
+        p.raw(b"Vpopped\n")
+            .op(op::NONE)
+            .op(op::NONE)
+            .op(op::POP)
+            .op(op::MARK)
+            .op(op::NONE)
+            .op(op::POP_MARK);
+        p.raw(b"Vnewobj_ex\n")
+            .global("some.module", "Thing")
+            .op(op::EMPTY_TUPLE)
+            .op(op::EMPTY_DICT);
+        p.op(op::NEWOBJ_EX)
+            .op(op::MARK)
+            .op(op::NONE)
+            .op(op::APPENDS);
+        p.raw(b"Vdup\n").op(op::EMPTY_LIST).op(op::DUP).op(op::POP);
+        p.op(op::DICT);
+        let pickle = p.finish();
+
+        let mut machine = Machine::new(&pickle, MAX_VALUES);
+        let root = machine.run().map_err(|e| format!("{e:?}"))?;
+        let get = |key| machine.dict_get(root, key).map(|v| machine.describe(v));
+        assert_eq!(get("key\u{e9}").as_deref(), Some("a large int"));
+        assert_eq!(get("flag").as_deref(), Some("the bool True"));
+        assert_eq!(get("long").as_deref(), Some("the int -42"));
+        assert_eq!(get("float").as_deref(), Some("the float 2.5"));
+        assert_eq!(get("again").as_deref(), Some("a str"));
+        assert_eq!(get("list").as_deref(), Some("a list"));
+        assert_eq!(get("set").as_deref(), Some("a set"));
+        assert_eq!(get("frozen").as_deref(), Some("a set"));
+        assert_eq!(get("bytes").as_deref(), Some("a bytes object"));
+        assert_eq!(get("py2").as_deref(), Some("a str"));
+        assert_eq!(get("popped").as_deref(), Some("None"));
+        assert_eq!(
+            get("newobj_ex").as_deref(),
+            Some("an object of class some.module.Thing")
+        );
+        assert_eq!(get("dup").as_deref(), Some("a list"));
+        let list = machine
+            .dict_get(root, "list")
+            .and_then(|v| machine.items(v))
+            .ok_or("list")?;
+        assert!(matches!(list.as_slice(), [Value::Int(1), Value::Int(256)]));
+        Ok(())
+    }
+
+    #[test]
+    fn long_and_escape_decoding() {
+        assert!(matches!(decode_long(&[]), Value::Int(0)));
+        assert!(matches!(decode_long(&[0xff]), Value::Int(-1)));
+        assert!(matches!(decode_long(&[0x00, 0x80]), Value::Int(-32768)));
+        assert!(matches!(decode_long(&[0xff, 0x00]), Value::Int(255)));
+        assert!(matches!(decode_long(&[1; 9]), Value::BigInt));
+        assert_eq!(
+            decode_raw_unicode_escape(b"a\\u00e9\\U0001F600\xe9\\x\\u12"),
+            "a\u{e9}\u{1F600}\u{e9}\\x\\u12"
+        );
+    }
 }
