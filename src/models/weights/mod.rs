@@ -287,7 +287,10 @@ impl SimpleBackend for FileBackend {
 /// and hands back a zero-cost broadcast zero. Used to prove that a model built from a
 /// full-size config asks for exactly the tensors the real file holds.
 #[derive(Debug, Clone, Default)]
-pub struct ShapeRecorder(Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+pub struct ShapeRecorder(Arc<Mutex<Vec<NamedShape>>>);
+
+/// A tensor name and its shape.
+pub type NamedShape = (String, Vec<usize>);
 
 impl ShapeRecorder {
     pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
@@ -295,7 +298,7 @@ impl ShapeRecorder {
     }
 
     /// The requested tensors, in request order.
-    pub fn requested(&self) -> Vec<(String, Vec<usize>)> {
+    pub fn requested(&self) -> Vec<NamedShape> {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }

@@ -18,6 +18,7 @@
 //! machine keeps its objects in a flat arena, so no nesting depth can overflow the stack,
 //! and the number of values it creates is bounded.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
@@ -29,7 +30,9 @@ use half::{bf16, f16};
 use zip::result::ZipError;
 use zip::{CompressionMethod, ZipArchive};
 
-/// The most values (stack pushes, marks and memo entries) one pickle may create.
+/// The pickle machine's budget, in values (about 16 bytes each): every stack push, mark
+/// and memo entry costs one, and copying text or tensor metadata out of existing objects
+/// costs in proportion. This bounds its memory to a few hundred MB whatever the file.
 const MAX_VALUES: usize = 10_000_000;
 /// The most elements a tensor whose strides overlap (e.g. stride 0 from `expand`) may
 /// expand to beyond the storage span it covers.
@@ -357,8 +360,9 @@ impl TorchArchive {
 
         let pickle = read_whole_entry(path, &mut zip, &pickle_name, file_len, u64::MAX)?;
         let mut machine = Machine::new(&pickle, MAX_VALUES);
-        let root = machine.run().map_err(|e| e.into_torch(path))?;
-        let top_level_keys = machine.string_keys(root);
+        let pickle_err = |e: PickleError| e.into_torch(path);
+        let root = machine.run().map_err(pickle_err)?;
+        let top_level_keys = machine.string_keys(root).map_err(pickle_err)?;
 
         let selected = match key {
             None => root,
@@ -375,20 +379,19 @@ impl TorchArchive {
                     .ok_or_else(|| TorchError::MissingKey {
                         path: path.to_owned(),
                         key: key.to_owned(),
-                        keys: top_level_keys.join(", "),
+                        keys: key_list(&top_level_keys),
                     })?
             }
         };
-        let tensors = machine
-            .tensors_of(selected)
-            .ok_or_else(|| TorchError::Structure {
-                path: path.to_owned(),
-                expected: "a dict of tensors (a state dict)".into(),
-                found: match key {
-                    None => format!("the top-level object is {}", machine.describe(selected)),
-                    Some(key) => format!("'{key}' is {}", machine.describe(selected)),
-                },
-            })?;
+        let tensors = machine.tensors_of(selected).map_err(pickle_err)?;
+        let tensors = tensors.ok_or_else(|| TorchError::Structure {
+            path: path.to_owned(),
+            expected: "a dict of tensors (a state dict)".into(),
+            found: match key {
+                None => format!("the top-level object is {}", machine.describe(selected)),
+                Some(key) => format!("'{key}' is {}", machine.describe(selected)),
+            },
+        })?;
         let index = tensors
             .iter()
             .enumerate()
@@ -541,6 +544,20 @@ impl TorchArchive {
         let mut bytes = vec![0u8; end - start];
         reader.read_exact(&mut bytes).map_err(read_err)?;
         Ok(bytes)
+    }
+}
+
+/// Keys for an error message: all of them if few, else the first ten and a count.
+fn key_list(keys: &[String]) -> String {
+    const SHOWN: usize = 10;
+    if keys.len() <= SHOWN {
+        keys.join(", ")
+    } else {
+        format!(
+            "{}, … and {} more",
+            keys[..SHOWN].join(", "),
+            keys.len() - SHOWN
+        )
     }
 }
 
@@ -792,23 +809,42 @@ enum Obj {
     Dict(Vec<(Value, Value)>),
     Set(Vec<Value>),
     /// A class or function named by GLOBAL / STACK_GLOBAL.
-    Global {
-        module: String,
-        name: String,
-    },
-    Storage(StorageRef),
-    Tensor(TensorInfo),
+    Global(Box<GlobalName>),
+    Storage(Box<StorageRef>),
+    Tensor(Box<TensorInfo>),
     /// An instance of a class this reader does not interpret; its state is dropped.
     Object {
         class: Value,
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
+struct GlobalName {
+    module: String,
+    name: String,
+}
+
+#[derive(Debug)]
 struct StorageRef {
     dtype: DType,
     key: String,
     location: String,
+}
+
+/// Budget units for copying `len` bytes of text.
+fn text_units(len: usize) -> usize {
+    len / 16 + 1
+}
+
+/// Budget units for a copy of `info`.
+fn tensor_units(info: &TensorInfo) -> usize {
+    let dtype_len = match &info.dtype {
+        DType::Other(name) => name.len(),
+        _ => 0,
+    };
+    1 + info.shape.len()
+        + info.stride.len()
+        + text_units(info.storage_key.len() + info.location.len() + dtype_len)
 }
 
 /// What a REDUCE / NEWOBJ callable means to this reader.
@@ -855,8 +891,9 @@ struct Machine<'a> {
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
     arena: Vec<Obj>,
-    /// Values (pushes, marks, memo entries) that may still be created.
-    budget: usize,
+    /// What is left of the budget (see [`MAX_VALUES`]); a `Cell` so that code reading
+    /// the arena can charge it too.
+    budget: Cell<usize>,
     max_values: usize,
 }
 
@@ -870,7 +907,7 @@ impl<'a> Machine<'a> {
             marks: Vec::new(),
             memo: HashMap::new(),
             arena: Vec::new(),
-            budget: max_values,
+            budget: Cell::new(max_values),
             max_values,
         }
     }
@@ -943,10 +980,11 @@ impl<'a> Machine<'a> {
 
     // --- stack -----------------------------------------------------------------------
 
-    fn spend(&mut self) -> PResult<()> {
-        match self.budget.checked_sub(1) {
+    /// Charge `units` against the budget.
+    fn spend(&self, units: usize) -> PResult<()> {
+        match self.budget.get().checked_sub(units) {
             Some(left) => {
-                self.budget = left;
+                self.budget.set(left);
                 Ok(())
             }
             None => Err(self.malformed(format!(
@@ -957,7 +995,7 @@ impl<'a> Machine<'a> {
     }
 
     fn push(&mut self, value: Value) -> PResult<()> {
-        self.spend()?;
+        self.spend(1)?;
         self.stack.push(value);
         Ok(())
     }
@@ -1006,7 +1044,7 @@ impl<'a> Machine<'a> {
 
     fn memo_put(&mut self, index: u32) -> PResult<()> {
         let value = self.top()?;
-        self.spend()?;
+        self.spend(1)?;
         self.memo.insert(index, value);
         Ok(())
     }
@@ -1062,7 +1100,7 @@ impl<'a> Machine<'a> {
                 }
                 op::STOP => return self.pop(),
                 op::MARK => {
-                    self.spend()?;
+                    self.spend(1)?;
                     self.marks.push(self.stack.len());
                 }
                 op::POP => {
@@ -1269,10 +1307,10 @@ impl<'a> Machine<'a> {
                 op::GLOBAL => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    self.push_obj(Obj::Global {
+                    self.push_obj(Obj::Global(Box::new(GlobalName {
                         module: String::from_utf8_lossy(module).into_owned(),
                         name: String::from_utf8_lossy(name).into_owned(),
-                    })?;
+                    })))?;
                 }
                 op::STACK_GLOBAL => {
                     let name = self.pop()?;
@@ -1281,11 +1319,12 @@ impl<'a> Machine<'a> {
                     else {
                         return Err(self.malformed("STACK_GLOBAL needs two strings"));
                     };
-                    let global = Obj::Global {
+                    let global = GlobalName {
                         module: module.to_owned(),
                         name: name.to_owned(),
                     };
-                    self.push_obj(global)?;
+                    self.spend(text_units(global.module.len() + global.name.len()))?;
+                    self.push_obj(Obj::Global(Box::new(global)))?;
                 }
                 op::REDUCE => {
                     let args = self.pop()?;
@@ -1387,10 +1426,10 @@ impl<'a> Machine<'a> {
     }
 
     fn classify(&self, func: Value) -> Callable {
-        let Some(Obj::Global { module, name }) = self.obj(func) else {
+        let Some(Obj::Global(global)) = self.obj(func) else {
             return Callable::Other;
         };
-        match (module.as_str(), name.as_str()) {
+        match (global.module.as_str(), global.name.as_str()) {
             ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => Callable::RebuildTensor,
             ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
                 Callable::RebuildParameter
@@ -1402,10 +1441,10 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// The items of a tuple (or list) value, copied out of the arena.
-    fn items(&self, value: Value) -> Option<Vec<Value>> {
+    /// The items of a tuple (or list) value.
+    fn items(&self, value: Value) -> Option<&[Value]> {
         match self.obj(value) {
-            Some(Obj::Tuple(items) | Obj::List(items)) => Some(items.clone()),
+            Some(Obj::Tuple(items) | Obj::List(items)) => Some(items),
             _ => None,
         }
     }
@@ -1416,23 +1455,21 @@ impl<'a> Machine<'a> {
         match self.classify(func) {
             Callable::RebuildTensor => {
                 let tensor = self.rebuild_tensor(args)?;
-                Ok(self.alloc(Obj::Tensor(tensor)))
+                self.spend(tensor_units(&tensor))?;
+                Ok(self.alloc(Obj::Tensor(Box::new(tensor))))
             }
             Callable::RebuildParameter => {
-                let args = self.items(args).ok_or_else(|| {
-                    self.malformed("_rebuild_parameter arguments are not a tuple")
-                })?;
-                match args.first() {
-                    Some(&data) if matches!(self.obj(data), Some(Obj::Tensor(_))) => Ok(data),
+                // _rebuild_parameter(data, requires_grad, backward_hooks[, state])
+                match self.items(args) {
+                    Some(&[data, ..]) if matches!(self.obj(data), Some(Obj::Tensor(_))) => Ok(data),
                     _ => Err(self.malformed("_rebuild_parameter needs a tensor")),
                 }
             }
             Callable::RebuildFromType => {
                 // _rebuild_from_type_v2(func, new_type, args, state) calls func(*args).
-                let args = self.items(args).unwrap_or_default();
-                match args.as_slice() {
-                    [inner_func, _, inner_args, ..] if depth < MAX_REBUILD_DEPTH => {
-                        self.reduce(*inner_func, *inner_args, depth + 1)
+                match self.items(args) {
+                    Some(&[inner_func, _, inner_args, ..]) if depth < MAX_REBUILD_DEPTH => {
+                        self.reduce(inner_func, inner_args, depth + 1)
                     }
                     _ => Err(self.malformed("malformed _rebuild_from_type_v2 call")),
                 }
@@ -1452,21 +1489,20 @@ impl<'a> Machine<'a> {
 
     /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, ...)`.
     fn rebuild_tensor(&self, args: Value) -> PResult<TensorInfo> {
-        let args = self
-            .items(args)
-            .ok_or_else(|| self.malformed("tensor arguments are not a tuple"))?;
-        let [storage, offset, size, stride, ..] = args.as_slice() else {
-            return Err(self.malformed("tensor rebuild needs at least 4 arguments"));
+        let (storage, offset, size, stride) = match self.items(args) {
+            Some(&[storage, offset, size, stride, ..]) => (storage, offset, size, stride),
+            Some(_) => return Err(self.malformed("tensor rebuild needs at least 4 arguments")),
+            None => return Err(self.malformed("tensor arguments are not a tuple")),
         };
-        let Some(Obj::Storage(storage)) = self.obj(*storage) else {
+        let Some(Obj::Storage(storage)) = self.obj(storage) else {
             return Err(self.malformed(format!(
                 "tensor storage is {}, not a storage reference",
-                self.describe(*storage)
+                self.describe(storage)
             )));
         };
-        let storage_offset = self.usize_of(*offset, "storage offset")?;
-        let shape = self.usize_seq(*size, "size")?;
-        let stride = self.usize_seq(*stride, "stride")?;
+        let storage_offset = self.usize_of(offset, "storage offset")?;
+        let shape = self.usize_seq(size, "size")?;
+        let stride = self.usize_seq(stride, "stride")?;
         if shape.len() != stride.len() {
             return Err(self.malformed(format!(
                 "tensor size has {} dimensions but stride has {}",
@@ -1504,31 +1540,31 @@ impl<'a> Machine<'a> {
 
     /// BINPERSID: `('storage', storage_class, key, location, numel)` to a storage.
     fn persistent_load(&mut self, pid: Value) -> PResult<Value> {
-        let items = self.items(pid).unwrap_or_default();
-        let [tag, class, key, location, _numel] = items.as_slice() else {
+        let Some(&[tag, class, key, location, _numel]) = self.items(pid) else {
             return Err(self.malformed(format!(
                 "persistent id is {}, not a ('storage', class, key, location, numel) tuple",
                 self.describe(pid)
             )));
         };
-        if self.str_of(*tag) != Some("storage") {
+        if self.str_of(tag) != Some("storage") {
             return Err(self.malformed("persistent id is not a 'storage' reference"));
         }
-        let Some(Obj::Global { name, .. }) = self.obj(*class) else {
+        let Some(Obj::Global(class)) = self.obj(class) else {
             return Err(self.malformed("storage class is not a class"));
         };
-        let dtype = DType::from_storage_class(name);
-        let key = match (self.obj(*key), *key) {
+        let dtype = DType::from_storage_class(&class.name);
+        let key = match (self.obj(key), key) {
             (Some(Obj::Str(s)), _) => s.clone(),
             (_, Value::Int(i)) => i.to_string(),
             _ => return Err(self.malformed("storage key is not a string")),
         };
-        let location = self.str_of(*location).unwrap_or_default().to_owned();
-        Ok(self.alloc(Obj::Storage(StorageRef {
+        let location = self.str_of(location).unwrap_or_default().to_owned();
+        self.spend(text_units(class.name.len() + key.len() + location.len()))?;
+        Ok(self.alloc(Obj::Storage(Box::new(StorageRef {
             dtype,
             key,
             location,
-        })))
+        }))))
     }
 
     // --- reading the result ----------------------------------------------------------
@@ -1550,45 +1586,61 @@ impl<'a> Machine<'a> {
     }
 
     /// The distinct string keys of a dict, in insertion order; empty if not a dict.
-    fn string_keys(&self, dict: Value) -> Vec<String> {
-        self.string_items(dict)
+    fn string_keys(&self, dict: Value) -> PResult<Vec<String>> {
+        Ok(self
+            .string_items(dict)?
             .map(|items| items.into_iter().map(|(k, _)| k).collect())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     /// A dict's string-keyed items with Python semantics: a key keeps its first position
-    /// and its last value.
-    fn string_items(&self, dict: Value) -> Option<Vec<(String, Value)>> {
+    /// and its last value. `None` if `dict` is not a dict.
+    fn string_items(&self, dict: Value) -> PResult<Option<Vec<(String, Value)>>> {
         let Some(Obj::Dict(items)) = self.obj(dict) else {
-            return None;
+            return Ok(None);
         };
         let mut out: Vec<(String, Value)> = Vec::new();
-        let mut position: HashMap<&str, usize> = HashMap::new();
+        // Keys are looked up by object first, so that one (possibly long) memoized key
+        // used many times is hashed only once.
+        let mut by_object: HashMap<usize, usize> = HashMap::new();
+        let mut by_text: HashMap<&str, usize> = HashMap::new();
         for &(k, v) in items {
-            let Some(k) = self.str_of(k) else { continue };
-            match position.get(k) {
-                Some(&i) => out[i].1 = v,
-                None => {
-                    position.insert(k, out.len());
-                    out.push((k.to_owned(), v));
-                }
+            let Value::Ref(id) = k else { continue };
+            if let Some(&i) = by_object.get(&id) {
+                out[i].1 = v;
+                continue;
             }
+            let Some(text) = self.str_of(k) else { continue };
+            let i = match by_text.get(text) {
+                Some(&i) => {
+                    out[i].1 = v;
+                    i
+                }
+                None => {
+                    self.spend(text_units(text.len()))?;
+                    by_text.insert(text, out.len());
+                    out.push((text.to_owned(), v));
+                    out.len() - 1
+                }
+            };
+            by_object.insert(id, i);
         }
-        Some(out)
+        Ok(Some(out))
     }
 
     /// The tensors of a state dict, or `None` if `dict` is not a dict.
-    fn tensors_of(&self, dict: Value) -> Option<Vec<(String, TensorInfo)>> {
-        let items = self.string_items(dict)?;
-        Some(
-            items
-                .into_iter()
-                .filter_map(|(name, v)| match self.obj(v) {
-                    Some(Obj::Tensor(info)) => Some((name, info.clone())),
-                    _ => None,
-                })
-                .collect(),
-        )
+    fn tensors_of(&self, dict: Value) -> PResult<Option<Vec<(String, TensorInfo)>>> {
+        let Some(items) = self.string_items(dict)? else {
+            return Ok(None);
+        };
+        let mut tensors = Vec::new();
+        for (name, v) in items {
+            if let Some(Obj::Tensor(info)) = self.obj(v) {
+                self.spend(tensor_units(info))?;
+                tensors.push((name, TensorInfo::clone(info)));
+            }
+        }
+        Ok(Some(tensors))
     }
 
     /// A short description of a value for error messages ("a list", "an int"…).
@@ -1606,12 +1658,14 @@ impl<'a> Machine<'a> {
                 Some(Obj::List(_)) => "a list".into(),
                 Some(Obj::Dict(_)) => "a dict".into(),
                 Some(Obj::Set(_)) => "a set".into(),
-                Some(Obj::Global { module, name }) => format!("the class {module}.{name}"),
+                Some(Obj::Global(global)) => {
+                    format!("the class {}.{}", global.module, global.name)
+                }
                 Some(Obj::Storage(_)) => "a storage".into(),
                 Some(Obj::Tensor(_)) => "a tensor".into(),
                 Some(Obj::Object { class }) => match self.obj(*class) {
-                    Some(Obj::Global { module, name }) => {
-                        format!("an object of class {module}.{name}")
+                    Some(Obj::Global(global)) => {
+                        format!("an object of class {}.{}", global.module, global.name)
                     }
                     _ => "an object".into(),
                 },
@@ -2521,6 +2575,64 @@ mod tests {
     }
 
     #[test]
+    fn copies_out_of_shared_objects_are_charged() -> TestResult {
+        // One long memoized string named as a module over and over.
+        let mut p = Pickle::new(4);
+        p.str(&"m".repeat(16_000)).put(0);
+        for _ in 0..100 {
+            p.get(0).get(0).op(op::STACK_GLOBAL).op(op::POP);
+        }
+        let pickle = p.finish();
+        let result = Machine::new(&pickle, 1000).run().map(|_| ());
+        assert_eq!(
+            malformed_reason(result),
+            "more than 1000 values; refusing to go on"
+        );
+
+        // One tensor of high rank under many names: each copy made for the state dict
+        // is charged.
+        let dims = [1i64; 100];
+        let mut p = Pickle::new(2);
+        p.op(op::EMPTY_DICT).op(op::MARK);
+        p.str("t0");
+        p.tensor(&T {
+            class: "FloatStorage",
+            key: "0",
+            numel: 1,
+            offset: 0,
+            size: &dims,
+            stride: &dims,
+        });
+        p.put(0);
+        for i in 1..50 {
+            p.str(&format!("t{i}")).get(0);
+        }
+        p.op(op::SETITEMS);
+        let pickle = p.finish();
+        let mut machine = Machine::new(&pickle, 2000);
+        let root = machine.run().map_err(|e| format!("{e:?}"))?;
+        let result = machine.tensors_of(root).map(|_| ());
+        assert_eq!(
+            malformed_reason(result),
+            "more than 2000 values; refusing to go on"
+        );
+        let mut machine = Machine::new(&pickle, MAX_VALUES);
+        let root = machine.run().map_err(|e| format!("{e:?}"))?;
+        let tensors = machine
+            .tensors_of(root)
+            .map_err(|e| format!("{e:?}"))?
+            .ok_or("no dict")?;
+        assert_eq!(tensors.len(), 50);
+        Ok(())
+    }
+
+    #[test]
+    fn pickle_values_stay_small() {
+        assert!(std::mem::size_of::<Value>() <= 16);
+        assert!(std::mem::size_of::<Obj>() <= 32);
+    }
+
+    #[test]
     fn missing_pickle_and_non_zip_files() -> TestResult {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("other.zip");
@@ -2751,10 +2863,19 @@ mod tests {
         assert_eq!(get("dup").as_deref(), Some("a list"));
         let list = machine
             .dict_get(root, "list")
-            .and_then(|v| machine.items(v))
-            .ok_or("list")?;
-        assert!(matches!(list.as_slice(), [Value::Int(1), Value::Int(256)]));
+            .and_then(|v| machine.items(v));
+        assert!(matches!(list, Some([Value::Int(1), Value::Int(256)])));
         Ok(())
+    }
+
+    #[test]
+    fn long_key_lists_are_shortened() {
+        let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+        assert_eq!(key_list(&keys[..2]), "k0, k1");
+        assert_eq!(
+            key_list(&keys),
+            "k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, … and 2 more"
+        );
     }
 
     #[test]
