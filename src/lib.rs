@@ -11,4 +11,6 @@
 
 pub mod cli;
 pub mod engine;
+pub mod export;
 pub mod models;
+pub mod settings;

@@ -13,7 +13,9 @@ fn main() {
         }
     };
     if let Err(e) = clipcanvas::cli::run(cli) {
-        eprintln!("error: {e}");
+        if !matches!(e, clipcanvas::cli::CliError::Interrupted) {
+            eprintln!("error: {e}");
+        }
         std::process::exit(e.exit_code());
     }
 }

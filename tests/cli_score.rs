@@ -78,7 +78,11 @@ fn bad_input_is_one_line_and_exit_code_2() {
     let img = img.to_str().expect("utf8");
     let bad_png = fixture("clip-tiny/config.json");
     fails_with(&["score", "--clip", clip, "--image", "/no/such.png", "-p", "x"], 2, "/no/such.png");
-    fails_with(&["score", "--clip", clip, "--image", bad_png.to_str().expect("utf8"), "-p", "x"], 2, "cannot read image");
+    fails_with(
+        &["score", "--clip", clip, "--image", bad_png.to_str().expect("utf8"), "-p", "x"],
+        2,
+        "cannot read image",
+    );
     fails_with(&["score", "--clip", "/no/clip", "--image", img, "-p", "x"], 2, "/no/clip");
     fails_with(&["score", "--clip", clip, "--image", img], 2, "--prompt");
     fails_with(&["score", "--clip", clip, "--image", img, "-p", "x", "--device", "tpu"], 2, "unknown device");

@@ -60,7 +60,9 @@ fn text_and_image_embeddings_match_transformers() {
         1e-4,
     );
     assert_close("image_embeds", &model.encode_image(&g["pixel_values"]).expect("image"), &g["image_embeds"], 1e-4);
-    let scale = g["logit_scale"].to_dtype(DType::F32).expect("f32").flatten_all().expect("flat").to_vec1::<f32>().expect("v")[0];
+    let scale =
+        g["logit_scale"].to_dtype(DType::F32).expect("f32").flatten_all().expect("flat").to_vec1::<f32>().expect("v")
+            [0];
     assert!((model.logit_scale().expect("scale").ln() - scale).abs() < 1e-5);
 }
 
@@ -87,7 +89,8 @@ fn tokenized_prompts_embed_like_open_clip_ids() {
     let (model, tok) = clip::load(&fixture("clip-tiny"), DType::F32, &Device::Cpu).expect("load");
     let g = golden("clip-tiny/expected.safetensors");
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("clip-tiny/expected.json")).expect("meta")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(fixture("clip-tiny/expected.json")).expect("meta"))
+            .expect("json");
     let prompts: Vec<String> = serde_json::from_value(meta["prompts"].clone()).expect("prompts");
     let mut ids = Vec::new();
     for p in &prompts {

@@ -143,7 +143,10 @@ fn mismatched_shapes_name_the_tensor() {
     let err = vqgan::load(&ckpt, None, DType::F32, &Device::Cpu).expect_err("mismatch");
     assert!(matches!(err, ModelError::ShapeMismatch { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("model.ckpt") && msg.contains("quantize.embedding.weight") && msg.contains("[64, 8]"), "{msg}");
+    assert!(
+        msg.contains("model.ckpt") && msg.contains("quantize.embedding.weight") && msg.contains("[64, 8]"),
+        "{msg}"
+    );
 
     let clip_dir = dir.path().join("clip");
     copy_dir(&fixture("clip-tiny"), &clip_dir);
@@ -194,7 +197,8 @@ fn broken_clip_config_is_named() {
     let err = clip_err(dir.path());
     assert!(err.contains("config.json") && err.contains("invalid JSON"), "{err}");
     std::fs::remove_file(dir.path().join("tokenizer.json")).expect("rm");
-    std::fs::write(dir.path().join("config.json"), std::fs::read(fixture("clip-tiny/config.json")).expect("read")).expect("write");
+    std::fs::write(dir.path().join("config.json"), std::fs::read(fixture("clip-tiny/config.json")).expect("read"))
+        .expect("write");
     let err = clip_err(dir.path());
     assert!(err.contains("tokenizer.json is missing"), "{err}");
 }

@@ -39,7 +39,8 @@ fn requested(m: &Manifest, kind: &str) -> BTreeMap<String, Vec<usize>> {
         "vqgan" => {
             let yaml = m.config.as_str().unwrap_or_else(|| panic!("{}: config is not YAML text", m.name));
             let cfg = VqganConfig::from_yaml(yaml).unwrap_or_else(|e| panic!("{}: {e}", m.name));
-            let vb = if cfg.weight_prefix.is_empty() { vb } else { vb.push_prefix(cfg.weight_prefix.trim_end_matches('.')) };
+            let vb =
+                if cfg.weight_prefix.is_empty() { vb } else { vb.push_prefix(cfg.weight_prefix.trim_end_matches('.')) };
             Vqgan::new(vb, &cfg).unwrap_or_else(|e| panic!("{}: {e}", m.name));
         }
         other => panic!("unknown kind {other}"),

@@ -45,8 +45,8 @@ fn safetensors_export_matches_taming() {
     let dir = tempfile::tempdir().expect("temp");
     let path = dir.path().join("vqgan.safetensors");
     candle_core::safetensors::save(&tensors, &path).expect("save");
-    let model =
-        vqgan::load(&path, Some(&fixture("vqgan-tiny/model.yaml")), DType::F32, &Device::Cpu).expect("load safetensors");
+    let model = vqgan::load(&path, Some(&fixture("vqgan-tiny/model.yaml")), DType::F32, &Device::Cpu)
+        .expect("load safetensors");
     check(&model, "vqgan-tiny");
 }
 
@@ -66,7 +66,8 @@ fn net2net_checkpoint_loads_its_first_stage() {
 #[test]
 fn straight_through_quantisation_snaps_to_codes_and_passes_gradient() {
     let model = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &Device::Cpu).expect("load");
-    let z = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (1, 8, 4, 4), &Device::Cpu).expect("z")).expect("var");
+    let z =
+        candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (1, 8, 4, 4), &Device::Cpu).expect("z")).expect("var");
     let q = model.quantize_st(z.as_tensor()).expect("quantize");
     // Every position now holds a codebook row.
     let cb = values(model.codebook());

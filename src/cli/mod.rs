@@ -2,6 +2,7 @@
 //! validates its arguments, calls the engine, and returns an error for `main` to print
 //! once.
 
+pub mod generate;
 pub mod score;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Make an image from prompts, headless.
+    Generate(Box<generate::GenerateArgs>),
     /// Print the CLIP cosine similarity of an image with each prompt, one per line.
     Score(score::ScoreArgs),
 }
@@ -27,6 +30,9 @@ pub enum CliError {
     Input(anyhow::Error),
     #[error("{0}")]
     Runtime(anyhow::Error),
+    /// Stopped by Ctrl-C after saving; the message was already printed.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl CliError {
@@ -34,6 +40,7 @@ impl CliError {
         match self {
             Self::Input(_) => 2,
             Self::Runtime(_) => 1,
+            Self::Interrupted => 130,
         }
     }
 }
@@ -42,7 +49,7 @@ impl From<crate::engine::EngineError> for CliError {
     fn from(e: crate::engine::EngineError) -> Self {
         use crate::engine::EngineError as E;
         match e {
-            E::Candle(_) => Self::Runtime(e.into()),
+            E::Candle(_) | E::NanLoss { .. } => Self::Runtime(e.into()),
             E::Model(crate::models::ModelError::Candle(_)) => Self::Runtime(e.into()),
             _ => Self::Input(e.into()),
         }
@@ -52,6 +59,7 @@ impl From<crate::engine::EngineError> for CliError {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Score(args)) => score::run(&args),
         None => Err(CliError::Input(anyhow::anyhow!(
             "the studio is not part of this build yet; use a subcommand (see --help)"

@@ -20,13 +20,17 @@ pub fn parse_device(name: &str) -> Result<Device> {
     match kind.as_str() {
         "cuda" => {
             if !candle_core::utils::cuda_is_available() {
-                return Err(EngineError::Device("this build has no CUDA support (rebuild with --features cuda)".into()));
+                return Err(EngineError::Device(
+                    "this build has no CUDA support (rebuild with --features cuda)".into(),
+                ));
             }
             Device::new_cuda(index).map_err(|e| EngineError::Device(format!("cannot open cuda:{index} ({e})")))
         }
         "metal" => {
             if !candle_core::utils::metal_is_available() {
-                return Err(EngineError::Device("this build has no Metal support (rebuild with --features metal)".into()));
+                return Err(EngineError::Device(
+                    "this build has no Metal support (rebuild with --features metal)".into(),
+                ));
             }
             Device::new_metal(index).map_err(|e| EngineError::Device(format!("cannot open metal:{index} ({e})")))
         }

@@ -15,6 +15,10 @@ pub enum EngineError {
     Input(String),
     #[error("device: {0}")]
     Device(String),
+    #[error("the loss became NaN or infinite at iteration {iteration}; try a lower learning rate")]
+    NanLoss { iteration: usize },
+    #[error("{}: {msg}", path.display())]
+    Session { path: PathBuf, msg: String },
     #[error("computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -70,3 +70,22 @@ pub fn tensor_to_rgb(t: &Tensor) -> Result<RgbImage> {
     }
     Ok(img)
 }
+
+/// Resizes to exactly `width × height` with a Lanczos filter (the init image).
+pub fn resize_exact_lanczos(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    if img.dimensions() == (width, height) {
+        return img.clone();
+    }
+    image::imageops::resize(img, width, height, FilterType::Lanczos3)
+}
+
+/// The reference's `resize_image` for target images: keep the aspect ratio, with an
+/// area of at most `width × height`, Lanczos filter.
+pub fn resize_keep_aspect(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let ratio = f64::from(w) / f64::from(h.max(1));
+    let area = (f64::from(w) * f64::from(h)).min(f64::from(width) * f64::from(height));
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "positive sizes")]
+    let (nw, nh) = (((area * ratio).sqrt().round() as u32).max(1), ((area / ratio).sqrt().round() as u32).max(1));
+    resize_exact_lanczos(img, nw, nh)
+}

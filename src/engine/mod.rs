@@ -2,9 +2,17 @@
 //! preprocessing, scoring, and (later) the optimisation session. It knows nothing of the
 //! UI and reports through return values and observers.
 
+pub mod augment;
+pub mod cutouts;
 pub mod device;
 pub mod error;
 pub mod image;
+pub mod loss;
+pub mod observer;
+pub mod optim;
+pub mod prompt;
+pub mod rng;
 pub mod score;
+pub mod session;
 
 pub use error::{EngineError, Result};

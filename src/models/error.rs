@@ -8,27 +8,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}: {msg}", path.display())]
     Format { path: PathBuf, msg: String },
     #[error("{}: {msg}", path.display())]
     Config { path: PathBuf, msg: String },
     #[error("{}: tensor '{name}' is missing{hint}", path.display())]
-    MissingTensor {
-        path: PathBuf,
-        name: String,
-        hint: String,
-    },
+    MissingTensor { path: PathBuf, name: String, hint: String },
     #[error("{}: tensor '{name}' has shape {found:?} but the model's config needs {expected:?}", path.display())]
-    ShapeMismatch {
-        path: PathBuf,
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
+    ShapeMismatch { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
     #[error(transparent)]
     Torch(#[from] super::weights::torch::TorchError),
     #[error("{}: tokenizer: {msg}", path.display())]

@@ -50,11 +50,7 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(Self {
-            weight: vb.get(dim, "weight")?,
-            bias: vb.get(dim, "bias")?,
-            eps,
-        })
+        Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps })
     }
 }
 
@@ -82,12 +78,7 @@ impl GroupNorm {
         if groups == 0 || channels % groups != 0 {
             candle_core::bail!("group norm: {channels} channels do not split into {groups} groups")
         }
-        Ok(Self {
-            weight: vb.get(channels, "weight")?,
-            bias: vb.get(channels, "bias")?,
-            groups,
-            eps,
-        })
+        Ok(Self { weight: vb.get(channels, "weight")?, bias: vb.get(channels, "bias")?, groups, eps })
     }
 }
 
@@ -98,12 +89,8 @@ impl Module for GroupNorm {
         let mean = grouped.mean_keepdim(D::Minus1)?;
         let centred = grouped.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred
-            .broadcast_div(&(var + self.eps)?.sqrt()?)?
-            .reshape((b, c, h, w))?;
-        normed
-            .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape((b, c, h, w))?;
+        normed.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
     }
 }
 
@@ -283,9 +270,7 @@ pub(crate) mod tests {
 
     #[test]
     fn resampling_gradient() {
-        check_gradient("upsample_nearest", &randn(&[1, 2, 3, 3], 1), |x| {
-            weighted_sum(&x.upsample_nearest2d(6, 6)?, 2)
-        });
+        check_gradient("upsample_nearest", &randn(&[1, 2, 3, 3], 1), |x| weighted_sum(&x.upsample_nearest2d(6, 6)?, 2));
         check_gradient("pad", &randn(&[1, 2, 3, 3], 3), |x| {
             weighted_sum(&x.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?, 4)
         });
@@ -296,9 +281,7 @@ pub(crate) mod tests {
         let x = (randn(&[8], 1) * 0.9).unwrap();
         check_gradient("asin", &x, |x| weighted_sum(&asin(x)?, 2));
         let b = l2_normalize(&randn(&[3, 5], 3)).unwrap();
-        check_gradient("spherical_dist", &randn(&[3, 5], 4), |a| {
-            spherical_dist(&l2_normalize(a)?, &b)?.mean_all()
-        });
+        check_gradient("spherical_dist", &randn(&[3, 5], 4), |a| spherical_dist(&l2_normalize(a)?, &b)?.mean_all());
     }
 
     #[test]

@@ -26,10 +26,7 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, rel: f32) {
     let w = values(want);
     let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
     let worst = g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(
-        worst <= rel * scale,
-        "{what}: max |diff| {worst:e} exceeds {rel:e} × scale {scale:e}"
-    );
+    assert!(worst <= rel * scale, "{what}: max |diff| {worst:e} exceeds {rel:e} × scale {scale:e}");
 }
 
 /// Cosine similarity of two tensors as flat vectors.

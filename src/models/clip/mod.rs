@@ -114,9 +114,8 @@ impl Encoder {
         vb: VarBuilder,
     ) -> CResult<Self> {
         let vb = vb.pp("layers");
-        let layers = (0..depth)
-            .map(|i| EncoderLayer::new(dim, inner, heads, act, eps, vb.pp(i)))
-            .collect::<CResult<_>>()?;
+        let layers =
+            (0..depth).map(|i| EncoderLayer::new(dim, inner, heads, act, eps, vb.pp(i))).collect::<CResult<_>>()?;
         Ok(Self { layers })
     }
 
@@ -178,15 +177,9 @@ impl TextTransformer {
     pub fn pooled(&self, ids: &Tensor) -> CResult<Tensor> {
         let hidden = self.hidden_states(ids)?;
         let ids_host: Vec<Vec<u32>> = ids.to_dtype(DType::U32)?.to_vec2()?;
-        let positions: Vec<u32> = ids_host
-            .iter()
-            .map(|row| eot_position(row, self.config.eos_token_id))
-            .collect();
-        let rows = positions
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| hidden.i((i, p as usize)))
-            .collect::<CResult<Vec<_>>>()?;
+        let positions: Vec<u32> = ids_host.iter().map(|row| eot_position(row, self.config.eos_token_id)).collect();
+        let rows =
+            positions.iter().enumerate().map(|(i, &p)| hidden.i((i, p as usize))).collect::<CResult<Vec<_>>>()?;
         Tensor::stack(&rows, 0)
     }
 }
@@ -204,9 +197,8 @@ fn eot_position(row: &[u32], eos: u32) -> u32 {
 }
 
 fn causal_mask(t: usize, dtype: DType, device: &Device) -> CResult<Tensor> {
-    let values: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
+    let values: Vec<f32> =
+        (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Tensor::from_vec(values, (t, t), device)?.to_dtype(dtype)
 }
 
@@ -254,7 +246,10 @@ impl VisionTransformer {
         let (b, c, h, w) = pixels.dims4()?;
         let s = self.config.image_size;
         if c != self.config.num_channels || h != s || w != s {
-            candle_core::bail!("CLIP expects images of [B, {}, {s}, {s}], got [{b}, {c}, {h}, {w}]", self.config.num_channels)
+            candle_core::bail!(
+                "CLIP expects images of [B, {}, {s}, {s}], got [{b}, {c}, {h}, {w}]",
+                self.config.num_channels
+            )
         }
         let p = self.config.patch_size;
         let patches = pixels.conv2d(&self.patch_embedding, 0, p, 1, 1)?; // [B, D, S/p, S/p]
@@ -286,11 +281,7 @@ impl Clip {
             text: TextTransformer::new(vb.pp("text_model"), &c.text)?,
             vision: VisionTransformer::new(vb.pp("vision_model"), &c.vision)?,
             text_projection: Linear::new_no_bias(c.text.hidden_size, c.projection_dim, vb.pp("text_projection"))?,
-            visual_projection: Linear::new_no_bias(
-                c.vision.hidden_size,
-                c.projection_dim,
-                vb.pp("visual_projection"),
-            )?,
+            visual_projection: Linear::new_no_bias(c.vision.hidden_size, c.projection_dim, vb.pp("visual_projection"))?,
             logit_scale: vb.get((), "logit_scale")?,
             config: c.clone(),
         })
@@ -373,11 +364,10 @@ impl ClipFiles {
         if !config.is_file() {
             return Err(ModelError::format(dir, "not a CLIP folder: config.json is missing"));
         }
-        let weights = ["model.safetensors", "pytorch_model.bin"]
-            .iter()
-            .map(|n| dir.join(n))
-            .find(|p| p.is_file())
-            .ok_or_else(|| ModelError::format(dir, "no CLIP weights: neither model.safetensors nor pytorch_model.bin"))?;
+        let weights =
+            ["model.safetensors", "pytorch_model.bin"].iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(
+                || ModelError::format(dir, "no CLIP weights: neither model.safetensors nor pytorch_model.bin"),
+            )?;
         let tokenizer = dir.join("tokenizer.json");
         if !tokenizer.is_file() {
             return Err(ModelError::format(dir, "tokenizer.json is missing"));

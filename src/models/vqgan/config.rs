@@ -116,9 +116,7 @@ fn first_stage(params: &Value, quantizer: QuantizerKind, prefix: &str, target: &
         return Err("ddconfig.ch_mult must hold 1 to 8 positive numbers".into());
     }
     let ddconfig = DdConfig {
-        double_z: get(dd, "double_z", "ddconfig")?
-            .as_bool()
-            .ok_or("ddconfig.double_z must be true or false")?,
+        double_z: get(dd, "double_z", "ddconfig")?.as_bool().ok_or("ddconfig.double_z must be true or false")?,
         z_channels: get_usize(dd, "z_channels")?,
         resolution: get_usize(dd, "resolution")?,
         in_channels: get_usize(dd, "in_channels")?,
@@ -131,7 +129,10 @@ fn first_stage(params: &Value, quantizer: QuantizerKind, prefix: &str, target: &
     // taming's Normalize is GroupNorm(32): every channel count must split into 32 groups.
     for &m in &ddconfig.ch_mult {
         if (ddconfig.ch * m) % 32 != 0 {
-            return Err(format!("ddconfig: ch × ch_mult = {} is not a multiple of 32 (GroupNorm groups)", ddconfig.ch * m));
+            return Err(format!(
+                "ddconfig: ch × ch_mult = {} is not a multiple of 32 (GroupNorm groups)",
+                ddconfig.ch * m
+            ));
         }
     }
     if ddconfig.ch % 32 != 0 {
@@ -169,10 +170,7 @@ fn get<'a>(v: &'a Value, key: &str, what: &str) -> Result<&'a Value, String> {
 }
 
 fn get_str(v: &Value, key: &str, what: &str) -> Result<String, String> {
-    get(v, key, what)?
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("{what}.{key} must be text"))
+    get(v, key, what)?.as_str().map(str::to_owned).ok_or_else(|| format!("{what}.{key} must be text"))
 }
 
 fn get_usize(v: &Value, key: &str) -> Result<usize, String> {
@@ -195,9 +193,7 @@ fn get_usize_list(v: &Value, key: &str) -> Result<Vec<usize>, String> {
         .ok_or_else(|| format!("'{key}' must be a list"))?;
     seq.iter()
         .map(|x| {
-            x.as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| format!("'{key}' must hold whole numbers"))
+            x.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| format!("'{key}' must hold whole numbers"))
         })
         .collect()
 }

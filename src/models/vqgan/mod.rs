@@ -293,9 +293,9 @@ impl Vqgan {
         let z_out = if dd.double_z { 2 * dd.z_channels } else { dd.z_channels };
         let q = vb.pp("quantize");
         let quantizer = match c.quantizer {
-            QuantizerKind::Nearest => Quantizer::Nearest {
-                codebook: q.pp("embedding").get((c.n_embed, c.embed_dim), "weight")?,
-            },
+            QuantizerKind::Nearest => {
+                Quantizer::Nearest { codebook: q.pp("embedding").get((c.n_embed, c.embed_dim), "weight")? }
+            }
             QuantizerKind::Gumbel => Quantizer::Gumbel {
                 proj: conv1(dd.z_channels, c.n_embed, q.pp("proj"))?,
                 codebook: q.pp("embed").get((c.n_embed, c.embed_dim), "weight")?,
@@ -387,11 +387,7 @@ impl VqganFiles {
     /// checkpoint's stem beside it.
     pub fn locate(checkpoint: &Path, config: Option<&Path>) -> Result<Self> {
         if checkpoint.is_dir() {
-            let hint = if checkpoint.join("config.json").is_file() {
-                " (it looks like a CLIP folder)"
-            } else {
-                ""
-            };
+            let hint = if checkpoint.join("config.json").is_file() { " (it looks like a CLIP folder)" } else { "" };
             return Err(ModelError::format(
                 checkpoint,
                 format!("is a folder, expected a VQGAN checkpoint (.ckpt or .safetensors){hint}"),
@@ -433,7 +429,10 @@ pub fn load(checkpoint: &Path, config: Option<&Path>, dtype: DType, device: &Dev
     let weights = Arc::new(WeightFile::open(&files.checkpoint)?);
     let mut prefix = cfg.weight_prefix.clone();
     // A first stage saved on its own (safetensors export) has no Net2Net prefix.
-    if !prefix.is_empty() && !weights.contains(&format!("{prefix}decoder.conv_in.weight")) && weights.contains("decoder.conv_in.weight") {
+    if !prefix.is_empty()
+        && !weights.contains(&format!("{prefix}decoder.conv_in.weight"))
+        && weights.contains("decoder.conv_in.weight")
+    {
         prefix.clear();
     }
     let signature = format!("{prefix}decoder.conv_in.weight");

@@ -30,11 +30,7 @@ struct StEntry {
 }
 
 enum Source {
-    Safetensors {
-        map: memmap2::Mmap,
-        entries: HashMap<String, StEntry>,
-        order: Vec<String>,
-    },
+    Safetensors { map: memmap2::Mmap, entries: HashMap<String, StEntry>, order: Vec<String> },
     Torch(TorchArchive),
 }
 
@@ -93,11 +89,7 @@ impl WeightFile {
         let order = named.iter().map(|(n, _)| n.clone()).collect();
         Ok(Self {
             path: path.to_path_buf(),
-            source: Source::Safetensors {
-                map,
-                entries: named.into_iter().collect(),
-                order,
-            },
+            source: Source::Safetensors { map, entries: named.into_iter().collect(), order },
         })
     }
 
@@ -115,10 +107,7 @@ impl WeightFile {
     /// Lightning, anything else as a bare state dict).
     pub fn open(path: &Path) -> Result<Self> {
         if !path.exists() {
-            return Err(ModelError::io(
-                path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
-            ));
+            return Err(ModelError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")));
         }
         if path.is_dir() {
             return Err(ModelError::format(path, "is a folder, expected a weight file"));
@@ -202,7 +191,12 @@ impl WeightFile {
 
     /// A [`VarBuilder`] over this file, with `prefix` in front of every name.
     /// Problems are kept in the returned [`LoadReport`] as typed errors.
-    pub fn var_builder(self: &Arc<Self>, prefix: &str, dtype: DType, device: &Device) -> (VarBuilder<'static>, LoadReport) {
+    pub fn var_builder(
+        self: &Arc<Self>,
+        prefix: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> (VarBuilder<'static>, LoadReport) {
         let report = LoadReport::default();
         let backend = FileBackend { file: Arc::clone(self), report: report.clone() };
         let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
@@ -215,14 +209,8 @@ impl WeightFile {
 fn decode_le(bytes: &[u8], dtype: StDtype) -> Option<Vec<f32>> {
     Some(match dtype {
         StDtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        StDtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        StDtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
+        StDtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        StDtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         #[expect(clippy::cast_possible_truncation, reason = "weights are used as f32")]
         StDtype::F64 => bytes
             .chunks_exact(8)
@@ -338,7 +326,8 @@ impl RandomBackend {
 impl SimpleBackend for RandomBackend {
     fn get(&self, s: Shape, name: &str, _: candle_nn::Init, _: DType, dev: &Device) -> candle_core::Result<Tensor> {
         // Seed from the name so every tensor differs but runs repeat.
-        let mut state = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let mut state =
+            name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         let n = s.elem_count();
         let v: Vec<f64> = (0..n)
             .map(|_| {
@@ -350,7 +339,14 @@ impl SimpleBackend for RandomBackend {
             .collect();
         let t = Tensor::from_vec(v, s, dev)?;
         // Norm weights near one, as trained models have them.
-        if name.ends_with("norm1.weight") || name.ends_with("norm2.weight") || name.ends_with("norm.weight") || name.ends_with("norm_out.weight") || name.ends_with("layernorm.weight") || name.ends_with("layrnorm.weight") || name.ends_with("layer_norm.weight") {
+        if name.ends_with("norm1.weight")
+            || name.ends_with("norm2.weight")
+            || name.ends_with("norm.weight")
+            || name.ends_with("norm_out.weight")
+            || name.ends_with("layernorm.weight")
+            || name.ends_with("layrnorm.weight")
+            || name.ends_with("layer_norm.weight")
+        {
             return (t + 1.0)?.to_dtype(self.dtype);
         }
         t.to_dtype(self.dtype)

@@ -56,11 +56,7 @@ pub enum TorchError {
     NotZip { path: PathBuf },
 
     #[error("{}: {context}: {cause}", .path.display())]
-    Zip {
-        path: PathBuf,
-        context: String,
-        cause: ZipError,
-    },
+    Zip { path: PathBuf, context: String, cause: ZipError },
 
     #[error(
         "{}: no data.pkl entry in the zip archive (not a torch.save checkpoint)",
@@ -73,42 +69,22 @@ pub enum TorchError {
          entries, as torch.save writes them, are supported",
         .path.display()
     )]
-    Compressed {
-        path: PathBuf,
-        entry: String,
-        method: String,
-    },
+    Compressed { path: PathBuf, entry: String, method: String },
 
     #[error("{}: {reason}", .path.display())]
     Unsupported { path: PathBuf, reason: String },
 
     #[error("{}: pickle opcode 0x{opcode:02x} at byte {offset} is not supported", .path.display())]
-    UnsupportedOpcode {
-        path: PathBuf,
-        opcode: u8,
-        offset: usize,
-    },
+    UnsupportedOpcode { path: PathBuf, opcode: u8, offset: usize },
 
     #[error("{}: malformed pickle at byte {offset}: {reason}", .path.display())]
-    Pickle {
-        path: PathBuf,
-        offset: usize,
-        reason: String,
-    },
+    Pickle { path: PathBuf, offset: usize, reason: String },
 
     #[error("{}: no '{key}' entry (top-level keys: {keys})", .path.display())]
-    MissingKey {
-        path: PathBuf,
-        key: String,
-        keys: String,
-    },
+    MissingKey { path: PathBuf, key: String, keys: String },
 
     #[error("{}: expected {expected}, but {found}", .path.display())]
-    Structure {
-        path: PathBuf,
-        expected: String,
-        found: String,
-    },
+    Structure { path: PathBuf, expected: String, found: String },
 
     #[error("{}: no tensor named '{name}'", .path.display())]
     NoSuchTensor { path: PathBuf, name: String },
@@ -117,55 +93,28 @@ pub enum TorchError {
         "{}: storage '{entry}' of tensor '{tensor}' is missing from the archive",
         .path.display()
     )]
-    MissingStorage {
-        path: PathBuf,
-        entry: String,
-        tensor: String,
-    },
+    MissingStorage { path: PathBuf, entry: String, tensor: String },
 
     #[error(
         "{}: truncated: storage '{entry}' is {actual} bytes, tensor '{tensor}' needs {needed}",
         .path.display()
     )]
-    Truncated {
-        path: PathBuf,
-        entry: String,
-        tensor: String,
-        actual: u64,
-        needed: u64,
-    },
+    Truncated { path: PathBuf, entry: String, tensor: String, actual: u64, needed: u64 },
 
     #[error(
         "{}: truncated: zip entry '{entry}' claims {claimed} bytes but the file holds only {available}",
         .path.display()
     )]
-    TruncatedEntry {
-        path: PathBuf,
-        entry: String,
-        claimed: u64,
-        available: u64,
-    },
+    TruncatedEntry { path: PathBuf, entry: String, claimed: u64, available: u64 },
 
     #[error("{}: cannot read '{entry}': {cause}", .path.display())]
-    ReadEntry {
-        path: PathBuf,
-        entry: String,
-        cause: io::Error,
-    },
+    ReadEntry { path: PathBuf, entry: String, cause: io::Error },
 
     #[error("{}: tensor '{tensor}' has dtype {dtype}, which cannot be read as f32", .path.display())]
-    UnsupportedDtype {
-        path: PathBuf,
-        tensor: String,
-        dtype: DType,
-    },
+    UnsupportedDtype { path: PathBuf, tensor: String, dtype: DType },
 
     #[error("{}: tensor '{tensor}': {reason}", .path.display())]
-    BadTensor {
-        path: PathBuf,
-        tensor: String,
-        reason: String,
-    },
+    BadTensor { path: PathBuf, tensor: String, reason: String },
 }
 
 /// The element type of a stored tensor, from its storage class (`torch.FloatStorage`…).
@@ -272,9 +221,7 @@ impl TensorInfo {
         self.shape
             .iter()
             .zip(&self.stride)
-            .try_fold(1usize, |acc, (&size, &stride)| {
-                acc.checked_add(size.checked_sub(1)?.checked_mul(stride)?)
-            })
+            .try_fold(1usize, |acc, (&size, &stride)| acc.checked_add(size.checked_sub(1)?.checked_mul(stride)?))
     }
 }
 
@@ -309,21 +256,13 @@ impl TorchArchive {
     /// (Lightning `.ckpt`). The selected object must be a dict; its string-keyed tensor
     /// values are the tensors of the archive and any other values are skipped.
     pub fn open(path: &Path, key: Option<&str>) -> Result<Self, TorchError> {
-        let io_err = |cause| TorchError::Io {
-            path: path.to_owned(),
-            cause,
-        };
+        let io_err = |cause| TorchError::Io { path: path.to_owned(), cause };
         let mut file = File::open(path).map_err(io_err)?;
         let file_len = file.metadata().map_err(io_err)?.len();
         let mut magic = Vec::with_capacity(2);
-        file.by_ref()
-            .take(2)
-            .read_to_end(&mut magic)
-            .map_err(io_err)?;
+        file.by_ref().take(2).read_to_end(&mut magic).map_err(io_err)?;
         if magic != b"PK" {
-            return Err(TorchError::NotZip {
-                path: path.to_owned(),
-            });
+            return Err(TorchError::NotZip { path: path.to_owned() });
         }
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         let mut zip = ZipArchive::new(file).map_err(|cause| TorchError::Zip {
@@ -332,15 +271,12 @@ impl TorchArchive {
             cause,
         })?;
 
-        let pickle_name = find_pickle(&zip).ok_or_else(|| TorchError::MissingPickle {
-            path: path.to_owned(),
-        })?;
+        let pickle_name = find_pickle(&zip).ok_or_else(|| TorchError::MissingPickle { path: path.to_owned() })?;
         let prefix = pickle_name[..pickle_name.len() - "data.pkl".len()].to_owned();
 
         let byteorder_name = format!("{prefix}byteorder");
         if zip.index_for_name(&byteorder_name).is_some() {
-            let order =
-                read_whole_entry(path, &mut zip, &byteorder_name, file_len, MAX_BYTEORDER_LEN)?;
+            let order = read_whole_entry(path, &mut zip, &byteorder_name, file_len, MAX_BYTEORDER_LEN)?;
             match order.trim_ascii() {
                 b"little" => {}
                 b"big" => {
@@ -374,13 +310,11 @@ impl TorchArchive {
                         found: format!("the top-level object is {}", machine.describe(root)),
                     });
                 }
-                machine
-                    .dict_get(root, key)
-                    .ok_or_else(|| TorchError::MissingKey {
-                        path: path.to_owned(),
-                        key: key.to_owned(),
-                        keys: key_list(&top_level_keys),
-                    })?
+                machine.dict_get(root, key).ok_or_else(|| TorchError::MissingKey {
+                    path: path.to_owned(),
+                    key: key.to_owned(),
+                    keys: key_list(&top_level_keys),
+                })?
             }
         };
         let tensors = machine.tensors_of(selected).map_err(pickle_err)?;
@@ -392,21 +326,9 @@ impl TorchArchive {
                 Some(key) => format!("'{key}' is {}", machine.describe(selected)),
             },
         })?;
-        let index = tensors
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| (name.clone(), i))
-            .collect();
+        let index = tensors.iter().enumerate().map(|(i, (name, _))| (name.clone(), i)).collect();
 
-        Ok(Self {
-            path: path.to_owned(),
-            prefix,
-            zip: Mutex::new(zip),
-            file_len,
-            tensors,
-            index,
-            top_level_keys,
-        })
+        Ok(Self { path: path.to_owned(), prefix, zip: Mutex::new(zip), file_len, tensors, index, top_level_keys })
     }
 
     /// The file this archive was opened from.
@@ -421,9 +343,7 @@ impl TorchArchive {
 
     /// All tensors of the selected state dict with their layout, in file order.
     pub fn tensors(&self) -> impl Iterator<Item = (&str, &TensorInfo)> {
-        self.tensors
-            .iter()
-            .map(|(name, info)| (name.as_str(), info))
+        self.tensors.iter().map(|(name, info)| (name.as_str(), info))
     }
 
     /// The layout of tensor `name`, if the state dict holds it.
@@ -445,26 +365,16 @@ impl TorchArchive {
     /// an error. A view whose strides overlap (stride 0) may expand to at most 2^26
     /// elements more than the storage span it covers.
     pub fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), TorchError> {
-        let info = self.info(name).ok_or_else(|| TorchError::NoSuchTensor {
-            path: self.path.clone(),
-            name: name.to_owned(),
-        })?;
-        let bad = |reason: String| TorchError::BadTensor {
+        let info = self
+            .info(name)
+            .ok_or_else(|| TorchError::NoSuchTensor { path: self.path.clone(), name: name.to_owned() })?;
+        let bad = |reason: String| TorchError::BadTensor { path: self.path.clone(), tensor: name.to_owned(), reason };
+        let elem_size = info.dtype.size_in_bytes().ok_or_else(|| TorchError::UnsupportedDtype {
             path: self.path.clone(),
             tensor: name.to_owned(),
-            reason,
-        };
-        let elem_size = info
-            .dtype
-            .size_in_bytes()
-            .ok_or_else(|| TorchError::UnsupportedDtype {
-                path: self.path.clone(),
-                tensor: name.to_owned(),
-                dtype: info.dtype.clone(),
-            })?;
-        let numel = info
-            .numel()
-            .ok_or_else(|| bad(format!("shape {:?} has too many elements", info.shape)))?;
+            dtype: info.dtype.clone(),
+        })?;
+        let numel = info.numel().ok_or_else(|| bad(format!("shape {:?} has too many elements", info.shape)))?;
         if numel == 0 {
             return Ok((info.shape.clone(), Vec::new()));
         }
@@ -476,48 +386,27 @@ impl TorchArchive {
         };
         let extent = info.extent().ok_or_else(overflow)?;
         if numel > extent && numel - extent > MAX_OVERLAP_ELEMENTS {
-            return Err(bad(format!(
-                "overlapping strides expand {extent} stored elements to {numel}; refusing"
-            )));
+            return Err(bad(format!("overlapping strides expand {extent} stored elements to {numel}; refusing")));
         }
-        let start = info
-            .storage_offset
-            .checked_mul(elem_size)
-            .ok_or_else(overflow)?;
-        let end = info
-            .storage_offset
-            .checked_add(extent)
-            .and_then(|n| n.checked_mul(elem_size))
-            .ok_or_else(overflow)?;
+        let start = info.storage_offset.checked_mul(elem_size).ok_or_else(overflow)?;
+        let end =
+            info.storage_offset.checked_add(extent).and_then(|n| n.checked_mul(elem_size)).ok_or_else(overflow)?;
         let bytes = self.read_storage(name, info, start, end)?;
         let flat = decode(&info.dtype, &bytes);
-        let values = if info.is_contiguous() {
-            flat
-        } else {
-            gather(&flat, &info.shape, &info.stride, numel)
-        };
+        let values = if info.is_contiguous() { flat } else { gather(&flat, &info.shape, &info.stride, numel) };
         Ok((info.shape.clone(), values))
     }
 
     /// Bytes `start..end` of the storage of `tensor`, checked against the entry's size.
-    fn read_storage(
-        &self,
-        tensor: &str,
-        info: &TensorInfo,
-        start: usize,
-        end: usize,
-    ) -> Result<Vec<u8>, TorchError> {
+    fn read_storage(&self, tensor: &str, info: &TensorInfo, start: usize, end: usize) -> Result<Vec<u8>, TorchError> {
         let entry = format!("{}data/{}", self.prefix, info.storage_key);
         let mut zip = self.zip.lock().unwrap_or_else(PoisonError::into_inner);
-        let index = zip
-            .index_for_name(&entry)
-            .ok_or_else(|| TorchError::MissingStorage {
-                path: self.path.clone(),
-                entry: entry.clone(),
-                tensor: tensor.to_owned(),
-            })?;
-        let available =
-            stored_entry_size(&self.path, &mut zip, index, &entry, self.file_len)?.available;
+        let index = zip.index_for_name(&entry).ok_or_else(|| TorchError::MissingStorage {
+            path: self.path.clone(),
+            entry: entry.clone(),
+            tensor: tensor.to_owned(),
+        })?;
+        let available = stored_entry_size(&self.path, &mut zip, index, &entry, self.file_len)?.available;
         if available < end as u64 {
             return Err(TorchError::Truncated {
                 path: self.path.clone(),
@@ -527,19 +416,13 @@ impl TorchArchive {
                 needed: end as u64,
             });
         }
-        let read_err = |cause| TorchError::ReadEntry {
-            path: self.path.clone(),
-            entry: entry.clone(),
-            cause,
-        };
+        let read_err = |cause| TorchError::ReadEntry { path: self.path.clone(), entry: entry.clone(), cause };
         let mut reader = zip.by_index_seek(index).map_err(|cause| TorchError::Zip {
             path: self.path.clone(),
             context: format!("cannot open '{entry}'"),
             cause,
         })?;
-        reader
-            .seek(SeekFrom::Start(start as u64))
-            .map_err(read_err)?;
+        reader.seek(SeekFrom::Start(start as u64)).map_err(read_err)?;
         // `end <= available <= file length`, so this allocation is bounded by the file.
         let mut bytes = vec![0u8; end - start];
         reader.read_exact(&mut bytes).map_err(read_err)?;
@@ -553,11 +436,7 @@ fn key_list(keys: &[String]) -> String {
     if keys.len() <= SHOWN {
         keys.join(", ")
     } else {
-        format!(
-            "{}, … and {} more",
-            keys[..SHOWN].join(", "),
-            keys.len() - SHOWN
-        )
+        format!("{}, … and {} more", keys[..SHOWN].join(", "), keys.len() - SHOWN)
     }
 }
 
@@ -565,9 +444,8 @@ fn key_list(keys: &[String]) -> String {
 fn find_pickle(zip: &ZipArchive<File>) -> Option<String> {
     zip.file_names()
         .find(|name| {
-            name.strip_suffix("data.pkl").is_some_and(|dir| {
-                dir.is_empty() || (dir.ends_with('/') && dir.matches('/').count() == 1)
-            })
+            name.strip_suffix("data.pkl")
+                .is_some_and(|dir| dir.is_empty() || (dir.ends_with('/') && dir.matches('/').count() == 1))
         })
         .map(str::to_owned)
 }
@@ -595,16 +473,8 @@ fn stored_entry_size(
     })?;
     let method = raw.compression();
     if method != CompressionMethod::Stored {
-        let method = if method == CompressionMethod::DEFLATE {
-            "deflate".to_owned()
-        } else {
-            method.to_string()
-        };
-        return Err(TorchError::Compressed {
-            path: path.to_owned(),
-            entry: entry.to_owned(),
-            method,
-        });
+        let method = if method == CompressionMethod::DEFLATE { "deflate".to_owned() } else { method.to_string() };
+        return Err(TorchError::Compressed { path: path.to_owned(), entry: entry.to_owned(), method });
     }
     if raw.encrypted() {
         return Err(TorchError::Unsupported {
@@ -625,46 +495,27 @@ fn read_whole_entry(
     file_len: u64,
     max_len: u64,
 ) -> Result<Vec<u8>, TorchError> {
-    let index = zip
-        .index_for_name(entry)
-        .ok_or_else(|| TorchError::MissingPickle {
-            path: path.to_owned(),
-        })?;
+    let index = zip.index_for_name(entry).ok_or_else(|| TorchError::MissingPickle { path: path.to_owned() })?;
     let EntrySize { claimed, available } = stored_entry_size(path, zip, index, entry, file_len)?;
     if claimed > available {
-        return Err(TorchError::TruncatedEntry {
-            path: path.to_owned(),
-            entry: entry.to_owned(),
-            claimed,
-            available,
-        });
+        return Err(TorchError::TruncatedEntry { path: path.to_owned(), entry: entry.to_owned(), claimed, available });
     }
     if claimed > max_len {
         return Err(TorchError::Unsupported {
             path: path.to_owned(),
-            reason: format!(
-                "zip entry '{entry}' is {claimed} bytes, more than the {max_len} expected"
-            ),
+            reason: format!("zip entry '{entry}' is {claimed} bytes, more than the {max_len} expected"),
         });
     }
-    let read_err = |cause| TorchError::ReadEntry {
-        path: path.to_owned(),
-        entry: entry.to_owned(),
-        cause,
-    };
+    let read_err = |cause| TorchError::ReadEntry { path: path.to_owned(), entry: entry.to_owned(), cause };
     let reader = zip.by_index(index).map_err(|cause| TorchError::Zip {
         path: path.to_owned(),
         context: format!("cannot open '{entry}'"),
         cause,
     })?;
     // `claimed <= available <= file length`, so this allocation is bounded by the file.
-    let capacity =
-        usize::try_from(claimed).map_err(|_| read_err(io::ErrorKind::OutOfMemory.into()))?;
+    let capacity = usize::try_from(claimed).map_err(|_| read_err(io::ErrorKind::OutOfMemory.into()))?;
     let mut bytes = Vec::with_capacity(capacity);
-    reader
-        .take(claimed)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
+    reader.take(claimed).read_to_end(&mut bytes).map_err(read_err)?;
     Ok(bytes)
 }
 
@@ -842,9 +693,7 @@ fn tensor_units(info: &TensorInfo) -> usize {
         DType::Other(name) => name.len(),
         _ => 0,
     };
-    1 + info.shape.len()
-        + info.stride.len()
-        + text_units(info.storage_key.len() + info.location.len() + dtype_len)
+    1 + info.shape.len() + info.stride.len() + text_units(info.storage_key.len() + info.location.len() + dtype_len)
 }
 
 /// What a REDUCE / NEWOBJ callable means to this reader.
@@ -865,16 +714,10 @@ enum PickleError {
 impl PickleError {
     fn into_torch(self, path: &Path) -> TorchError {
         match self {
-            Self::Unsupported { opcode, offset } => TorchError::UnsupportedOpcode {
-                path: path.to_owned(),
-                opcode,
-                offset,
-            },
-            Self::Malformed { offset, reason } => TorchError::Pickle {
-                path: path.to_owned(),
-                offset,
-                reason,
-            },
+            Self::Unsupported { opcode, offset } => {
+                TorchError::UnsupportedOpcode { path: path.to_owned(), opcode, offset }
+            }
+            Self::Malformed { offset, reason } => TorchError::Pickle { path: path.to_owned(), offset, reason },
         }
     }
 }
@@ -913,10 +756,7 @@ impl<'a> Machine<'a> {
     }
 
     fn malformed(&self, reason: impl Into<String>) -> PickleError {
-        PickleError::Malformed {
-            offset: self.op_start,
-            reason: reason.into(),
-        }
+        PickleError::Malformed { offset: self.op_start, reason: reason.into() }
     }
 
     // --- input ---------------------------------------------------------------------
@@ -947,17 +787,14 @@ impl<'a> Machine<'a> {
         let remaining = self.data.len() - self.pos;
         match usize::try_from(len) {
             Ok(len) if len <= remaining => self.take(len),
-            _ => Err(self.malformed(format!(
-                "{what} claims {len} bytes but only {remaining} remain"
-            ))),
+            _ => Err(self.malformed(format!("{what} claims {len} bytes but only {remaining} remain"))),
         }
     }
 
     /// A signed 32-bit length (BINSTRING, LONG4).
     fn signed_len(&mut self, what: &str) -> PResult<&'a [u8]> {
         let len = i32::from_le_bytes(self.array()?);
-        let len = u64::try_from(len)
-            .map_err(|_| self.malformed(format!("{what} has negative length {len}")))?;
+        let len = u64::try_from(len).map_err(|_| self.malformed(format!("{what} has negative length {len}")))?;
         self.sized(len, what)
     }
 
@@ -965,10 +802,7 @@ impl<'a> Machine<'a> {
     fn line(&mut self) -> PResult<&'a [u8]> {
         let data = self.data;
         let rest = &data[self.pos..];
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| self.malformed("unterminated text argument"))?;
+        let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| self.malformed("unterminated text argument"))?;
         self.pos += end + 1;
         Ok(&rest[..end])
     }
@@ -987,10 +821,7 @@ impl<'a> Machine<'a> {
                 self.budget.set(left);
                 Ok(())
             }
-            None => Err(self.malformed(format!(
-                "more than {} values; refusing to go on",
-                self.max_values
-            ))),
+            None => Err(self.malformed(format!("more than {} values; refusing to go on", self.max_values))),
         }
     }
 
@@ -1019,26 +850,18 @@ impl<'a> Machine<'a> {
         if self.stack.len() <= self.floor() {
             return Err(self.malformed("stack underflow"));
         }
-        self.stack
-            .pop()
-            .ok_or_else(|| self.malformed("stack underflow"))
+        self.stack.pop().ok_or_else(|| self.malformed("stack underflow"))
     }
 
     fn top(&self) -> PResult<Value> {
         if self.stack.len() <= self.floor() {
             return Err(self.malformed("stack underflow"));
         }
-        self.stack
-            .last()
-            .copied()
-            .ok_or_else(|| self.malformed("stack underflow"))
+        self.stack.last().copied().ok_or_else(|| self.malformed("stack underflow"))
     }
 
     fn pop_mark(&mut self) -> PResult<Vec<Value>> {
-        let mark = self
-            .marks
-            .pop()
-            .ok_or_else(|| self.malformed("no MARK on the stack"))?;
+        let mark = self.marks.pop().ok_or_else(|| self.malformed("no MARK on the stack"))?;
         Ok(self.stack.split_off(mark))
     }
 
@@ -1050,10 +873,7 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_get(&mut self, index: u32) -> PResult<()> {
-        let value = *self
-            .memo
-            .get(&index)
-            .ok_or_else(|| self.malformed(format!("memo entry {index} is not set")))?;
+        let value = *self.memo.get(&index).ok_or_else(|| self.malformed(format!("memo entry {index} is not set")))?;
         self.push(value)
     }
 
@@ -1084,9 +904,7 @@ impl<'a> Machine<'a> {
     fn run(&mut self) -> PResult<Value> {
         loop {
             self.op_start = self.pos;
-            let opcode = self
-                .u8()
-                .map_err(|_| self.malformed("the pickle ends without STOP"))?;
+            let opcode = self.u8().map_err(|_| self.malformed("the pickle ends without STOP"))?;
             match opcode {
                 op::PROTO => {
                     let version = self.u8()?;
@@ -1162,10 +980,8 @@ impl<'a> Machine<'a> {
                 }
                 op::FLOAT => {
                     let text = self.line_str()?;
-                    let v = text
-                        .trim()
-                        .parse::<f64>()
-                        .map_err(|_| self.malformed(format!("invalid float '{text}'")))?;
+                    let v =
+                        text.trim().parse::<f64>().map_err(|_| self.malformed(format!("invalid float '{text}'")))?;
                     self.push(Value::Float(v))?;
                 }
 
@@ -1286,8 +1102,7 @@ impl<'a> Machine<'a> {
                     self.memo_put(index)?;
                 }
                 op::MEMOIZE => {
-                    let index = u32::try_from(self.memo.len())
-                        .map_err(|_| self.malformed("memo is full"))?;
+                    let index = u32::try_from(self.memo.len()).map_err(|_| self.malformed("memo is full"))?;
                     self.memo_put(index)?;
                 }
                 op::BINGET => {
@@ -1315,14 +1130,10 @@ impl<'a> Machine<'a> {
                 op::STACK_GLOBAL => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    let (Some(module), Some(name)) = (self.str_of(module), self.str_of(name))
-                    else {
+                    let (Some(module), Some(name)) = (self.str_of(module), self.str_of(name)) else {
                         return Err(self.malformed("STACK_GLOBAL needs two strings"));
                     };
-                    let global = GlobalName {
-                        module: module.to_owned(),
-                        name: name.to_owned(),
-                    };
+                    let global = GlobalName { module: module.to_owned(), name: name.to_owned() };
                     self.spend(text_units(global.module.len() + global.name.len()))?;
                     self.push_obj(Obj::Global(Box::new(global)))?;
                 }
@@ -1362,12 +1173,7 @@ impl<'a> Machine<'a> {
                     let value = self.persistent_load(pid)?;
                     self.push(value)?;
                 }
-                opcode => {
-                    return Err(PickleError::Unsupported {
-                        opcode,
-                        offset: self.op_start,
-                    })
-                }
+                opcode => return Err(PickleError::Unsupported { opcode, offset: self.op_start }),
             }
         }
     }
@@ -1387,9 +1193,7 @@ impl<'a> Machine<'a> {
 
     fn memo_index(&mut self) -> PResult<u32> {
         let text = self.line_str()?;
-        text.trim()
-            .parse()
-            .map_err(|_| self.malformed(format!("invalid memo index '{text}'")))
+        text.trim().parse().map_err(|_| self.malformed(format!("invalid memo index '{text}'")))
     }
 
     fn push_str(&mut self, bytes: &[u8]) -> PResult<()> {
@@ -1431,12 +1235,11 @@ impl<'a> Machine<'a> {
         };
         match (global.module.as_str(), global.name.as_str()) {
             ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => Callable::RebuildTensor,
-            ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
-                Callable::RebuildParameter
-            }
+            ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => Callable::RebuildParameter,
             ("torch._tensor", "_rebuild_from_type_v2") => Callable::RebuildFromType,
-            ("collections", "OrderedDict" | "defaultdict")
-            | ("builtins" | "__builtin__", "dict") => Callable::DictClass,
+            ("collections", "OrderedDict" | "defaultdict") | ("builtins" | "__builtin__", "dict") => {
+                Callable::DictClass
+            }
             _ => Callable::Other,
         }
     }
@@ -1495,10 +1298,9 @@ impl<'a> Machine<'a> {
             None => return Err(self.malformed("tensor arguments are not a tuple")),
         };
         let Some(Obj::Storage(storage)) = self.obj(storage) else {
-            return Err(self.malformed(format!(
-                "tensor storage is {}, not a storage reference",
-                self.describe(storage)
-            )));
+            return Err(
+                self.malformed(format!("tensor storage is {}, not a storage reference", self.describe(storage)))
+            );
         };
         let storage_offset = self.usize_of(offset, "storage offset")?;
         let shape = self.usize_seq(size, "size")?;
@@ -1522,19 +1324,15 @@ impl<'a> Machine<'a> {
 
     fn usize_of(&self, value: Value, what: &str) -> PResult<usize> {
         match value {
-            Value::Int(v) => usize::try_from(v)
-                .map_err(|_| self.malformed(format!("tensor {what} {v} is negative or too large"))),
-            other => Err(self.malformed(format!(
-                "tensor {what} is {}, not an int",
-                self.describe(other)
-            ))),
+            Value::Int(v) => {
+                usize::try_from(v).map_err(|_| self.malformed(format!("tensor {what} {v} is negative or too large")))
+            }
+            other => Err(self.malformed(format!("tensor {what} is {}, not an int", self.describe(other)))),
         }
     }
 
     fn usize_seq(&self, value: Value, what: &str) -> PResult<Vec<usize>> {
-        let items = self
-            .items(value)
-            .ok_or_else(|| self.malformed(format!("tensor {what} is not a tuple")))?;
+        let items = self.items(value).ok_or_else(|| self.malformed(format!("tensor {what} is not a tuple")))?;
         items.iter().map(|&v| self.usize_of(v, what)).collect()
     }
 
@@ -1560,11 +1358,7 @@ impl<'a> Machine<'a> {
         };
         let location = self.str_of(location).unwrap_or_default().to_owned();
         self.spend(text_units(class.name.len() + key.len() + location.len()))?;
-        Ok(self.alloc(Obj::Storage(Box::new(StorageRef {
-            dtype,
-            key,
-            location,
-        }))))
+        Ok(self.alloc(Obj::Storage(Box::new(StorageRef { dtype, key, location }))))
     }
 
     // --- reading the result ----------------------------------------------------------
@@ -1578,19 +1372,12 @@ impl<'a> Machine<'a> {
         let Some(Obj::Dict(items)) = self.obj(dict) else {
             return None;
         };
-        items
-            .iter()
-            .rev()
-            .find(|(k, _)| self.str_of(*k) == Some(key))
-            .map(|&(_, v)| v)
+        items.iter().rev().find(|(k, _)| self.str_of(*k) == Some(key)).map(|&(_, v)| v)
     }
 
     /// The distinct string keys of a dict, in insertion order; empty if not a dict.
     fn string_keys(&self, dict: Value) -> PResult<Vec<String>> {
-        Ok(self
-            .string_items(dict)?
-            .map(|items| items.into_iter().map(|(k, _)| k).collect())
-            .unwrap_or_default())
+        Ok(self.string_items(dict)?.map(|items| items.into_iter().map(|(k, _)| k).collect()).unwrap_or_default())
     }
 
     /// A dict's string-keyed items with Python semantics: a key keeps its first position
@@ -1759,9 +1546,7 @@ mod tests {
 
         fn str(&mut self, s: &str) -> &mut Self {
             let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-            self.op(op::BINUNICODE)
-                .raw(&len.to_le_bytes())
-                .raw(s.as_bytes())
+            self.op(op::BINUNICODE).raw(&len.to_le_bytes()).raw(s.as_bytes())
         }
 
         /// An int: BININT when it fits, else LONG1.
@@ -1777,11 +1562,7 @@ mod tests {
         }
 
         fn global(&mut self, module: &str, name: &str) -> &mut Self {
-            self.op(op::GLOBAL)
-                .raw(module.as_bytes())
-                .op(b'\n')
-                .raw(name.as_bytes())
-                .op(b'\n')
+            self.op(op::GLOBAL).raw(module.as_bytes()).op(b'\n').raw(name.as_bytes()).op(b'\n')
         }
 
         fn put(&mut self, index: u8) -> &mut Self {
@@ -1793,9 +1574,7 @@ mod tests {
         }
 
         fn ordered_dict(&mut self) -> &mut Self {
-            self.global("collections", "OrderedDict")
-                .op(op::EMPTY_TUPLE)
-                .op(op::REDUCE)
+            self.global("collections", "OrderedDict").op(op::EMPTY_TUPLE).op(op::REDUCE)
         }
 
         fn int_tuple(&mut self, values: &[i64]) -> &mut Self {
@@ -1852,23 +1631,10 @@ mod tests {
     }
 
     /// A checkpoint whose only tensor 'w' is described by `t`, with storage '0' = `storage`.
-    fn single_tensor_file(
-        dir: &Path,
-        t: &T,
-        storage: &[u8],
-    ) -> Result<PathBuf, Box<dyn std::error::Error>> {
-        let pickle = Pickle::new(2)
-            .ordered_dict()
-            .put(0)
-            .str("w")
-            .tensor(t)
-            .op(op::SETITEM)
-            .finish();
+    fn single_tensor_file(dir: &Path, t: &T, storage: &[u8]) -> Result<PathBuf, Box<dyn std::error::Error>> {
+        let pickle = Pickle::new(2).ordered_dict().put(0).str("w").tensor(t).op(op::SETITEM).finish();
         let path = dir.join("single.bin");
-        write_zip(
-            &path,
-            &[("archive/data.pkl", &pickle), ("archive/data/0", storage)],
-        )?;
+        write_zip(&path, &[("archive/data.pkl", &pickle), ("archive/data/0", storage)])?;
         Ok(path)
     }
 
@@ -1887,14 +1653,7 @@ mod tests {
     /// layouts, optimizer states, callbacks keyed by a class, and objects of unknown
     /// classes.
     fn lightning_pickle() -> Vec<u8> {
-        let f32t = |key, numel, offset, size, stride| T {
-            class: "FloatStorage",
-            key,
-            numel,
-            offset,
-            size,
-            stride,
-        };
+        let f32t = |key, numel, offset, size, stride| T { class: "FloatStorage", key, numel, offset, size, stride };
         let mut p = Pickle::new(2);
         p.op(op::EMPTY_DICT).put(0).op(op::MARK);
         p.str("epoch").int(3);
@@ -1903,40 +1662,13 @@ mod tests {
 
         p.str("state_dict").ordered_dict().put(1).op(op::MARK);
         p.str("a.weight").tensor(&f32t("0", 6, 0, &[2, 3], &[3, 1]));
-        p.str("b.half").tensor(&T {
-            class: "HalfStorage",
-            key: "1",
-            numel: 4,
-            offset: 0,
-            size: &[4],
-            stride: &[1],
-        });
-        p.str("c.transposed")
-            .tensor(&f32t("0", 6, 0, &[3, 2], &[1, 3]));
+        p.str("b.half").tensor(&T { class: "HalfStorage", key: "1", numel: 4, offset: 0, size: &[4], stride: &[1] });
+        p.str("c.transposed").tensor(&f32t("0", 6, 0, &[3, 2], &[1, 3]));
         p.str("d.offset").tensor(&f32t("2", 6, 4, &[2], &[1]));
-        p.str("e.param")
-            .global("torch._utils", "_rebuild_parameter")
-            .op(op::MARK);
-        p.tensor(&T {
-            class: "BFloat16Storage",
-            key: "3",
-            numel: 2,
-            offset: 0,
-            size: &[2],
-            stride: &[1],
-        });
-        p.op(op::NEWTRUE)
-            .ordered_dict()
-            .op(op::TUPLE)
-            .op(op::REDUCE);
-        p.str("f.steps").tensor(&T {
-            class: "LongStorage",
-            key: "4",
-            numel: 1,
-            offset: 0,
-            size: &[],
-            stride: &[],
-        });
+        p.str("e.param").global("torch._utils", "_rebuild_parameter").op(op::MARK);
+        p.tensor(&T { class: "BFloat16Storage", key: "3", numel: 2, offset: 0, size: &[2], stride: &[1] });
+        p.op(op::NEWTRUE).ordered_dict().op(op::TUPLE).op(op::REDUCE);
+        p.str("f.steps").tensor(&T { class: "LongStorage", key: "4", numel: 1, offset: 0, size: &[], stride: &[] });
         p.str("g.double").tensor(&T {
             class: "DoubleStorage",
             key: "5",
@@ -1945,24 +1677,13 @@ mod tests {
             size: &[2],
             stride: &[1],
         });
-        p.str("h.mask").tensor(&T {
-            class: "BoolStorage",
-            key: "6",
-            numel: 3,
-            offset: 0,
-            size: &[3],
-            stride: &[1],
-        });
+        p.str("h.mask").tensor(&T { class: "BoolStorage", key: "6", numel: 3, offset: 0, size: &[3], stride: &[1] });
         p.str("version").int(1); // not a tensor: skipped
         p.str("i.expand").tensor(&f32t("2", 6, 1, &[2, 3], &[0, 1]));
         p.str("j.empty").tensor(&f32t("2", 6, 0, &[0, 3], &[3, 1]));
         p.op(op::SETITEMS);
         // OrderedDict state: {'_metadata': OrderedDict()}
-        p.op(op::EMPTY_DICT)
-            .str("_metadata")
-            .ordered_dict()
-            .op(op::SETITEM)
-            .op(op::BUILD);
+        p.op(op::EMPTY_DICT).str("_metadata").ordered_dict().op(op::SETITEM).op(op::BUILD);
 
         // The same (mutated after memoization) state dict again, through the memo.
         p.str("again").get(1);
@@ -1971,23 +1692,10 @@ mod tests {
         p.op(op::EMPTY_DICT).op(op::MARK);
         p.str("state").op(op::EMPTY_DICT).op(op::MARK);
         p.int(0).op(op::EMPTY_DICT).op(op::MARK);
-        p.str("step")
-            .int(10)
-            .str("exp_avg")
-            .tensor(&f32t("7", 6, 0, &[2, 3], &[3, 1]));
+        p.str("step").int(10).str("exp_avg").tensor(&f32t("7", 6, 0, &[2, 3], &[3, 1]));
         p.op(op::SETITEMS).op(op::SETITEMS);
-        p.str("param_groups")
-            .op(op::EMPTY_LIST)
-            .op(op::EMPTY_DICT)
-            .op(op::MARK);
-        p.str("lr")
-            .float(1e-4)
-            .str("params")
-            .op(op::EMPTY_LIST)
-            .op(op::MARK)
-            .int(0)
-            .int(1)
-            .op(op::APPENDS);
+        p.str("param_groups").op(op::EMPTY_LIST).op(op::EMPTY_DICT).op(op::MARK);
+        p.str("lr").float(1e-4).str("params").op(op::EMPTY_LIST).op(op::MARK).int(0).int(1).op(op::APPENDS);
         p.str("betas")
             .float(0.9)
             .float(0.999)
@@ -2002,50 +1710,27 @@ mod tests {
         // Lightning 1.x: callbacks keyed by the callback class; the value here is an
         // object of that (unknown) class, built with NEWOBJ and a state dict.
         p.str("callbacks").op(op::EMPTY_DICT).op(op::MARK);
-        p.global(
-            "pytorch_lightning.callbacks.model_checkpoint",
-            "ModelCheckpoint",
-        )
-        .put(2);
-        p.get(2)
-            .op(op::EMPTY_TUPLE)
-            .op(op::NEWOBJ)
-            .op(op::EMPTY_DICT)
-            .op(op::MARK);
+        p.global("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint").put(2);
+        p.get(2).op(op::EMPTY_TUPLE).op(op::NEWOBJ).op(op::EMPTY_DICT).op(op::MARK);
         p.str("best_model_path").str("epoch=3.ckpt");
         p.str("best_model_score").tensor(&f32t("8", 1, 0, &[], &[]));
         p.op(op::SETITEMS).op(op::BUILD);
         p.op(op::SETITEMS);
 
         // An unknown class through REDUCE, with BUILD state and dict items.
-        p.str("hparams")
-            .global("argparse", "Namespace")
-            .op(op::EMPTY_TUPLE)
-            .op(op::REDUCE);
-        p.op(op::EMPTY_DICT)
-            .str("lr")
-            .float(1e-4)
-            .op(op::SETITEM)
-            .op(op::BUILD);
+        p.str("hparams").global("argparse", "Namespace").op(op::EMPTY_TUPLE).op(op::REDUCE);
+        p.op(op::EMPTY_DICT).str("lr").float(1e-4).op(op::SETITEM).op(op::BUILD);
         p.op(op::SETITEMS);
         p.finish()
     }
 
     fn write_lightning(dir: &Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
         let pickle = lightning_pickle();
-        let half: Vec<u8> = [1.5f32, -2.0, 0.25, 65504.0]
-            .iter()
-            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
-            .collect();
-        let bf: Vec<u8> = [1.0f32, -3.0]
-            .iter()
-            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
-            .collect();
+        let half: Vec<u8> =
+            [1.5f32, -2.0, 0.25, 65504.0].iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
+        let bf: Vec<u8> = [1.0f32, -3.0].iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect();
         let long = 42i64.to_le_bytes();
-        let double: Vec<u8> = [0.5f64, -2.25]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let double: Vec<u8> = [0.5f64, -2.25].iter().flat_map(|v| v.to_le_bytes()).collect();
         let path = dir.join("model.ckpt");
         write_zip(
             &path,
@@ -2054,10 +1739,7 @@ mod tests {
                 ("archive/byteorder", b"little"),
                 ("archive/data/0", &f32s(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0])),
                 ("archive/data/1", &half),
-                (
-                    "archive/data/2",
-                    &f32s(&[10.0, 11.0, 12.0, 13.0, 14.0, 15.0]),
-                ),
+                ("archive/data/2", &f32s(&[10.0, 11.0, 12.0, 13.0, 14.0, 15.0])),
                 ("archive/data/3", &bf),
                 ("archive/data/4", &long),
                 ("archive/data/5", &double),
@@ -2104,24 +1786,15 @@ mod tests {
         );
 
         let read = |name| archive.read_f32(name);
-        assert_eq!(
-            read("a.weight")?,
-            (vec![2, 3], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
-        );
+        assert_eq!(read("a.weight")?, (vec![2, 3], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]));
         assert_eq!(read("b.half")?, (vec![4], vec![1.5, -2.0, 0.25, 65504.0]));
-        assert_eq!(
-            read("c.transposed")?,
-            (vec![3, 2], vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0])
-        );
+        assert_eq!(read("c.transposed")?, (vec![3, 2], vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]));
         assert_eq!(read("d.offset")?, (vec![2], vec![14.0, 15.0]));
         assert_eq!(read("e.param")?, (vec![2], vec![1.0, -3.0]));
         assert_eq!(read("f.steps")?, (vec![], vec![42.0]));
         assert_eq!(read("g.double")?, (vec![2], vec![0.5, -2.25]));
         assert_eq!(read("h.mask")?, (vec![3], vec![1.0, 0.0, 1.0]));
-        assert_eq!(
-            read("i.expand")?,
-            (vec![2, 3], vec![11.0, 12.0, 13.0, 11.0, 12.0, 13.0])
-        );
+        assert_eq!(read("i.expand")?, (vec![2, 3], vec![11.0, 12.0, 13.0, 11.0, 12.0, 13.0]));
         assert_eq!(read("j.empty")?, (vec![0, 3], vec![]));
 
         let info = archive.info("c.transposed").ok_or("no info")?;
@@ -2136,10 +1809,7 @@ mod tests {
                 location: "cpu".into(),
             }
         );
-        assert_eq!(
-            archive.info("e.param").map(|i| &i.dtype),
-            Some(&DType::BF16)
-        );
+        assert_eq!(archive.info("e.param").map(|i| &i.dtype), Some(&DType::BF16));
         assert_eq!(archive.info("version"), None);
         Ok(())
     }
@@ -2170,36 +1840,15 @@ mod tests {
     fn reads_protocol4_state_dict() -> TestResult {
         let mut p = Pickle::new(4);
         p.op(op::FRAME).raw(&100u64.to_le_bytes());
-        p.op(op::SHORT_BINUNICODE)
-            .op(11)
-            .raw(b"collections")
-            .op(op::MEMOIZE);
-        p.op(op::SHORT_BINUNICODE)
-            .op(11)
-            .raw(b"OrderedDict")
-            .op(op::MEMOIZE);
-        p.op(op::STACK_GLOBAL)
-            .op(op::MEMOIZE)
-            .op(op::EMPTY_TUPLE)
-            .op(op::REDUCE)
-            .op(op::MEMOIZE);
+        p.op(op::SHORT_BINUNICODE).op(11).raw(b"collections").op(op::MEMOIZE);
+        p.op(op::SHORT_BINUNICODE).op(11).raw(b"OrderedDict").op(op::MEMOIZE);
+        p.op(op::STACK_GLOBAL).op(op::MEMOIZE).op(op::EMPTY_TUPLE).op(op::REDUCE).op(op::MEMOIZE);
         p.op(op::MARK);
         p.op(op::SHORT_BINUNICODE).op(1).raw(b"w").op(op::MEMOIZE);
-        p.tensor(&T {
-            class: "FloatStorage",
-            key: "0",
-            numel: 4,
-            offset: 0,
-            size: &[2, 2],
-            stride: &[2, 1],
-        });
+        p.tensor(&T { class: "FloatStorage", key: "0", numel: 4, offset: 0, size: &[2, 2], stride: &[2, 1] });
         p.op(op::MEMOIZE);
         // A tied weight: the same tensor object again, through the memo (index 5).
-        p.op(op::SHORT_BINUNICODE)
-            .op(4)
-            .raw(b"tied")
-            .op(op::LONG_BINGET)
-            .raw(&5u32.to_le_bytes());
+        p.op(op::SHORT_BINUNICODE).op(4).raw(b"tied").op(op::LONG_BINGET).raw(&5u32.to_le_bytes());
         p.op(op::SETITEMS);
         let pickle = p.finish();
 
@@ -2215,18 +1864,12 @@ mod tests {
         )?;
         let archive = TorchArchive::open(&path, None)?;
         assert_eq!(archive.names().collect::<Vec<_>>(), ["w", "tied"]);
-        assert_eq!(
-            archive.read_f32("tied")?,
-            (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])
-        );
+        assert_eq!(archive.read_f32("tied")?, (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
         assert_eq!(archive.top_level_keys(), ["w", "tied"]);
 
-        let err = TorchArchive::open(&path, Some("state_dict"))
-            .err()
-            .ok_or("opened")?;
+        let err = TorchArchive::open(&path, Some("state_dict")).err().ok_or("opened")?;
         assert!(
-            err.to_string()
-                .ends_with("pytorch_model.bin: no 'state_dict' entry (top-level keys: w, tied)"),
+            err.to_string().ends_with("pytorch_model.bin: no 'state_dict' entry (top-level keys: w, tied)"),
             "{err}"
         );
         Ok(())
@@ -2240,27 +1883,15 @@ mod tests {
         write_zip(&path, &[("archive/data.pkl", &pickle)])?;
         let err = TorchArchive::open(&path, None).err().ok_or("opened")?;
         assert!(
-            err.to_string().ends_with(
-                "expected a dict of tensors (a state dict), but the top-level object is a list"
-            ),
+            err.to_string().ends_with("expected a dict of tensors (a state dict), but the top-level object is a list"),
             "{err}"
         );
-        let err = TorchArchive::open(&path, Some("state_dict"))
-            .err()
-            .ok_or("opened")?;
-        assert!(
-            err.to_string().contains("the top-level object is a list"),
-            "{err}"
-        );
+        let err = TorchArchive::open(&path, Some("state_dict")).err().ok_or("opened")?;
+        assert!(err.to_string().contains("the top-level object is a list"), "{err}");
 
         let ckpt = write_lightning(dir.path())?;
-        let err = TorchArchive::open(&ckpt, Some("epoch"))
-            .err()
-            .ok_or("opened")?;
-        assert!(
-            err.to_string().ends_with("but 'epoch' is the int 3"),
-            "{err}"
-        );
+        let err = TorchArchive::open(&ckpt, Some("epoch")).err().ok_or("opened")?;
+        assert!(err.to_string().ends_with("but 'epoch' is the int 3"), "{err}");
         Ok(())
     }
 
@@ -2271,18 +1902,10 @@ mod tests {
         let bytes = std::fs::read(&path)?;
         for cut in [bytes.len() / 2, bytes.len() - 10, 3] {
             std::fs::write(&path, &bytes[..cut])?;
-            let err = TorchArchive::open(&path, Some("state_dict"))
-                .err()
-                .ok_or("opened")?;
+            let err = TorchArchive::open(&path, Some("state_dict")).err().ok_or("opened")?;
             let message = err.to_string();
-            assert!(
-                message.starts_with(&path.display().to_string()),
-                "{message}"
-            );
-            assert!(
-                message.contains("corrupt or truncated zip archive"),
-                "{message}"
-            );
+            assert!(message.starts_with(&path.display().to_string()), "{message}");
+            assert!(message.contains("corrupt or truncated zip archive"), "{message}");
         }
         Ok(())
     }
@@ -2290,63 +1913,32 @@ mod tests {
     #[test]
     fn storage_shorter_than_tensor_is_truncated() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let t = T {
-            class: "FloatStorage",
-            key: "0",
-            numel: 6,
-            offset: 0,
-            size: &[2, 3],
-            stride: &[3, 1],
-        };
+        let t = T { class: "FloatStorage", key: "0", numel: 6, offset: 0, size: &[2, 3], stride: &[3, 1] };
         let path = single_tensor_file(dir.path(), &t, &f32s(&[1.0, 2.0]))?;
         let archive = TorchArchive::open(&path, None)?;
         let err = archive.read_f32("w").err().ok_or("read")?;
         assert_eq!(
             err.to_string(),
-            format!(
-                "{}: truncated: storage 'archive/data/0' is 8 bytes, tensor 'w' needs 24",
-                path.display()
-            )
+            format!("{}: truncated: storage 'archive/data/0' is 8 bytes, tensor 'w' needs 24", path.display())
         );
 
         // The offset counts too: 2 elements from offset 1 need 12 bytes.
-        let t = T {
-            class: "FloatStorage",
-            key: "0",
-            numel: 2,
-            offset: 1,
-            size: &[2],
-            stride: &[1],
-        };
+        let t = T { class: "FloatStorage", key: "0", numel: 2, offset: 1, size: &[2], stride: &[1] };
         let path = single_tensor_file(dir.path(), &t, &f32s(&[1.0, 2.0]))?;
-        let err = TorchArchive::open(&path, None)?
-            .read_f32("w")
-            .err()
-            .ok_or("read")?;
-        assert!(
-            err.to_string().ends_with("is 8 bytes, tensor 'w' needs 12"),
-            "{err}"
-        );
+        let err = TorchArchive::open(&path, None)?.read_f32("w").err().ok_or("read")?;
+        assert!(err.to_string().ends_with("is 8 bytes, tensor 'w' needs 12"), "{err}");
         Ok(())
     }
 
     #[test]
     fn missing_storage_and_unknown_names() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let t = T {
-            class: "FloatStorage",
-            key: "9",
-            numel: 1,
-            offset: 0,
-            size: &[1],
-            stride: &[1],
-        };
+        let t = T { class: "FloatStorage", key: "9", numel: 1, offset: 0, size: &[1], stride: &[1] };
         let path = single_tensor_file(dir.path(), &t, &f32s(&[1.0]))?;
         let archive = TorchArchive::open(&path, None)?;
         let err = archive.read_f32("w").err().ok_or("read")?;
         assert!(
-            err.to_string()
-                .ends_with("storage 'archive/data/9' of tensor 'w' is missing from the archive"),
+            err.to_string().ends_with("storage 'archive/data/9' of tensor 'w' is missing from the archive"),
             "{err}"
         );
         let err = archive.read_f32("nope").err().ok_or("read")?;
@@ -2357,24 +1949,13 @@ mod tests {
     #[test]
     fn unconvertible_dtype_is_listed_but_not_read() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let t = T {
-            class: "ComplexFloatStorage",
-            key: "0",
-            numel: 1,
-            offset: 0,
-            size: &[1],
-            stride: &[1],
-        };
+        let t = T { class: "ComplexFloatStorage", key: "0", numel: 1, offset: 0, size: &[1], stride: &[1] };
         let path = single_tensor_file(dir.path(), &t, &[0; 8])?;
         let archive = TorchArchive::open(&path, None)?;
-        assert_eq!(
-            archive.info("w").map(|i| &i.dtype),
-            Some(&DType::Other("ComplexFloatStorage".into()))
-        );
+        assert_eq!(archive.info("w").map(|i| &i.dtype), Some(&DType::Other("ComplexFloatStorage".into())));
         let err = archive.read_f32("w").err().ok_or("read")?;
         assert!(
-            err.to_string()
-                .ends_with("tensor 'w' has dtype ComplexFloatStorage, which cannot be read as f32"),
+            err.to_string().ends_with("tensor 'w' has dtype ComplexFloatStorage, which cannot be read as f32"),
             "{err}"
         );
         Ok(())
@@ -2386,79 +1967,32 @@ mod tests {
         let storage = f32s(&[1.0, 2.0]);
 
         // Overflowing element count.
-        let t = T {
-            class: "FloatStorage",
-            key: "0",
-            numel: 2,
-            offset: 0,
-            size: &[1 << 40, 1 << 40],
-            stride: &[1, 1],
-        };
+        let t = T { class: "FloatStorage", key: "0", numel: 2, offset: 0, size: &[1 << 40, 1 << 40], stride: &[1, 1] };
         let path = single_tensor_file(dir.path(), &t, &storage)?;
-        let err = TorchArchive::open(&path, None)?
-            .read_f32("w")
-            .err()
-            .ok_or("read")?;
+        let err = TorchArchive::open(&path, None)?.read_f32("w").err().ok_or("read")?;
         assert!(err.to_string().contains("tensor 'w': shape"), "{err}");
 
         // Overflowing span.
-        let t = T {
-            class: "FloatStorage",
-            key: "0",
-            numel: 2,
-            offset: 0,
-            size: &[2],
-            stride: &[i64::MAX],
-        };
+        let t = T { class: "FloatStorage", key: "0", numel: 2, offset: 0, size: &[2], stride: &[i64::MAX] };
         let path = single_tensor_file(dir.path(), &t, &storage)?;
-        let err = TorchArchive::open(&path, None)?
-            .read_f32("w")
-            .err()
-            .ok_or("read")?;
+        let err = TorchArchive::open(&path, None)?.read_f32("w").err().ok_or("read")?;
         assert!(err.to_string().contains("overflow"), "{err}");
 
         // A large offset: caught by the storage size, without allocating.
-        let t = T {
-            class: "FloatStorage",
-            key: "0",
-            numel: 2,
-            offset: 1 << 60,
-            size: &[2],
-            stride: &[1],
-        };
+        let t = T { class: "FloatStorage", key: "0", numel: 2, offset: 1 << 60, size: &[2], stride: &[1] };
         let path = single_tensor_file(dir.path(), &t, &storage)?;
-        let err = TorchArchive::open(&path, None)?
-            .read_f32("w")
-            .err()
-            .ok_or("read")?;
+        let err = TorchArchive::open(&path, None)?.read_f32("w").err().ok_or("read")?;
         assert!(err.to_string().contains("truncated"), "{err}");
 
         // Stride 0 expanding one stored element to 2^40.
-        let t = T {
-            class: "FloatStorage",
-            key: "0",
-            numel: 2,
-            offset: 0,
-            size: &[1 << 20, 1 << 20],
-            stride: &[0, 0],
-        };
+        let t = T { class: "FloatStorage", key: "0", numel: 2, offset: 0, size: &[1 << 20, 1 << 20], stride: &[0, 0] };
         let path = single_tensor_file(dir.path(), &t, &storage)?;
-        let err = TorchArchive::open(&path, None)?
-            .read_f32("w")
-            .err()
-            .ok_or("read")?;
+        let err = TorchArchive::open(&path, None)?.read_f32("w").err().ok_or("read")?;
         assert!(err.to_string().contains("overlapping strides"), "{err}");
 
         // Negative sizes and mismatched ranks are malformed pickles.
         for (size, stride) in [(&[-1i64][..], &[1i64][..]), (&[2][..], &[1, 1][..])] {
-            let t = T {
-                class: "FloatStorage",
-                key: "0",
-                numel: 2,
-                offset: 0,
-                size,
-                stride,
-            };
+            let t = T { class: "FloatStorage", key: "0", numel: 2, offset: 0, size, stride };
             let path = single_tensor_file(dir.path(), &t, &storage)?;
             let err = TorchArchive::open(&path, None).err().ok_or("opened")?;
             assert!(matches!(err, TorchError::Pickle { .. }), "{err}");
@@ -2469,9 +2003,7 @@ mod tests {
     #[test]
     fn huge_string_length_is_checked() -> TestResult {
         let mut p = Pickle::new(2);
-        p.op(op::BINUNICODE)
-            .raw(&u32::MAX.to_le_bytes())
-            .raw(b"abc");
+        p.op(op::BINUNICODE).raw(&u32::MAX.to_le_bytes()).raw(b"abc");
         let pickle = p.finish();
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("huge.bin");
@@ -2489,17 +2021,11 @@ mod tests {
             let mut p = Pickle::new(4);
             p.op(opcode).raw(&u64::MAX.to_le_bytes());
             let reason = malformed_reason(run_pickle(&p.finish()));
-            assert!(
-                reason.contains("claims 18446744073709551615 bytes"),
-                "{reason}"
-            );
+            assert!(reason.contains("claims 18446744073709551615 bytes"), "{reason}");
         }
         let mut p = Pickle::new(2);
         p.op(op::LONG4).raw(&(-5i32).to_le_bytes());
-        assert_eq!(
-            malformed_reason(run_pickle(&p.finish())),
-            "LONG4 has negative length -5"
-        );
+        assert_eq!(malformed_reason(run_pickle(&p.finish())), "LONG4 has negative length -5");
         Ok(())
     }
 
@@ -2522,25 +2048,12 @@ mod tests {
             p.op(op::TUPLE);
         }
         p.op(op::SETITEM).str("w");
-        p.tensor(&T {
-            class: "FloatStorage",
-            key: "0",
-            numel: 1,
-            offset: 0,
-            size: &[1],
-            stride: &[1],
-        });
+        p.tensor(&T { class: "FloatStorage", key: "0", numel: 1, offset: 0, size: &[1], stride: &[1] });
         p.op(op::SETITEM);
         let pickle = p.finish();
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("deep.bin");
-        write_zip(
-            &path,
-            &[
-                ("archive/data.pkl", &pickle),
-                ("archive/data/0", &f32s(&[7.0])),
-            ],
-        )?;
+        write_zip(&path, &[("archive/data.pkl", &pickle), ("archive/data/0", &f32s(&[7.0]))])?;
         let archive = TorchArchive::open(&path, None)?;
         assert_eq!(archive.names().collect::<Vec<_>>(), ["w"]);
         assert_eq!(archive.read_f32("w")?.1, [7.0]);
@@ -2556,10 +2069,7 @@ mod tests {
         }
         let pickle = p.finish();
         let result = Machine::new(&pickle, 100).run().map(|_| ());
-        assert_eq!(
-            malformed_reason(result),
-            "more than 100 values; refusing to go on"
-        );
+        assert_eq!(malformed_reason(result), "more than 100 values; refusing to go on");
 
         let mut p = Pickle::new(2);
         p.op(op::NONE);
@@ -2568,10 +2078,7 @@ mod tests {
         }
         let pickle = p.finish();
         let result = Machine::new(&pickle, 100).run().map(|_| ());
-        assert_eq!(
-            malformed_reason(result),
-            "more than 100 values; refusing to go on"
-        );
+        assert_eq!(malformed_reason(result), "more than 100 values; refusing to go on");
     }
 
     #[test]
@@ -2584,10 +2091,7 @@ mod tests {
         }
         let pickle = p.finish();
         let result = Machine::new(&pickle, 1000).run().map(|_| ());
-        assert_eq!(
-            malformed_reason(result),
-            "more than 1000 values; refusing to go on"
-        );
+        assert_eq!(malformed_reason(result), "more than 1000 values; refusing to go on");
 
         // One tensor of high rank under many names: each copy made for the state dict
         // is charged.
@@ -2595,14 +2099,7 @@ mod tests {
         let mut p = Pickle::new(2);
         p.op(op::EMPTY_DICT).op(op::MARK);
         p.str("t0");
-        p.tensor(&T {
-            class: "FloatStorage",
-            key: "0",
-            numel: 1,
-            offset: 0,
-            size: &dims,
-            stride: &dims,
-        });
+        p.tensor(&T { class: "FloatStorage", key: "0", numel: 1, offset: 0, size: &dims, stride: &dims });
         p.put(0);
         for i in 1..50 {
             p.str(&format!("t{i}")).get(0);
@@ -2612,16 +2109,10 @@ mod tests {
         let mut machine = Machine::new(&pickle, 2000);
         let root = machine.run().map_err(|e| format!("{e:?}"))?;
         let result = machine.tensors_of(root).map(|_| ());
-        assert_eq!(
-            malformed_reason(result),
-            "more than 2000 values; refusing to go on"
-        );
+        assert_eq!(malformed_reason(result), "more than 2000 values; refusing to go on");
         let mut machine = Machine::new(&pickle, MAX_VALUES);
         let root = machine.run().map_err(|e| format!("{e:?}"))?;
-        let tensors = machine
-            .tensors_of(root)
-            .map_err(|e| format!("{e:?}"))?
-            .ok_or("no dict")?;
+        let tensors = machine.tensors_of(root).map_err(|e| format!("{e:?}"))?.ok_or("no dict")?;
         assert_eq!(tensors.len(), 50);
         Ok(())
     }
@@ -2636,39 +2127,24 @@ mod tests {
     fn missing_pickle_and_non_zip_files() -> TestResult {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("other.zip");
-        write_zip(
-            &path,
-            &[("archive/other.txt", b"hello"), ("a/b/data.pkl", b".")],
-        )?;
+        write_zip(&path, &[("archive/other.txt", b"hello"), ("a/b/data.pkl", b".")])?;
         let err = TorchArchive::open(&path, None).err().ok_or("opened")?;
         assert!(matches!(err, TorchError::MissingPickle { .. }), "{err}");
 
         // A legacy (pre-1.6) torch.save file starts with a pickle, not a zip header.
         let legacy = dir.path().join("legacy.pt");
-        std::fs::write(
-            &legacy,
-            [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20],
-        )?;
+        std::fs::write(&legacy, [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20])?;
         let err = TorchArchive::open(&legacy, None).err().ok_or("opened")?;
         assert_eq!(
             err.to_string(),
-            format!(
-                "{}: not a PyTorch zip checkpoint (legacy pre-1.6 format or another file type)",
-                legacy.display()
-            )
+            format!("{}: not a PyTorch zip checkpoint (legacy pre-1.6 format or another file type)", legacy.display())
         );
         let empty = dir.path().join("empty.pt");
         std::fs::write(&empty, [])?;
-        assert!(matches!(
-            TorchArchive::open(&empty, None),
-            Err(TorchError::NotZip { .. })
-        ));
+        assert!(matches!(TorchArchive::open(&empty, None), Err(TorchError::NotZip { .. })));
 
         let missing = dir.path().join("missing.pt");
-        assert!(matches!(
-            TorchArchive::open(&missing, None),
-            Err(TorchError::Io { .. })
-        ));
+        assert!(matches!(TorchArchive::open(&missing, None), Err(TorchError::Io { .. })));
         Ok(())
     }
 
@@ -2679,13 +2155,7 @@ mod tests {
         let pickle = Pickle::new(2).op(op::EMPTY_DICT).op(0xff).finish();
         write_zip(&path, &[("archive/data.pkl", &pickle)])?;
         let err = TorchArchive::open(&path, None).err().ok_or("opened")?;
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "{}: pickle opcode 0xff at byte 3 is not supported",
-                path.display()
-            )
-        );
+        assert_eq!(err.to_string(), format!("{}: pickle opcode 0xff at byte 3 is not supported", path.display()));
         // Protocol 5 out-of-band buffers, EXT codes and INST are not used by torch.save.
         for opcode in [0x97u8, 0x98, 0x82, b'i', b'S'] {
             let pickle = Pickle::new(5).op(opcode).finish();
@@ -2717,14 +2187,8 @@ mod tests {
         let mut bytes = std::fs::read(&path)?;
         mark_deflated(&mut bytes);
         std::fs::write(&path, bytes)?;
-        let err = TorchArchive::open(&path, Some("state_dict"))
-            .err()
-            .ok_or("opened")?;
-        assert!(
-            err.to_string()
-                .contains("zip entry 'archive/byteorder' is compressed (deflate)"),
-            "{err}"
-        );
+        let err = TorchArchive::open(&path, Some("state_dict")).err().ok_or("opened")?;
+        assert!(err.to_string().contains("zip entry 'archive/byteorder' is compressed (deflate)"), "{err}");
         Ok(())
     }
 
@@ -2733,16 +2197,9 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("big.bin");
         let pickle = Pickle::new(2).op(op::EMPTY_DICT).finish();
-        write_zip(
-            &path,
-            &[("archive/data.pkl", &pickle), ("archive/byteorder", b"big")],
-        )?;
+        write_zip(&path, &[("archive/data.pkl", &pickle), ("archive/byteorder", b"big")])?;
         let err = TorchArchive::open(&path, None).err().ok_or("opened")?;
-        assert!(
-            err.to_string()
-                .ends_with("big-endian checkpoints are not supported"),
-            "{err}"
-        );
+        assert!(err.to_string().ends_with("big-endian checkpoints are not supported"), "{err}");
         Ok(())
     }
 
@@ -2751,45 +2208,21 @@ mod tests {
         let cases: [(&[u8], &str); 9] = [
             (&[op::PROTO, 2], "the pickle ends without STOP"),
             (&[op::PROTO, 2, op::REDUCE, op::STOP], "stack underflow"),
-            (
-                &[op::PROTO, 2, op::NONE, op::MARK, op::STOP],
-                "stack underflow",
-            ),
-            (
-                &[op::PROTO, 2, op::BINGET, 3, op::STOP],
-                "memo entry 3 is not set",
-            ),
-            (
-                &[op::PROTO, 2, op::APPENDS, op::STOP],
-                "no MARK on the stack",
-            ),
-            (
-                &[op::PROTO, 2, op::NONE, op::MARK, op::NONE, op::SETITEMS],
-                "odd number of items for a dict",
-            ),
-            (
-                &[op::PROTO, 2, op::NONE, op::NONE, op::APPEND],
-                "APPEND target is not a list",
-            ),
+            (&[op::PROTO, 2, op::NONE, op::MARK, op::STOP], "stack underflow"),
+            (&[op::PROTO, 2, op::BINGET, 3, op::STOP], "memo entry 3 is not set"),
+            (&[op::PROTO, 2, op::APPENDS, op::STOP], "no MARK on the stack"),
+            (&[op::PROTO, 2, op::NONE, op::MARK, op::NONE, op::SETITEMS], "odd number of items for a dict"),
+            (&[op::PROTO, 2, op::NONE, op::NONE, op::APPEND], "APPEND target is not a list"),
             (&[op::PROTO, 9], "unknown pickle protocol 9"),
-            (
-                &[op::PROTO, 2, op::GLOBAL, b'x'],
-                "unterminated text argument",
-            ),
+            (&[op::PROTO, 2, op::GLOBAL, b'x'], "unterminated text argument"),
         ];
         for (pickle, expected) in cases {
             assert_eq!(malformed_reason(run_pickle(pickle)), expected, "{pickle:?}");
         }
         let mut p = Pickle::new(2);
-        p.op(op::MARK)
-            .str("storage")
-            .op(op::TUPLE1)
-            .op(op::BINPERSID);
+        p.op(op::MARK).str("storage").op(op::TUPLE1).op(op::BINPERSID);
         let reason = malformed_reason(run_pickle(&p.finish()));
-        assert!(
-            reason.starts_with("persistent id is a tuple, not a ('storage'"),
-            "{reason}"
-        );
+        assert!(reason.starts_with("persistent id is a tuple, not a ('storage'"), "{reason}");
         let reason = malformed_reason(run_pickle(b"Pfoo\n."));
         assert!(reason.starts_with("persistent id is a str"), "{reason}");
     }
@@ -2805,39 +2238,14 @@ mod tests {
         p.raw(b"Vlong\n").op(op::LONG).raw(b"-42L\n");
         p.raw(b"Vfloat\n").op(op::FLOAT).raw(b"2.5\n");
         p.raw(b"Vagain\n").op(op::GET).raw(b"7\n");
-        p.raw(b"Vlist\n")
-            .op(op::MARK)
-            .op(op::BININT1)
-            .op(1)
-            .op(op::BININT2)
-            .raw(&[0, 1])
-            .op(op::LIST);
-        p.raw(b"Vset\n")
-            .op(op::EMPTY_SET)
-            .op(op::MARK)
-            .op(op::NONE)
-            .op(op::ADDITEMS);
-        p.raw(b"Vfrozen\n")
-            .op(op::MARK)
-            .op(op::NONE)
-            .op(op::FROZENSET);
+        p.raw(b"Vlist\n").op(op::MARK).op(op::BININT1).op(1).op(op::BININT2).raw(&[0, 1]).op(op::LIST);
+        p.raw(b"Vset\n").op(op::EMPTY_SET).op(op::MARK).op(op::NONE).op(op::ADDITEMS);
+        p.raw(b"Vfrozen\n").op(op::MARK).op(op::NONE).op(op::FROZENSET);
         p.raw(b"Vbytes\n").op(op::SHORT_BINBYTES).op(2).raw(b"ab");
         p.raw(b"Vpy2\n").op(op::SHORT_BINSTRING).op(2).raw(b"ab");
-        p.raw(b"Vpopped\n")
-            .op(op::NONE)
-            .op(op::NONE)
-            .op(op::POP)
-            .op(op::MARK)
-            .op(op::NONE)
-            .op(op::POP_MARK);
-        p.raw(b"Vnewobj_ex\n")
-            .global("some.module", "Thing")
-            .op(op::EMPTY_TUPLE)
-            .op(op::EMPTY_DICT);
-        p.op(op::NEWOBJ_EX)
-            .op(op::MARK)
-            .op(op::NONE)
-            .op(op::APPENDS);
+        p.raw(b"Vpopped\n").op(op::NONE).op(op::NONE).op(op::POP).op(op::MARK).op(op::NONE).op(op::POP_MARK);
+        p.raw(b"Vnewobj_ex\n").global("some.module", "Thing").op(op::EMPTY_TUPLE).op(op::EMPTY_DICT);
+        p.op(op::NEWOBJ_EX).op(op::MARK).op(op::NONE).op(op::APPENDS);
         p.raw(b"Vdup\n").op(op::EMPTY_LIST).op(op::DUP).op(op::POP);
         p.op(op::DICT);
         let pickle = p.finish();
@@ -2856,14 +2264,9 @@ mod tests {
         assert_eq!(get("bytes").as_deref(), Some("a bytes object"));
         assert_eq!(get("py2").as_deref(), Some("a str"));
         assert_eq!(get("popped").as_deref(), Some("None"));
-        assert_eq!(
-            get("newobj_ex").as_deref(),
-            Some("an object of class some.module.Thing")
-        );
+        assert_eq!(get("newobj_ex").as_deref(), Some("an object of class some.module.Thing"));
         assert_eq!(get("dup").as_deref(), Some("a list"));
-        let list = machine
-            .dict_get(root, "list")
-            .and_then(|v| machine.items(v));
+        let list = machine.dict_get(root, "list").and_then(|v| machine.items(v));
         assert!(matches!(list, Some([Value::Int(1), Value::Int(256)])));
         Ok(())
     }
@@ -2872,10 +2275,7 @@ mod tests {
     fn long_key_lists_are_shortened() {
         let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
         assert_eq!(key_list(&keys[..2]), "k0, k1");
-        assert_eq!(
-            key_list(&keys),
-            "k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, … and 2 more"
-        );
+        assert_eq!(key_list(&keys), "k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, … and 2 more");
     }
 
     #[test]
@@ -2885,9 +2285,6 @@ mod tests {
         assert!(matches!(decode_long(&[0x00, 0x80]), Value::Int(-32768)));
         assert!(matches!(decode_long(&[0xff, 0x00]), Value::Int(255)));
         assert!(matches!(decode_long(&[1; 9]), Value::BigInt));
-        assert_eq!(
-            decode_raw_unicode_escape(b"a\\u00e9\\U0001F600\xe9\\x\\u12"),
-            "a\u{e9}\u{1F600}\u{e9}\\x\\u12"
-        );
+        assert_eq!(decode_raw_unicode_escape(b"a\\u00e9\\U0001F600\xe9\\x\\u12"), "a\u{e9}\u{1F600}\u{e9}\\x\\u12");
     }
 }

@@ -1,0 +1,448 @@
+//! `clipcanvas generate`: a whole run from the command line — settings from flags, a
+//! settings file or a clipcanvas PNG; progress on the terminal; the final image, frames,
+//! GIF, video and session file written safely. Ctrl-C stops between steps and saves the
+//! last frame and the session.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::CliError;
+use crate::engine::augment::Augment;
+use crate::engine::cutouts::CutMethod;
+use crate::engine::device::parse_device;
+use crate::engine::observer::{Frame, Observer, StepStats};
+use crate::engine::prompt::split_story;
+use crate::engine::session::{load_models, RunEnd, Session};
+use crate::export::{self, FrameSequence};
+use crate::settings::{InitNoise, InitWeightMode, LrStep, OptimizerKind, RunSettings};
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A text prompt "text[:weight[:stop]]"; repeat, or join with "|"; "^" starts the next story stage.
+    #[arg(short = 'p', long = "prompt")]
+    pub prompts: Vec<String>,
+    /// A target image "PATH[:weight[:stop]]"; repeatable.
+    #[arg(long = "image-prompt")]
+    pub image_prompts: Vec<String>,
+    /// A noise prompt "SEED[:weight]"; repeatable.
+    #[arg(long = "noise-prompt")]
+    pub noise_prompts: Vec<String>,
+    /// Start from this image instead of random codes.
+    #[arg(long)]
+    pub init_image: Option<PathBuf>,
+    /// Pull toward the starting latent with this weight.
+    #[arg(long)]
+    pub init_weight: Option<f64>,
+    /// constant (the notebook) or decay (nerdyrodent).
+    #[arg(long)]
+    pub init_weight_mode: Option<String>,
+    /// Without an init image: codes, pixels or gradient.
+    #[arg(long)]
+    pub init_noise: Option<String>,
+    /// Canvas size WxH (rounded down to the VQGAN's factor).
+    #[arg(short = 's', long)]
+    pub size: Option<String>,
+    #[arg(short = 'i', long)]
+    pub iterations: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Step schedule "EVERY:GAMMA": multiply the learning rate by GAMMA every EVERY iterations.
+    #[arg(long)]
+    pub lr_step: Option<String>,
+    /// Cutouts per iteration.
+    #[arg(long)]
+    pub cutn: Option<usize>,
+    #[arg(long)]
+    pub cut_pow: Option<f64>,
+    /// notebook (random crops) or pooled (nerdyrodent's whole-image pooling).
+    #[arg(long)]
+    pub cut_method: Option<String>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// adam, adamw, adagrad, adamax or rmsprop.
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Comma-separated augmentations (flip, affine, perspective, jitter, erase, noise), or "none".
+    #[arg(long)]
+    pub augment: Option<String>,
+    /// The cutout noise factor.
+    #[arg(long)]
+    pub noise_fac: Option<f64>,
+    /// Smoothness (total variation) loss weight.
+    #[arg(long)]
+    pub tv_weight: Option<f64>,
+    /// Story mode: switch prompt stages every N iterations.
+    #[arg(long)]
+    pub story_every: Option<usize>,
+    /// The VQGAN checkpoint (.ckpt or .safetensors, with its .yaml beside it).
+    #[arg(long)]
+    pub vqgan: Option<PathBuf>,
+    /// The VQGAN's YAML, if not beside the checkpoint.
+    #[arg(long)]
+    pub vqgan_config: Option<PathBuf>,
+    /// A Hugging Face CLIP folder.
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
+    /// cpu, cuda[:N] or metal.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// The final image.
+    #[arg(short = 'o', long, default_value = "output.png")]
+    pub out: PathBuf,
+    /// Write a numbered PNG sequence of the kept frames here.
+    #[arg(long)]
+    pub frames: Option<PathBuf>,
+    /// Keep a frame (and report) every N iterations.
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Write the kept frames as an animated GIF.
+    #[arg(long)]
+    pub gif: Option<PathBuf>,
+    /// Write the kept frames as an MP4 video (needs ffmpeg on PATH).
+    #[arg(long)]
+    pub video: Option<PathBuf>,
+    /// Start from a settings file (JSON) or a PNG made by clipcanvas; flags override it.
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    /// Save the session (latent, optimiser, random state) here at the end.
+    #[arg(long)]
+    pub session: Option<PathBuf>,
+    /// Continue a saved session.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+}
+
+fn input(msg: impl std::fmt::Display) -> CliError {
+    CliError::Input(anyhow::anyhow!("{msg}"))
+}
+
+fn runtime(e: impl Into<anyhow::Error>) -> CliError {
+    CliError::Runtime(e.into())
+}
+
+/// Reads settings from a JSON file or from a clipcanvas PNG's metadata.
+pub fn read_settings_file(path: &Path) -> Result<RunSettings, CliError> {
+    let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if is_png {
+        let meta = export::read_png_metadata(path)
+            .map_err(input)?
+            .ok_or_else(|| input(format!("{}: this PNG holds no clipcanvas settings", path.display())))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&meta).map_err(|e| input(format!("{}: unreadable settings ({e})", path.display())))?;
+        let settings = value.get("settings").cloned().unwrap_or(value);
+        return serde_json::from_value(settings)
+            .map_err(|e| input(format!("{}: invalid settings ({e})", path.display())));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
+    RunSettings::from_json(&text).map_err(|e| input(format!("{}: {e}", path.display())))
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), CliError> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| input(format!("size {s:?} must be WxH, e.g. 256x256")))?;
+    let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| input(format!("size {s:?} must be WxH, e.g. 256x256")));
+    Ok((parse(w)?, parse(h)?))
+}
+
+/// Applies the flags over `base`.
+pub fn merge_settings(a: &GenerateArgs, mut s: RunSettings) -> Result<RunSettings, CliError> {
+    if !a.prompts.is_empty() {
+        let stages = split_story(&a.prompts.join(" | ").replace("| ^ |", "^"));
+        if stages.len() > 1 {
+            s.story = stages;
+            s.prompts.clear();
+        } else {
+            s.prompts = stages.into_iter().next().unwrap_or_default();
+            s.story.clear();
+        }
+    }
+    if !a.image_prompts.is_empty() {
+        s.image_prompts.clone_from(&a.image_prompts);
+    }
+    if !a.noise_prompts.is_empty() {
+        s.noise_prompts.clone_from(&a.noise_prompts);
+    }
+    if a.init_image.is_some() {
+        s.init_image.clone_from(&a.init_image);
+    }
+    if let Some(v) = a.init_weight {
+        s.init_weight = v;
+    }
+    if let Some(m) = &a.init_weight_mode {
+        s.init_weight_mode = match m.as_str() {
+            "constant" => InitWeightMode::Constant,
+            "decay" => InitWeightMode::Decay,
+            _ => return Err(input(format!("--init-weight-mode must be constant or decay, got {m:?}"))),
+        };
+    }
+    if let Some(n) = &a.init_noise {
+        s.init_noise = match n.as_str() {
+            "codes" => InitNoise::Codes,
+            "pixels" => InitNoise::Pixels,
+            "gradient" => InitNoise::Gradient,
+            _ => return Err(input(format!("--init-noise must be codes, pixels or gradient, got {n:?}"))),
+        };
+    }
+    if let Some(size) = &a.size {
+        (s.width, s.height) = parse_size(size)?;
+    }
+    if let Some(v) = a.iterations {
+        s.iterations = v;
+    }
+    if let Some(v) = a.lr {
+        s.lr = v;
+    }
+    if let Some(v) = &a.lr_step {
+        let bad = || input(format!("--lr-step must be EVERY:GAMMA, e.g. 100:0.5, got {v:?}"));
+        let (every, gamma) = v.split_once(':').ok_or_else(bad)?;
+        s.lr_step = Some(LrStep {
+            every: every.trim().parse().map_err(|_| bad())?,
+            gamma: gamma.trim().parse().map_err(|_| bad())?,
+        });
+    }
+    if let Some(v) = a.cutn {
+        s.cutn = v;
+    }
+    if let Some(v) = a.cut_pow {
+        s.cut_pow = v;
+    }
+    if let Some(m) = &a.cut_method {
+        s.cut_method = match m.as_str() {
+            "notebook" => CutMethod::Notebook,
+            "pooled" => CutMethod::Pooled,
+            _ => return Err(input(format!("--cut-method must be notebook or pooled, got {m:?}"))),
+        };
+    }
+    if let Some(v) = a.seed {
+        s.seed = v;
+    }
+    if let Some(o) = &a.optimizer {
+        s.optimizer = OptimizerKind::parse(o).ok_or_else(|| {
+            let names: Vec<&str> = OptimizerKind::ALL.iter().map(|k| k.name()).collect();
+            input(format!("unknown optimizer {o:?} (expected one of {})", names.join(", ")))
+        })?;
+    }
+    if let Some(list) = &a.augment {
+        s.augments = if list.trim().eq_ignore_ascii_case("none") {
+            Vec::new()
+        } else {
+            list.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| Augment::parse(n).ok_or_else(|| input(format!("unknown augmentation {n:?}"))))
+                .collect::<Result<_, _>>()?
+        };
+    }
+    if let Some(v) = a.noise_fac {
+        s.noise_fac = v;
+    }
+    if let Some(v) = a.tv_weight {
+        s.tv_weight = v;
+    }
+    if let Some(v) = a.story_every {
+        s.story_every = v;
+    }
+    if a.vqgan.is_some() {
+        s.vqgan.clone_from(&a.vqgan);
+    }
+    if a.vqgan_config.is_some() {
+        s.vqgan_config.clone_from(&a.vqgan_config);
+    }
+    if a.clip.is_some() {
+        s.clip.clone_from(&a.clip);
+    }
+    if let Some(d) = &a.device {
+        s.device.clone_from(d);
+    }
+    if let Some(v) = a.save_every {
+        s.save_every = v;
+    }
+    s.validate().map_err(input)?;
+    Ok(s)
+}
+
+/// The observer of a command-line run: progress, frames on disk, frames kept for GIF/video.
+struct CliObserver {
+    bar: Option<ProgressBar>,
+    every: usize,
+    frames: Option<FrameSequence>,
+    keep: bool,
+    kept: Vec<image::RgbImage>,
+    error: Option<CliError>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Observer for CliObserver {
+    fn on_step(&mut self, stats: &StepStats) {
+        let loss = stats.total_loss;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position((stats.iteration + 1) as u64);
+                bar.set_message(format!("loss {loss:.4} · {:.2} it/s", stats.its_per_sec));
+            }
+            None => {
+                let last = stats.iteration + 1 == stats.iterations;
+                if self.every > 0 && (stats.iteration % self.every == 0 || last) {
+                    eprintln!(
+                        "iteration {}/{} loss {loss:.4} ({:.2} it/s)",
+                        stats.iteration + 1,
+                        stats.iterations,
+                        stats.its_per_sec
+                    );
+                }
+            }
+        }
+    }
+
+    fn frame_every(&self) -> usize {
+        if self.frames.is_some() || self.keep {
+            self.every
+        } else {
+            0
+        }
+    }
+
+    fn on_frame(&mut self, iteration: usize, frame: &Frame) {
+        let rgb = frame.to_rgb();
+        if let Some(seq) = &mut self.frames {
+            if let Err(e) = seq.push(iteration, &rgb, None) {
+                self.error.get_or_insert(runtime(e));
+                self.cancel.store(true, Ordering::Relaxed);
+            }
+        }
+        if self.keep {
+            self.kept.push(rgb);
+        }
+    }
+
+    fn notice(&mut self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("note: {message}")),
+            None => eprintln!("note: {message}"),
+        }
+    }
+}
+
+/// The metadata stored in every PNG: settings, iteration, models and their hashes.
+fn metadata(settings: &RunSettings, iteration: usize, hashes: &serde_json::Value) -> String {
+    serde_json::json!({
+        "clipcanvas": env!("CARGO_PKG_VERSION"),
+        "iteration": iteration,
+        "seed": settings.seed,
+        "models": hashes,
+        "settings": settings,
+    })
+    .to_string()
+}
+
+fn model_hashes(settings: &RunSettings) -> Result<serde_json::Value, CliError> {
+    let describe = |path: &Path| -> Result<serde_json::Value, CliError> {
+        Ok(serde_json::json!({
+            "name": path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            "sha256": export::file_sha256(path).map_err(input)?,
+        }))
+    };
+    let mut out = serde_json::Map::new();
+    if let Some(v) = &settings.vqgan {
+        out.insert("vqgan".into(), describe(v)?);
+    }
+    if let Some(c) = &settings.clip {
+        let weights = crate::models::clip::ClipFiles::locate(c).map_err(|e| input(e))?.weights;
+        let mut d = describe(&weights)?;
+        d["name"] =
+            serde_json::Value::String(c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        out.insert("clip".into(), d);
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
+    let base = match (&args.resume, &args.settings) {
+        (Some(r), _) => Session::read_settings(r)?,
+        (None, Some(path)) => read_settings_file(path)?,
+        (None, None) => RunSettings::default(),
+    };
+    let settings = merge_settings(args, base)?;
+    let device = parse_device(&settings.device)?;
+    let models = Arc::new(load_models(&settings, &device)?);
+    let mut session = match &args.resume {
+        Some(path) => {
+            let mut s = Session::resume(models, path)?;
+            s.extend_iterations(settings.iterations);
+            s
+        }
+        None => Session::new(models, settings)?,
+    };
+    let settings = session.settings().clone();
+    let hashes = model_hashes(&settings)?;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = Arc::clone(&cancel);
+        // A second handler cannot be installed in the same process (tests call run twice).
+        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
+    }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(settings.iterations as u64);
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}")
+        {
+            bar.set_style(style);
+        }
+        bar.set_position(session.iteration() as u64);
+        bar
+    });
+    let frames = match &args.frames {
+        Some(dir) => Some(FrameSequence::create(dir).map_err(runtime)?),
+        None => None,
+    };
+    let mut observer = CliObserver {
+        bar,
+        every: settings.save_every.max(1),
+        frames,
+        keep: args.gif.is_some() || args.video.is_some(),
+        kept: Vec::new(),
+        error: None,
+        cancel: Arc::clone(&cancel),
+    };
+    let end = session.run(&mut observer, &cancel);
+    if let Some(bar) = &observer.bar {
+        bar.finish_and_clear();
+    }
+    // Whatever happened, keep the artist's work: the last frame and the session.
+    let save_session_to = args
+        .session
+        .clone()
+        .or_else(|| (!matches!(end, Ok(RunEnd::Finished))).then(|| args.out.with_extension("session")));
+    let final_rgb = session.render_rgb()?;
+    let meta = metadata(&settings, session.iteration(), &hashes);
+    export::write_png(&args.out, &final_rgb, Some(&meta)).map_err(runtime)?;
+    if let Some(path) = &save_session_to {
+        let bytes = session.to_bytes()?;
+        export::write_atomic(path, |w| std::io::Write::write_all(w, &bytes)).map_err(runtime)?;
+    }
+    if let Some(e) = observer.error.take() {
+        return Err(e);
+    }
+    let end = end?;
+    if observer.keep {
+        observer.kept.push(final_rgb);
+    }
+    if let Some(gif) = &args.gif {
+        export::write_gif(gif, &observer.kept, 100).map_err(runtime)?;
+    }
+    if let Some(video) = &args.video {
+        export::write_video(video, &observer.kept, 10).map_err(runtime)?;
+    }
+    if end == RunEnd::Cancelled {
+        let session_note = save_session_to.map(|p| format!(", session in {}", p.display())).unwrap_or_default();
+        eprintln!("stopped at iteration {}: image in {}{session_note}", session.iteration(), args.out.display());
+        return Err(CliError::Interrupted);
+    }
+    Ok(())
+}

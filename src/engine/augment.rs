@@ -1,0 +1,827 @@
+//! Per-cutout augmentations (spec §3): flip, affine, perspective, colour jitter,
+//! erasing and noise, each with explicit parameters drawn on the host from our
+//! [`Rng`], so a run repeats exactly across devices and a test can give them.
+//!
+//! Everything is differentiable with respect to the cutouts:
+//! - flip is an `index_select` with reversed column indices;
+//! - affine and perspective compute each output pixel's source location on the host in
+//!   f64 and turn it into the four bilinear taps of
+//!   `F.grid_sample(mode='bilinear', padding_mode='border', align_corners=False)`, applied
+//!   as a sparse linear map (`index_select` on the flattened pixels and a weighted sum);
+//! - jitter is per-pixel arithmetic, a per-cutout mean and a 3×3 colour matmul, with
+//!   the final clamp's gradient passed where `0 ≤ x ≤ 1` (as `torch.clamp`);
+//! - erasing is a blend with a host-built mask.
+//!
+//! Each augmentation is applied, batched, to just the cutouts that have it; the others
+//! pass through untouched.
+//!
+//! Random ranges ([`random_params`]), after EleutherAI/vqgan-clip's kornia pipeline:
+//! - flip: p = 0.5;
+//! - affine: p = 0.8, angle U(−30°, 30°), translate U(−0.1, 0.1) of the side on each
+//!   axis, scale 1, shear 0 (kornia's defaults there);
+//! - perspective: p = 0.4, distortion 0.2: each corner's displacement is U(−0.1, 0.1)
+//!   of the side on each axis (kornia only pulls corners inward; this is symmetric);
+//! - jitter: p = 0.7, brightness, contrast, saturation and hue each U(−0.01, 0.01)
+//!   (EleutherAI set hue and saturation to 0.01 and left brightness and contrast at
+//!   kornia's 0; we give them the same small range);
+//! - erase: p = 0.7, area U(0.1, 0.4) of the cutout, aspect ratio `h/w` log-uniform in
+//!   (0.3, 3.3), sides rounded and clamped to `[1, S]` (no retries), position uniform
+//!   inside the cutout, fill value U[0, 1) (kornia fills with 0).
+//!
+//! Noise is separate ([`random_noise`], [`add_noise`]): the notebook adds
+//! `fac_i · N(0, 1)` with `fac_i ~ U[0, noise_fac)` after the augmentations.
+
+use candle_core::{DType, Device, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::rng::Rng;
+
+/// Affine parameters: rotation and shear in degrees, translation in fractions of the side.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Affine {
+    pub angle_deg: f64,
+    pub translate_x: f64,
+    pub translate_y: f64,
+    pub scale: f64,
+    pub shear_deg: f64,
+}
+
+/// Colour jitter factors (each 0 = unchanged).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Jitter {
+    pub brightness: f64,
+    pub contrast: f64,
+    pub saturation: f64,
+    pub hue: f64,
+}
+
+/// An erased rectangle in cutout pixels, filled with `value`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Erase {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
+    pub value: f64,
+}
+
+/// One cutout's augmentation parameters; `None` / `false` = not applied.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AugmentParams {
+    pub flip: bool,
+    pub affine: Option<Affine>,
+    /// Corner displacements `[dx, dy]` (fractions of the side) for the corners
+    /// top-left, top-right, bottom-right, bottom-left.
+    pub perspective: Option<[[f64; 2]; 4]>,
+    pub jitter: Option<Jitter>,
+    pub erase: Option<Erase>,
+}
+
+impl AugmentParams {
+    /// True when applying these parameters changes nothing.
+    pub fn is_identity(&self) -> bool {
+        !self.flip
+            && self.affine.is_none()
+            && self.perspective.is_none()
+            && self.jitter.is_none()
+            && self.erase.is_none()
+    }
+}
+
+/// The switchable augmentations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Augment {
+    Flip,
+    Affine,
+    Perspective,
+    Jitter,
+    Erase,
+    Noise,
+}
+
+impl Augment {
+    /// All augmentations, in the order they are applied.
+    pub const ALL: [Augment; 6] = [Self::Flip, Self::Affine, Self::Perspective, Self::Jitter, Self::Erase, Self::Noise];
+
+    /// The augmentation named `name` (its [`Augment::name`], case-insensitive).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flip => "flip",
+            Self::Affine => "affine",
+            Self::Perspective => "perspective",
+            Self::Jitter => "jitter",
+            Self::Erase => "erase",
+            Self::Noise => "noise",
+        }
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "image sides are far below 2^52")]
+fn as_f64(n: usize) -> f64 {
+    n as f64
+}
+
+/// Draws one cutout's parameters for the `enabled` augmentations (see the module docs
+/// for the ranges). Draw order, for each enabled one in [`Augment::ALL`] order: the
+/// apply/skip coin, then its parameters. `Noise` draws nothing here.
+pub fn random_params(enabled: &[Augment], cut_size: usize, rng: &mut Rng) -> AugmentParams {
+    let on = |a: Augment| enabled.contains(&a);
+    let mut p = AugmentParams::default();
+    if on(Augment::Flip) {
+        p.flip = rng.chance(0.5);
+    }
+    if on(Augment::Affine) && rng.chance(0.8) {
+        p.affine = Some(Affine {
+            angle_deg: rng.range(-30.0, 30.0),
+            translate_x: rng.range(-0.1, 0.1),
+            translate_y: rng.range(-0.1, 0.1),
+            scale: 1.0,
+            shear_deg: 0.0,
+        });
+    }
+    if on(Augment::Perspective) && rng.chance(0.4) {
+        let half = 0.2 / 2.0;
+        let mut corners = [[0.0; 2]; 4];
+        for c in &mut corners {
+            for v in c.iter_mut() {
+                *v = rng.range(-half, half);
+            }
+        }
+        p.perspective = Some(corners);
+    }
+    if on(Augment::Jitter) && rng.chance(0.7) {
+        p.jitter = Some(Jitter {
+            brightness: rng.range(-0.01, 0.01),
+            contrast: rng.range(-0.01, 0.01),
+            saturation: rng.range(-0.01, 0.01),
+            hue: rng.range(-0.01, 0.01),
+        });
+    }
+    if on(Augment::Erase) && rng.chance(0.7) {
+        let s = cut_size.max(1);
+        let area = rng.range(0.1, 0.4) * as_f64(s * s);
+        let ratio = rng.range(0.3f64.ln(), 3.3f64.ln()).exp();
+        let side = |v: f64| -> usize {
+            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "rounded, positive, clamped")]
+            let n = v.round().max(1.0) as usize;
+            n.min(s)
+        };
+        let h = side((area * ratio).sqrt());
+        let w = side((area / ratio).sqrt());
+        let x = rng.below(s - w + 1);
+        let y = rng.below(s - h + 1);
+        p.erase = Some(Erase { x, y, w, h, value: rng.uniform() });
+    }
+    p
+}
+
+// ---------------------------------------------------------------------------------------
+// Applying.
+
+/// Applies `f` to the cutouts `subset` (sorted, distinct indices into `batch`) and puts
+/// the results back in place; the other cutouts pass through.
+fn on_subset(batch: &Tensor, subset: &[usize], f: impl FnOnce(&Tensor, &[usize]) -> Result<Tensor>) -> Result<Tensor> {
+    let n = batch.dim(0)?;
+    if subset.is_empty() {
+        return Ok(batch.clone());
+    }
+    if subset.len() == n {
+        return f(batch, subset);
+    }
+    let to_u32 = |i: usize| u32::try_from(i).map_err(|_| candle_core::Error::Msg("batch too large".into()));
+    let ids = subset.iter().map(|&i| to_u32(i)).collect::<Result<Vec<_>>>()?;
+    let sub = batch.index_select(&Tensor::from_vec(ids, subset.len(), batch.device())?, 0)?;
+    let new = f(&sub, subset)?;
+    let mut map = (0..n).map(to_u32).collect::<Result<Vec<_>>>()?;
+    for (j, &i) in subset.iter().enumerate() {
+        map[i] = to_u32(n + j)?;
+    }
+    Tensor::cat(&[batch, &new], 0)?.index_select(&Tensor::from_vec(map, n, batch.device())?, 0)
+}
+
+/// A per-cutout `[m, 1, 1, 1]` tensor from host values.
+fn per_cutout(values: Vec<f64>, dtype: DType, device: &Device) -> Result<Tensor> {
+    let m = values.len();
+    Tensor::from_vec(values, (m, 1, 1, 1), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)
+}
+
+/// Bilinear taps, as `grid_sample(bilinear, border, align_corners=False)`, for an
+/// `h`×`w` image whose output pixel at normalised `(u, v)` samples `src(u, v)`;
+/// appended as 4 (index, weight) pairs per pixel, indices offset by `base`.
+fn push_taps(
+    h: usize,
+    w: usize,
+    base: usize,
+    src: impl Fn(f64, f64) -> (f64, f64),
+    idx: &mut Vec<u32>,
+    wts: &mut Vec<f64>,
+) -> Result<()> {
+    let unnormalise = |g: f64, size: usize| -> f64 {
+        let p = ((g + 1.0) * as_f64(size) - 1.0) / 2.0;
+        if p.is_nan() {
+            0.0
+        } else {
+            p.clamp(0.0, as_f64(size - 1))
+        }
+    };
+    let to_u32 = |i: usize| u32::try_from(i).map_err(|_| candle_core::Error::Msg("batch too large".into()));
+    for i in 0..h {
+        let v = (2.0 * as_f64(i) + 1.0) / as_f64(h) - 1.0;
+        for j in 0..w {
+            let u = (2.0 * as_f64(j) + 1.0) / as_f64(w) - 1.0;
+            let (gx, gy) = src(u, v);
+            let (ix, iy) = (unnormalise(gx, w), unnormalise(gy, h));
+            let (fx, fy) = (ix.floor(), iy.floor());
+            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "clamped to [0, side - 1]")]
+            let (x0, y0) = (fx as usize, fy as usize);
+            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+            let (tx, ty) = (ix - fx, iy - fy);
+            for (y, x, wt) in [
+                (y0, x0, (1.0 - ty) * (1.0 - tx)),
+                (y0, x1, (1.0 - ty) * tx),
+                (y1, x0, ty * (1.0 - tx)),
+                (y1, x1, ty * tx),
+            ] {
+                idx.push(to_u32(base + y * w + x)?);
+                wts.push(wt);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resamples each cutout of `x` `[m, C, H, W]` through its own source map (normalised
+/// output coords → normalised input coords) with bilinear border sampling.
+fn warp(x: &Tensor, maps: &[Box<dyn Fn(f64, f64) -> (f64, f64) + '_>]) -> Result<Tensor> {
+    let (m, c, h, w) = x.dims4()?;
+    let hw = h * w;
+    let mut idx = Vec::with_capacity(m * hw * 4);
+    let mut wts = Vec::with_capacity(m * hw * 4);
+    for (k, map) in maps.iter().enumerate() {
+        push_taps(h, w, k * hw, map, &mut idx, &mut wts)?;
+    }
+    let device = x.device();
+    let idx = Tensor::from_vec(idx, m * hw * 4, device)?;
+    let wts = Tensor::from_vec(wts, (m, hw, 4, 1), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(device)?;
+    // Pixels as rows: [m·H·W, C], gather 4 taps per pixel, weight and sum.
+    let rows = x.reshape((m, c, hw))?.transpose(1, 2)?.contiguous()?.reshape((m * hw, c))?;
+    let taps = rows.index_select(&idx, 0)?.reshape((m, hw, 4, c))?;
+    taps.broadcast_mul(&wts)?.sum(2)?.transpose(1, 2)?.contiguous()?.reshape((m, c, h, w))
+}
+
+/// The source map of an affine transform: `u ↦ A⁻¹(u − t)`.
+fn affine_map(a: &Affine) -> Result<impl Fn(f64, f64) -> (f64, f64)> {
+    let (sin, cos) = a.angle_deg.to_radians().sin_cos();
+    let tan = a.shear_deg.to_radians().tan();
+    // A = scale · R · Sh = scale · [[cos, cos·tan − sin], [sin, sin·tan + cos]]
+    let (m00, m01) = (a.scale * cos, a.scale * (cos * tan - sin));
+    let (m10, m11) = (a.scale * sin, a.scale * (sin * tan + cos));
+    let det = m00 * m11 - m01 * m10;
+    if !det.is_finite() || det.abs() < 1e-12 {
+        candle_core::bail!("affine augmentation is singular: {a:?}")
+    }
+    let (i00, i01, i10, i11) = (m11 / det, -m01 / det, -m10 / det, m00 / det);
+    let (tx, ty) = (2.0 * a.translate_x, 2.0 * a.translate_y);
+    Ok(move |u: f64, v: f64| {
+        let (du, dv) = (u - tx, v - ty);
+        (i00 * du + i01 * dv, i10 * du + i11 * dv)
+    })
+}
+
+/// Solves `a · x = b` (8×8) by Gaussian elimination with partial pivoting.
+fn solve8(mut a: [[f64; 8]; 8], mut b: [f64; 8]) -> Option<[f64; 8]> {
+    for col in 0..8 {
+        let pivot = (col..8).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        for row in col + 1..8 {
+            let f = a[row][col] / a[col][col];
+            for k in col..8 {
+                a[row][k] -= f * a[col][k];
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut x = [0.0; 8];
+    for row in (0..8).rev() {
+        let s: f64 = (row + 1..8).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - s) / a[row][row];
+    }
+    Some(x)
+}
+
+/// The homography `[h0..h7, 1]` mapping each `from[k]` to `to[k]` (the DLT system).
+fn homography(from: &[[f64; 2]; 4], to: &[[f64; 2]; 4]) -> Option<[f64; 9]> {
+    let mut a = [[0.0; 8]; 8];
+    let mut b = [0.0; 8];
+    for k in 0..4 {
+        let [x, y] = from[k];
+        let [tx, ty] = to[k];
+        a[2 * k] = [x, y, 1.0, 0.0, 0.0, 0.0, -x * tx, -y * tx];
+        b[2 * k] = tx;
+        a[2 * k + 1] = [0.0, 0.0, 0.0, x, y, 1.0, -x * ty, -y * ty];
+        b[2 * k + 1] = ty;
+    }
+    let h = solve8(a, b)?;
+    Some([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], 1.0])
+}
+
+/// The source map of a perspective warp: the homography from the displaced
+/// (destination) corners to the original ones.
+fn perspective_map(d: &[[f64; 2]; 4]) -> Result<impl Fn(f64, f64) -> (f64, f64)> {
+    let corners = [[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]];
+    let mut dst = corners;
+    for (p, dk) in dst.iter_mut().zip(d) {
+        p[0] += 2.0 * dk[0];
+        p[1] += 2.0 * dk[1];
+    }
+    let Some(h) = homography(&dst, &corners) else {
+        candle_core::bail!("perspective augmentation is degenerate: {d:?}")
+    };
+    Ok(move |u: f64, v: f64| {
+        let z = h[6] * u + h[7] * v + h[8];
+        ((h[0] * u + h[1] * v + h[2]) / z, (h[3] * u + h[4] * v + h[5]) / z)
+    })
+}
+
+/// RGB → YIQ.
+const YIQ: [[f64; 3]; 3] = [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]];
+
+fn mat3_mul(a: &[[f64; 3]; 3], b: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let mut out = [[0.0; 3]; 3];
+    for (i, row) in out.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = (0..3).map(|k| a[i][k] * b[k][j]).sum();
+        }
+    }
+    out
+}
+
+fn mat3_inv(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let c = |i: usize, j: usize| {
+        let (r0, r1) = ((i + 1) % 3, (i + 2) % 3);
+        let (c0, c1) = ((j + 1) % 3, (j + 2) % 3);
+        m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0]
+    };
+    let det: f64 = (0..3).map(|j| m[0][j] * c(0, j)).sum();
+    let mut out = [[0.0; 3]; 3];
+    for (i, row) in out.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = c(j, i) / det;
+        }
+    }
+    out
+}
+
+/// The RGB matrix of a hue rotation by `2π·hue` in YIQ: `T⁻¹ · rot · T`.
+fn hue_matrix(hue: f64) -> [[f64; 3]; 3] {
+    let (s, c) = (std::f64::consts::TAU * hue).sin_cos();
+    let rot = [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]];
+    mat3_mul(&mat3_inv(&YIQ), &mat3_mul(&rot, &YIQ))
+}
+
+/// Luma `0.299 R + 0.587 G + 0.114 B` of `x` `[m, 3, H, W]`: `[m, 1, H, W]`.
+fn gray(x: &Tensor) -> Result<Tensor> {
+    let coef = Tensor::from_vec(vec![YIQ[0][0], YIQ[0][1], YIQ[0][2]], (1, 3, 1, 1), &Device::Cpu)?
+        .to_dtype(x.dtype())?
+        .to_device(x.device())?;
+    x.broadcast_mul(&coef)?.sum_keepdim(1)
+}
+
+/// Colour jitter (spec §3.4) on `x` `[m, 3, H, W]`, one [`Jitter`] per cutout.
+fn jitter(x: &Tensor, params: &[Jitter]) -> Result<Tensor> {
+    let (m, c, h, w) = x.dims4()?;
+    if c != 3 {
+        candle_core::bail!("colour jitter needs 3 channels, got {c}")
+    }
+    let (dtype, device) = (x.dtype(), x.device());
+    let col = |f: &dyn Fn(&Jitter) -> f64| per_cutout(params.iter().map(f).collect(), dtype, device);
+    let x = x.broadcast_mul(&col(&|j| 1.0 + j.brightness)?)?;
+    let mean = gray(&x)?.reshape((m, h * w))?.mean_keepdim(1)?.reshape((m, 1, 1, 1))?;
+    let x = x.broadcast_sub(&mean)?.broadcast_mul(&col(&|j| 1.0 + j.contrast)?)?.broadcast_add(&mean)?;
+    let g = gray(&x)?;
+    let x = x.broadcast_sub(&g)?.broadcast_mul(&col(&|j| 1.0 + j.saturation)?)?.broadcast_add(&g)?;
+    let mats: Vec<f64> = params.iter().flat_map(|j| hue_matrix(j.hue).into_iter().flatten()).collect();
+    let mats = Tensor::from_vec(mats, (m, 3, 3), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
+    let x = mats.matmul(&x.reshape((m, 3, h * w))?)?.reshape((m, 3, h, w))?;
+    clamp_unit(&x)
+}
+
+/// `clamp(x, 0, 1)` with `torch.clamp`'s gradient: passed where `0 ≤ x ≤ 1`, else 0.
+fn clamp_unit(x: &Tensor) -> Result<Tensor> {
+    let d = x.detach();
+    let inside = d.ge(0.0)?.mul(&d.le(1.0)?)?;
+    inside.where_cond(x, &d.clamp(0.0, 1.0)?)
+}
+
+/// Random erasing (spec §3.5) on `x` `[m, C, H, W]`; rectangles are clipped to the cutout.
+fn erase(x: &Tensor, params: &[Erase]) -> Result<Tensor> {
+    let (m, _, h, w) = x.dims4()?;
+    let mut mask = vec![0.0f64; m * h * w];
+    for (k, e) in params.iter().enumerate() {
+        for row in e.y.min(h)..(e.y + e.h).min(h) {
+            let start = k * h * w + row * w;
+            for v in &mut mask[start + e.x.min(w)..start + (e.x + e.w).min(w)] {
+                *v = 1.0;
+            }
+        }
+    }
+    let (dtype, device) = (x.dtype(), x.device());
+    let mask = Tensor::from_vec(mask, (m, 1, h, w), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
+    let fill = mask.broadcast_mul(&per_cutout(params.iter().map(|e| e.value).collect(), dtype, device)?)?;
+    x.broadcast_mul(&(1.0 - &mask)?)?.broadcast_add(&fill)
+}
+
+/// Applies each cutout's parameters, in the spec's order (flip, affine, perspective,
+/// jitter, erase), to `batch` `[n, 3, S, S]`; `params.len()` must be `n`. Cutouts with
+/// nothing to apply come out unchanged (and cost nothing). Errors on a singular affine
+/// or a degenerate perspective.
+pub fn apply(batch: &Tensor, params: &[AugmentParams]) -> Result<Tensor> {
+    let (n, _, _, w) = batch.dims4()?;
+    if params.len() != n {
+        candle_core::bail!("augment: {} parameter sets for {n} cutouts", params.len())
+    }
+    let which = |f: &dyn Fn(&AugmentParams) -> bool| -> Vec<usize> { (0..n).filter(|&i| f(&params[i])).collect() };
+    let mut x = batch.clone();
+
+    x = on_subset(&x, &which(&|p| p.flip), |sub, _| {
+        let rev = (0..w).rev().map(|i| u32::try_from(i).unwrap_or(0)).collect::<Vec<_>>();
+        sub.index_select(&Tensor::from_vec(rev, w, sub.device())?, 3)
+    })?;
+
+    x = on_subset(&x, &which(&|p| p.affine.is_some()), |sub, ids| {
+        let mut maps: Vec<Box<dyn Fn(f64, f64) -> (f64, f64)>> = Vec::with_capacity(ids.len());
+        for &i in ids {
+            if let Some(a) = &params[i].affine {
+                maps.push(Box::new(affine_map(a)?));
+            }
+        }
+        warp(sub, &maps)
+    })?;
+
+    x = on_subset(&x, &which(&|p| p.perspective.is_some()), |sub, ids| {
+        let mut maps: Vec<Box<dyn Fn(f64, f64) -> (f64, f64)>> = Vec::with_capacity(ids.len());
+        for &i in ids {
+            if let Some(d) = &params[i].perspective {
+                maps.push(Box::new(perspective_map(d)?));
+            }
+        }
+        warp(sub, &maps)
+    })?;
+
+    x = on_subset(&x, &which(&|p| p.jitter.is_some()), |sub, ids| {
+        let js: Vec<Jitter> = ids.iter().filter_map(|&i| params[i].jitter).collect();
+        jitter(sub, &js)
+    })?;
+
+    x = on_subset(&x, &which(&|p| p.erase.is_some()), |sub, ids| {
+        let es: Vec<Erase> = ids.iter().filter_map(|&i| params[i].erase).collect();
+        erase(sub, &es)
+    })?;
+    Ok(x)
+}
+
+/// The notebook's noise: `batch + fac_i · noise` with `facs` `[n]` and `noise` the
+/// `n·C·H·W` values of a tensor shaped like `batch`.
+pub fn add_noise(batch: &Tensor, facs: &[f32], noise: &[f32]) -> Result<Tensor> {
+    let n = batch.dim(0)?;
+    if facs.len() != n || noise.len() != batch.elem_count() {
+        candle_core::bail!(
+            "noise: {} factors and {} values for a batch of shape {:?}",
+            facs.len(),
+            noise.len(),
+            batch.dims()
+        )
+    }
+    let (dtype, device) = (batch.dtype(), batch.device());
+    let facs = Tensor::from_slice(facs, (n, 1, 1, 1), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
+    let noise = Tensor::from_slice(noise, batch.shape(), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
+    batch + noise.broadcast_mul(&facs)?
+}
+
+/// Draws the noise for `n` cutouts of side `cut_size`: factors `U[0, noise_fac)` (all
+/// `n` first), then `n·3·S·S` standard normals.
+pub fn random_noise(n: usize, cut_size: usize, noise_fac: f64, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
+    #[expect(clippy::cast_possible_truncation, reason = "noise in f32")]
+    let facs = (0..n).map(|_| rng.range(0.0, noise_fac) as f32).collect();
+    let noise = rng.normals_f32(n * 3 * cut_size * cut_size);
+    (facs, noise)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::models::nn::tests::check_gradient;
+
+    fn rand_tensor(shape: &[usize], seed: u64, lo: f64, hi: f64) -> Tensor {
+        let mut rng = Rng::new(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n).map(|_| rng.range(lo, hi)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn weighted_sum(y: &Tensor, seed: u64) -> Result<Tensor> {
+        rand_tensor(y.dims(), seed, -1.0, 1.0).mul(y)?.sum_all()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    fn host(t: &Tensor) -> Vec<f64> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    const IDENTITY_AFFINE: Affine =
+        Affine { angle_deg: 0.0, translate_x: 0.0, translate_y: 0.0, scale: 1.0, shear_deg: 0.0 };
+
+    fn only(f: impl FnOnce(&mut AugmentParams)) -> AugmentParams {
+        let mut p = AugmentParams::default();
+        f(&mut p);
+        p
+    }
+
+    #[test]
+    fn names_parse_and_json_form() {
+        for a in Augment::ALL {
+            assert_eq!(Augment::parse(a.name()), Some(a));
+            assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{}\"", a.name()));
+        }
+        assert_eq!(Augment::parse("Jitter"), Some(Augment::Jitter));
+        assert_eq!(Augment::parse("blur"), None);
+        let p = AugmentParams {
+            flip: true,
+            affine: Some(IDENTITY_AFFINE),
+            perspective: Some([[0.0, 0.5], [0.0; 2], [0.0; 2], [0.0; 2]]),
+            jitter: None,
+            erase: Some(Erase { x: 1, y: 2, w: 3, h: 4, value: 0.5 }),
+        };
+        let v: serde_json::Value = serde_json::to_value(&p).unwrap();
+        let want = serde_json::json!({
+            "flip": true,
+            "affine": {"angle_deg": 0.0, "translate_x": 0.0, "translate_y": 0.0, "scale": 1.0, "shear_deg": 0.0},
+            "perspective": [[0.0, 0.5], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]],
+            "jitter": null,
+            "erase": {"x": 1, "y": 2, "w": 3, "h": 4, "value": 0.5}
+        });
+        assert_eq!(v, want);
+        assert_eq!(serde_json::from_value::<AugmentParams>(want).unwrap(), p);
+    }
+
+    #[test]
+    fn identity_params_leave_cutouts_unchanged() {
+        let x = rand_tensor(&[3, 3, 6, 6], 1, 0.0, 1.0);
+        let y = apply(&x, &vec![AugmentParams::default(); 3]).unwrap();
+        assert_eq!(max_diff(&x, &y), 0.0);
+        let aff = apply(&x, &vec![only(|p| p.affine = Some(IDENTITY_AFFINE)); 3]).unwrap();
+        assert!(max_diff(&x, &aff) < 1e-6);
+        let per = apply(&x, &vec![only(|p| p.perspective = Some([[0.0; 2]; 4])); 3]).unwrap();
+        assert!(max_diff(&x, &per) < 1e-6);
+        let jit = only(|p| p.jitter = Some(Jitter { brightness: 0.0, contrast: 0.0, saturation: 0.0, hue: 0.0 }));
+        assert!(max_diff(&x, &apply(&x, &vec![jit; 3]).unwrap()) < 1e-12);
+        // Mixed: only the second cutout is touched.
+        let ps = [AugmentParams::default(), only(|p| p.flip = true), AugmentParams::default()];
+        let y = apply(&x, &ps).unwrap();
+        for k in [0, 2] {
+            assert_eq!(max_diff(&x.narrow(0, k, 1).unwrap(), &y.narrow(0, k, 1).unwrap()), 0.0);
+        }
+    }
+
+    #[test]
+    fn flip_reverses_columns_and_twice_is_identity() {
+        let x = rand_tensor(&[2, 3, 4, 5], 2, 0.0, 1.0);
+        let ps = vec![only(|p| p.flip = true); 2];
+        let y = apply(&x, &ps).unwrap();
+        let a = host(&x.narrow(3, 0, 1).unwrap());
+        let b = host(&y.narrow(3, 4, 1).unwrap());
+        assert_eq!(a, b);
+        assert_eq!(max_diff(&apply(&y, &ps).unwrap(), &x), 0.0);
+    }
+
+    #[test]
+    fn affine_translation_by_a_pixel_shifts() {
+        // Translating by exactly one pixel (2/S in normalised units = 1/S of the side)
+        // moves every column right by one, with the border column repeated.
+        let s = 8;
+        let x = rand_tensor(&[1, 3, s, s], 3, 0.0, 1.0);
+        let a = Affine { translate_x: 1.0 / 8.0, ..IDENTITY_AFFINE };
+        let y = apply(&x, &[only(|p| p.affine = Some(a))]).unwrap();
+        assert!(max_diff(&y.narrow(3, 1, s - 1).unwrap(), &x.narrow(3, 0, s - 1).unwrap()) < 1e-12);
+        assert!(max_diff(&y.narrow(3, 0, 1).unwrap(), &x.narrow(3, 0, 1).unwrap()) < 1e-12);
+        // A 90° rotation of a square image is an exact pixel permutation.
+        let r = Affine { angle_deg: 90.0, ..IDENTITY_AFFINE };
+        let y = apply(&x, &[only(|p| p.affine = Some(r))]).unwrap();
+        let mut xs = host(&x);
+        let mut ys = host(&y);
+        xs.sort_by(f64::total_cmp);
+        ys.sort_by(f64::total_cmp);
+        for (a, b) in xs.iter().zip(&ys) {
+            assert!((a - b).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn homography_maps_the_corners() {
+        let d = [[0.05, -0.02], [-0.08, 0.03], [0.01, 0.09], [-0.04, -0.06]];
+        let map = perspective_map(&d).unwrap();
+        let corners = [[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]];
+        for (c, dk) in corners.iter().zip(&d) {
+            let (x, y) = map(c[0] + 2.0 * dk[0], c[1] + 2.0 * dk[1]);
+            assert!((x - c[0]).abs() < 1e-12 && (y - c[1]).abs() < 1e-12);
+        }
+        // All corners pulled to the centre: no homography.
+        assert!(perspective_map(&[[0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5], [0.5, -0.5]]).is_err());
+        // The corners swapped through the centre is a valid one (a half turn).
+        let half_turn = perspective_map(&[[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]]).unwrap();
+        let (x, y) = half_turn(0.3, -0.2);
+        assert!((x + 0.3).abs() < 1e-12 && (y - 0.2).abs() < 1e-12);
+        let singular = Affine { scale: 0.0, ..IDENTITY_AFFINE };
+        let x = rand_tensor(&[1, 3, 4, 4], 4, 0.0, 1.0);
+        assert!(apply(&x, &[only(|p| p.affine = Some(singular))]).is_err());
+    }
+
+    #[test]
+    fn hue_matrix_is_a_rotation_in_yiq() {
+        let m = hue_matrix(0.0);
+        for (i, row) in m.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                assert!((v - f64::from(u8::from(i == j))).abs() < 1e-12);
+            }
+        }
+        // Gray stays gray under any hue rotation.
+        let m = hue_matrix(0.3);
+        for row in &m {
+            assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn jitter_matches_a_host_reference() {
+        let x = rand_tensor(&[1, 3, 3, 4], 5, 0.2, 0.8);
+        let j = Jitter { brightness: 0.1, contrast: -0.2, saturation: 0.3, hue: 0.05 };
+        let y = host(&apply(&x, &[only(|p| p.jitter = Some(j))]).unwrap());
+        let mut v = host(&x);
+        let hw = 12;
+        for e in &mut v {
+            *e *= 1.0 + j.brightness;
+        }
+        let grayf = |v: &[f64], p: usize| YIQ[0][0] * v[p] + YIQ[0][1] * v[hw + p] + YIQ[0][2] * v[2 * hw + p];
+        let mean = (0..hw).map(|p| grayf(&v, p)).sum::<f64>() / 12.0;
+        for e in &mut v {
+            *e = (*e - mean) * (1.0 + j.contrast) + mean;
+        }
+        for p in 0..hw {
+            let g = grayf(&v, p);
+            for c in 0..3 {
+                v[c * hw + p] = g + (v[c * hw + p] - g) * (1.0 + j.saturation);
+            }
+        }
+        let m = hue_matrix(j.hue);
+        for p in 0..hw {
+            let rgb = [v[p], v[hw + p], v[2 * hw + p]];
+            for c in 0..3 {
+                let want = (0..3).map(|k| m[c][k] * rgb[k]).sum::<f64>().clamp(0.0, 1.0);
+                assert!((y[c * hw + p] - want).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn erase_fills_the_rectangle() {
+        let x = rand_tensor(&[1, 3, 5, 6], 6, 0.0, 1.0);
+        let e = Erase { x: 4, y: 1, w: 5, h: 2, value: 0.25 };
+        let y = host(&apply(&x, &[only(|p| p.erase = Some(e))]).unwrap());
+        let xv = host(&x);
+        for c in 0..3 {
+            for r in 0..5 {
+                for col in 0..6 {
+                    let i = c * 30 + r * 6 + col;
+                    let inside = (1..3).contains(&r) && col >= 4;
+                    assert_eq!(y[i], if inside { 0.25 } else { xv[i] });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gradients() {
+        let x = rand_tensor(&[2, 3, 5, 5], 7, 0.2, 0.8);
+        let a = Affine { angle_deg: 17.0, translate_x: 0.07, translate_y: -0.05, scale: 1.1, shear_deg: 6.0 };
+        let d = [[0.05, -0.02], [-0.08, 0.03], [0.01, 0.09], [-0.04, -0.06]];
+        let j = Jitter { brightness: 0.05, contrast: 0.1, saturation: -0.1, hue: 0.02 };
+        let e = Erase { x: 1, y: 2, w: 2, h: 3, value: 0.4 };
+        let cases: Vec<(&str, Vec<AugmentParams>)> = vec![
+            ("flip", vec![only(|p| p.flip = true), AugmentParams::default()]),
+            ("affine", vec![only(|p| p.affine = Some(a)), AugmentParams::default()]),
+            ("perspective", vec![AugmentParams::default(), only(|p| p.perspective = Some(d))]),
+            ("jitter", vec![only(|p| p.jitter = Some(j)), only(|p| p.jitter = Some(Jitter { hue: -0.03, ..j }))]),
+            ("erase", vec![only(|p| p.erase = Some(e)), AugmentParams::default()]),
+            (
+                "all",
+                vec![
+                    AugmentParams {
+                        flip: true,
+                        affine: Some(a),
+                        perspective: Some(d),
+                        jitter: Some(j),
+                        erase: Some(e),
+                    },
+                    only(|p| p.affine = Some(Affine { angle_deg: -25.0, ..a })),
+                ],
+            ),
+        ];
+        for (k, (name, ps)) in cases.iter().enumerate() {
+            check_gradient(name, &x, |x| weighted_sum(&apply(x, ps)?, 100 + k as u64));
+        }
+        let facs = [0.3f32, 0.1];
+        let noise: Vec<f32> = Rng::new(8).normals_f32(150);
+        check_gradient("noise", &x, |x| weighted_sum(&add_noise(x, &facs, &noise)?, 9));
+    }
+
+    #[test]
+    fn jitter_clamp_gradient_is_torchs() {
+        let x = Tensor::new(&[[[[-0.5f64]], [[0.5]], [[1.5]]]], &Device::Cpu).unwrap();
+        let var = candle_core::Var::from_tensor(&x).unwrap();
+        let y = clamp_unit(var.as_tensor()).unwrap();
+        assert_eq!(host(&y), vec![0.0, 0.5, 1.0]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(host(g.get(var.as_tensor()).unwrap()), vec![0.0, 1.0, 0.0]);
+        let edge = Tensor::new(&[0.0f64, 1.0], &Device::Cpu).unwrap();
+        let var = candle_core::Var::from_tensor(&edge).unwrap();
+        let g = clamp_unit(var.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(host(g.get(var.as_tensor()).unwrap()), vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn noise_adds_scaled_normals() {
+        let x = rand_tensor(&[2, 3, 2, 2], 10, 0.0, 1.0);
+        let (facs, noise) = random_noise(2, 2, 0.5, &mut Rng::new(3));
+        assert_eq!((facs.len(), noise.len()), (2, 24));
+        assert!(facs.iter().all(|f| (0.0..0.5).contains(f)));
+        let y = host(&add_noise(&x, &facs, &noise).unwrap());
+        let xv = host(&x);
+        for i in 0..24 {
+            let want = xv[i] + f64::from(facs[i / 12]) * f64::from(noise[i]);
+            assert!((y[i] - want).abs() < 1e-12);
+        }
+        assert!(add_noise(&x, &facs[..1], &noise).is_err());
+        assert!(add_noise(&x, &facs, &noise[..5]).is_err());
+        assert_eq!(random_noise(2, 2, 0.5, &mut Rng::new(3)), (facs, noise));
+    }
+
+    #[test]
+    fn random_params_ranges_rates_and_determinism() {
+        let s = 32;
+        let mut rng = Rng::new(21);
+        let n = 4000;
+        let ps: Vec<AugmentParams> = (0..n).map(|_| random_params(&Augment::ALL, s, &mut rng)).collect();
+        let rate = |f: &dyn Fn(&AugmentParams) -> bool| {
+            f64::from(u32::try_from(ps.iter().filter(|p| f(p)).count()).unwrap()) / f64::from(n)
+        };
+        for (name, r, p) in [
+            ("flip", rate(&|p| p.flip), 0.5),
+            ("affine", rate(&|p| p.affine.is_some()), 0.8),
+            ("perspective", rate(&|p| p.perspective.is_some()), 0.4),
+            ("jitter", rate(&|p| p.jitter.is_some()), 0.7),
+            ("erase", rate(&|p| p.erase.is_some()), 0.7),
+        ] {
+            assert!((r - p).abs() < 0.04, "{name}: rate {r} vs {p}");
+        }
+        for p in &ps {
+            if let Some(a) = p.affine {
+                assert!(a.angle_deg.abs() <= 30.0 && a.translate_x.abs() <= 0.1 && a.translate_y.abs() <= 0.1);
+                assert!(a.scale == 1.0 && a.shear_deg == 0.0);
+            }
+            if let Some(d) = p.perspective {
+                assert!(d.iter().flatten().all(|v| v.abs() <= 0.1));
+            }
+            if let Some(j) = p.jitter {
+                assert!([j.brightness, j.contrast, j.saturation, j.hue].iter().all(|v| v.abs() <= 0.01));
+            }
+            if let Some(e) = p.erase {
+                assert!(e.w >= 1 && e.h >= 1 && e.x + e.w <= s && e.y + e.h <= s);
+                assert!((0.0..1.0).contains(&e.value));
+            }
+        }
+        // Only the enabled ones are drawn.
+        let q = random_params(&[Augment::Flip, Augment::Noise], s, &mut rng);
+        assert!(q.affine.is_none() && q.perspective.is_none() && q.jitter.is_none() && q.erase.is_none());
+        assert!(random_params(&[], s, &mut rng).is_identity());
+        let a: Vec<_> = (0..20).map(|_| random_params(&Augment::ALL, s, &mut Rng::new(5))).collect();
+        let mut r1 = Rng::new(5);
+        let mut r2 = Rng::new(5);
+        let b: Vec<_> = (0..20).map(|_| random_params(&Augment::ALL, s, &mut r1)).collect();
+        let c: Vec<_> = (0..20).map(|_| random_params(&Augment::ALL, s, &mut r2)).collect();
+        assert_eq!(b, c);
+        assert!(a.iter().all(|p| *p == a[0]));
+    }
+}

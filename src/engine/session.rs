@@ -1,0 +1,590 @@
+//! A run of the z+quantize method: the latent, the optimiser, the prompts and the random
+//! state, stepped one iteration at a time. Both the studio and `clipcanvas generate`
+//! drive it. A session saves to one file (safetensors with JSON metadata) and resumes
+//! exactly where it stopped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::augment::{self, Augment, AugmentParams};
+use super::cutouts::{self, Crop, CutMethod};
+use super::error::{EngineError, Result};
+use super::image::{load_rgb, resize_exact_lanczos, resize_keep_aspect, rgb_to_tensor, tensor_to_rgb};
+use super::loss::{clamp_with_grad, init_loss, tv_loss, PromptTarget};
+use super::observer::{Frame, Observer, StepStats};
+use super::optim::{Optimizer, OptimizerMeta};
+use super::prompt::{parse_noise_prompt, parse_prompt};
+use super::rng::Rng;
+use crate::models::clip::Clip;
+use crate::models::tokenizer::ClipTokenizer;
+use crate::models::vqgan::Vqgan;
+use crate::settings::{InitNoise, InitWeightMode, RunSettings};
+
+/// The loaded networks a session runs on.
+#[derive(Debug)]
+pub struct Models {
+    pub vqgan: Vqgan,
+    pub clip: Clip,
+    pub tokenizer: ClipTokenizer,
+    pub device: Device,
+}
+
+/// The random choices of one step: crops, augmentation parameters, noise. Drawn from the
+/// session's generator, or given (tests against the reference, replays).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepPlan {
+    pub crops: Vec<Crop>,
+    pub augments: Vec<AugmentParams>,
+    /// Per-cutout noise factors and the standard normal values.
+    pub noise: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// One loss term's target.
+#[derive(Debug, Clone)]
+pub struct LabelledTarget {
+    pub label: String,
+    pub target: PromptTarget,
+}
+
+/// What a step computed.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    pub iteration: usize,
+    pub total: f64,
+    pub losses: Vec<(String, f64)>,
+    pub lr: f64,
+    /// The image of the latent before the update, `[1, 3, H, W]` in `[0, 1]`, detached.
+    pub image: Tensor,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    Finished,
+    Cancelled,
+}
+
+const SESSION_KEY: &str = "clipcanvas_session";
+const SESSION_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionMeta {
+    version: u32,
+    settings: RunSettings,
+    iteration: usize,
+    rng: Rng,
+    optimizer: OptimizerMeta,
+}
+
+/// A run in progress.
+#[derive(Debug)]
+pub struct Session {
+    models: Arc<Models>,
+    settings: RunSettings,
+    z: Var,
+    z_orig: Tensor,
+    z_min: Tensor,
+    z_max: Tensor,
+    optimizer: Optimizer,
+    rng: Rng,
+    iteration: usize,
+    /// Text prompts per story stage.
+    stages: Vec<Vec<LabelledTarget>>,
+    /// Image and noise prompts, active throughout.
+    fixed: Vec<LabelledTarget>,
+    width: usize,
+    height: usize,
+    notices: Vec<String>,
+    /// The gradient of the last step's loss with respect to the latent.
+    last_grad: Option<Tensor>,
+}
+
+impl Session {
+    /// Sets up a run: the canvas size (rounded down to the VQGAN's factor), the prompt
+    /// embeddings, and the initial latent.
+    pub fn new(models: Arc<Models>, settings: RunSettings) -> Result<Self> {
+        settings.validate().map_err(EngineError::Input)?;
+        let cfg = models.vqgan.config();
+        let f = cfg.downsample_factor();
+        let (toks_x, toks_y) = (settings.width / f, settings.height / f);
+        if toks_x == 0 || toks_y == 0 {
+            return Err(EngineError::Input(format!(
+                "size {}x{} is below the minimum of {f}x{f} for this VQGAN",
+                settings.width, settings.height
+            )));
+        }
+        let (width, height) = (toks_x * f, toks_y * f);
+        let mut notices = Vec::new();
+        if (width, height) != (settings.width, settings.height) {
+            notices.push(format!(
+                "size {}x{} rounded down to {width}x{height} (a multiple of the VQGAN's factor {f})",
+                settings.width, settings.height
+            ));
+        }
+        let codebook = models.vqgan.codebook();
+        let c = cfg.embed_dim;
+        let z_min = codebook.min(0)?.reshape((1, c, 1, 1))?;
+        let z_max = codebook.max(0)?.reshape((1, c, 1, 1))?;
+
+        let mut root = Rng::new(settings.seed);
+        let mut init_rng = root.fork();
+        let mut prompt_rng = root.fork();
+        let rng = root.fork();
+
+        let z0 = initial_latent(&models, &settings, width, height, toks_x, toks_y, &mut init_rng)?;
+        let mut session = Self {
+            models,
+            z: Var::from_tensor(&z0)?,
+            z_orig: z0,
+            z_min,
+            z_max,
+            optimizer: Optimizer::new(settings.optimizer),
+            rng,
+            iteration: 0,
+            stages: Vec::new(),
+            fixed: Vec::new(),
+            width,
+            height,
+            notices,
+            settings,
+            last_grad: None,
+        };
+        session.stages =
+            session.settings.prompt_stages().iter().map(|stage| session.text_targets(stage)).collect::<Result<_>>()?;
+        session.fixed = session.fixed_targets(&mut prompt_rng)?;
+        Ok(session)
+    }
+
+    /// Notices for the user from setup (size rounding, truncated prompts).
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    pub fn models(&self) -> &Arc<Models> {
+        &self.models
+    }
+
+    pub fn settings(&self) -> &RunSettings {
+        &self.settings
+    }
+
+    pub fn iteration(&self) -> usize {
+        self.iteration
+    }
+
+    pub fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    pub fn latent(&self) -> &Tensor {
+        self.z.as_tensor()
+    }
+
+    /// The gradient of the last step's loss with respect to the latent.
+    pub fn last_gradient(&self) -> Option<&Tensor> {
+        self.last_grad.as_ref()
+    }
+
+    /// Replaces the latent (branching from a kept frame, or a given start in tests).
+    pub fn set_latent(&mut self, z: &Tensor) -> Result<()> {
+        if z.dims() != self.z.as_tensor().dims() {
+            return Err(EngineError::Input(format!(
+                "latent shape {:?} does not match {:?}",
+                z.dims(),
+                self.z.as_tensor().dims()
+            )));
+        }
+        self.z.set(&z.to_device(&self.models.device)?.to_dtype(DType::F32)?)?;
+        Ok(())
+    }
+
+    /// Sets the latent the init regulariser pulls toward.
+    pub fn set_init_latent(&mut self, z: &Tensor) -> Result<()> {
+        self.z_orig = z.to_device(&self.models.device)?.to_dtype(DType::F32)?;
+        Ok(())
+    }
+
+    /// Replaces the text prompts (all story stages become this one set).
+    pub fn set_prompts(&mut self, prompts: &[String]) -> Result<()> {
+        let targets = self.text_targets(prompts)?;
+        self.settings.prompts = prompts.to_vec();
+        self.settings.story.clear();
+        self.stages = vec![targets];
+        Ok(())
+    }
+
+    /// Replaces the image and noise prompt targets.
+    pub fn set_fixed_targets(&mut self, targets: Vec<LabelledTarget>) {
+        self.fixed = targets;
+    }
+
+    /// Sets the planned number of iterations (a resumed run may go further).
+    pub fn extend_iterations(&mut self, iterations: usize) {
+        self.settings.iterations = iterations;
+    }
+
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(EngineError::Input(format!("learning rate must be positive, got {lr}")));
+        }
+        self.settings.lr = lr;
+        Ok(())
+    }
+
+    fn text_targets(&mut self, prompts: &[String]) -> Result<Vec<LabelledTarget>> {
+        let mut out = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            let spec = parse_prompt(p).map_err(EngineError::Input)?;
+            let (ids, truncated) = self.models.tokenizer.encode(&spec.text)?;
+            if truncated {
+                self.notices.push(format!("prompt {:?} is longer than CLIP's 77 tokens and was truncated", spec.text));
+            }
+            let n = ids.len();
+            let ids = Tensor::from_vec(ids, (1, n), &self.models.device)?;
+            let embed = self.models.clip.encode_text(&ids)?.detach();
+            out.push(LabelledTarget {
+                label: spec.text.clone(),
+                target: PromptTarget { embed, weight: spec.weight, stop: spec.stop },
+            });
+        }
+        Ok(out)
+    }
+
+    fn fixed_targets(&mut self, rng: &mut Rng) -> Result<Vec<LabelledTarget>> {
+        let mut out = Vec::new();
+        for p in self.settings.image_prompts.clone() {
+            let spec = parse_prompt(&p).map_err(EngineError::Input)?;
+            let path = PathBuf::from(&spec.text);
+            let rgb = load_rgb(&path)?;
+            let (w, h) =
+                (u32::try_from(self.width).unwrap_or(u32::MAX), u32::try_from(self.height).unwrap_or(u32::MAX));
+            let rgb = resize_keep_aspect(&rgb, w, h);
+            let img = rgb_to_tensor(&rgb, &self.models.device)?;
+            let plan = self.random_plan_for(rgb.width() as usize, rgb.height() as usize, rng);
+            let target = self.image_target(&img, &plan, spec.weight, spec.stop)?;
+            out.push(LabelledTarget { label: format!("image: {}", path.display()), target });
+        }
+        let dim = self.models.clip.config().projection_dim;
+        for p in self.settings.noise_prompts.clone() {
+            let (seed, weight) = parse_noise_prompt(&p).map_err(EngineError::Input)?;
+            let values = Rng::new(seed).normals_f32(dim);
+            let embed = Tensor::from_vec(values, (1, dim), &self.models.device)?;
+            out.push(LabelledTarget {
+                label: format!("noise: {seed}"),
+                target: PromptTarget { embed, weight, stop: f64::NEG_INFINITY },
+            });
+        }
+        Ok(out)
+    }
+
+    /// The target of an image prompt: CLIP embeddings of the image's cutouts, `[cutn, D]`,
+    /// cut once at setup as the reference does. `img` is `[1, 3, H, W]` in `[0, 1]`.
+    pub fn image_target(&self, img: &Tensor, plan: &StepPlan, weight: f64, stop: f64) -> Result<PromptTarget> {
+        let batch = self.cutouts(img, plan)?;
+        let embed = self.models.clip.encode_image(&Clip::normalize(&batch)?)?.detach();
+        Ok(PromptTarget { embed, weight, stop })
+    }
+
+    fn cutouts(&self, img: &Tensor, plan: &StepPlan) -> Result<Tensor> {
+        let s = self.models.clip.image_size();
+        let mut batch = match self.settings.cut_method {
+            CutMethod::Notebook => cutouts::cut(img, &plan.crops, s)?,
+            CutMethod::Pooled => cutouts::pooled(img, self.settings.cutn, s)?,
+        };
+        if plan.augments.iter().any(|a| *a != AugmentParams::default()) {
+            batch = augment::apply(&batch, &plan.augments)?;
+        }
+        if let Some((facs, noise)) = &plan.noise {
+            batch = augment::add_noise(&batch, facs, noise)?;
+        }
+        Ok(batch)
+    }
+
+    fn random_plan_for(&self, width: usize, height: usize, rng: &mut Rng) -> StepPlan {
+        let s = self.models.clip.image_size();
+        let st = &self.settings;
+        let crops = match st.cut_method {
+            CutMethod::Notebook => cutouts::random_crops(rng, st.cutn, s, st.cut_pow, width, height),
+            CutMethod::Pooled => Vec::new(),
+        };
+        let geometric: Vec<Augment> = st.augments.iter().copied().filter(|a| *a != Augment::Noise).collect();
+        let augments = (0..st.cutn).map(|_| augment::random_params(&geometric, s, rng)).collect();
+        let noise = (st.augments.contains(&Augment::Noise) && st.noise_fac > 0.0)
+            .then(|| augment::random_noise(st.cutn, s, st.noise_fac, rng));
+        StepPlan { crops, augments, noise }
+    }
+
+    /// Draws the next step's plan from the session's generator.
+    pub fn next_plan(&mut self) -> StepPlan {
+        let mut rng = self.rng.clone();
+        let plan = self.random_plan_for(self.width, self.height, &mut rng);
+        self.rng = rng;
+        plan
+    }
+
+    /// The image of the current latent, `[1, 3, H, W]` in `[0, 1]`.
+    pub fn render(&self) -> Result<Tensor> {
+        let zq = self.models.vqgan.quantize_st(&self.z.as_tensor().detach())?;
+        let out = self.models.vqgan.decode(&zq)?;
+        Ok(((out + 1.0)? / 2.0)?.clamp(0.0, 1.0)?)
+    }
+
+    /// The current image as RGB8.
+    pub fn render_rgb(&self) -> Result<image::RgbImage> {
+        tensor_to_rgb(&self.render()?)
+    }
+
+    /// One iteration with a random plan.
+    pub fn step(&mut self) -> Result<StepOutput> {
+        let plan = self.next_plan();
+        self.step_with(&plan)
+    }
+
+    /// One iteration with the given plan: synthesise, cut out, embed, loss, backward,
+    /// optimiser step, clamp to the codebook's range.
+    pub fn step_with(&mut self, plan: &StepPlan) -> Result<StepOutput> {
+        let it = self.iteration;
+        let lr = self.settings.lr_at(it);
+        let z = self.z.as_tensor();
+        let zq = self.models.vqgan.quantize_st(z)?;
+        let out = self.models.vqgan.decode(&zq)?;
+        let image = clamp_with_grad(&((out + 1.0)? / 2.0)?, 0.0, 1.0)?;
+        let batch = self.cutouts(&image, plan)?;
+        let embeds = self.models.clip.encode_image(&Clip::normalize(&batch)?)?;
+
+        let mut terms: Vec<(String, Tensor)> = Vec::new();
+        if self.settings.init_weight != 0.0 {
+            let decay = self.settings.init_weight_mode == InitWeightMode::Decay;
+            terms.push(("init".to_owned(), init_loss(z, &self.z_orig, self.settings.init_weight, decay, it)?));
+        }
+        let stage = if self.stages.len() > 1 { (it / self.settings.story_every.max(1)) % self.stages.len() } else { 0 };
+        for t in self.stages.get(stage).into_iter().flatten().chain(&self.fixed) {
+            terms.push((t.label.clone(), t.target.loss(&embeds)?));
+        }
+        if self.settings.tv_weight > 0.0 {
+            terms.push(("tv".to_owned(), (tv_loss(&image)? * self.settings.tv_weight)?));
+        }
+        if terms.is_empty() {
+            return Err(EngineError::Input(
+                "nothing to optimise: give a prompt, an image prompt or a noise prompt".into(),
+            ));
+        }
+        let mut total = terms[0].1.clone();
+        for (_, t) in &terms[1..] {
+            total = (total + t)?;
+        }
+        let total_value = f64::from(total.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        if !total_value.is_finite() {
+            return Err(EngineError::NanLoss { iteration: it });
+        }
+        let losses = terms
+            .iter()
+            .map(|(l, t)| Ok((l.clone(), f64::from(t.to_dtype(DType::F32)?.to_scalar::<f32>()?))))
+            .collect::<Result<Vec<_>>>()?;
+
+        let grads = total.backward()?;
+        let g = grads.get(z).ok_or_else(|| EngineError::Input("the loss does not depend on the latent".into()))?;
+        let updated = self.optimizer.step(z, g, lr)?;
+        self.last_grad = Some(g.clone());
+        let clamped = updated.broadcast_maximum(&self.z_min)?.broadcast_minimum(&self.z_max)?;
+        self.z.set(&clamped)?;
+        self.iteration += 1;
+        Ok(StepOutput { iteration: it, total: total_value, losses, lr, image: image.detach() })
+    }
+
+    /// Runs until `iterations` are done or `cancel` is set, reporting to `observer`.
+    pub fn run(&mut self, observer: &mut dyn Observer, cancel: &AtomicBool) -> Result<RunEnd> {
+        for notice in self.take_notices() {
+            observer.notice(&notice);
+        }
+        let mut recent: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
+        while self.iteration < self.settings.iterations {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(RunEnd::Cancelled);
+            }
+            let started = Instant::now();
+            let out = self.step()?;
+            recent.push_back(started.elapsed().as_secs_f64());
+            if recent.len() > 10 {
+                recent.pop_front();
+            }
+            let mean: f64 = recent.iter().sum::<f64>() / recent.len() as f64;
+            let every = observer.frame_every();
+            if every > 0 && out.iteration % every == 0 {
+                observer.on_frame(out.iteration, &Frame::from_rgb(&tensor_to_rgb(&out.image)?));
+            }
+            observer.on_step(&StepStats {
+                iteration: out.iteration,
+                iterations: self.settings.iterations,
+                total_loss: out.total,
+                losses: out.losses,
+                its_per_sec: if mean > 0.0 { 1.0 / mean } else { 0.0 },
+                lr: out.lr,
+            });
+        }
+        Ok(RunEnd::Finished)
+    }
+
+    /// The session file's bytes: latent, init latent, optimiser moments as tensors;
+    /// settings, iteration, random state and optimiser counters as JSON metadata.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        tensors.insert("z".into(), self.z.as_tensor().to_device(&Device::Cpu)?);
+        tensors.insert("z_orig".into(), self.z_orig.to_device(&Device::Cpu)?);
+        let (m, v) = self.optimizer.moments();
+        if let Some(m) = m {
+            tensors.insert("opt_m".into(), m.to_device(&Device::Cpu)?);
+        }
+        if let Some(v) = v {
+            tensors.insert("opt_v".into(), v.to_device(&Device::Cpu)?);
+        }
+        let meta = SessionMeta {
+            version: SESSION_VERSION,
+            settings: self.settings.clone(),
+            iteration: self.iteration,
+            rng: self.rng.clone(),
+            optimizer: self.optimizer.meta(),
+        };
+        let json = serde_json::to_string(&meta).map_err(|e| EngineError::Input(e.to_string()))?;
+        let metadata: HashMap<String, String> = [(SESSION_KEY.to_owned(), json)].into();
+        let mut entries: Vec<(String, Tensor)> = tensors.into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        safetensors::serialize(entries, Some(metadata))
+            .map_err(|e| EngineError::Input(format!("cannot serialise the session ({e})")))
+    }
+
+    /// Reads a session file's settings without loading models (to know which to load).
+    pub fn read_settings(path: &Path) -> Result<RunSettings> {
+        Ok(read_session(path)?.0.settings)
+    }
+
+    /// Resumes a saved session on `models`: it continues exactly as the uninterrupted run.
+    pub fn resume(models: Arc<Models>, path: &Path) -> Result<Self> {
+        let (meta, tensors) = read_session(path)?;
+        let bad = |msg: &str| EngineError::Session { path: path.to_path_buf(), msg: msg.to_owned() };
+        let mut settings = meta.settings.clone();
+        // The latent is restored, so setup need not encode the init image again.
+        settings.init_image = None;
+        settings.init_noise = InitNoise::Codes;
+        let dev = models.device.clone();
+        let mut session = Self::new(models, settings)?;
+        session.settings.init_image = meta.settings.init_image.clone();
+        session.settings.init_noise = meta.settings.init_noise;
+        let get = |name: &str| -> Result<Option<Tensor>> {
+            Ok(match tensors.get(name) {
+                Some(t) => Some(t.to_device(&dev)?),
+                None => None,
+            })
+        };
+        let z = get("z")?.ok_or_else(|| bad("no latent 'z' in the file"))?;
+        let z_orig = get("z_orig")?.ok_or_else(|| bad("no 'z_orig' in the file"))?;
+        session.set_latent(&z).map_err(|_| bad("its latent does not fit these models and size"))?;
+        session.z_orig = z_orig;
+        session.optimizer = Optimizer::restore(&meta.optimizer, get("opt_m")?, get("opt_v")?);
+        session.rng = meta.rng;
+        session.iteration = meta.iteration;
+        Ok(session)
+    }
+}
+
+fn read_session(path: &Path) -> Result<(SessionMeta, HashMap<String, Tensor>)> {
+    let bad = |msg: String| EngineError::Session { path: path.to_path_buf(), msg };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a clipcanvas session file ({e})")))?;
+    let json = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(SESSION_KEY))
+        .ok_or_else(|| bad("not a clipcanvas session file (no session metadata)".into()))?;
+    let meta: SessionMeta =
+        serde_json::from_str(json).map_err(|e| bad(format!("unreadable session metadata ({e})")))?;
+    if meta.version != SESSION_VERSION {
+        return Err(bad(format!("session version {} is not supported", meta.version)));
+    }
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+    Ok((meta, tensors))
+}
+
+/// The starting latent: an encoded init image, encoded noise, or random codes.
+fn initial_latent(
+    models: &Models,
+    settings: &RunSettings,
+    width: usize,
+    height: usize,
+    toks_x: usize,
+    toks_y: usize,
+    rng: &mut Rng,
+) -> Result<Tensor> {
+    let dev = &models.device;
+    let (w32, h32) = (u32::try_from(width).unwrap_or(u32::MAX), u32::try_from(height).unwrap_or(u32::MAX));
+    let encode = |rgb: &image::RgbImage| -> Result<Tensor> {
+        let x = ((rgb_to_tensor(rgb, dev)? * 2.0)? - 1.0)?;
+        Ok(models.vqgan.encode(&x)?)
+    };
+    if let Some(path) = &settings.init_image {
+        let rgb = resize_exact_lanczos(&load_rgb(path)?, w32, h32);
+        return encode(&rgb);
+    }
+    match settings.init_noise {
+        InitNoise::Pixels => {
+            let mut img = image::RgbImage::new(w32, h32);
+            for p in img.pixels_mut() {
+                #[expect(clippy::cast_possible_truncation, reason = "below 256")]
+                let mut byte = || rng.below(255) as u8;
+                *p = image::Rgb([byte(), byte(), byte()]);
+            }
+            encode(&img)
+        }
+        InitNoise::Gradient => encode(&gradient_image(w32, h32, rng)),
+        InitNoise::Codes => {
+            let n = models.vqgan.config().n_embed;
+            let idx: Vec<u32> = (0..toks_x * toks_y).map(|_| u32::try_from(rng.below(n)).unwrap_or(0)).collect();
+            let idx = Tensor::from_vec(idx, (1, toks_y, toks_x), dev)?;
+            Ok(models.vqgan.embed_indices(&idx)?)
+        }
+    }
+}
+
+/// nerdyrodent's random gradient image: two random colours blended along a random axis,
+/// per channel.
+fn gradient_image(width: u32, height: u32, rng: &mut Rng) -> image::RgbImage {
+    let mut img = image::RgbImage::new(width, height);
+    let horizontal: [bool; 3] = [rng.chance(0.5), rng.chance(0.5), rng.chance(0.5)];
+    let ends: [(f64, f64); 3] = [
+        (rng.range(0.0, 255.0), rng.range(0.0, 255.0)),
+        (rng.range(0.0, 255.0), rng.range(0.0, 255.0)),
+        (rng.range(0.0, 255.0), rng.range(0.0, 255.0)),
+    ];
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        for c in 0..3 {
+            let t = if horizontal[c] {
+                f64::from(x) / f64::from(width.max(2) - 1)
+            } else {
+                f64::from(y) / f64::from(height.max(2) - 1)
+            };
+            let (a, b) = ends[c];
+            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "within [0, 255]")]
+            {
+                p[c] = (a + (b - a) * t).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    img
+}
+
+/// Loads the models a run's settings name, on the settings' device.
+pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
+    let vqgan_path =
+        settings.vqgan.as_ref().ok_or_else(|| EngineError::Input("no VQGAN given (--vqgan FILE)".into()))?;
+    let clip_path = settings.clip.as_ref().ok_or_else(|| EngineError::Input("no CLIP given (--clip DIR)".into()))?;
+    let vqgan = crate::models::vqgan::load(vqgan_path, settings.vqgan_config.as_deref(), DType::F32, device)?;
+    let (clip, tokenizer) = crate::models::clip::load(clip_path, DType::F32, device)?;
+    Ok(Models { vqgan, clip, tokenizer, device: device.clone() })
+}

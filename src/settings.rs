@@ -1,0 +1,219 @@
+//! `RunSettings`: everything a run needs, shared by the command line, the studio and
+//! session files. Plain data with serde and defaults; `validate` checks it without I/O.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::augment::Augment;
+use crate::engine::cutouts::CutMethod;
+use crate::engine::prompt::{parse_noise_prompt, parse_prompt};
+
+/// How the latent starts when there is no init image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InitNoise {
+    /// Random codebook vectors (the notebook's default).
+    #[default]
+    Codes,
+    /// An image of random pixels, encoded.
+    Pixels,
+    /// An image of random colour gradients, encoded.
+    Gradient,
+}
+
+/// How the init-image regulariser weighs over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InitWeightMode {
+    /// `init_weight · MSE(z, z_orig) / 2` (the notebook).
+    #[default]
+    Constant,
+    /// nerdyrodent's `init_weight / (2i + 1) · MSE(z, 0) / 2`.
+    Decay,
+}
+
+/// The optimisers on offer (from nerdyrodent's list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    #[default]
+    Adam,
+    AdamW,
+    Adagrad,
+    Adamax,
+    RmsProp,
+}
+
+impl OptimizerKind {
+    pub const ALL: [Self; 5] = [Self::Adam, Self::AdamW, Self::Adagrad, Self::Adamax, Self::RmsProp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Adam => "adam",
+            Self::AdamW => "adamw",
+            Self::Adagrad => "adagrad",
+            Self::Adamax => "adamax",
+            Self::RmsProp => "rmsprop",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+/// A step learning-rate schedule: multiply by `gamma` every `every` iterations.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LrStep {
+    pub every: usize,
+    pub gamma: f64,
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSettings {
+    /// Text prompts, each `text[:weight[:stop]]`.
+    pub prompts: Vec<String>,
+    /// Story mode: prompt sets that take turns; when non-empty it replaces `prompts`.
+    pub story: Vec<Vec<String>>,
+    /// Story mode switches to the next set every this many iterations.
+    pub story_every: usize,
+    /// Target images, each `path[:weight[:stop]]`.
+    pub image_prompts: Vec<String>,
+    /// Noise prompts, each `seed[:weight]`.
+    pub noise_prompts: Vec<String>,
+    pub init_image: Option<PathBuf>,
+    pub init_noise: InitNoise,
+    pub init_weight: f64,
+    pub init_weight_mode: InitWeightMode,
+    /// Weight of the total-variation (smoothness) loss on the image; 0 is off.
+    pub tv_weight: f64,
+    pub width: usize,
+    pub height: usize,
+    pub iterations: usize,
+    pub lr: f64,
+    pub lr_step: Option<LrStep>,
+    pub optimizer: OptimizerKind,
+    pub cutn: usize,
+    pub cut_pow: f64,
+    pub cut_method: CutMethod,
+    pub augments: Vec<Augment>,
+    /// The notebook's cutout noise factor.
+    pub noise_fac: f64,
+    pub seed: u64,
+    pub vqgan: Option<PathBuf>,
+    pub vqgan_config: Option<PathBuf>,
+    pub clip: Option<PathBuf>,
+    pub device: String,
+    /// Keep (and report) a frame every this many iterations.
+    pub save_every: usize,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self {
+            prompts: Vec::new(),
+            story: Vec::new(),
+            story_every: 50,
+            image_prompts: Vec::new(),
+            noise_prompts: Vec::new(),
+            init_image: None,
+            init_noise: InitNoise::Codes,
+            init_weight: 0.0,
+            init_weight_mode: InitWeightMode::Constant,
+            tv_weight: 0.0,
+            width: 256,
+            height: 256,
+            iterations: 300,
+            lr: 0.1,
+            lr_step: None,
+            optimizer: OptimizerKind::Adam,
+            cutn: 32,
+            cut_pow: 1.0,
+            cut_method: CutMethod::Notebook,
+            augments: vec![Augment::Flip, Augment::Affine, Augment::Perspective, Augment::Jitter, Augment::Noise],
+            noise_fac: 0.1,
+            seed: 0,
+            vqgan: None,
+            vqgan_config: None,
+            clip: None,
+            device: "cpu".to_owned(),
+            save_every: 50,
+        }
+    }
+}
+
+impl RunSettings {
+    /// The prompt sets of the run: the story stages, or the one set of `prompts`.
+    pub fn prompt_stages(&self) -> Vec<Vec<String>> {
+        if self.story.is_empty() {
+            vec![self.prompts.clone()]
+        } else {
+            self.story.clone()
+        }
+    }
+
+    /// Checks the settings; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        for stage in self.prompt_stages() {
+            for p in &stage {
+                parse_prompt(p)?;
+            }
+        }
+        for p in &self.image_prompts {
+            parse_prompt(p)?;
+        }
+        for p in &self.noise_prompts {
+            parse_noise_prompt(p)?;
+        }
+        if self.width == 0 || self.height == 0 || self.width > 8192 || self.height > 8192 {
+            return Err(format!("size {}x{} is out of range (1 to 8192 per side)", self.width, self.height));
+        }
+        if self.cutn == 0 || self.cutn > 1024 {
+            return Err(format!("cutn {} is out of range (1 to 1024)", self.cutn));
+        }
+        if !(self.cut_pow.is_finite() && self.cut_pow > 0.0) {
+            return Err(format!("cut_pow must be a positive number, got {}", self.cut_pow));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("learning rate must be a positive number, got {}", self.lr));
+        }
+        if !self.init_weight.is_finite() || !self.tv_weight.is_finite() || self.tv_weight < 0.0 {
+            return Err("init_weight and tv_weight must be finite (tv_weight ≥ 0)".into());
+        }
+        if !(self.noise_fac.is_finite() && self.noise_fac >= 0.0) {
+            return Err(format!("noise_fac must be ≥ 0, got {}", self.noise_fac));
+        }
+        if let Some(s) = self.lr_step {
+            if s.every == 0 || !(s.gamma.is_finite() && s.gamma > 0.0) {
+                return Err("lr_step needs every ≥ 1 and a positive gamma".into());
+            }
+        }
+        if !self.story.is_empty() && self.story_every == 0 {
+            return Err("story_every must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The learning rate at iteration `i`.
+    pub fn lr_at(&self, i: usize) -> f64 {
+        match self.lr_step {
+            Some(s) => {
+                let k = i32::try_from(i / s.every).unwrap_or(i32::MAX);
+                self.lr * s.gamma.powi(k)
+            }
+            None => self.lr,
+        }
+    }
+
+    /// Parses settings from JSON (the format of settings files and PNG metadata).
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| format!("invalid settings ({e})"))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
