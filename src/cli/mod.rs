@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 /// clipcanvas: a studio for VQGAN+CLIP text-to-image art.
 #[derive(Debug, Parser)]
-#[command(name = "clipcanvas", version, about)]
+#[command(name = "clipcanvas", version, about, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -255,9 +255,12 @@ fn push_taps(
     Ok(())
 }
 
+/// A source map: normalised output coordinates to normalised input coordinates.
+type SourceMap<'a> = Box<dyn Fn(f64, f64) -> (f64, f64) + 'a>;
+
 /// Resamples each cutout of `x` `[m, C, H, W]` through its own source map (normalised
 /// output coords → normalised input coords) with bilinear border sampling.
-fn warp(x: &Tensor, maps: &[Box<dyn Fn(f64, f64) -> (f64, f64) + '_>]) -> Result<Tensor> {
+fn warp(x: &Tensor, maps: &[SourceMap<'_>]) -> Result<Tensor> {
     let (m, c, h, w) = x.dims4()?;
     let hw = h * w;
     let mut idx = Vec::with_capacity(m * hw * 4);
@@ -302,12 +305,13 @@ fn solve8(mut a: [[f64; 8]; 8], mut b: [f64; 8]) -> Option<[f64; 8]> {
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
-        for row in col + 1..8 {
-            let f = a[row][col] / a[col][col];
-            for k in col..8 {
-                a[row][k] -= f * a[col][k];
+        let (pivot_row, pivot_b) = (a[col], b[col]);
+        for (row, rhs) in a.iter_mut().zip(b.iter_mut()).skip(col + 1) {
+            let f = row[col] / pivot_row[col];
+            for (v, p) in row.iter_mut().zip(&pivot_row).skip(col) {
+                *v -= f * p;
             }
-            b[row] -= f * b[col];
+            *rhs -= f * pivot_b;
         }
     }
     let mut x = [0.0; 8];
@@ -322,9 +326,7 @@ fn solve8(mut a: [[f64; 8]; 8], mut b: [f64; 8]) -> Option<[f64; 8]> {
 fn homography(from: &[[f64; 2]; 4], to: &[[f64; 2]; 4]) -> Option<[f64; 9]> {
     let mut a = [[0.0; 8]; 8];
     let mut b = [0.0; 8];
-    for k in 0..4 {
-        let [x, y] = from[k];
-        let [tx, ty] = to[k];
+    for (k, (&[x, y], &[tx, ty])) in from.iter().zip(to).enumerate() {
         a[2 * k] = [x, y, 1.0, 0.0, 0.0, 0.0, -x * tx, -y * tx];
         b[2 * k] = tx;
         a[2 * k + 1] = [0.0, 0.0, 0.0, x, y, 1.0, -x * ty, -y * ty];
@@ -458,7 +460,7 @@ pub fn apply(batch: &Tensor, params: &[AugmentParams]) -> Result<Tensor> {
     })?;
 
     x = on_subset(&x, &which(&|p| p.affine.is_some()), |sub, ids| {
-        let mut maps: Vec<Box<dyn Fn(f64, f64) -> (f64, f64)>> = Vec::with_capacity(ids.len());
+        let mut maps: Vec<SourceMap> = Vec::with_capacity(ids.len());
         for &i in ids {
             if let Some(a) = &params[i].affine {
                 maps.push(Box::new(affine_map(a)?));
@@ -468,7 +470,7 @@ pub fn apply(batch: &Tensor, params: &[AugmentParams]) -> Result<Tensor> {
     })?;
 
     x = on_subset(&x, &which(&|p| p.perspective.is_some()), |sub, ids| {
-        let mut maps: Vec<Box<dyn Fn(f64, f64) -> (f64, f64)>> = Vec::with_capacity(ids.len());
+        let mut maps: Vec<SourceMap> = Vec::with_capacity(ids.len());
         for &i in ids {
             if let Some(d) = &params[i].perspective {
                 maps.push(Box::new(perspective_map(d)?));

@@ -152,23 +152,12 @@ fn cubic_weights(t: f64) -> [f64; 4] {
 /// `[n_out, n_in]` matrix: the reflect-padded Lanczos filter (only when shrinking),
 /// then `F.interpolate(mode='bicubic', align_corners=True)`.
 fn resample_matrix(n_in: usize, n_out: usize) -> Vec<f64> {
-    // Antialiasing filter P [n_in, n_in] (identity when not shrinking).
-    let mut filter = vec![0.0; n_in * n_in];
-    if n_out < n_in {
-        let kernel = lanczos_kernel(as_f64(n_out) / as_f64(n_in));
-        let pad = (kernel.len() - 1) / 2;
-        for i in 0..n_in {
-            for (k, &kv) in kernel.iter().enumerate() {
-                let src = isize::try_from(i + k).unwrap_or(isize::MAX) - isize::try_from(pad).unwrap_or(0);
-                filter[i * n_in + reflect(src, n_in)] += kv;
-            }
-        }
-    } else {
-        for i in 0..n_in {
-            filter[i * n_in + i] = 1.0;
-        }
-    }
-    // Bicubic B [n_out, n_in], then B · P.
+    let to_isize = |v: usize| isize::try_from(v).unwrap_or(isize::MAX);
+    // The antialiasing filter (identity when not shrinking), kept sparse: sample `tap`
+    // of the filtered signal is the sum over `k` of `kernel[k] · in[reflect(tap + k − pad)]`.
+    let kernel = if n_out < n_in { lanczos_kernel(as_f64(n_out) / as_f64(n_in)) } else { vec![1.0] };
+    let pad = to_isize((kernel.len() - 1) / 2);
+    // Bicubic B [n_out, n_in] composed with the filter: out = B · P.
     let scale = if n_out > 1 { as_f64(n_in - 1) / as_f64(n_out - 1) } else { 0.0 };
     let mut out = vec![0.0; n_out * n_in];
     for o in 0..n_out {
@@ -177,15 +166,14 @@ fn resample_matrix(n_in: usize, n_out: usize) -> Vec<f64> {
         let weights = cubic_weights(real - floor);
         #[expect(clippy::cast_possible_truncation, reason = "a source index, far below isize::MAX")]
         let base = floor as isize;
+        let row = &mut out[o * n_in..(o + 1) * n_in];
         for (k, &w) in weights.iter().enumerate() {
             if w == 0.0 {
                 continue;
             }
-            let tap = (base - 1 + isize::try_from(k).unwrap_or(0)).clamp(0, isize::try_from(n_in).unwrap_or(1) - 1);
-            let tap = usize::try_from(tap).unwrap_or(0);
-            let row = &filter[tap * n_in..(tap + 1) * n_in];
-            for (dst, &p) in out[o * n_in..(o + 1) * n_in].iter_mut().zip(row) {
-                *dst += w * p;
+            let tap = (base - 1 + to_isize(k)).clamp(0, to_isize(n_in) - 1);
+            for (j, &kv) in kernel.iter().enumerate() {
+                row[reflect(tap + to_isize(j) - pad, n_in)] += w * kv;
             }
         }
     }
