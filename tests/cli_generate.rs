@@ -75,7 +75,11 @@ fn resume_continues_exactly_as_the_uninterrupted_run() {
     let d = dir.path();
     ok(&generate(d, &["-i", "4", "--seed", "3", "-o", "full.png"]));
     ok(&generate(d, &["-i", "2", "--seed", "3", "-o", "half.png", "--session", "half.session"]));
-    let out = bin().args(["generate", "--resume", "half.session", "-i", "4", "-o", "resumed.png"]).current_dir(d).output().expect("run");
+    let out = bin()
+        .args(["generate", "--resume", "half.session", "-i", "4", "-o", "resumed.png"])
+        .current_dir(d)
+        .output()
+        .expect("run");
     ok(&out);
     let full = image::open(d.join("full.png")).expect("full").to_rgb8();
     let resumed = image::open(d.join("resumed.png")).expect("resumed").to_rgb8();
@@ -87,8 +91,10 @@ fn frames_and_gif_are_written() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();
     ok(&generate(d, &["-i", "4", "--save-every", "2", "-o", "x.png", "--frames", "frames", "--gif", "x.gif"]));
-    let mut names: Vec<String> =
-        std::fs::read_dir(d.join("frames")).expect("dir").map(|e| e.expect("e").file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(d.join("frames"))
+        .expect("dir")
+        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     assert_eq!(names, vec!["frame_000000.png", "frame_000002.png"]);
     let file = std::io::BufReader::new(std::fs::File::open(d.join("x.gif")).expect("gif"));
@@ -107,7 +113,8 @@ fn zero_iterations_with_an_init_image_is_its_reconstruction() {
     let got = image::open(d.join("rec.png")).expect("png").to_rgb8();
 
     let dev = candle_core::Device::Cpu;
-    let vq = clipcanvas::models::vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, candle_core::DType::F32, &dev).expect("vqgan");
+    let vq = clipcanvas::models::vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, candle_core::DType::F32, &dev)
+        .expect("vqgan");
     let rgb = clipcanvas::engine::image::load_rgb(&init).expect("init");
     let x = ((clipcanvas::engine::image::rgb_to_tensor(&rgb, &dev).expect("t") * 2.0).expect("m") - 1.0).expect("s");
     let dec = vq.decode(&vq.encode(&x).expect("encode")).expect("decode");
@@ -129,7 +136,11 @@ fn bad_input_gets_one_line_and_exit_code_2() {
     fails(&generate(d, &["--init-image", "broken.png"]), 2, "broken.png");
     fails(&generate(d, &["--optimizer", "sgd9"]), 2, "unknown optimizer");
     fails(&generate(d, &["--augment", "flip,wobble"]), 2, "wobble");
-    let out = bin().args(["generate", "-p", "x", "--vqgan", "nope.ckpt", "--clip", "nope"]).current_dir(d).output().expect("run");
+    let out = bin()
+        .args(["generate", "-p", "x", "--vqgan", "nope.ckpt", "--clip", "nope"])
+        .current_dir(d)
+        .output()
+        .expect("run");
     fails(&out, 2, "nope.ckpt");
     let out = bin().args(["generate", "-p", "x"]).current_dir(d).output().expect("run");
     fails(&out, 2, "--vqgan");
@@ -165,7 +176,18 @@ fn ctrl_c_saves_the_last_frame_and_the_session() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();
     let mut cmd = bin();
-    cmd.arg("generate").args(models()).args(["-s", "32x32", "--cutn", "2", "-p", "x", "-i", "100000", "--save-every", "1"]);
+    cmd.arg("generate").args(models()).args([
+        "-s",
+        "32x32",
+        "--cutn",
+        "2",
+        "-p",
+        "x",
+        "-i",
+        "100000",
+        "--save-every",
+        "1",
+    ]);
     let mut child = cmd.current_dir(d).stderr(Stdio::piped()).spawn().expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
@@ -181,6 +203,10 @@ fn ctrl_c_saves_the_last_frame_and_the_session() {
     assert!(d.join("output.png").exists());
     assert!(d.join("output.session").exists());
     // And the saved session resumes.
-    let out = bin().args(["generate", "--resume", "output.session", "-i", "1", "-o", "again.png"]).current_dir(d).output().expect("run");
+    let out = bin()
+        .args(["generate", "--resume", "output.session", "-i", "1", "-o", "again.png"])
+        .current_dir(d)
+        .output()
+        .expect("run");
     ok(&out);
 }

@@ -352,7 +352,7 @@ fn model_hashes(settings: &RunSettings) -> Result<serde_json::Value, CliError> {
         out.insert("vqgan".into(), describe(v)?);
     }
     if let Some(c) = &settings.clip {
-        let weights = crate::models::clip::ClipFiles::locate(c).map_err(|e| input(e))?.weights;
+        let weights = crate::models::clip::ClipFiles::locate(c).map_err(input)?.weights;
         let mut d = describe(&weights)?;
         d["name"] =
             serde_json::Value::String(c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());

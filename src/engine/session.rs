@@ -224,6 +224,26 @@ impl Session {
         self.fixed = targets;
     }
 
+    /// Replaces the image prompts (`path[:weight[:stop]]`) mid-run and embeds them again;
+    /// noise prompts are kept. The cutouts come from the generator [`Session::new`] uses,
+    /// so a saved session resumes with the same targets. On error nothing changes.
+    pub fn set_image_prompts(&mut self, prompts: &[String]) -> Result<()> {
+        let old = std::mem::replace(&mut self.settings.image_prompts, prompts.to_vec());
+        let mut root = Rng::new(self.settings.seed);
+        let _init_rng = root.fork();
+        let mut prompt_rng = root.fork();
+        match self.fixed_targets(&mut prompt_rng) {
+            Ok(fixed) => {
+                self.fixed = fixed;
+                Ok(())
+            }
+            Err(e) => {
+                self.settings.image_prompts = old;
+                Err(e)
+            }
+        }
+    }
+
     /// Sets the planned number of iterations (a resumed run may go further).
     pub fn extend_iterations(&mut self, iterations: usize) {
         self.settings.iterations = iterations;

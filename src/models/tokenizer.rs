@@ -124,39 +124,42 @@ pub fn clean_text(text: &str) -> String {
 }
 
 /// Repairs UTF-8 that was decoded as Windows-1252 or Latin-1 ("cafÃ©" → "café"), as
-/// ftfy's `fix_encoding` does: each run of characters that all exist in Windows-1252 and
-/// holds some non-ASCII is re-encoded to bytes; if those bytes are valid UTF-8 and
-/// differ, the run is replaced. Correct Latin text ("café") is not valid UTF-8 when
-/// re-encoded, so it is left alone.
+/// ftfy's `fix_encoding` does for ordinary text: wherever a run of characters that all
+/// exist in Windows-1252 re-encodes to a valid multi-byte UTF-8 sequence, that sequence
+/// replaces them. Correct Latin text ("café") does not re-encode to valid UTF-8 (a lone
+/// 0xE9), so it is left alone.
 fn fix_mojibake(text: &str) -> String {
     if text.is_ascii() {
         return text.to_owned();
     }
+    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut run: Vec<u8> = Vec::new();
-    let mut run_text = String::new();
-    let flush = |run: &mut Vec<u8>, run_text: &mut String, out: &mut String| {
-        match std::str::from_utf8(run) {
-            Ok(fixed) if !run.is_ascii() && fixed != run_text.as_str() => out.push_str(fixed),
-            _ => out.push_str(run_text),
-        }
-        run.clear();
-        run_text.clear();
-    };
-    for c in text.chars() {
-        match cp1252_byte(c) {
-            Some(b) => {
-                run.push(b);
-                run_text.push(c);
-            }
-            None => {
-                flush(&mut run, &mut run_text, &mut out);
-                out.push(c);
+    let mut i = 0;
+    while i < chars.len() {
+        let len = cp1252_byte(chars[i]).map_or(0, utf8_len);
+        if len > 1 && i + len <= chars.len() {
+            let bytes: Option<Vec<u8>> = chars[i..i + len].iter().map(|&c| cp1252_byte(c)).collect();
+            if let Some(decoded) = bytes.as_deref().and_then(|b| std::str::from_utf8(b).ok()) {
+                out.push_str(decoded);
+                i += len;
+                continue;
             }
         }
+        out.push(chars[i]);
+        i += 1;
     }
-    flush(&mut run, &mut run_text, &mut out);
     out
+}
+
+/// The length of the UTF-8 sequence a lead byte starts (0 for a continuation or invalid byte).
+fn utf8_len(lead: u8) -> usize {
+    match lead {
+        0x00..=0x7F => 1,
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => 0,
+    }
 }
 
 /// The Windows-1252 byte for `c`, if it has one.

@@ -1,0 +1,121 @@
+//! Engine features on the fixture models: story mode, schedules, noise prompts, init
+//! modes, optimisers, pooled cutouts, smoothness loss, NaN handling.
+
+mod common;
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use clipcanvas::engine::cutouts::CutMethod;
+use clipcanvas::engine::session::{Models, Session};
+use clipcanvas::engine::EngineError;
+use clipcanvas::models::{clip, vqgan};
+use clipcanvas::settings::{InitNoise, LrStep, OptimizerKind, RunSettings};
+use common::fixture;
+
+fn models() -> Arc<Models> {
+    let dev = Device::Cpu;
+    let vqgan = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &dev).expect("vqgan");
+    let (clip, tokenizer) = clip::load(&fixture("clip-tiny"), DType::F32, &dev).expect("clip");
+    Arc::new(Models { vqgan, clip, tokenizer, device: dev })
+}
+
+fn small(prompts: &[&str]) -> RunSettings {
+    RunSettings {
+        prompts: prompts.iter().map(|s| (*s).to_owned()).collect(),
+        width: 32,
+        height: 32,
+        cutn: 2,
+        augments: Vec::new(),
+        iterations: 4,
+        ..RunSettings::default()
+    }
+}
+
+fn labels(s: &mut Session) -> Vec<String> {
+    s.step().expect("step").losses.into_iter().map(|(l, _)| l).collect()
+}
+
+#[test]
+fn story_mode_switches_prompt_sets_every_n_iterations() {
+    let settings = RunSettings {
+        story: vec![vec!["a cat".into()], vec!["a dog".into(), "a bird:0.5".into()]],
+        story_every: 2,
+        ..small(&[])
+    };
+    let mut s = Session::new(models(), settings).expect("session");
+    assert_eq!(labels(&mut s), ["a cat"]);
+    assert_eq!(labels(&mut s), ["a cat"]);
+    assert_eq!(labels(&mut s), ["a dog", "a bird"]);
+    assert_eq!(labels(&mut s), ["a dog", "a bird"]);
+    assert_eq!(labels(&mut s), ["a cat"], "stages loop");
+}
+
+#[test]
+fn step_schedule_lowers_the_learning_rate() {
+    let settings = RunSettings { lr: 0.2, lr_step: Some(LrStep { every: 2, gamma: 0.5 }), ..small(&["x"]) };
+    let mut s = Session::new(models(), settings).expect("session");
+    let lrs: Vec<f64> = (0..5).map(|_| s.step().expect("step").lr).collect();
+    assert_eq!(lrs, [0.2, 0.2, 0.1, 0.1, 0.05]);
+}
+
+#[test]
+fn noise_prompts_init_modes_tv_and_pooled_cutouts_all_run() {
+    let settings = RunSettings {
+        noise_prompts: vec!["42:0.5".into()],
+        tv_weight: 0.1,
+        cut_method: CutMethod::Pooled,
+        init_noise: InitNoise::Pixels,
+        init_weight: 0.3,
+        ..small(&["a cat"])
+    };
+    let mut s = Session::new(models(), settings.clone()).expect("session");
+    assert_eq!(labels(&mut s), ["init", "a cat", "noise: 42", "tv"]);
+    let pixels = s.latent().clone();
+    let g = Session::new(models(), RunSettings { init_noise: InitNoise::Gradient, ..settings }).expect("session");
+    let diff = (pixels - g.latent()).expect("d").abs().expect("a").sum_all().expect("s").to_scalar::<f32>().expect("f");
+    assert!(diff > 0.0, "pixel and gradient noise start differently");
+}
+
+#[test]
+fn every_optimizer_steps_and_lowers_nothing_to_nan() {
+    for kind in OptimizerKind::ALL {
+        let mut s = Session::new(models(), RunSettings { optimizer: kind, ..small(&["a cat"]) }).expect("session");
+        let before = s.latent().copy().expect("copy"); // the latent is updated in place
+        let out = s.step().expect("step");
+        assert!(out.total.is_finite());
+        let moved =
+            (before - s.latent()).expect("d").abs().expect("a").sum_all().expect("s").to_scalar::<f32>().expect("f");
+
+        assert!(moved > 0.0, "{kind:?} did not move the latent");
+    }
+}
+
+#[test]
+fn a_nan_loss_is_an_error_not_a_picture() {
+    let mut s = Session::new(models(), small(&["a cat"])).expect("session");
+    let nan = Tensor::full(f32::NAN, s.latent().dims(), &Device::Cpu).expect("nan");
+    s.set_latent(&nan).expect("set");
+    let err = s.step().expect_err("NaN");
+    assert!(matches!(err, EngineError::NanLoss { iteration: 0 }), "{err}");
+}
+
+#[test]
+fn canvas_rounds_down_to_the_vqgan_factor_with_a_notice() {
+    let mut s = Session::new(models(), RunSettings { width: 37, height: 42, ..small(&["x"]) }).expect("session");
+    assert_eq!(s.size(), (36, 40));
+    let notices = s.take_notices();
+    assert!(notices.iter().any(|n| n.contains("rounded down to 36x40")), "{notices:?}");
+}
+
+#[test]
+fn prompts_and_learning_rate_change_mid_run() {
+    let mut s = Session::new(models(), small(&["a cat"])).expect("session");
+    s.step().expect("step");
+    s.set_prompts(&["a dog:2".into(), "rain:-1".into()]).expect("prompts");
+    s.set_lr(0.05).expect("lr");
+    let out = s.step().expect("step");
+    assert_eq!(out.losses.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["a dog", "rain"]);
+    assert!((out.lr - 0.05).abs() < 1e-12);
+    assert!(s.set_lr(f64::NAN).is_err());
+}
