@@ -14,3 +14,5 @@ pub mod engine;
 pub mod export;
 pub mod models;
 pub mod settings;
+pub mod ui;
+pub mod worker;

@@ -61,8 +61,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Score(args)) => score::run(&args),
-        None => Err(CliError::Input(anyhow::anyhow!(
-            "the studio is not part of this build yet; use a subcommand (see --help)"
-        ))),
+        None => crate::ui::run_studio().map_err(CliError::Runtime),
     }
 }

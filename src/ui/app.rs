@@ -1,0 +1,703 @@
+//! The studio app: state, the per-frame logic (events from the worker, dropped files,
+//! background results, shortcuts) and the layout.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use egui::{Color32, Key, KeyboardShortcut, Modifiers, RichText};
+
+use super::canvas::Canvas;
+use super::link::EngineLink;
+use super::panels::images::{self, ImageAction};
+use super::panels::timeline::{self, KeptFrame, TimelineAction};
+use super::panels::{prompts, settings};
+use super::state::StudioState;
+use crate::engine::observer::{Frame, StepStats};
+use crate::settings::RunSettings;
+use crate::worker::{Command, Event, FrameEvent, RunState};
+
+const STORAGE_KEY: &str = "clipcanvas-studio";
+/// How long one UI frame may spend draining worker events.
+const EVENT_BUDGET: Duration = Duration::from_millis(8);
+const MAX_KEPT: usize = 500;
+const MAX_LOG: usize = 500;
+
+/// Results of work done off the UI thread (dialogs, decoding, exports).
+#[derive(Debug)]
+enum Background {
+    InitChosen(PathBuf),
+    InitDecoded(PathBuf, Result<Frame, String>),
+    TargetsChosen(Vec<PathBuf>),
+    SettingsLoaded(Result<RunSettings, String>),
+    Done(Result<String, String>),
+}
+
+/// A message shown in the banner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Banner {
+    pub text: String,
+    pub error: bool,
+}
+
+/// The studio.
+pub struct StudioApp {
+    pub state: StudioState,
+    link: Box<dyn EngineLink>,
+    pub canvas: Canvas,
+    pub run_state: RunState,
+    stats: Option<StepStats>,
+    /// Loss per prompt label over the iterations.
+    pub loss_history: BTreeMap<String, Vec<[f64; 2]>>,
+    kept: Vec<KeptFrame>,
+    /// The kept frame on the canvas; `None` shows the live frame.
+    selected: Option<usize>,
+    live: Option<Arc<FrameEvent>>,
+    pub log: VecDeque<String>,
+    pub banner: Option<Banner>,
+    init_thumb: Option<egui::TextureHandle>,
+    bg_tx: Sender<Background>,
+    bg_rx: Receiver<Background>,
+    pub missing_models: Vec<String>,
+    sent_prompts: Vec<String>,
+    sent_targets: Vec<String>,
+    /// CPU time of recent UI frames, milliseconds.
+    pub frame_ms: VecDeque<f64>,
+    show_log: bool,
+}
+
+impl StudioApp {
+    /// Builds the studio on an engine link (the worker, or a fake in tests).
+    pub fn new(cc: &eframe::CreationContext<'_>, link: Box<dyn EngineLink>) -> Self {
+        let state: StudioState = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
+        let (bg_tx, bg_rx) = crossbeam_channel::bounded(64);
+        let mut app = Self {
+            state,
+            link,
+            canvas: Canvas::new(cc.wgpu_render_state.as_ref()),
+            run_state: RunState::Idle,
+            stats: None,
+            loss_history: BTreeMap::new(),
+            kept: Vec::new(),
+            selected: None,
+            live: None,
+            log: VecDeque::new(),
+            banner: None,
+            init_thumb: None,
+            bg_tx,
+            bg_rx,
+            missing_models: Vec::new(),
+            sent_prompts: Vec::new(),
+            sent_targets: Vec::new(),
+            frame_ms: VecDeque::new(),
+            show_log: false,
+        };
+        app.check_models();
+        if let Some(path) = app.state.settings.init_image.clone() {
+            app.decode_init(path);
+        }
+        app
+    }
+
+    /// Notes which model files are missing, for the banner.
+    pub fn check_models(&mut self) {
+        let mut missing = Vec::new();
+        match &self.state.settings.vqgan {
+            Some(p) if p.is_file() => {
+                let yaml = self.state.settings.vqgan_config.clone().unwrap_or_else(|| p.with_extension("yaml"));
+                if !yaml.is_file() {
+                    missing.push(format!("VQGAN config {}", yaml.display()));
+                }
+            }
+            Some(p) => missing.push(format!("VQGAN checkpoint {}", p.display())),
+            None => missing.push("a VQGAN checkpoint (Settings > VQGAN)".to_owned()),
+        }
+        match &self.state.settings.clip {
+            Some(p) if p.join("config.json").is_file() => {}
+            Some(p) => {
+                missing.push(format!("CLIP folder {} (config.json, model.safetensors, tokenizer.json)", p.display()))
+            }
+            None => missing.push("a CLIP folder (Settings > CLIP)".to_owned()),
+        }
+        self.missing_models = missing;
+    }
+
+    fn say(&mut self, text: impl Into<String>, error: bool) {
+        let text = text.into();
+        self.push_log(if error { format!("error: {text}") } else { text.clone() });
+        self.banner = Some(Banner { text, error });
+    }
+
+    fn push_log(&mut self, line: String) {
+        self.log.push_back(line);
+        while self.log.len() > MAX_LOG {
+            self.log.pop_front();
+        }
+    }
+
+    fn running(&self) -> bool {
+        matches!(self.run_state, RunState::Running | RunState::Paused | RunState::Loading)
+    }
+
+    /// Start: the current settings as a new run.
+    pub fn start(&mut self) {
+        match self.state.run_settings() {
+            Ok(settings) => {
+                self.sent_prompts.clone_from(&settings.prompts);
+                self.sent_targets.clone_from(&settings.image_prompts);
+                self.loss_history.clear();
+                self.kept.clear();
+                self.selected = None;
+                self.banner = None;
+                if !self.link.send(Command::Start(Box::new(settings))) {
+                    self.say("the engine is not answering; restart the studio", true);
+                }
+            }
+            Err(e) => self.say(e, true),
+        }
+    }
+
+    fn send(&mut self, cmd: Command) {
+        if !self.link.send(cmd) {
+            self.say("the engine is busy or gone; try again", true);
+        }
+    }
+
+    fn toggle_run(&mut self) {
+        if self.running() {
+            self.send(Command::Stop);
+        } else {
+            self.start();
+        }
+    }
+
+    fn toggle_pause(&mut self) {
+        match self.run_state {
+            RunState::Running => self.send(Command::Pause),
+            RunState::Paused => self.send(Command::Resume),
+            _ => {}
+        }
+    }
+
+    /// Live steering: sends what changed since the last send.
+    fn steer(&mut self) {
+        if !self.running() {
+            return;
+        }
+        let prompts = self.state.prompt_specs();
+        if prompts != self.sent_prompts {
+            self.sent_prompts.clone_from(&prompts);
+            self.send(Command::SetPrompts(prompts));
+        }
+        let targets = self.state.target_specs();
+        if targets != self.sent_targets {
+            self.sent_targets.clone_from(&targets);
+            self.send(Command::SetImagePrompts(targets));
+        }
+    }
+
+    fn handle_event(&mut self, ctx: &egui::Context, event: Event) {
+        match event {
+            Event::State(s) => {
+                self.run_state = s;
+                self.push_log(format!("{s:?}"));
+            }
+            Event::Step(stats) => {
+                #[expect(clippy::cast_precision_loss, reason = "plot axis")]
+                let x = stats.iteration as f64;
+                for (label, loss) in &stats.losses {
+                    self.loss_history.entry(label.clone()).or_default().push([x, *loss]);
+                }
+                self.stats = Some(stats);
+            }
+            Event::Frame(frame) => self.accept_frame(ctx, frame),
+            Event::Notice(m) => self.say(m, false),
+            Event::Error(m) => self.say(m, true),
+            Event::Steered { iteration, change } => self.push_log(format!("iteration {iteration}: {change}")),
+        }
+    }
+
+    fn accept_frame(&mut self, ctx: &egui::Context, frame: Arc<FrameEvent>) {
+        let every = self.state.settings.save_every.max(1);
+        let last = self.kept.last().map(|k| k.frame.iteration);
+        if frame.iteration % every == 0 && last != Some(frame.iteration) || self.run_state != RunState::Running {
+            if last != Some(frame.iteration) {
+                let thumb = thumbnail(ctx, &frame.frame, frame.iteration);
+                self.kept.push(KeptFrame { frame: Arc::clone(&frame), thumb });
+                if self.kept.len() > MAX_KEPT {
+                    self.kept.remove(0);
+                    self.selected = self.selected.and_then(|s| s.checked_sub(1));
+                }
+            }
+        }
+        if self.selected.is_none() {
+            self.canvas.set_frame(Arc::clone(&frame));
+        }
+        self.live = Some(frame);
+    }
+
+    fn decode_init(&mut self, path: PathBuf) {
+        let tx = self.bg_tx.clone();
+        spawn_named("clipcanvas-decode", move || {
+            let result =
+                crate::engine::image::load_rgb(&path).map(|rgb| Frame::from_rgb(&rgb)).map_err(|e| e.to_string());
+            let _ = tx.send(Background::InitDecoded(path, result));
+        });
+    }
+
+    fn set_init(&mut self, path: PathBuf) {
+        self.state.settings.init_image = Some(path.clone());
+        self.decode_init(path);
+    }
+
+    /// A file dropped on the window: a clipcanvas PNG restores its settings, any other
+    /// image becomes the init image.
+    pub fn accept_dropped(&mut self, path: &Path) {
+        let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        if is_png {
+            if let Ok(Some(meta)) = crate::export::read_png_metadata(path) {
+                let settings = serde_json::from_str::<serde_json::Value>(&meta)
+                    .ok()
+                    .and_then(|v| serde_json::from_value::<RunSettings>(v.get("settings").cloned().unwrap_or(v)).ok());
+                if let Some(s) = settings {
+                    self.state.restore(&s);
+                    self.check_models();
+                    self.say(format!("settings restored from {}", path.display()), false);
+                    return;
+                }
+            }
+        }
+        self.set_init(path.to_path_buf());
+        self.push_log(format!("init image: {}", path.display()));
+    }
+
+    fn handle_background(&mut self, ctx: &egui::Context, msg: Background) {
+        match msg {
+            Background::InitChosen(path) => self.set_init(path),
+            Background::InitDecoded(path, Ok(frame)) => {
+                if self.state.settings.init_image.as_deref() == Some(path.as_path()) {
+                    self.init_thumb = Some(thumbnail(ctx, &frame, 0));
+                    self.canvas.set_init(Some(Arc::new(frame)));
+                }
+            }
+            Background::InitDecoded(path, Err(e)) => {
+                if self.state.settings.init_image.as_deref() == Some(path.as_path()) {
+                    self.state.settings.init_image = None;
+                    self.init_thumb = None;
+                    self.canvas.set_init(None);
+                }
+                self.say(e, true);
+            }
+            Background::TargetsChosen(paths) => images::add_targets(&mut self.state, paths),
+            Background::SettingsLoaded(Ok(s)) => {
+                self.state.restore(&s);
+                self.check_models();
+                self.say("settings loaded", false);
+            }
+            Background::SettingsLoaded(Err(e)) | Background::Done(Err(e)) => self.say(e, true),
+            Background::Done(Ok(m)) => self.say(m, false),
+        }
+    }
+
+    fn handle_image_actions(&mut self, actions: Vec<ImageAction>) {
+        for a in actions {
+            match a {
+                ImageAction::OpenInit => {
+                    let tx = self.bg_tx.clone();
+                    dialog(move || {
+                        let file = pollster::block_on(image_dialog().pick_file());
+                        if let Some(f) = file {
+                            let _ = tx.send(Background::InitChosen(f.path().to_path_buf()));
+                        }
+                    });
+                }
+                ImageAction::ClearInit => {
+                    self.state.settings.init_image = None;
+                    self.init_thumb = None;
+                    self.canvas.set_init(None);
+                }
+                ImageAction::AddTargets => {
+                    let tx = self.bg_tx.clone();
+                    dialog(move || {
+                        if let Some(files) = pollster::block_on(image_dialog().pick_files()) {
+                            let _ = tx.send(Background::TargetsChosen(
+                                files.iter().map(|f| f.path().to_path_buf()).collect(),
+                            ));
+                        }
+                    });
+                }
+                ImageAction::TargetsChanged | ImageAction::InitWeightChanged => {}
+            }
+        }
+    }
+
+    fn export_image(&mut self) {
+        let Some(frame) = self.canvas.frame().cloned() else {
+            self.say("nothing to export yet", true);
+            return;
+        };
+        let settings = self.state.run_settings().unwrap_or_else(|_| self.state.settings.clone());
+        let tx = self.bg_tx.clone();
+        dialog(move || {
+            let Some(file) = pollster::block_on(
+                rfd::AsyncFileDialog::new().add_filter("PNG", &["png"]).set_file_name("clipcanvas.png").save_file(),
+            ) else {
+                return;
+            };
+            let path = file.path().to_path_buf();
+            let meta = serde_json::json!({"clipcanvas": env!("CARGO_PKG_VERSION"), "iteration": frame.iteration, "seed": settings.seed, "settings": settings}).to_string();
+            let result = crate::export::write_png(&path, &frame.frame.to_rgb(), Some(&meta))
+                .map(|()| format!("saved {}", path.display()))
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Background::Done(result));
+        });
+    }
+
+    fn export_frames(&mut self, gif: bool) {
+        if self.kept.is_empty() {
+            self.say("no kept frames yet", true);
+            return;
+        }
+        let frames: Vec<Arc<FrameEvent>> = self.kept.iter().map(|k| Arc::clone(&k.frame)).collect();
+        let tx = self.bg_tx.clone();
+        dialog(move || {
+            let result = if gif {
+                let Some(file) = pollster::block_on(
+                    rfd::AsyncFileDialog::new().add_filter("GIF", &["gif"]).set_file_name("clipcanvas.gif").save_file(),
+                ) else {
+                    return;
+                };
+                let images: Vec<image::RgbImage> = frames.iter().map(|f| f.frame.to_rgb()).collect();
+                crate::export::write_gif(file.path(), &images, 100)
+                    .map(|()| format!("saved {}", file.path().display()))
+                    .map_err(|e| e.to_string())
+            } else {
+                let Some(dir) = pollster::block_on(rfd::AsyncFileDialog::new().pick_folder()) else { return };
+                crate::export::FrameSequence::create(dir.path())
+                    .and_then(|mut seq| {
+                        for f in &frames {
+                            seq.push(f.iteration, &f.frame.to_rgb(), None)?;
+                        }
+                        Ok(seq.paths().len())
+                    })
+                    .map(|n| format!("saved {n} frames to {}", dir.path().display()))
+                    .map_err(|e| e.to_string())
+            };
+            let _ = tx.send(Background::Done(result));
+        });
+    }
+
+    fn save_settings(&mut self) {
+        let settings = self.state.run_settings().unwrap_or_else(|_| self.state.settings.clone());
+        let tx = self.bg_tx.clone();
+        dialog(move || {
+            let Some(file) = pollster::block_on(
+                rfd::AsyncFileDialog::new().add_filter("JSON", &["json"]).set_file_name("settings.json").save_file(),
+            ) else {
+                return;
+            };
+            let json = settings.to_json();
+            let result = crate::export::write_atomic(file.path(), |w| std::io::Write::write_all(w, json.as_bytes()))
+                .map(|()| format!("saved {}", file.path().display()))
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Background::Done(result));
+        });
+    }
+
+    fn load_settings(&mut self) {
+        let tx = self.bg_tx.clone();
+        dialog(move || {
+            let Some(file) = pollster::block_on(
+                rfd::AsyncFileDialog::new().add_filter("settings or clipcanvas PNG", &["json", "png"]).pick_file(),
+            ) else {
+                return;
+            };
+            let result = crate::cli::generate::read_settings_file(file.path()).map_err(|e| e.to_string());
+            let _ = tx.send(Background::SettingsLoaded(result));
+        });
+    }
+
+    fn shortcuts(&mut self, ctx: &egui::Context) {
+        let start = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
+        if ctx.input_mut(|i| i.consume_shortcut(&start)) {
+            self.toggle_run();
+        }
+        let typing = ctx.memory(|m| m.focused().is_some());
+        if !typing && ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Space)) {
+            self.toggle_pause();
+        }
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let running = self.running();
+            let label = if running { "Stop" } else { "Start" };
+            if ui.button(label).on_hover_text("Ctrl+Enter").clicked() {
+                self.toggle_run();
+            }
+            match self.run_state {
+                RunState::Running => {
+                    if ui.button("Pause").on_hover_text("Space").clicked() {
+                        self.send(Command::Pause);
+                    }
+                }
+                RunState::Paused | RunState::Stopped => {
+                    if ui.button("Resume").on_hover_text("Space").clicked() {
+                        self.send(Command::Resume);
+                    }
+                }
+                _ => {}
+            }
+            if ui.button("Reset").clicked() {
+                self.send(Command::Reset);
+                self.loss_history.clear();
+                self.kept.clear();
+                self.selected = None;
+            }
+            ui.separator();
+            ui.menu_button("Export", |ui| {
+                if ui.button("Current image (PNG)...").clicked() {
+                    self.export_image();
+                }
+                if ui.button("Kept frames (PNG sequence)...").clicked() {
+                    self.export_frames(false);
+                }
+                if ui.button("Kept frames (GIF)...").clicked() {
+                    self.export_frames(true);
+                }
+                ui.separator();
+                if ui.button("Save settings...").clicked() {
+                    self.save_settings();
+                }
+                if ui.button("Load settings...").clicked() {
+                    self.load_settings();
+                }
+            });
+            ui.separator();
+            ui.label(format!("{:?}", self.run_state));
+            if let Some(s) = &self.stats {
+                ui.label(format!(
+                    "iteration {}/{} - loss {:.4} - {:.2} it/s",
+                    s.iteration + 1,
+                    s.iterations,
+                    s.total_loss,
+                    s.its_per_sec
+                ));
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                ui.toggle_value(&mut self.show_log, "Log");
+                if let Some(p95) = percentile(&self.frame_ms, 0.95) {
+                    ui.label(RichText::new(format!("UI {p95:.1} ms p95")).small().weak());
+                }
+            });
+        });
+    }
+
+    fn banners(&mut self, ui: &mut egui::Ui) {
+        if !self.missing_models.is_empty() {
+            egui::Frame::new().fill(Color32::from_rgb(70, 55, 20)).inner_margin(6.0).show(ui, |ui| {
+                ui.label(RichText::new("Models missing").strong());
+                for m in &self.missing_models {
+                    ui.label(format!("- {m}"));
+                }
+                ui.label("Download them (README > \"The real models\") into models/, or set their paths in Settings.");
+                if ui.small_button("Check again").clicked() {
+                    self.check_models();
+                }
+            });
+        }
+        let mut close = false;
+        if let Some(b) = &self.banner {
+            let fill = if b.error { Color32::from_rgb(90, 30, 30) } else { Color32::from_rgb(30, 50, 70) };
+            egui::Frame::new().fill(fill).inner_margin(6.0).show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    ui.label(&b.text);
+                    if ui.small_button("x").clicked() {
+                        close = true;
+                    }
+                });
+            });
+        }
+        if close {
+            self.banner = None;
+        }
+    }
+
+    fn plot(&self, ui: &mut egui::Ui) {
+        egui_plot::Plot::new("losses")
+            .legend(egui_plot::Legend::default())
+            .height(ui.available_height().max(80.0))
+            .x_axis_label("iteration")
+            .y_axis_label("loss")
+            .show(ui, |plot| {
+                for (label, points) in &self.loss_history {
+                    plot.line(egui_plot::Line::new(label.clone(), egui_plot::PlotPoints::from(points.clone())));
+                }
+            });
+    }
+}
+
+impl eframe::App for StudioApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        let started = Instant::now();
+        while started.elapsed() < EVENT_BUDGET {
+            let Some(event) = self.link.try_event() else { break };
+            self.handle_event(ctx, event);
+        }
+        if let Some(frame) = self.link.take_frame() {
+            self.accept_frame(ctx, frame);
+        }
+        while let Ok(msg) = self.bg_rx.try_recv() {
+            self.handle_background(ctx, msg);
+        }
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect()
+        });
+        for path in dropped {
+            self.accept_dropped(&path);
+        }
+        self.shortcuts(ctx);
+        if self.running() {
+            ctx.request_repaint_after(Duration::from_millis(250));
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let started = Instant::now();
+        egui::Panel::top("top").show(ui, |ui| {
+            self.top_bar(ui);
+            self.banners(ui);
+        });
+        let mut image_actions = Vec::new();
+        let mut prompts_changed = false;
+        let mut lr_changed = false;
+        egui::Panel::left("side").resizable(true).default_size(360.0).show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                egui::CollapsingHeader::new("Prompts").default_open(true).show(ui, |ui| {
+                    prompts_changed = prompts::show(ui, &mut self.state);
+                });
+                egui::CollapsingHeader::new("Init image").default_open(true).show(ui, |ui| {
+                    images::init_panel(ui, &mut self.state, self.init_thumb.as_ref(), &mut image_actions);
+                });
+                egui::CollapsingHeader::new("Target images").default_open(true).show(ui, |ui| {
+                    images::target_panel(ui, &mut self.state, &mut image_actions);
+                });
+                egui::CollapsingHeader::new("Settings").default_open(false).show(ui, |ui| {
+                    lr_changed = settings::show(ui, &mut self.state.settings);
+                });
+            });
+        });
+        egui::Panel::bottom("bottom").resizable(true).default_size(190.0).show(ui, |ui| {
+            if let Some(action) = timeline::show(ui, &self.kept, self.selected) {
+                match action {
+                    TimelineAction::Show(i) => {
+                        self.selected = Some(i);
+                        if let Some(k) = self.kept.get(i) {
+                            self.canvas.set_frame(Arc::clone(&k.frame));
+                        }
+                    }
+                    TimelineAction::Live => {
+                        self.selected = None;
+                        if let Some(live) = self.live.clone() {
+                            self.canvas.set_frame(live);
+                        }
+                    }
+                    TimelineAction::BranchFrom(iteration) => {
+                        self.selected = None;
+                        self.send(Command::BranchFrom { iteration });
+                    }
+                }
+            }
+            ui.separator();
+            if self.show_log {
+                egui::ScrollArea::vertical().stick_to_bottom(true).show(ui, |ui| {
+                    for line in &self.log {
+                        ui.label(RichText::new(line).monospace().small());
+                    }
+                });
+            } else {
+                self.plot(ui);
+            }
+        });
+        egui::CentralPanel::default().show(ui, |ui| {
+            ui.horizontal(|ui| {
+                if ui.small_button("Fit").clicked() {
+                    self.canvas.fit();
+                }
+                ui.label(self.canvas.zoom_label());
+                if self.canvas.has_init() {
+                    let mut split = self.canvas.split.is_some();
+                    if ui.checkbox(&mut split, "Before/after (shift-drag)").changed() {
+                        self.canvas.split = split.then_some(0.5);
+                    }
+                }
+                if let Some(i) = self.canvas.shown_iteration() {
+                    ui.label(format!("iteration {i}"));
+                }
+            });
+            self.canvas.ui(ui);
+        });
+        self.handle_image_actions(image_actions);
+        if prompts_changed {
+            self.steer();
+        }
+        if lr_changed && self.running() {
+            let lr = self.state.settings.lr;
+            self.send(Command::SetLr(lr));
+        }
+        if !prompts_changed {
+            self.steer();
+        }
+        self.frame_ms.push_back(started.elapsed().as_secs_f64() * 1000.0);
+        while self.frame_ms.len() > 600 {
+            self.frame_ms.pop_front();
+        }
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, STORAGE_KEY, &self.state);
+    }
+}
+
+fn image_dialog() -> rfd::AsyncFileDialog {
+    rfd::AsyncFileDialog::new().add_filter("images", &["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"])
+}
+
+/// Runs blocking work (a dialog, an export) on its own named thread.
+fn dialog(f: impl FnOnce() + Send + 'static) {
+    spawn_named("clipcanvas-dialog", f);
+}
+
+fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) {
+    // If a thread cannot be started the action is skipped; there is nothing to undo.
+    let _ = std::thread::Builder::new().name(name.to_owned()).spawn(f);
+}
+
+/// A small texture of a frame for thumbnails.
+fn thumbnail(ctx: &egui::Context, frame: &Frame, iteration: usize) -> egui::TextureHandle {
+    let rgba = image::RgbaImage::from_raw(frame.width, frame.height, frame.rgba.clone())
+        .unwrap_or_else(|| image::RgbaImage::new(1, 1));
+    let small = image::imageops::thumbnail(&rgba, 96.min(frame.width.max(1)), 96.min(frame.height.max(1)));
+    let image =
+        egui::ColorImage::from_rgba_unmultiplied([small.width() as usize, small.height() as usize], small.as_raw());
+    ctx.load_texture(format!("thumb-{iteration}"), image, egui::TextureOptions::LINEAR)
+}
+
+/// The `q` quantile of the values, if any.
+pub fn percentile(values: &VecDeque<f64>, q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = values.iter().copied().collect();
+    v.sort_by(f64::total_cmp);
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "an index"
+    )]
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    v.get(i).copied()
+}

@@ -1,0 +1,6 @@
+//! The studio's side panels, each a function over the part of the state it edits.
+
+pub mod images;
+pub mod prompts;
+pub mod settings;
+pub mod timeline;

@@ -1,0 +1,119 @@
+//! The prompt editor: rows of text, weight (−2…2, negative shown in red), stop and an
+//! enable toggle; add, remove, reorder; modifier chips; the story-mode editor.
+
+use egui::{Color32, RichText};
+
+use crate::ui::state::{PromptRow, StudioState};
+
+/// The modifier chips, from assets/modifiers.txt.
+pub fn modifiers() -> Vec<&'static str> {
+    include_str!("../../../assets/modifiers.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// Shows the editor; returns true if the prompts changed.
+pub fn show(ui: &mut egui::Ui, state: &mut StudioState) -> bool {
+    let mut changed = false;
+    let mut remove = None;
+    let mut swap = None;
+    let count = state.prompts.len();
+    for (i, row) in state.prompts.iter_mut().enumerate() {
+        ui.push_id(("prompt", i), |ui| {
+            ui.horizontal(|ui| {
+                changed |= ui.checkbox(&mut row.enabled, "").on_hover_text("Use this prompt").changed();
+                let edit = egui::TextEdit::singleline(&mut row.text)
+                    .hint_text("describe the image")
+                    .desired_width(f32::INFINITY);
+                changed |= ui.add(edit).changed();
+            });
+            ui.horizontal(|ui| {
+                let colour = if row.weight < 0.0 { Color32::from_rgb(230, 90, 80) } else { ui.visuals().text_color() };
+                let name = if row.weight < 0.0 { "avoid" } else { "weight" };
+                let slider = egui::Slider::new(&mut row.weight, -2.0..=2.0)
+                    .step_by(0.05)
+                    .text(RichText::new(name).color(colour));
+                changed |=
+                    ui.add(slider).on_hover_text("Negative weights push the image away from the prompt").changed();
+                let mut has_stop = row.stop.is_some();
+                let toggle =
+                    ui.checkbox(&mut has_stop, "stop").on_hover_text("No gradient once the distance is below this");
+                if toggle.changed() {
+                    row.stop = has_stop.then_some(0.8);
+                    changed = true;
+                }
+                if let Some(stop) = &mut row.stop {
+                    changed |= ui
+                        .add(egui::DragValue::new(stop).speed(0.01).range(-2.0..=2.0))
+                        .labelled_by(toggle.id)
+                        .changed();
+                }
+                if ui.small_button("up").on_hover_text("Move up").clicked() && i > 0 {
+                    swap = Some((i, i - 1));
+                }
+                if ui.small_button("down").on_hover_text("Move down").clicked() && i + 1 < count {
+                    swap = Some((i, i + 1));
+                }
+                if ui.small_button("x").on_hover_text("Remove").clicked() {
+                    remove = Some(i);
+                }
+            });
+        });
+        ui.separator();
+    }
+    if let Some((a, b)) = swap {
+        state.prompts.swap(a, b);
+        changed = true;
+    }
+    if let Some(i) = remove {
+        state.prompts.remove(i);
+        changed = true;
+    }
+    if ui.button("Add prompt").clicked() {
+        state.prompts.push(PromptRow::new(""));
+    }
+    ui.add_space(4.0);
+    ui.collapsing("Modifiers", |ui| {
+        ui.label("Click to add to the last prompt:");
+        ui.horizontal_wrapped(|ui| {
+            for m in modifiers() {
+                if ui.small_button(m).clicked() {
+                    match state.prompts.iter_mut().rev().find(|r| r.enabled) {
+                        Some(row) if !row.text.trim().is_empty() => row.text = format!("{}, {m}", row.text.trim_end()),
+                        Some(row) => row.text = m.to_owned(),
+                        None => state.prompts.push(PromptRow::new(m)),
+                    }
+                    changed = true;
+                }
+            }
+        });
+    });
+    ui.collapsing("Story mode", |ui| {
+        ui.label("Prompt sets that take turns (\"a | b:0.5\" per line):");
+        let mut remove = None;
+        for (i, stage) in state.story.iter_mut().enumerate() {
+            ui.horizontal(|ui| {
+                ui.label(format!("{}.", i + 1));
+                changed |= ui.text_edit_singleline(stage).changed();
+                if ui.small_button("x").clicked() {
+                    remove = Some(i);
+                }
+            });
+        }
+        if let Some(i) = remove {
+            state.story.remove(i);
+            changed = true;
+        }
+        ui.horizontal(|ui| {
+            if ui.button("Add stage").clicked() {
+                state.story.push(String::new());
+            }
+            let l = ui.label("switch every");
+            ui.add(egui::DragValue::new(&mut state.settings.story_every).range(1..=10_000)).labelled_by(l.id);
+            ui.label("iterations");
+        });
+    });
+    changed
+}

@@ -1,0 +1,121 @@
+//! Run settings: models, size, seed, learning rate, iterations, cutouts, optimiser,
+//! augmentations, device, with presets and a memory estimate.
+
+use crate::engine::augment::Augment;
+use crate::engine::cutouts::CutMethod;
+use crate::settings::{OptimizerKind, RunSettings};
+use crate::ui::state::memory_estimate;
+
+/// Named presets: (name, size, cutn, iterations).
+pub const PRESETS: [(&str, usize, usize, usize); 3] =
+    [("Draft", 256, 16, 100), ("Standard", 512, 32, 300), ("Detailed", 512, 64, 500)];
+
+/// Shows the settings; returns true if the learning rate changed (it steers a live run).
+pub fn show(ui: &mut egui::Ui, s: &mut RunSettings) -> bool {
+    let mut lr_changed = false;
+    ui.horizontal(|ui| {
+        ui.label("Preset");
+        for (name, size, cutn, iterations) in PRESETS {
+            if ui.small_button(name).clicked() {
+                s.width = size;
+                s.height = size;
+                s.cutn = cutn;
+                s.iterations = iterations;
+            }
+        }
+    });
+    egui::Grid::new("settings-grid").num_columns(2).spacing([8.0, 4.0]).show(ui, |ui| {
+        let l = ui.label("VQGAN");
+        path_edit(ui, l.id, &mut s.vqgan, "models/vqgan_imagenet_f16_16384.ckpt");
+        ui.end_row();
+        let l = ui.label("CLIP");
+        path_edit(ui, l.id, &mut s.clip, "models/clip-vit-base-patch32");
+        ui.end_row();
+        let l = ui.label("Size");
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut s.width).range(16..=2048).suffix(" w")).labelled_by(l.id);
+            ui.add(egui::DragValue::new(&mut s.height).range(16..=2048).suffix(" h")).labelled_by(l.id);
+        });
+        ui.end_row();
+        let l = ui.label("Seed");
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
+            if ui.button("random").on_hover_text("A new random seed").clicked() {
+                s.seed = fresh_seed();
+            }
+        });
+        ui.end_row();
+        let l = ui.label("Learning rate");
+        lr_changed =
+            ui.add(egui::DragValue::new(&mut s.lr).speed(0.005).range(0.001..=2.0)).labelled_by(l.id).changed();
+        ui.end_row();
+        let l = ui.label("Iterations");
+        ui.add(egui::DragValue::new(&mut s.iterations).range(1..=100_000)).labelled_by(l.id);
+        ui.end_row();
+        let l = ui.label("Cutouts");
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut s.cutn).range(1..=256)).labelled_by(l.id);
+            let p = ui.label("pow");
+            ui.add(egui::DragValue::new(&mut s.cut_pow).speed(0.05).range(0.1..=4.0)).labelled_by(p.id);
+        });
+        ui.end_row();
+        ui.label("Cut method");
+        egui::ComboBox::from_id_salt("cut-method")
+            .selected_text(match s.cut_method {
+                CutMethod::Notebook => "notebook",
+                CutMethod::Pooled => "pooled",
+            })
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut s.cut_method, CutMethod::Notebook, "notebook");
+                ui.selectable_value(&mut s.cut_method, CutMethod::Pooled, "pooled");
+            });
+        ui.end_row();
+        ui.label("Optimiser");
+        egui::ComboBox::from_id_salt("optimizer").selected_text(s.optimizer.name()).show_ui(ui, |ui| {
+            for k in OptimizerKind::ALL {
+                ui.selectable_value(&mut s.optimizer, k, k.name());
+            }
+        });
+        ui.end_row();
+        ui.label("Augment");
+        ui.horizontal_wrapped(|ui| {
+            for a in Augment::ALL {
+                let mut on = s.augments.contains(&a);
+                if ui.checkbox(&mut on, a.name()).changed() {
+                    if on {
+                        s.augments.push(a);
+                    } else {
+                        s.augments.retain(|x| *x != a);
+                    }
+                }
+            }
+        });
+        ui.end_row();
+        let l = ui.label("Device");
+        ui.text_edit_singleline(&mut s.device).labelled_by(l.id);
+        ui.end_row();
+        let l = ui.label("Keep a frame every");
+        ui.add(egui::DragValue::new(&mut s.save_every).range(1..=10_000)).labelled_by(l.id);
+        ui.end_row();
+    });
+    #[expect(clippy::cast_precision_loss, reason = "display only")]
+    let gb = memory_estimate(s.width, s.height, s.cutn) as f64 / 1e9;
+    ui.label(format!("about {gb:.1} GB of memory at {}x{}, cutn {}", s.width, s.height, s.cutn))
+        .on_hover_text("A rough estimate for the f16 VQGAN and ViT-B/32; larger models need more");
+    lr_changed
+}
+
+fn path_edit(ui: &mut egui::Ui, label: egui::Id, path: &mut Option<std::path::PathBuf>, hint: &str) {
+    let mut text = path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    if ui.add(egui::TextEdit::singleline(&mut text).hint_text(hint).desired_width(220.0)).labelled_by(label).changed() {
+        *path = (!text.trim().is_empty()).then(|| std::path::PathBuf::from(text.trim()));
+    }
+}
+
+/// A seed from the clock (the dice button).
+fn fresh_seed() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    #[expect(clippy::cast_possible_truncation, reason = "any 64 bits will do")]
+    let v = (nanos ^ (nanos >> 64)) as u64;
+    v % 1_000_000_000
+}

@@ -1,0 +1,52 @@
+//! The timeline: kept frames as a strip of thumbnails; click one to see it, then
+//! "continue from here" branches the run from that frame's latent.
+
+use std::sync::Arc;
+
+use crate::worker::FrameEvent;
+
+/// A kept frame and its thumbnail texture.
+pub struct KeptFrame {
+    pub frame: Arc<FrameEvent>,
+    pub thumb: egui::TextureHandle,
+}
+
+/// What the user asked of the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimelineAction {
+    Show(usize),
+    Live,
+    BranchFrom(usize),
+}
+
+/// Shows the strip; `selected` is the index shown on the canvas (None = live).
+pub fn show(ui: &mut egui::Ui, frames: &[KeptFrame], selected: Option<usize>) -> Option<TimelineAction> {
+    let mut action = None;
+    ui.horizontal(|ui| {
+        if ui.selectable_label(selected.is_none(), "live").clicked() {
+            action = Some(TimelineAction::Live);
+        }
+        if let Some(i) = selected {
+            if let Some(k) = frames.get(i) {
+                if ui.button(format!("Continue from iteration {}", k.frame.iteration)).clicked() {
+                    action = Some(TimelineAction::BranchFrom(k.frame.iteration));
+                }
+            }
+        }
+        ui.label(format!("{} kept frames", frames.len()));
+    });
+    egui::ScrollArea::horizontal().id_salt("timeline").show(ui, |ui| {
+        ui.horizontal(|ui| {
+            for (i, k) in frames.iter().enumerate() {
+                let image = egui::Image::new(&k.thumb).fit_to_exact_size(egui::vec2(56.0, 56.0));
+                let response = ui
+                    .add(egui::Button::image(image).selected(selected == Some(i)))
+                    .on_hover_text(format!("iteration {}", k.frame.iteration));
+                if response.clicked() {
+                    action = Some(TimelineAction::Show(i));
+                }
+            }
+        });
+    });
+    action
+}

@@ -1,0 +1,169 @@
+//! What the studio remembers between sessions (saved by eframe's persistence) and turns
+//! into [`RunSettings`]: prompt rows, image panels, story stages and run settings.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::prompt::parse_prompt;
+use crate::settings::RunSettings;
+
+/// One row of the prompt editor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptRow {
+    pub text: String,
+    pub weight: f32,
+    /// `None` is no stop.
+    pub stop: Option<f32>,
+    pub enabled: bool,
+}
+
+impl PromptRow {
+    pub fn new(text: &str) -> Self {
+        Self { text: text.to_owned(), weight: 1.0, stop: None, enabled: true }
+    }
+
+    /// The `text:weight[:stop]` form the engine parses.
+    pub fn to_spec(&self) -> String {
+        match self.stop {
+            Some(stop) => format!("{}:{}:{}", self.text.trim(), self.weight, stop),
+            None => format!("{}:{}", self.text.trim(), self.weight),
+        }
+    }
+}
+
+/// One target image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRow {
+    pub path: PathBuf,
+    pub weight: f32,
+}
+
+impl ImageRow {
+    pub fn to_spec(&self) -> String {
+        format!("{}:{}", self.path.display(), self.weight)
+    }
+}
+
+/// The studio's editable state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StudioState {
+    pub prompts: Vec<PromptRow>,
+    /// Story mode: each stage is a `a | b:0.5` prompt line; empty is off.
+    pub story: Vec<String>,
+    pub targets: Vec<ImageRow>,
+    pub settings: RunSettings,
+}
+
+impl Default for StudioState {
+    fn default() -> Self {
+        let settings = RunSettings {
+            vqgan: Some(PathBuf::from("models/vqgan_imagenet_f16_16384.ckpt")),
+            clip: Some(PathBuf::from("models/clip-vit-base-patch32")),
+            ..RunSettings::default()
+        };
+        Self {
+            prompts: vec![PromptRow::new("a lighthouse in a storm, oil painting")],
+            story: Vec::new(),
+            targets: Vec::new(),
+            settings,
+        }
+    }
+}
+
+impl StudioState {
+    /// The enabled prompts as engine specs (rows with empty text are skipped).
+    pub fn prompt_specs(&self) -> Vec<String> {
+        self.prompts.iter().filter(|r| r.enabled && !r.text.trim().is_empty()).map(PromptRow::to_spec).collect()
+    }
+
+    pub fn target_specs(&self) -> Vec<String> {
+        self.targets.iter().map(ImageRow::to_spec).collect()
+    }
+
+    /// The settings of a run started now.
+    pub fn run_settings(&self) -> Result<RunSettings, String> {
+        let mut s = self.settings.clone();
+        s.prompts = self.prompt_specs();
+        s.story = self
+            .story
+            .iter()
+            .map(|line| crate::engine::prompt::split_prompts(line))
+            .filter(|stage| !stage.is_empty())
+            .collect();
+        s.image_prompts = self.target_specs();
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Restores the editable state from a run's settings (a settings file, a dropped PNG).
+    pub fn restore(&mut self, s: &RunSettings) {
+        self.prompts = s
+            .prompts
+            .iter()
+            .filter_map(|p| parse_prompt(p).ok())
+            .map(|p| {
+                #[expect(clippy::cast_possible_truncation, reason = "weights are small")]
+                PromptRow {
+                    text: p.text,
+                    weight: p.weight as f32,
+                    stop: p.stop.is_finite().then_some(p.stop as f32),
+                    enabled: true,
+                }
+            })
+            .collect();
+        self.story = s.story.iter().map(|stage| stage.join(" | ")).collect();
+        self.targets = s
+            .image_prompts
+            .iter()
+            .filter_map(|p| parse_prompt(p).ok())
+            .map(|p| {
+                #[expect(clippy::cast_possible_truncation, reason = "weights are small")]
+                ImageRow { path: PathBuf::from(p.text), weight: p.weight as f32 }
+            })
+            .collect();
+        self.settings = s.clone();
+    }
+}
+
+/// A rough estimate of peak memory for a run, in bytes: decoder activations (with
+/// gradients) at the canvas size plus CLIP activations per cutout, for the f16 VQGAN
+/// and ViT-B/32 class of models. Shown next to size and cutn as a guide.
+pub fn memory_estimate(width: usize, height: usize, cutn: usize) -> u64 {
+    let pixels = (width * height) as u64;
+    // ~ 128 channels × ~40 saved activations × 4 bytes per pixel, plus the weights.
+    let decoder = pixels * 128 * 40 * 4 / 2;
+    // ViT-B/32 at 224²: 50 tokens × 768 × ~12 layers × ~24 saved tensors × 4 bytes.
+    let clip = cutn as u64 * 50 * 768 * 12 * 24 * 4 + cutn as u64 * 3 * 224 * 224 * 4 * 6;
+    let weights = 1_000_000_000;
+    decoder + clip + weights
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_through_settings() {
+        let mut st = StudioState::default();
+        st.prompts = vec![
+            PromptRow { text: "a cat".into(), weight: -0.5, stop: Some(0.8), enabled: true },
+            PromptRow { text: "off".into(), weight: 1.0, stop: None, enabled: false },
+        ];
+        st.targets = vec![ImageRow { path: PathBuf::from("C:\\art\\x.png"), weight: 0.5 }];
+        let s = st.run_settings().unwrap_or_default();
+        assert_eq!(s.prompts, vec!["a cat:-0.5:0.8".to_owned()]);
+        assert_eq!(s.image_prompts, vec!["C:\\art\\x.png:0.5".to_owned()]);
+        let mut back = StudioState::default();
+        back.restore(&s);
+        assert_eq!(back.prompts[0], st.prompts[0]);
+        assert_eq!(back.targets, st.targets);
+    }
+
+    #[test]
+    fn memory_grows_with_size_and_cutn() {
+        assert!(memory_estimate(512, 512, 32) > memory_estimate(256, 256, 32));
+        assert!(memory_estimate(256, 256, 64) > memory_estimate(256, 256, 32));
+    }
+}

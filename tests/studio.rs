@@ -1,0 +1,196 @@
+//! The studio driven as a user would, through egui_kittest (AccessKit), on a fake engine
+//! link that records commands and feeds events and frames.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use clipcanvas::engine::observer::Frame;
+use clipcanvas::ui::link::EngineLink;
+use clipcanvas::ui::StudioApp;
+use clipcanvas::worker::{Command, Event, FrameEvent, RunState};
+use common::fixture;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+
+/// A file dropped on the window, as the platform layer would hand it over.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn drop_file(h: &mut Harness<'static, StudioApp>, path: std::path::PathBuf) {
+    h.input_mut().dropped_files.push(Arc::new(Dropped(path)));
+}
+
+#[derive(Clone, Default)]
+struct FakeLink {
+    sent: Arc<Mutex<Vec<Command>>>,
+    events: Arc<Mutex<VecDeque<Event>>>,
+    frame: Arc<Mutex<Option<Arc<FrameEvent>>>>,
+}
+
+impl FakeLink {
+    fn push(&self, e: Event) {
+        self.events.lock().expect("lock").push_back(e);
+    }
+
+    fn sent(&self) -> Vec<Command> {
+        self.sent.lock().expect("lock").clone()
+    }
+}
+
+impl EngineLink for FakeLink {
+    fn send(&self, cmd: Command) -> bool {
+        self.sent.lock().expect("lock").push(cmd);
+        true
+    }
+
+    fn try_event(&self) -> Option<Event> {
+        self.events.lock().expect("lock").pop_front()
+    }
+
+    fn take_frame(&self) -> Option<Arc<FrameEvent>> {
+        self.frame.lock().expect("lock").take()
+    }
+}
+
+fn harness(link: &FakeLink) -> Harness<'static, StudioApp> {
+    let link = link.clone();
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 820.0))
+        .build_eframe(move |cc| StudioApp::new(cc, Box::new(link)));
+    h.run_steps(3);
+    h
+}
+
+fn frame(iteration: usize, w: u32, h: u32) -> Arc<FrameEvent> {
+    let rgba = (0..w * h).flat_map(|i| [(i % 251) as u8, 100, 200, 255]).collect();
+    Arc::new(FrameEvent { iteration, frame: Frame { width: w, height: h, rgba } })
+}
+
+#[test]
+fn start_sends_the_start_command_with_the_prompts() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
+    assert_eq!(settings.prompts, vec!["a lighthouse in a storm, oil painting:1".to_owned()]);
+}
+
+#[test]
+fn ctrl_enter_starts_too() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    h.run_steps(2);
+    assert!(matches!(link.sent().first(), Some(Command::Start(_))), "{:?}", link.sent());
+}
+
+#[test]
+fn moving_a_weight_slider_during_a_run_sends_the_update() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    link.push(Event::State(RunState::Running));
+    h.run_steps(2);
+    let sliders = h.get_all_by_role(egui::accesskit::Role::Slider).collect::<Vec<_>>();
+    assert!(!sliders.is_empty(), "no sliders");
+    sliders[0].set_value_accesskit(-0.5);
+    h.run_steps(3);
+    let update = link.sent().into_iter().find_map(|c| match c {
+        Command::SetPrompts(p) => Some(p),
+        _ => None,
+    });
+    assert_eq!(update, Some(vec!["a lighthouse in a storm, oil painting:-0.5".to_owned()]));
+}
+
+#[test]
+fn a_frame_event_reaches_the_canvas_texture() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    *link.frame.lock().expect("lock") = Some(frame(7, 64, 48));
+    h.run_steps(2);
+    let app = h.state();
+    assert_eq!(app.canvas.shown_iteration(), Some(7));
+    assert!(app.canvas.texture_is_current(), "the texture holds the newest frame");
+    // A newer frame replaces it.
+    *link.frame.lock().expect("lock") = Some(frame(8, 64, 48));
+    h.run_steps(2);
+    assert_eq!(h.state().canvas.shown_iteration(), Some(8));
+    assert!(h.state().canvas.texture_is_current());
+}
+
+#[test]
+fn a_file_dropped_on_the_window_becomes_the_init_image() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    let path = fixture("score/wide.png");
+    drop_file(&mut h, path.clone());
+    h.run_steps(2);
+    assert_eq!(h.state().state.settings.init_image.as_deref(), Some(path.as_path()));
+    // The thumbnail is decoded off the UI thread.
+    for _ in 0..100 {
+        if h.state().canvas.has_init() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.run_steps(1);
+    }
+    assert!(h.state().canvas.has_init());
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let Some(Command::Start(s)) = link.sent().into_iter().next() else { panic!("no start") };
+    assert_eq!(s.init_image.as_deref(), Some(path.as_path()));
+}
+
+#[test]
+fn dropping_a_clipcanvas_png_restores_its_settings() {
+    let dir = tempfile::tempdir().expect("temp");
+    let png = dir.path().join("made.png");
+    let settings = clipcanvas::settings::RunSettings {
+        prompts: vec!["a red circle:1.5".into(), "blur:-0.5".into()],
+        seed: 1234,
+        ..Default::default()
+    };
+    let meta = serde_json::json!({ "settings": settings }).to_string();
+    clipcanvas::export::write_png(&png, &image::RgbImage::new(8, 8), Some(&meta)).expect("png");
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    drop_file(&mut h, png);
+    h.run_steps(2);
+    let st = &h.state().state;
+    assert_eq!(st.settings.seed, 1234);
+    assert_eq!(st.prompt_specs(), vec!["a red circle:1.5".to_owned(), "blur:-0.5".to_owned()]);
+    assert!(st.settings.init_image.is_none());
+}
+
+#[test]
+fn a_worker_error_shows_its_message() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    link.push(Event::Error("models/vqgan.ckpt: VQGAN checkpoint not found".into()));
+    h.run_steps(2);
+    h.get_by_label_contains("VQGAN checkpoint not found");
+    assert!(h.state().log.iter().any(|l| l.contains("VQGAN checkpoint not found")));
+}
+
+#[test]
+fn missing_models_are_named_with_where_they_go() {
+    let link = FakeLink::default();
+    let h = harness(&link);
+    h.get_by_label("Models missing");
+    assert!(!h.state().missing_models.is_empty());
+}
