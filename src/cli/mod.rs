@@ -11,6 +11,12 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "clipcanvas", version, about, args_override_self = true)]
 pub struct Cli {
+    /// Open the studio with these settings (a settings JSON or a PNG made by clipcanvas).
+    #[arg(long, global = false)]
+    pub settings: Option<std::path::PathBuf>,
+    /// Start the run as soon as the studio opens.
+    #[arg(long)]
+    pub start: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -61,6 +67,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Score(args)) => score::run(&args),
-        None => crate::ui::run_studio().map_err(CliError::Runtime),
+        None => {
+            let settings = match &cli.settings {
+                Some(path) => Some(generate::read_settings_file(path)?),
+                None => None,
+            };
+            crate::ui::run_studio(crate::ui::StudioOptions { settings, start: cli.start }).map_err(CliError::Runtime)
+        }
     }
 }

@@ -29,9 +29,9 @@ const MAX_LOG: usize = 500;
 #[derive(Debug)]
 enum Background {
     InitChosen(PathBuf),
-    InitDecoded(PathBuf, Result<Frame, String>),
+    InitDecoded(Box<(PathBuf, Result<Frame, String>)>),
     TargetsChosen(Vec<PathBuf>),
-    SettingsLoaded(Result<RunSettings, String>),
+    SettingsLoaded(Box<Result<RunSettings, String>>),
     Done(Result<String, String>),
 }
 
@@ -222,14 +222,15 @@ impl StudioApp {
     fn accept_frame(&mut self, ctx: &egui::Context, frame: Arc<FrameEvent>) {
         let every = self.state.settings.save_every.max(1);
         let last = self.kept.last().map(|k| k.frame.iteration);
-        if frame.iteration % every == 0 && last != Some(frame.iteration) || self.run_state != RunState::Running {
-            if last != Some(frame.iteration) {
-                let thumb = thumbnail(ctx, &frame.frame, frame.iteration);
-                self.kept.push(KeptFrame { frame: Arc::clone(&frame), thumb });
-                if self.kept.len() > MAX_KEPT {
-                    self.kept.remove(0);
-                    self.selected = self.selected.and_then(|s| s.checked_sub(1));
-                }
+        // Keep the frames whose latents the worker keeps: every save_every iterations,
+        // and the final frame of a run that stopped or finished.
+        let keep = frame.iteration % every == 0 || self.run_state != RunState::Running;
+        if keep && last != Some(frame.iteration) {
+            let thumb = thumbnail(ctx, &frame.frame, frame.iteration);
+            self.kept.push(KeptFrame { frame: Arc::clone(&frame), thumb });
+            if self.kept.len() > MAX_KEPT {
+                self.kept.remove(0);
+                self.selected = self.selected.and_then(|s| s.checked_sub(1));
             }
         }
         if self.selected.is_none() {
@@ -243,7 +244,7 @@ impl StudioApp {
         spawn_named("clipcanvas-decode", move || {
             let result =
                 crate::engine::image::load_rgb(&path).map(|rgb| Frame::from_rgb(&rgb)).map_err(|e| e.to_string());
-            let _ = tx.send(Background::InitDecoded(path, result));
+            let _ = tx.send(Background::InitDecoded(Box::new((path, result))));
         });
     }
 
@@ -276,27 +277,35 @@ impl StudioApp {
     fn handle_background(&mut self, ctx: &egui::Context, msg: Background) {
         match msg {
             Background::InitChosen(path) => self.set_init(path),
-            Background::InitDecoded(path, Ok(frame)) => {
-                if self.state.settings.init_image.as_deref() == Some(path.as_path()) {
-                    self.init_thumb = Some(thumbnail(ctx, &frame, 0));
-                    self.canvas.set_init(Some(Arc::new(frame)));
+            Background::InitDecoded(decoded) => {
+                let (path, result) = *decoded;
+                let current = self.state.settings.init_image.as_deref() == Some(path.as_path());
+                match result {
+                    Ok(frame) if current => {
+                        self.init_thumb = Some(thumbnail(ctx, &frame, 0));
+                        self.canvas.set_init(Some(Arc::new(frame)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if current {
+                            self.state.settings.init_image = None;
+                            self.init_thumb = None;
+                            self.canvas.set_init(None);
+                        }
+                        self.say(e, true);
+                    }
                 }
-            }
-            Background::InitDecoded(path, Err(e)) => {
-                if self.state.settings.init_image.as_deref() == Some(path.as_path()) {
-                    self.state.settings.init_image = None;
-                    self.init_thumb = None;
-                    self.canvas.set_init(None);
-                }
-                self.say(e, true);
             }
             Background::TargetsChosen(paths) => images::add_targets(&mut self.state, paths),
-            Background::SettingsLoaded(Ok(s)) => {
-                self.state.restore(&s);
-                self.check_models();
-                self.say("settings loaded", false);
-            }
-            Background::SettingsLoaded(Err(e)) | Background::Done(Err(e)) => self.say(e, true),
+            Background::SettingsLoaded(result) => match *result {
+                Ok(s) => {
+                    self.state.restore(&s);
+                    self.check_models();
+                    self.say("settings loaded", false);
+                }
+                Err(e) => self.say(e, true),
+            },
+            Background::Done(Err(e)) => self.say(e, true),
             Background::Done(Ok(m)) => self.say(m, false),
         }
     }
@@ -415,7 +424,7 @@ impl StudioApp {
                 return;
             };
             let result = crate::cli::generate::read_settings_file(file.path()).map_err(|e| e.to_string());
-            let _ = tx.send(Background::SettingsLoaded(result));
+            let _ = tx.send(Background::SettingsLoaded(Box::new(result)));
         });
     }
 
@@ -437,18 +446,15 @@ impl StudioApp {
             if ui.button(label).on_hover_text("Ctrl+Enter").clicked() {
                 self.toggle_run();
             }
-            match self.run_state {
-                RunState::Running => {
-                    if ui.button("Pause").on_hover_text("Space").clicked() {
-                        self.send(Command::Pause);
-                    }
+            let pause = match self.run_state {
+                RunState::Running => Some(("Pause", Command::Pause)),
+                RunState::Paused | RunState::Stopped => Some(("Resume", Command::Resume)),
+                _ => None,
+            };
+            if let Some((label, cmd)) = pause {
+                if ui.button(label).on_hover_text("Space").clicked() {
+                    self.send(cmd);
                 }
-                RunState::Paused | RunState::Stopped => {
-                    if ui.button("Resume").on_hover_text("Space").clicked() {
-                        self.send(Command::Resume);
-                    }
-                }
-                _ => {}
             }
             if ui.button("Reset").clicked() {
                 self.send(Command::Reset);

@@ -172,11 +172,17 @@ impl Canvas {
         if let (true, true, Some(pos)) = (self.split.is_some(), shift, response.interact_pointer_pos()) {
             self.split = Some(((pos.x - image_rect.left()) / image_rect.width()).clamp(0.0, 1.0));
         }
+        // With no frame yet, the image sits far outside: only the checkerboard shows.
+        let origin = if self.frame.is_some() {
+            [image_rect.left() - rect.left(), image_rect.top() - rect.top()]
+        } else {
+            [-1.0e6, -1.0e6]
+        };
         let uniform = ViewUniform {
             rect_min: [-1.0, -1.0],
             rect_max: [1.0, 1.0],
             widget_size: [rect.width(), rect.height()],
-            image_origin: [image_rect.left() - rect.left(), image_rect.top() - rect.top()],
+            image_origin: origin,
             image_size: [image_rect.width(), image_rect.height()],
             zoom,
             split: self.split.filter(|_| self.init.is_some()).unwrap_or(-1.0),

@@ -13,8 +13,17 @@ use std::sync::Arc;
 
 pub use app::StudioApp;
 
+/// How the studio opens.
+#[derive(Debug, Clone, Default)]
+pub struct StudioOptions {
+    /// Settings to open with, instead of the last session's.
+    pub settings: Option<crate::settings::RunSettings>,
+    /// Start the run right away.
+    pub start: bool,
+}
+
 /// Opens the studio window and runs until it is closed.
-pub fn run_studio() -> anyhow::Result<()> {
+pub fn run_studio(opts: StudioOptions) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("clipcanvas")
@@ -32,7 +41,15 @@ pub fn run_studio() -> anyhow::Result<()> {
             let ctx = cc.egui_ctx.clone();
             let waker: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx.request_repaint());
             let worker = crate::worker::Worker::spawn(waker)?;
-            Ok(Box::new(StudioApp::new(cc, Box::new(worker))))
+            let mut app = StudioApp::new(cc, Box::new(worker));
+            if let Some(settings) = &opts.settings {
+                app.state.restore(settings);
+                app.check_models();
+            }
+            if opts.start {
+                app.start();
+            }
+            Ok(Box::new(app))
         }),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the studio window: {e}"))

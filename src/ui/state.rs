@@ -146,12 +146,14 @@ mod tests {
 
     #[test]
     fn rows_round_trip_through_settings() {
-        let mut st = StudioState::default();
-        st.prompts = vec![
-            PromptRow { text: "a cat".into(), weight: -0.5, stop: Some(0.8), enabled: true },
-            PromptRow { text: "off".into(), weight: 1.0, stop: None, enabled: false },
-        ];
-        st.targets = vec![ImageRow { path: PathBuf::from("C:\\art\\x.png"), weight: 0.5 }];
+        let st = StudioState {
+            prompts: vec![
+                PromptRow { text: "a cat".into(), weight: -0.5, stop: Some(0.8), enabled: true },
+                PromptRow { text: "off".into(), weight: 1.0, stop: None, enabled: false },
+            ],
+            targets: vec![ImageRow { path: PathBuf::from("C:\\art\\x.png"), weight: 0.5 }],
+            ..StudioState::default()
+        };
         let s = st.run_settings().unwrap_or_default();
         assert_eq!(s.prompts, vec!["a cat:-0.5:0.8".to_owned()]);
         assert_eq!(s.image_prompts, vec!["C:\\art\\x.png:0.5".to_owned()]);
