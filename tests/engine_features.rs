@@ -119,3 +119,22 @@ fn prompts_and_learning_rate_change_mid_run() {
     assert!((out.lr - 0.05).abs() < 1e-12);
     assert!(s.set_lr(f64::NAN).is_err());
 }
+
+#[test]
+fn live_changes_are_recorded_in_the_session_file() {
+    use clipcanvas::engine::session::SteerChange;
+    let models = models();
+    let mut s = Session::new(Arc::clone(&models), small(&["a cat"])).expect("session");
+    s.step().expect("step");
+    s.set_prompts(&["a dog".into()]).expect("prompts");
+    s.step().expect("step");
+    s.set_lr(0.02).expect("lr");
+    let dir = tempfile::tempdir().expect("temp");
+    let path = dir.path().join("run.session");
+    std::fs::write(&path, s.to_bytes().expect("bytes")).expect("write");
+    let resumed = Session::resume(models, &path).expect("resume");
+    let log = resumed.steering();
+    assert_eq!(log.len(), 2);
+    assert_eq!((log[0].iteration, &log[0].change), (1, &SteerChange::Prompts(vec!["a dog".into()])));
+    assert_eq!((log[1].iteration, &log[1].change), (2, &SteerChange::LearningRate(0.02)));
+}

@@ -194,3 +194,19 @@ fn missing_models_are_named_with_where_they_go() {
     h.get_by_label("Models missing");
     assert!(!h.state().missing_models.is_empty());
 }
+
+#[test]
+fn a_file_dropped_on_the_target_panel_becomes_a_target_image() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    let rect = h.state().target_rect.expect("target panel drawn");
+    h.input_mut().events.push(egui::Event::PointerMoved(rect.center()));
+    h.run_steps(1);
+    let path = fixture("score/tall.png");
+    drop_file(&mut h, path.clone());
+    h.run_steps(2);
+    let st = &h.state().state;
+    assert_eq!(st.targets.len(), 1);
+    assert_eq!(st.targets[0].path, path);
+    assert!(st.settings.init_image.is_none());
+}

@@ -80,6 +80,25 @@ struct SessionMeta {
     iteration: usize,
     rng: Rng,
     optimizer: OptimizerMeta,
+    #[serde(default)]
+    steering: Vec<SteerRecord>,
+}
+
+/// A live change to a run and the iteration it took effect at, kept in the session so
+/// the run can be replayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SteerRecord {
+    pub iteration: usize,
+    pub change: SteerChange,
+}
+
+/// What a live change set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SteerChange {
+    Prompts(Vec<String>),
+    ImagePrompts(Vec<String>),
+    LearningRate(f64),
 }
 
 /// A run in progress.
@@ -103,6 +122,8 @@ pub struct Session {
     notices: Vec<String>,
     /// The gradient of the last step's loss with respect to the latent.
     last_grad: Option<Tensor>,
+    /// Live changes, in order.
+    steering: Vec<SteerRecord>,
 }
 
 impl Session {
@@ -154,6 +175,7 @@ impl Session {
             notices,
             settings,
             last_grad: None,
+            steering: Vec::new(),
         };
         session.stages =
             session.settings.prompt_stages().iter().map(|stage| session.text_targets(stage)).collect::<Result<_>>()?;
@@ -216,6 +238,7 @@ impl Session {
         self.settings.prompts = prompts.to_vec();
         self.settings.story.clear();
         self.stages = vec![targets];
+        self.record(SteerChange::Prompts(prompts.to_vec()));
         Ok(())
     }
 
@@ -235,6 +258,7 @@ impl Session {
         match self.fixed_targets(&mut prompt_rng) {
             Ok(fixed) => {
                 self.fixed = fixed;
+                self.record(SteerChange::ImagePrompts(prompts.to_vec()));
                 Ok(())
             }
             Err(e) => {
@@ -254,7 +278,17 @@ impl Session {
             return Err(EngineError::Input(format!("learning rate must be positive, got {lr}")));
         }
         self.settings.lr = lr;
+        self.record(SteerChange::LearningRate(lr));
         Ok(())
+    }
+
+    fn record(&mut self, change: SteerChange) {
+        self.steering.push(SteerRecord { iteration: self.iteration, change });
+    }
+
+    /// The live changes made to this run, with the iterations they took effect at.
+    pub fn steering(&self) -> &[SteerRecord] {
+        &self.steering
     }
 
     fn text_targets(&mut self, prompts: &[String]) -> Result<Vec<LabelledTarget>> {
@@ -470,6 +504,7 @@ impl Session {
             iteration: self.iteration,
             rng: self.rng.clone(),
             optimizer: self.optimizer.meta(),
+            steering: self.steering.clone(),
         };
         let json = serde_json::to_string(&meta).map_err(|e| EngineError::Input(e.to_string()))?;
         let metadata: HashMap<String, String> = [(SESSION_KEY.to_owned(), json)].into();
@@ -509,6 +544,7 @@ impl Session {
         session.optimizer = Optimizer::restore(&meta.optimizer, get("opt_m")?, get("opt_v")?);
         session.rng = meta.rng;
         session.iteration = meta.iteration;
+        session.steering = meta.steering;
         Ok(session)
     }
 }
