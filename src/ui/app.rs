@@ -497,8 +497,14 @@ impl StudioApp {
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 ui.toggle_value(&mut self.show_log, "Log");
+                let uploads: VecDeque<f64> = self.canvas.upload_latencies_ms().into();
+                if let Some(p95) = percentile(&uploads, 0.95) {
+                    ui.label(RichText::new(format!("frame to GPU {p95:.1} ms p95")).small().weak())
+                        .on_hover_text("From a frame's arrival from the engine to its upload into the canvas texture");
+                }
                 if let Some(p95) = percentile(&self.frame_ms, 0.95) {
-                    ui.label(RichText::new(format!("UI {p95:.1} ms p95")).small().weak());
+                    ui.label(RichText::new(format!("UI {p95:.1} ms p95")).small().weak())
+                        .on_hover_text("CPU time of a UI frame (layout, tessellation, paint), last 600 frames");
                 }
             });
         });
