@@ -14,5 +14,6 @@ pub mod engine;
 pub mod export;
 pub mod models;
 pub mod settings;
+pub mod shapes;
 pub mod ui;
 pub mod worker;

@@ -57,6 +57,13 @@ use crate::engine::EngineError;
 use crate::export::write_atomic;
 use crate::settings::RunSettings;
 
+pub use crate::models::bundled::DEMO_NOTICE;
+
+/// Whether the built-in shapes world can stand in when no models are set.
+pub fn demo_models_available() -> bool {
+    crate::models::bundled::shapes_world().is_some()
+}
+
 /// How many commands may wait for the worker.
 pub const COMMAND_CAPACITY: usize = 64;
 /// How many events may wait for the UI on the event channel.
@@ -607,6 +614,9 @@ impl Engine {
                 let started = Instant::now();
                 let models = Arc::new(load_models(&settings, &device).map_err(|e| e.to_string())?);
                 self.notice(format!("models loaded in {:.1} s", started.elapsed().as_secs_f64()));
+                if models.source.as_ref().is_some_and(|s| s.demo) {
+                    self.notice(crate::models::bundled::DEMO_NOTICE.to_owned());
+                }
                 self.models = Some((key, Arc::clone(&models)));
                 models
             }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use clipcanvas::engine::observer::Frame;
@@ -190,9 +191,26 @@ fn a_worker_error_shows_its_message() {
 #[test]
 fn missing_models_are_named_with_where_they_go() {
     let link = FakeLink::default();
-    let h = harness(&link);
+    let mut h = harness(&link);
+    h.state_mut().state.settings.vqgan = Some(PathBuf::from("/nowhere/vqgan.ckpt"));
+    h.state_mut().state.settings.clip = Some(PathBuf::from("/nowhere/clip"));
+    h.state_mut().check_models();
+    h.run_steps(2);
     h.get_by_label("Models missing");
-    assert!(!h.state().missing_models.is_empty());
+    h.get_by_label_contains("/nowhere/vqgan.ckpt");
+    assert_eq!(h.state().missing_models.len(), 2);
+}
+
+#[test]
+fn with_no_models_set_the_studio_uses_the_shapes_world_and_says_so() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    h.state_mut().state.settings.vqgan = None;
+    h.state_mut().state.settings.clip = None;
+    h.state_mut().check_models();
+    h.run_steps(2);
+    assert!(h.state().missing_models.is_empty());
+    h.get_by_label(clipcanvas::worker::DEMO_NOTICE);
 }
 
 #[test]

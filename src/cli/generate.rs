@@ -17,7 +17,7 @@ use crate::engine::cutouts::CutMethod;
 use crate::engine::device::parse_device;
 use crate::engine::observer::{Frame, Observer, StepStats};
 use crate::engine::prompt::split_story;
-use crate::engine::session::{load_models, RunEnd, Session};
+use crate::engine::session::{load_models, ModelSource, RunEnd, Session};
 use crate::export::{self, FrameSequence};
 use crate::settings::{InitNoise, InitWeightMode, LrStep, OptimizerKind, RunSettings};
 
@@ -340,7 +340,7 @@ fn metadata(settings: &RunSettings, iteration: usize, hashes: &serde_json::Value
     .to_string()
 }
 
-fn model_hashes(settings: &RunSettings) -> Result<serde_json::Value, CliError> {
+fn model_hashes(source: Option<&ModelSource>) -> Result<serde_json::Value, CliError> {
     let describe = |path: &Path| -> Result<serde_json::Value, CliError> {
         Ok(serde_json::json!({
             "name": path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -348,15 +348,16 @@ fn model_hashes(settings: &RunSettings) -> Result<serde_json::Value, CliError> {
         }))
     };
     let mut out = serde_json::Map::new();
-    if let Some(v) = &settings.vqgan {
-        out.insert("vqgan".into(), describe(v)?);
-    }
-    if let Some(c) = &settings.clip {
-        let weights = crate::models::clip::ClipFiles::locate(c).map_err(input)?.weights;
-        let mut d = describe(&weights)?;
-        d["name"] =
-            serde_json::Value::String(c.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-        out.insert("clip".into(), d);
+    let Some(source) = source else { return Ok(serde_json::Value::Object(out)) };
+    out.insert("vqgan".into(), describe(&source.vqgan)?);
+    let weights = crate::models::clip::ClipFiles::locate(&source.clip).map_err(input)?.weights;
+    let mut d = describe(&weights)?;
+    d["name"] = serde_json::Value::String(
+        source.clip.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    );
+    out.insert("clip".into(), d);
+    if source.demo {
+        out.insert("demo".into(), serde_json::Value::String(crate::models::bundled::SHAPES_WORLD.into()));
     }
     Ok(serde_json::Value::Object(out))
 }
@@ -370,6 +371,9 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let settings = merge_settings(args, base)?;
     let device = parse_device(&settings.device)?;
     let models = Arc::new(load_models(&settings, &device)?);
+    if models.source.as_ref().is_some_and(|s| s.demo) {
+        eprintln!("note: {}", crate::models::bundled::DEMO_NOTICE);
+    }
     let mut session = match &args.resume {
         Some(path) => {
             let mut s = Session::resume(models, path)?;
@@ -379,7 +383,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         None => Session::new(models, settings)?,
     };
     let settings = session.settings().clone();
-    let hashes = model_hashes(&settings)?;
+    let hashes = model_hashes(session.models().source.as_ref())?;
 
     let cancel = Arc::new(AtomicBool::new(false));
     {

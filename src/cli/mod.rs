@@ -4,6 +4,7 @@
 
 pub mod generate;
 pub mod score;
+pub mod train_demo;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ pub enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Print the CLIP cosine similarity of an image with each prompt, one per line.
     Score(score::ScoreArgs),
+    /// Train the built-in shapes-world CLIP and VQGAN (about 40 minutes on 2 cores).
+    TrainDemo(train_demo::TrainDemoArgs),
 }
 
 /// How a failed command should exit: 2 for bad input, 1 for failures at run time.
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Score(args)) => score::run(&args),
+        Some(Command::TrainDemo(args)) => train_demo::run(&args),
         None => {
             let settings = match &cli.settings {
                 Some(path) => Some(generate::read_settings_file(path)?),

@@ -33,6 +33,8 @@ pub struct Models {
     pub clip: Clip,
     pub tokenizer: ClipTokenizer,
     pub device: Device,
+    /// Where the models were loaded from, when they came from files.
+    pub source: Option<ModelSource>,
 }
 
 /// The random choices of one step: crops, augmentation parameters, noise. Drawn from the
@@ -636,11 +638,49 @@ fn gradient_image(width: u32, height: u32, rng: &mut Rng) -> image::RgbImage {
 }
 
 /// Loads the models a run's settings name, on the settings' device.
+/// The files a run's models come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSource {
+    pub vqgan: PathBuf,
+    pub vqgan_config: Option<PathBuf>,
+    pub clip: PathBuf,
+    /// The built-in shapes world, used because no models were given.
+    pub demo: bool,
+}
+
+/// Which models `settings` ask for: the given files, or with none given the built-in
+/// shapes world.
+pub fn resolve_models(settings: &RunSettings) -> Result<ModelSource> {
+    match (&settings.vqgan, &settings.clip) {
+        (Some(vqgan), Some(clip)) => Ok(ModelSource {
+            vqgan: vqgan.clone(),
+            vqgan_config: settings.vqgan_config.clone(),
+            clip: clip.clone(),
+            demo: false,
+        }),
+        (None, None) => {
+            let world = crate::models::bundled::shapes_world().ok_or_else(|| {
+                EngineError::Input(
+                    "no models given and the built-in shapes world (models/shapes-world) was not found; \
+                     give --clip DIR and --vqgan FILE (see README)"
+                        .into(),
+                )
+            })?;
+            Ok(ModelSource { vqgan: world.vqgan, vqgan_config: None, clip: world.clip, demo: true })
+        }
+        (None, Some(_)) => Err(EngineError::Input(
+            "no VQGAN given (--vqgan FILE); give both models, or neither for the built-in shapes world".into(),
+        )),
+        (Some(_), None) => Err(EngineError::Input(
+            "no CLIP given (--clip DIR); give both models, or neither for the built-in shapes world".into(),
+        )),
+    }
+}
+
+/// Loads the models `settings` ask for (see [`resolve_models`]).
 pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
-    let vqgan_path =
-        settings.vqgan.as_ref().ok_or_else(|| EngineError::Input("no VQGAN given (--vqgan FILE)".into()))?;
-    let clip_path = settings.clip.as_ref().ok_or_else(|| EngineError::Input("no CLIP given (--clip DIR)".into()))?;
-    let vqgan = crate::models::vqgan::load(vqgan_path, settings.vqgan_config.as_deref(), DType::F32, device)?;
-    let (clip, tokenizer) = crate::models::clip::load(clip_path, DType::F32, device)?;
-    Ok(Models { vqgan, clip, tokenizer, device: device.clone() })
+    let source = resolve_models(settings)?;
+    let vqgan = crate::models::vqgan::load(&source.vqgan, source.vqgan_config.as_deref(), DType::F32, device)?;
+    let (clip, tokenizer) = crate::models::clip::load(&source.clip, DType::F32, device)?;
+    Ok(Models { vqgan, clip, tokenizer, device: device.clone(), source: Some(source) })
 }

@@ -2,6 +2,7 @@
 //! generator) and the CLIP tokenizer, written in candle and loaded from the files
 //! artists have on disk. Nothing here knows about the UI.
 
+pub mod bundled;
 pub mod clip;
 pub mod error;
 pub mod nn;

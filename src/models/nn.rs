@@ -120,9 +120,62 @@ impl Conv2d {
     }
 }
 
+/// A 2-D convolution (`[B, Cin, H, W]` by `[Cout, Cin, k, k]`) as one matrix product
+/// over gathered patches (im2col), built from ops with cheap backward passes: the
+/// shifted views are `narrow`s, the gather a `cat`, the product a batched `matmul`.
+/// candle's own conv2d backward goes through a direct `conv_transpose2d` that is an
+/// order of magnitude slower on the CPU.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let (b, cin, _, _) = x.dims4()?;
+    let (cout, wcin, k, k2) = w.dims4()?;
+    if wcin != cin || k != k2 || stride == 0 {
+        candle_core::bail!("conv2d: input {:?} does not fit kernel {:?} (stride {stride})", x.dims(), w.dims());
+    }
+    let x = if padding > 0 {
+        x.pad_with_zeros(2, padding, padding)?.pad_with_zeros(3, padding, padding)?
+    } else {
+        x.clone()
+    };
+    let (_, _, hp, wp) = x.dims4()?;
+    if hp < k || wp < k {
+        candle_core::bail!("conv2d: input {hp}x{wp} is smaller than the {k}x{k} kernel");
+    }
+    let (ho, wo) = ((hp - k) / stride + 1, (wp - k) / stride + 1);
+    let cols = if k == 1 && stride == 1 {
+        x.reshape((b, cin, ho * wo))?
+    } else if k == stride && hp == ho * k && wp == wo * k {
+        // Non-overlapping patches (a ViT's patch embedding): a reshape and a permute.
+        x.reshape((b, cin, ho, k, wo, k))?.permute((0, 1, 3, 5, 2, 4))?.reshape((b, cin * k * k, ho * wo))?
+    } else {
+        let mut views = Vec::with_capacity(k * k);
+        for ky in 0..k {
+            for kx in 0..k {
+                let mut v = x.narrow(2, ky, (ho - 1) * stride + 1)?.narrow(3, kx, (wo - 1) * stride + 1)?;
+                if stride > 1 {
+                    // Every stride-th row and column: pad to a multiple, fold, take index 0.
+                    v = v.pad_with_zeros(2, 0, stride - 1)?.pad_with_zeros(3, 0, stride - 1)?;
+                    v = v.reshape((b, cin, ho, stride, wo, stride))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?;
+                    v = v.reshape((b, cin, ho, wo))?;
+                }
+                views.push(v);
+            }
+        }
+        // Order (ky, kx, cin) — the weight is permuted to match.
+        Tensor::cat(&views, 1)?.reshape((b, k * k * cin, ho * wo))?
+    };
+    let wmat = if k == 1 {
+        w.reshape((cout, cin))?
+    } else if k == stride && hp == ho * k && wp == wo * k {
+        w.reshape((cout, cin * k * k))?
+    } else {
+        w.permute((0, 2, 3, 1))?.reshape((cout, k * k * cin))?
+    };
+    wmat.broadcast_matmul(&cols.contiguous()?)?.reshape((b, cout, ho, wo))
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = conv2d(x, &self.weight, self.stride, self.padding)?;
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),
@@ -234,6 +287,26 @@ pub(crate) mod tests {
     fn weighted_sum(y: &Tensor, seed: u64) -> Result<Tensor> {
         let w = randn(y.dims(), seed);
         y.mul(&w)?.sum_all()
+    }
+
+    #[test]
+    fn conv2d_matches_candles_convolution_and_its_gradient_is_exact() {
+        // (k, stride, padding, input side): 3x3 same, 1x1, taming's stride-2 downsample
+        // (after its own asymmetric pad), a ViT patch embedding, an odd size.
+        for (i, (k, stride, pad, side)) in
+            [(3, 1, 1, 6), (1, 1, 0, 5), (3, 2, 0, 7), (4, 4, 0, 8), (3, 2, 1, 5)].into_iter().enumerate()
+        {
+            let seed = i as u64 * 10;
+            let x = randn(&[2, 3, side, side], seed);
+            let w = randn(&[4, 3, k, k], seed + 1);
+            let ours = conv2d(&x, &w, stride, pad).unwrap();
+            let theirs = x.conv2d(&w, pad, stride, 1, 1).unwrap();
+            assert_eq!(ours.dims(), theirs.dims(), "k{k} s{stride} p{pad}");
+            let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            assert!(diff < 1e-12, "k{k} s{stride} p{pad}: {diff}");
+            check_gradient("conv2d input", &x, |x| weighted_sum(&conv2d(x, &w, stride, pad)?, seed + 2));
+            check_gradient("conv2d weight", &w, |w| weighted_sum(&conv2d(&x, w, stride, pad)?, seed + 3));
+        }
     }
 
     #[test]

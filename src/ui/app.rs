@@ -61,6 +61,8 @@ pub struct StudioApp {
     bg_tx: Sender<Background>,
     bg_rx: Receiver<Background>,
     pub missing_models: Vec<String>,
+    /// No models are set and the built-in shapes world will be used.
+    pub demo_models: bool,
     sent_prompts: Vec<String>,
     sent_targets: Vec<String>,
     /// CPU time of recent UI frames (layout, tessellation, paint submission), milliseconds.
@@ -91,6 +93,7 @@ impl StudioApp {
             bg_tx,
             bg_rx,
             missing_models: Vec::new(),
+            demo_models: false,
             sent_prompts: Vec::new(),
             sent_targets: Vec::new(),
             frame_ms: VecDeque::new(),
@@ -107,6 +110,16 @@ impl StudioApp {
     /// Notes which model files are missing, for the banner.
     pub fn check_models(&mut self) {
         let mut missing = Vec::new();
+        self.demo_models = false;
+        if self.state.settings.vqgan.is_none() && self.state.settings.clip.is_none() {
+            if crate::worker::demo_models_available() {
+                self.demo_models = true;
+            } else {
+                missing.push("the built-in shapes world (models/shapes-world), or a VQGAN and a CLIP".to_owned());
+            }
+            self.missing_models = missing;
+            return;
+        }
         match &self.state.settings.vqgan {
             Some(p) if p.is_file() => {
                 let yaml = self.state.settings.vqgan_config.clone().unwrap_or_else(|| p.with_extension("yaml"));
@@ -511,6 +524,9 @@ impl StudioApp {
     }
 
     fn banners(&mut self, ui: &mut egui::Ui) {
+        if self.demo_models {
+            ui.label(RichText::new(crate::worker::DEMO_NOTICE).small().weak());
+        }
         if !self.missing_models.is_empty() {
             egui::Frame::new().fill(Color32::from_rgb(70, 55, 20)).inner_margin(6.0).show(ui, |ui| {
                 ui.label(RichText::new("Models missing").strong());

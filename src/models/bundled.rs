@@ -1,0 +1,82 @@
+//! The models that come with clipcanvas: the shapes world (see `crate::shapes`), a tiny
+//! CLIP and VQGAN trained by `clipcanvas train-demo` and kept in the repository's
+//! `models/shapes-world/`. They are the default when no models are given.
+
+use std::path::{Path, PathBuf};
+
+/// The folder name of the shapes world inside a models folder.
+pub const SHAPES_WORLD: &str = "shapes-world";
+
+/// What clipcanvas says once when it falls back to the shapes world.
+pub const DEMO_NOTICE: &str = "demo models: shapes world — install real models for art, see README";
+
+/// The shapes world's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapesWorld {
+    /// The CLIP folder (config.json, model.safetensors, tokenizer.json).
+    pub clip: PathBuf,
+    /// The VQGAN weights; its `model.yaml` sits beside them.
+    pub vqgan: PathBuf,
+}
+
+impl ShapesWorld {
+    /// The shapes world inside a models folder, if its files are all there.
+    pub fn in_folder(models: &Path) -> Option<Self> {
+        let root = models.join(SHAPES_WORLD);
+        let world = Self { clip: root.join("clip"), vqgan: root.join("vqgan").join("model.safetensors") };
+        let complete =
+            ["config.json", "model.safetensors", "tokenizer.json"].iter().all(|f| world.clip.join(f).is_file())
+                && world.vqgan.is_file()
+                && world.vqgan.with_extension("yaml").is_file();
+        complete.then_some(world)
+    }
+}
+
+/// The folders searched for bundled models, in order: each entry of
+/// `CLIPCANVAS_MODELS`, `models/` beside the executable (and two levels up, for a
+/// binary under `target/<profile>/`), and the source tree's `models/`.
+pub fn search_folders() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(list) = std::env::var_os("CLIPCANVAS_MODELS") {
+        out.extend(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            out.push(dir.join("models"));
+            if let Some(up) = dir.parent().and_then(Path::parent) {
+                out.push(up.join("models"));
+            }
+        }
+    }
+    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
+    out
+}
+
+/// The first complete shapes world in [`search_folders`].
+pub fn shapes_world() -> Option<ShapesWorld> {
+    search_folders().iter().find_map(|f| ShapesWorld::in_folder(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_incomplete_world_is_not_found() {
+        let dir = std::env::temp_dir().join(format!("clipcanvas-bundled-{}", std::process::id()));
+        let clip = dir.join(SHAPES_WORLD).join("clip");
+        std::fs::create_dir_all(&clip).ok();
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::write(clip.join(f), b"x").ok();
+        }
+        assert_eq!(ShapesWorld::in_folder(&dir), None, "no VQGAN yet");
+        let vq = dir.join(SHAPES_WORLD).join("vqgan");
+        std::fs::create_dir_all(&vq).ok();
+        std::fs::write(vq.join("model.safetensors"), b"x").ok();
+        assert_eq!(ShapesWorld::in_folder(&dir), None, "no YAML yet");
+        std::fs::write(vq.join("model.yaml"), b"x").ok();
+        let found = ShapesWorld::in_folder(&dir);
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(found.map(|w| w.vqgan), Some(vq.join("model.safetensors")));
+    }
+}

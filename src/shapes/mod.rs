@@ -1,0 +1,20 @@
+//! The shapes world: a small world clipcanvas understands without downloads.
+//!
+//! - [`scene`]: procedural scenes (shapes, colours, positions, sizes, counts) and their
+//!   captions;
+//! - [`train`]: `train-demo`, which trains a tiny CLIP and an f8 VQGAN on them with
+//!   candle and writes them in the real file formats;
+//! - [`eval`]: zero-shot accuracy of the CLIP, reconstruction PSNR of the VQGAN;
+//! - [`stats`]: what an image shows, measured from its pixels alone (no CLIP), to check
+//!   that generated images match their prompts.
+//!
+//! The trained files live in the repository's `models/shapes-world/` and are the
+//! default models when none are given.
+
+pub mod error;
+pub mod eval;
+pub mod scene;
+pub mod stats;
+pub mod train;
+
+pub use error::{Result, ShapesError};

@@ -1,0 +1,546 @@
+//! `train-demo`: trains the shapes world's CLIP and VQGAN from scratch with candle, on
+//! scenes drawn by [`super::scene`], and writes them in the real formats (a Hugging
+//! Face CLIP folder; a taming YAML with safetensors weights) so they load through the
+//! same code as downloaded models.
+//!
+//! Training is deterministic for a seed on a given machine: every random choice is
+//! drawn from the seeded host [`Rng`], and candle's CPU kernels are deterministic.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+
+use super::error::{Result, ShapesError};
+use super::scene::{CaptionStyle, Position, Scene, Shape, Size, COLOURS};
+use crate::engine::rng::Rng;
+use crate::models::clip::{Clip, ClipConfig};
+use crate::models::nn::l2_normalize;
+use crate::models::tokenizer::ClipTokenizer;
+use crate::models::vqgan::{nearest_indices, Vqgan, VqganConfig};
+use crate::models::weights::ShapeRecorder;
+
+/// The real CLIP BPE vocabulary, shipped with the binary.
+pub const TOKENIZER_JSON: &[u8] = include_bytes!("../../assets/clip-tokenizer.json");
+
+/// Side of the scenes the VQGAN is trained on and the canvas the demo uses.
+pub const SCENE_SIDE: usize = 128;
+/// The shapes CLIP's input size.
+pub const CLIP_SIDE: usize = 64;
+/// Text context length of the shapes CLIP (captions are short).
+pub const CONTEXT: usize = 24;
+
+/// The shapes CLIP's `config.json` (the Hugging Face layout).
+pub fn clip_config_json() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["CLIPModel"],
+        "model_type": "clip",
+        "projection_dim": 64,
+        "logit_scale_init_value": 2.6592,
+        "text_config": {
+            "model_type": "clip_text_model",
+            "vocab_size": 49408,
+            "hidden_size": 64,
+            "intermediate_size": 256,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "max_position_embeddings": CONTEXT,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5,
+            "bos_token_id": 49406,
+            "eos_token_id": 49407,
+            "pad_token_id": 1
+        },
+        "vision_config": {
+            "model_type": "clip_vision_model",
+            "hidden_size": 96,
+            "intermediate_size": 384,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "image_size": CLIP_SIDE,
+            "patch_size": 8,
+            "num_channels": 3,
+            "hidden_act": "quick_gelu",
+            "layer_norm_eps": 1e-5
+        }
+    })
+}
+
+/// The shapes VQGAN's taming YAML: f8, 512 codes of 16 dimensions.
+pub fn vqgan_yaml() -> String {
+    "# The shapes world's VQGAN, trained by `clipcanvas train-demo`.\n\
+model:\n  target: taming.models.vqgan.VQModel\n  params:\n    embed_dim: 16\n    n_embed: 512\n    ddconfig:\n      \
+double_z: false\n      z_channels: 64\n      resolution: 128\n      in_channels: 3\n      out_ch: 3\n      ch: 32\n      \
+ch_mult:\n      - 1\n      - 1\n      - 2\n      - 2\n      num_res_blocks: 1\n      attn_resolutions: []\n      \
+dropout: 0.0\n"
+        .to_owned()
+}
+
+/// How long to train each model, and with what.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub seed: u64,
+    pub clip_steps: usize,
+    pub clip_batch: usize,
+    pub vqgan_steps: usize,
+    pub vqgan_batch: usize,
+    /// Side of the VQGAN's training crops.
+    pub vqgan_crop: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self { seed: 0, clip_steps: 500, clip_batch: 64, vqgan_steps: 600, vqgan_batch: 4, vqgan_crop: 64 }
+    }
+}
+
+/// Progress of a training run, and its cancellation.
+pub trait TrainObserver {
+    /// A stage ("clip", "vqgan", "evaluate") begins with this many steps.
+    fn stage(&mut self, name: &str, steps: usize);
+    /// One step finished with this loss; `detail` is a short line of extra figures.
+    fn step(&mut self, step: usize, loss: f64, detail: &str);
+    /// Checked between steps: true stops the run without writing anything.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Loss curves of a finished training, for the report.
+#[derive(Debug, Clone, Default)]
+pub struct TrainLog {
+    pub clip_loss: Vec<f64>,
+    pub vqgan_loss: Vec<f64>,
+    pub clip_seconds: f64,
+    pub vqgan_seconds: f64,
+}
+
+enum InitKind {
+    Zeros,
+    Ones,
+    Normal(f64),
+    Const(f64),
+}
+
+/// Builds a `VarMap` holding every tensor the model asks for, initialised by `rule`.
+fn init_vars(
+    build: impl Fn(VarBuilder) -> candle_core::Result<()>,
+    rule: impl Fn(&str, &[usize]) -> InitKind,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<VarMap> {
+    let recorder = ShapeRecorder::default();
+    build(recorder.var_builder(device))?;
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
+        for (name, shape) in recorder.requested() {
+            let n: usize = shape.iter().product();
+            let t = match rule(&name, &shape) {
+                InitKind::Zeros => Tensor::zeros(shape.as_slice(), DType::F32, device)?,
+                InitKind::Ones => Tensor::ones(shape.as_slice(), DType::F32, device)?,
+                InitKind::Const(v) => (Tensor::ones(shape.as_slice(), DType::F32, device)? * v)?,
+                InitKind::Normal(std) => {
+                    let v: Vec<f32> = rng.normals_f32(n).into_iter().map(|x| x * std as f32).collect();
+                    Tensor::from_vec(v, shape.as_slice(), device)?
+                }
+            };
+            data.insert(name, Var::from_tensor(&t)?);
+        }
+    }
+    Ok(varmap)
+}
+
+fn fan_in(shape: &[usize]) -> f64 {
+    shape.iter().skip(1).product::<usize>().max(1) as f64
+}
+
+fn clip_init(name: &str, shape: &[usize], layers: usize) -> InitKind {
+    let is_norm = name.contains("norm") || name.contains("layrnorm");
+    if name == "logit_scale" {
+        InitKind::Const((1.0f64 / 0.07).ln())
+    } else if shape.len() == 1 && name.ends_with(".bias") {
+        InitKind::Zeros
+    } else if is_norm && name.ends_with(".weight") {
+        InitKind::Ones
+    } else if name.ends_with("class_embedding") {
+        InitKind::Normal(1.0 / (shape[0] as f64).sqrt())
+    } else if name.ends_with("position_embedding.weight") {
+        InitKind::Normal(0.01)
+    } else if name.ends_with("token_embedding.weight") {
+        InitKind::Normal(0.02)
+    } else if name.ends_with("out_proj.weight") || name.ends_with("fc2.weight") {
+        InitKind::Normal(1.0 / fan_in(shape).sqrt() / (2.0 * layers as f64).sqrt())
+    } else {
+        InitKind::Normal(1.0 / fan_in(shape).sqrt())
+    }
+}
+
+fn vqgan_init(name: &str, shape: &[usize]) -> InitKind {
+    if shape.len() == 1 && name.ends_with(".bias") {
+        InitKind::Zeros
+    } else if name.contains("norm") && name.ends_with(".weight") {
+        InitKind::Ones
+    } else if name.ends_with("embedding.weight") {
+        InitKind::Normal(0.1)
+    } else if name.ends_with("conv2.weight") || name.ends_with("proj_out.weight") {
+        InitKind::Normal(0.3 / fan_in(shape).sqrt())
+    } else {
+        InitKind::Normal(1.0 / fan_in(shape).sqrt())
+    }
+}
+
+/// Scenes rendered and converted to a `[B, 3, side, side]` tensor in `[0, 1]`, with the
+/// light blur and noise the CLIP sees in decoded images.
+fn scene_batch(scenes: &[Scene], side: usize, rng: &mut Rng, augment: bool, device: &Device) -> Result<Tensor> {
+    let plane = side * side;
+    let mut data = vec![0f32; scenes.len() * 3 * plane];
+    for (i, s) in scenes.iter().enumerate() {
+        let img = s.render(side, rng);
+        let out = &mut data[i * 3 * plane..(i + 1) * 3 * plane];
+        for (p, px) in img.pixels().enumerate() {
+            for c in 0..3 {
+                out[c * plane + p] = f32::from(px.0[c]) / 255.0;
+            }
+        }
+        if augment {
+            if rng.chance(0.3) {
+                box_blur(out, side);
+            }
+            if rng.chance(0.4) {
+                let std = rng.range(0.01, 0.06) as f32;
+                let noise = rng.normals_f32(out.len());
+                for (v, n) in out.iter_mut().zip(noise) {
+                    *v = (*v + n * std).clamp(0.0, 1.0);
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(data, (scenes.len(), 3, side, side), device)?)
+}
+
+fn box_blur(planes: &mut [f32], side: usize) {
+    let plane = side * side;
+    for c in 0..3 {
+        let src: Vec<f32> = planes[c * plane..(c + 1) * plane].to_vec();
+        for y in 0..side {
+            for x in 0..side {
+                let mut sum = 0.0;
+                let mut n = 0.0;
+                for dy in -1i64..=1 {
+                    for dx in -1i64..=1 {
+                        let (yy, xx) = (y as i64 + dy, x as i64 + dx);
+                        if (0..side as i64).contains(&yy) && (0..side as i64).contains(&xx) {
+                            sum += src[yy as usize * side + xx as usize];
+                            n += 1.0;
+                        }
+                    }
+                }
+                planes[c * plane + y * side + x] = sum / n;
+            }
+        }
+    }
+}
+
+/// A scene differing from `s` in one attribute the caption names: the hard negatives.
+fn perturb(s: &Scene, style: &CaptionStyle, which: usize, rng: &mut Rng) -> Scene {
+    let mut t = *s;
+    let other_colour = |rng: &mut Rng, not: [usize; 2]| loop {
+        let c = rng.below(COLOURS.len());
+        if !not.contains(&c) {
+            return c;
+        }
+    };
+    match which {
+        0 => t.colour = other_colour(rng, [s.colour, s.background]),
+        1 => loop {
+            let sh = Shape::ALL[rng.below(Shape::ALL.len())];
+            if sh != s.shape {
+                t.shape = sh;
+                break;
+            }
+        },
+        2 if style.background && (rng.chance(0.5) || !(style.position && s.count == 1)) => {
+            // The colours swapped: which colour is the shape's, which the background's.
+            t.colour = s.background;
+            t.background = s.colour;
+        }
+        2 if style.position && s.count == 1 => loop {
+            let p = Position::ALL[rng.below(Position::ALL.len())];
+            if p != s.position {
+                t.position = p;
+                break;
+            }
+        },
+        _ if style.background => t.background = other_colour(rng, [s.colour, s.background]),
+        _ if style.size => {
+            t.size = if s.size == Size::Big { Size::Small } else { Size::Big };
+        }
+        _ => t.colour = other_colour(rng, [s.colour, s.background]),
+    }
+    t
+}
+
+fn tokenize(tok: &ClipTokenizer, captions: &[String], device: &Device) -> Result<Tensor> {
+    let mut ids = Vec::with_capacity(captions.len() * tok.context_length());
+    for c in captions {
+        ids.extend(tok.encode(c)?.0);
+    }
+    Ok(Tensor::from_vec(ids, (captions.len(), tok.context_length()), device)?)
+}
+
+fn cosine_lr(step: usize, steps: usize, peak: f64, warmup: usize) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let t = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
+    peak * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+}
+
+/// Negatives per image in the contrastive loss, beyond the rest of the batch.
+const HARD_NEGATIVES: usize = 3;
+
+/// Trains the shapes CLIP; returns its weights by name.
+pub fn train_clip(
+    opts: &TrainOptions,
+    tokenizer: &ClipTokenizer,
+    observer: &mut dyn TrainObserver,
+    log: &mut Vec<f64>,
+) -> Result<HashMap<String, Tensor>> {
+    let device = Device::Cpu;
+    let config = ClipConfig::from_json(&clip_config_json().to_string()).map_err(ShapesError::Train)?;
+    let mut rng = Rng::new(opts.seed ^ 0xC11B);
+    let layers = config.vision.num_hidden_layers.max(config.text.num_hidden_layers);
+    let varmap = init_vars(|vb| Clip::new(vb, &config).map(|_| ()), |n, s| clip_init(n, s, layers), &mut rng, &device)?;
+    let clip = Clip::new(VarBuilder::from_varmap(&varmap, DType::F32, &device), &config)?;
+    let mut opt = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW { lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.02 },
+    )?;
+    observer.stage("clip", opts.clip_steps);
+    let b = opts.clip_batch;
+    for step in 0..opts.clip_steps {
+        if observer.cancelled() {
+            return Err(ShapesError::Cancelled);
+        }
+        opt.set_learning_rate(cosine_lr(step, opts.clip_steps, 1e-3, opts.clip_steps / 20 + 1));
+        let scenes: Vec<Scene> = (0..b).map(|_| Scene::random(&mut rng, 0.15)).collect();
+        let styles: Vec<CaptionStyle> = (0..b).map(|_| CaptionStyle::random(&mut rng)).collect();
+        let mut captions: Vec<String> = scenes.iter().zip(&styles).map(|(s, st)| s.caption_styled(st)).collect();
+        for (s, st) in scenes.iter().zip(&styles) {
+            for k in 0..HARD_NEGATIVES {
+                captions.push(perturb(s, st, k, &mut rng).caption_styled(st));
+            }
+        }
+        let images = scene_batch(&scenes, CLIP_SIDE, &mut rng, true, &device)?;
+        let ids = tokenize(tokenizer, &captions, &device)?;
+        let img = l2_normalize(&clip.encode_image(&Clip::normalize(&images)?)?)?;
+        let txt = l2_normalize(&clip.encode_text(&ids)?)?;
+        let scale = varmap_get(&varmap, "logit_scale")?.exp()?.clamp(1.0, 100.0)?;
+        let logits = img.matmul(&txt.t()?)?.broadcast_mul(&scale)?; // [B, B·(1+K)]
+        let targets = Tensor::arange(0u32, b as u32, &device)?;
+        let i2t = candle_nn::loss::cross_entropy(&logits, &targets)?;
+        let t2i = candle_nn::loss::cross_entropy(&logits.narrow(1, 0, b)?.t()?.contiguous()?, &targets)?;
+        let loss = ((i2t + t2i)? * 0.5)?;
+        opt.backward_step(&loss)?;
+        let l = f64::from(loss.to_scalar::<f32>()?);
+        if !l.is_finite() {
+            return Err(ShapesError::Train(format!("CLIP loss became {l} at step {step}")));
+        }
+        log.push(l);
+        let acc = batch_accuracy(&logits, b)?;
+        observer.step(step, l, &format!("batch top-1 {:.0}%", acc * 100.0));
+    }
+    collect(&varmap)
+}
+
+fn varmap_get(varmap: &VarMap, name: &str) -> Result<Tensor> {
+    let data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
+    data.get(name).map(|v| v.as_tensor().clone()).ok_or_else(|| ShapesError::Train(format!("no variable '{name}'")))
+}
+
+fn batch_accuracy(logits: &Tensor, b: usize) -> Result<f64> {
+    let best = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let hits = best.iter().enumerate().filter(|(i, &j)| *i == j as usize).count();
+    Ok(hits as f64 / b as f64)
+}
+
+fn collect(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
+    let data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
+    Ok(data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect())
+}
+
+/// Random crops of rendered scenes, as `[B, 3, crop, crop]` in `[-1, 1]`.
+fn vqgan_batch(b: usize, crop: usize, rng: &mut Rng, device: &Device) -> Result<Tensor> {
+    let scenes: Vec<Scene> = (0..b).map(|_| Scene::random(rng, 0.15)).collect();
+    let full = scene_batch(&scenes, SCENE_SIDE, rng, false, device)?;
+    let mut crops = Vec::with_capacity(b);
+    for i in 0..b {
+        let x = rng.below(SCENE_SIDE - crop + 1);
+        let y = rng.below(SCENE_SIDE - crop + 1);
+        crops.push(full.get(i)?.narrow(1, y, crop)?.narrow(2, x, crop)?);
+    }
+    Ok(((Tensor::stack(&crops, 0)? * 2.0)? - 1.0)?)
+}
+
+/// Trains the shapes VQGAN; returns its weights by name.
+pub fn train_vqgan(
+    opts: &TrainOptions,
+    observer: &mut dyn TrainObserver,
+    log: &mut Vec<f64>,
+) -> Result<HashMap<String, Tensor>> {
+    let device = Device::Cpu;
+    let config = VqganConfig::from_yaml(&vqgan_yaml()).map_err(ShapesError::Train)?;
+    let mut rng = Rng::new(opts.seed ^ 0x76A9);
+    let varmap = init_vars(|vb| Vqgan::new(vb, &config).map(|_| ()), vqgan_init, &mut rng, &device)?;
+    let model = Vqgan::new(VarBuilder::from_varmap(&varmap, DType::F32, &device), &config)?;
+    let codebook_var = {
+        let data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
+        data.get("quantize.embedding.weight")
+            .cloned()
+            .ok_or_else(|| ShapesError::Train("no codebook variable".into()))?
+    };
+    let mut opt =
+        AdamW::new(varmap.all_vars(), ParamsAdamW { lr: 1e-3, beta1: 0.5, beta2: 0.9, eps: 1e-8, weight_decay: 0.0 })?;
+    let n_embed = config.n_embed;
+    let mut usage = vec![0usize; n_embed];
+    let restart_every = 50;
+    let restarts_until = opts.vqgan_steps * 4 / 5;
+    observer.stage("vqgan", opts.vqgan_steps);
+    for step in 0..opts.vqgan_steps {
+        if observer.cancelled() {
+            return Err(ShapesError::Cancelled);
+        }
+        opt.set_learning_rate(cosine_lr(step, opts.vqgan_steps, 1e-3, opts.vqgan_steps / 20 + 1));
+        let x = vqgan_batch(opts.vqgan_batch, opts.vqgan_crop, &mut rng, &device)?;
+        let h = model.encode_prequant(&x)?;
+        let idx = nearest_indices(&h, model.codebook())?;
+        let zq = model.embed_indices(&idx)?;
+        let codebook_loss = (&zq - h.detach())?.sqr()?.mean_all()?;
+        let commit = (zq.detach() - &h)?.sqr()?.mean_all()?;
+        let z = (&h + (&zq - &h)?.detach())?;
+        let xr = model.decode(&z)?;
+        let diff = (&xr - &x)?;
+        let mse = diff.sqr()?.mean_all()?;
+        let l1 = diff.abs()?.mean_all()?;
+        let loss = (((&mse + (l1 * 0.5)?)? + codebook_loss)? + (commit * 0.25)?)?;
+        opt.backward_step(&loss)?;
+        let l = f64::from(loss.to_scalar::<f32>()?);
+        if !l.is_finite() {
+            return Err(ShapesError::Train(format!("VQGAN loss became {l} at step {step}")));
+        }
+        log.push(l);
+        let flat = idx.flatten_all()?.to_vec1::<u32>()?;
+        for &i in &flat {
+            usage[i as usize] += 1;
+        }
+        // Codes nobody used since the last restart start again at encoder outputs.
+        let mut restarted = 0;
+        if (step + 1) % restart_every == 0 && step < restarts_until {
+            let (bsz, c, hh, ww) = h.dims4()?;
+            let vectors = h.detach().permute((0, 2, 3, 1))?.reshape((bsz * hh * ww, c))?.to_vec2::<f32>()?;
+            let mut book = codebook_var.as_tensor().to_vec2::<f32>()?;
+            for (code, used) in usage.iter().enumerate() {
+                if *used == 0 {
+                    let v = &vectors[rng.below(vectors.len())];
+                    book[code] = v.iter().map(|x| x + rng.normal() as f32 * 0.01).collect();
+                    restarted += 1;
+                }
+            }
+            if restarted > 0 {
+                let flat: Vec<f32> = book.into_iter().flatten().collect();
+                codebook_var.set(&Tensor::from_vec(flat, (n_embed, c), &device)?)?;
+            }
+            usage.iter_mut().for_each(|u| *u = 0);
+        }
+        let psnr = -10.0 * (f64::from(mse.to_scalar::<f32>()?) / 4.0).log10();
+        let detail = if restarted > 0 {
+            format!("PSNR {psnr:.1} dB, {restarted} codes restarted")
+        } else {
+            format!("PSNR {psnr:.1} dB")
+        };
+        observer.step(step, l, &detail);
+    }
+    collect(&varmap)
+}
+
+/// Where the two models go inside an output folder.
+pub fn clip_dir(out: &Path) -> PathBuf {
+    out.join("clip")
+}
+
+pub fn vqgan_dir(out: &Path) -> PathBuf {
+    out.join("vqgan")
+}
+
+/// Saves tensors as f16 safetensors (the shipped files stay small), through a
+/// temporary file and a rename.
+fn save_f16(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let mut half = HashMap::new();
+    for (k, v) in tensors {
+        half.insert(k.clone(), v.to_dtype(DType::F16)?);
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(&half, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| ShapesError::io(path, e))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::export::write_atomic(path, |w| std::io::Write::write_all(w, bytes))
+        .map_err(|e| ShapesError::Train(e.to_string()))
+}
+
+/// Trains both models and writes them under `out` (`clip/`, `vqgan/`). Nothing is
+/// written into `out` until both are trained: the files are made in a sibling
+/// temporary folder that replaces `out` at the end.
+pub fn train_demo(opts: &TrainOptions, out: &Path, observer: &mut dyn TrainObserver) -> Result<TrainLog> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| ShapesError::io(parent, e))?;
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "shapes-world".into());
+    let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let result = train_into(opts, &staging, observer);
+    let log = match result {
+        Ok(log) => log,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    if out.exists() {
+        std::fs::rename(out, &old).map_err(|e| ShapesError::io(out, e))?;
+    }
+    if let Err(e) = std::fs::rename(&staging, out) {
+        if old.exists() {
+            let _ = std::fs::rename(&old, out);
+        }
+        return Err(ShapesError::io(out, e));
+    }
+    if old.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(log)
+}
+
+fn train_into(opts: &TrainOptions, dir: &Path, observer: &mut dyn TrainObserver) -> Result<TrainLog> {
+    let (cdir, vdir) = (clip_dir(dir), vqgan_dir(dir));
+    for d in [&cdir, &vdir] {
+        std::fs::create_dir_all(d).map_err(|e| ShapesError::io(d, e))?;
+    }
+    write(&cdir.join("tokenizer.json"), TOKENIZER_JSON)?;
+    let config = serde_json::to_string_pretty(&clip_config_json()).map_err(|e| ShapesError::Train(e.to_string()))?;
+    write(&cdir.join("config.json"), config.as_bytes())?;
+    write(&vdir.join("model.yaml"), vqgan_yaml().as_bytes())?;
+    let tokenizer = ClipTokenizer::from_file(&cdir.join("tokenizer.json"), CONTEXT)?;
+    let mut log = TrainLog::default();
+    let t0 = std::time::Instant::now();
+    let clip = train_clip(opts, &tokenizer, observer, &mut log.clip_loss)?;
+    log.clip_seconds = t0.elapsed().as_secs_f64();
+    save_f16(&clip, &cdir.join("model.safetensors"))?;
+    let t1 = std::time::Instant::now();
+    let vqgan = train_vqgan(opts, observer, &mut log.vqgan_loss)?;
+    log.vqgan_seconds = t1.elapsed().as_secs_f64();
+    save_f16(&vqgan, &vdir.join("model.safetensors"))?;
+    Ok(log)
+}
