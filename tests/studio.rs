@@ -87,7 +87,7 @@ fn start_sends_the_start_command_with_the_prompts() {
     h.run_steps(2);
     let sent = link.sent();
     let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
-    assert_eq!(settings.prompts, vec!["a lighthouse in a storm, oil painting:1".to_owned()]);
+    assert_eq!(settings.prompts, vec!["a big red circle on a blue background:1".to_owned()]);
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn moving_a_weight_slider_during_a_run_sends_the_update() {
         Command::SetPrompts(p) => Some(p),
         _ => None,
     });
-    assert_eq!(update, Some(vec!["a lighthouse in a storm, oil painting:-0.5".to_owned()]));
+    assert_eq!(update, Some(vec!["a big red circle on a blue background:-0.5".to_owned()]));
 }
 
 #[test]

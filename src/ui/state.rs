@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::augment::Augment;
 use crate::engine::prompt::parse_prompt;
 use crate::settings::RunSettings;
 
@@ -58,13 +59,20 @@ pub struct StudioState {
 
 impl Default for StudioState {
     fn default() -> Self {
+        // A fresh studio starts in the built-in shapes world (no model paths), at the
+        // size and settings its models were made for; real models are set in Settings.
         let settings = RunSettings {
-            vqgan: Some(PathBuf::from("models/vqgan_imagenet_f16_16384.ckpt")),
-            clip: Some(PathBuf::from("models/clip-vit-base-patch32")),
+            vqgan: None,
+            clip: None,
+            width: 128,
+            height: 128,
+            cutn: 16,
+            iterations: 150,
+            augments: vec![Augment::Affine, Augment::Noise],
             ..RunSettings::default()
         };
         Self {
-            prompts: vec![PromptRow::new("a lighthouse in a storm, oil painting")],
+            prompts: vec![PromptRow::new("a big red circle on a blue background")],
             story: Vec::new(),
             targets: Vec::new(),
             settings,

@@ -7,8 +7,8 @@ use crate::settings::{OptimizerKind, RunSettings};
 use crate::ui::state::memory_estimate;
 
 /// Named presets: (name, size, cutn, iterations).
-pub const PRESETS: [(&str, usize, usize, usize); 3] =
-    [("Draft", 256, 16, 100), ("Standard", 512, 32, 300), ("Detailed", 512, 64, 500)];
+pub const PRESETS: [(&str, usize, usize, usize); 4] =
+    [("Shapes world", 128, 16, 150), ("Draft", 256, 16, 100), ("Standard", 512, 32, 300), ("Detailed", 512, 64, 500)];
 
 /// Shows the settings; returns true if the learning rate changed (it steers a live run).
 pub fn show(ui: &mut egui::Ui, s: &mut RunSettings) -> bool {
