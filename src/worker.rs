@@ -133,6 +133,14 @@ pub enum RunState {
 pub struct FrameEvent {
     pub iteration: usize,
     pub frame: Frame,
+    /// When the worker handed the frame over: the start of its way to the screen.
+    pub published: Instant,
+}
+
+impl FrameEvent {
+    pub fn new(iteration: usize, frame: Frame) -> Self {
+        Self { iteration, frame, published: Instant::now() }
+    }
 }
 
 /// What the worker reports.
@@ -686,7 +694,7 @@ impl Engine {
         let frame = session.render_rgb().map(|rgb| Frame::from_rgb(&rgb));
         match frame {
             Ok(frame) => {
-                self.out.frame(FrameEvent { iteration: now, frame });
+                self.out.frame(FrameEvent::new(now, frame));
                 self.last_frame = Some(now);
             }
             Err(e) => self.error(e),
@@ -743,7 +751,7 @@ impl Engine {
                     self.keep_latent(it, latent);
                 }
                 if let Some(frame) = frame {
-                    self.out.frame(FrameEvent { iteration: it, frame });
+                    self.out.frame(FrameEvent::new(it, frame));
                     self.last_frame = Some(it);
                 }
                 self.step_times.push_back(started.elapsed().as_secs_f64());
@@ -781,7 +789,7 @@ impl Engine {
         match result {
             Ok((frame, latent)) => {
                 self.keep_latent(it, latent);
-                self.out.frame(FrameEvent { iteration: it, frame });
+                self.out.frame(FrameEvent::new(it, frame));
                 self.last_frame = Some(it);
             }
             Err(e) => self.error(e),

@@ -76,7 +76,7 @@ fn harness(link: &FakeLink) -> Harness<'static, StudioApp> {
 
 fn frame(iteration: usize, w: u32, h: u32) -> Arc<FrameEvent> {
     let rgba = (0..w * h).flat_map(|i| [(i % 251) as u8, 100, 200, 255]).collect();
-    Arc::new(FrameEvent { iteration, frame: Frame { width: w, height: h, rgba } })
+    Arc::new(FrameEvent::new(iteration, Frame { width: w, height: h, rgba }))
 }
 
 #[test]

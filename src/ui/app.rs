@@ -67,6 +67,11 @@ pub struct StudioApp {
     sent_targets: Vec<String>,
     /// CPU time of recent UI frames (layout, tessellation, paint submission), milliseconds.
     pub frame_ms: VecDeque<f64>,
+    /// Wall time between UI frames while frames stream in, in milliseconds.
+    frame_interval_ms: VecDeque<f64>,
+    last_logic: Option<Instant>,
+    /// `CLIPCANVAS_UI_STATS`: a file the UI timing figures are written to every 5 s.
+    stats_file: Option<(std::path::PathBuf, Instant)>,
     show_log: bool,
     /// Where the target-image panel was drawn: files dropped there become targets.
     pub target_rect: Option<egui::Rect>,
@@ -97,6 +102,9 @@ impl StudioApp {
             sent_prompts: Vec::new(),
             sent_targets: Vec::new(),
             frame_ms: VecDeque::new(),
+            frame_interval_ms: VecDeque::new(),
+            last_logic: None,
+            stats_file: std::env::var_os("CLIPCANVAS_UI_STATS").map(|p| (p.into(), Instant::now())),
             show_log: false,
             target_rect: None,
         };
@@ -556,6 +564,40 @@ impl StudioApp {
         }
     }
 
+    /// Writes the timing figures to the `CLIPCANVAS_UI_STATS` file (the measurement
+    /// behind README's frame-time figures). Failing to write is not worth a banner.
+    fn write_stats(&mut self) {
+        let Some((path, last)) = &mut self.stats_file else { return };
+        if last.elapsed().as_secs_f64() < 5.0 {
+            return;
+        }
+        *last = Instant::now();
+        let uploads: VecDeque<f64> = self.canvas.upload_latencies_ms().into();
+        let q = |v: &VecDeque<f64>, p: f64| percentile(v, p).unwrap_or(f64::NAN);
+        let size = self.canvas.frame().map(|f| (f.frame.width, f.frame.height));
+        let text = format!(
+            "{{\"ui_cpu_ms\": {{\"n\": {}, \"p50\": {:.2}, \"p95\": {:.2}, \"max\": {:.2}}}, \
+             \"ui_interval_ms\": {{\"n\": {}, \"p50\": {:.2}, \"p95\": {:.2}, \"max\": {:.2}}}, \
+             \"upload_latency_ms\": {{\"n\": {}, \"p50\": {:.2}, \"p95\": {:.2}, \"max\": {:.2}}}, \
+             \"frames_shown\": {}, \"frame_size\": {:?}}}\n",
+            self.frame_ms.len(),
+            q(&self.frame_ms, 0.5),
+            q(&self.frame_ms, 0.95),
+            q(&self.frame_ms, 1.0),
+            self.frame_interval_ms.len(),
+            q(&self.frame_interval_ms, 0.5),
+            q(&self.frame_interval_ms, 0.95),
+            q(&self.frame_interval_ms, 1.0),
+            uploads.len(),
+            q(&uploads, 0.5),
+            q(&uploads, 0.95),
+            q(&uploads, 1.0),
+            self.canvas.version(),
+            size.map(|(w, h)| [w, h]),
+        );
+        let _ = std::fs::write(path, text);
+    }
+
     fn record_frame_time(&mut self, ms: f64) {
         self.frame_ms.push_back(ms);
         while self.frame_ms.len() > 600 {
@@ -583,6 +625,14 @@ impl eframe::App for StudioApp {
         if let Some(cpu) = frame.info().cpu_usage {
             self.record_frame_time(f64::from(cpu) * 1000.0);
         }
+        let now = Instant::now();
+        if let Some(prev) = self.last_logic.replace(now) {
+            self.frame_interval_ms.push_back(now.duration_since(prev).as_secs_f64() * 1000.0);
+            while self.frame_interval_ms.len() > 600 {
+                self.frame_interval_ms.pop_front();
+            }
+        }
+        self.write_stats();
         let started = Instant::now();
         while started.elapsed() < EVENT_BUDGET {
             let Some(event) = self.link.try_event() else { break };

@@ -82,7 +82,7 @@ impl Canvas {
     pub fn set_frame(&mut self, frame: Arc<FrameEvent>) {
         self.version += 1;
         if let Ok(mut t) = self.times.lock() {
-            t.arrived = Some((self.version, Instant::now()));
+            t.arrived = Some((self.version, frame.published));
         }
         self.frame = Some(frame);
     }
