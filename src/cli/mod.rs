@@ -3,6 +3,7 @@
 //! once.
 
 pub mod generate;
+pub mod models;
 pub mod score;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ pub enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Print the CLIP cosine similarity of an image with each prompt, one per line.
     Score(score::ScoreArgs),
+    /// List, download and verify the pretrained models.
+    Models(models::ModelsArgs),
 }
 
 /// How a failed command should exit: 2 for bad input, 1 for failures at run time.
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Score(args)) => score::run(&args),
+        Some(Command::Models(args)) => models::run(&args),
         None => {
             let settings = match &cli.settings {
                 Some(path) => Some(generate::read_settings_file(path)?),

@@ -95,16 +95,21 @@ impl ModelEntry {
         self.files.iter().find(|f| f.name == name)
     }
 
-    /// The total size for display: (bytes, exact?) if every file has a size.
+    /// The total size for display: (bytes, exact?) from the files whose size is known,
+    /// exact only if every file's is; `None` if no file's size is known.
     pub fn display_size(&self) -> Option<(u64, bool)> {
-        let mut total = 0u64;
+        let mut total = None::<u64>;
         let mut exact = true;
         for f in &self.files {
-            let (s, e) = f.display_size()?;
-            total = total.saturating_add(s);
-            exact &= e;
+            match f.display_size() {
+                Some((s, e)) => {
+                    total = Some(total.unwrap_or(0).saturating_add(s));
+                    exact &= e;
+                }
+                None => exact = false,
+            }
         }
-        Some((total, exact))
+        total.map(|t| (t, exact))
     }
 }
 
@@ -332,6 +337,8 @@ urls = ["http://127.0.0.1/b"]
         assert_eq!(m.kind, ModelKind::Vqgan);
         assert_eq!(m.checkpoint_file().map(|f| f.size), Some(Some(10)));
         assert_eq!(m.config_file().map(|f| f.urls.clone()), Some(vec!["http://127.0.0.1/a".to_owned()]));
+        // The YAML's size is unknown: the total is a lower bound, not exact.
+        assert_eq!(m.display_size(), Some((10, false)));
     }
 
     #[test]

@@ -143,10 +143,26 @@ impl Downloader {
             return Err(ManagerError::Bundled { name: entry.name.clone() });
         }
         let dir = root.join(entry.rel_dir());
+        let fresh = !dir.exists();
         std::fs::create_dir_all(&dir).map_err(|e| ManagerError::io(&dir, e))?;
+        let result = self.install_files(entry, &dir, observer, cancel);
+        if result.is_err() && fresh {
+            // Leave no empty folder behind (a folder with files in it is kept).
+            let _ = std::fs::remove_dir(&dir);
+        }
+        result.map(|()| dir)
+    }
+
+    fn install_files(
+        &self,
+        entry: &ModelEntry,
+        dir: &Path,
+        observer: &mut dyn DownloadObserver,
+        cancel: &AtomicBool,
+    ) -> Result<(), ManagerError> {
         for (index, file) in entry.files.iter().enumerate() {
             let target = dir.join(&file.name);
-            if let Some(size) = already_present(&target, file, &dir) {
+            if let Some(size) = already_present(&target, file, dir) {
                 observer.note(&format!("{}/{} is already present ({})", entry.name, file.name, store::human_bytes(size)));
                 continue;
             }
@@ -166,9 +182,9 @@ impl Downloader {
                 last: None,
                 samples: VecDeque::new(),
             };
-            self.install_file(entry, file, &dir, &mut ctx, cancel)?;
+            self.install_file(entry, file, dir, &mut ctx, cancel)?;
         }
-        Ok(dir)
+        Ok(())
     }
 
     fn install_file(

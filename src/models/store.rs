@@ -317,13 +317,14 @@ impl Store {
         Err(ManagerError::NoInstallFolder { reasons: reasons.join("; ") })
     }
 
-    /// The folder a model would be installed in, for messages; no I/O beyond probing.
+    /// The folder a model would be installed in by default, for messages: under the first
+    /// root downloads may go to. No I/O (the root may not exist yet).
     pub fn install_dir_hint(&self, entry: &ModelEntry) -> PathBuf {
         let root = self
-            .install_root()
-            .ok()
-            .or_else(|| self.roots.iter().find(|r| r.kind.installable()).map(|r| r.path.clone()))
-            .unwrap_or_else(|| PathBuf::from("models"));
+            .roots
+            .iter()
+            .find(|r| r.kind.installable())
+            .map_or_else(|| PathBuf::from("models"), |r| r.path.clone());
         root.join(entry.rel_dir())
     }
 
