@@ -12,6 +12,7 @@ use egui::{Color32, Key, KeyboardShortcut, Modifiers, RichText};
 use super::canvas::Canvas;
 use super::link::EngineLink;
 use super::panels::images::{self, ImageAction};
+use super::panels::models::{ModelsAction, ModelsWindow};
 use super::panels::timeline::{self, KeptFrame, TimelineAction};
 use super::panels::{prompts, settings};
 use super::state::StudioState;
@@ -68,6 +69,8 @@ pub struct StudioApp {
     show_log: bool,
     /// Where the target-image panel was drawn: files dropped there become targets.
     pub target_rect: Option<egui::Rect>,
+    /// The model-manager window.
+    pub models_window: ModelsWindow,
 }
 
 impl StudioApp {
@@ -96,6 +99,7 @@ impl StudioApp {
             frame_ms: VecDeque::new(),
             show_log: false,
             target_rect: None,
+            models_window: ModelsWindow::default(),
         };
         app.check_models();
         if let Some(path) = app.state.settings.init_image.clone() {
@@ -466,6 +470,9 @@ impl StudioApp {
                 self.selected = None;
             }
             ui.separator();
+            if ui.button("Models...").on_hover_text("Find, download and check the models").clicked() {
+                self.models_window.open(ui.ctx());
+            }
             ui.menu_button("Export", |ui| {
                 if ui.button("Current image (PNG)...").clicked() {
                     self.export_image();
@@ -517,10 +524,15 @@ impl StudioApp {
                 for m in &self.missing_models {
                     ui.label(format!("- {m}"));
                 }
-                ui.label("Download them (README > \"The real models\") into models/, or set their paths in Settings.");
-                if ui.small_button("Check again").clicked() {
-                    self.check_models();
-                }
+                ui.label("Download them with the model manager, or set their paths in Settings.");
+                ui.horizontal(|ui| {
+                    if ui.small_button("Open model manager").clicked() {
+                        self.models_window.open(ui.ctx());
+                    }
+                    if ui.small_button("Check again").clicked() {
+                        self.check_models();
+                    }
+                });
             });
         }
         let mut close = false;
@@ -537,6 +549,28 @@ impl StudioApp {
         }
         if close {
             self.banner = None;
+        }
+    }
+
+    fn handle_models_actions(&mut self, actions: Vec<ModelsAction>) {
+        for action in actions {
+            match action {
+                ModelsAction::Use { name, paths } => {
+                    match paths {
+                        crate::manager::ModelPaths::Clip(dir) => self.state.settings.clip = Some(dir),
+                        crate::manager::ModelPaths::Vqgan { config, checkpoint } => {
+                            self.state.settings.vqgan = Some(checkpoint);
+                            self.state.settings.vqgan_config = Some(config);
+                        }
+                    }
+                    self.check_models();
+                    self.say(format!("the next run uses {name}"), false);
+                }
+                ModelsAction::Installed(name) => {
+                    self.check_models();
+                    self.push_log(format!("model {name} installed"));
+                }
+            }
         }
     }
 
@@ -597,6 +631,8 @@ impl eframe::App for StudioApp {
                 self.accept_dropped(&path);
             }
         }
+        let model_actions = self.models_window.logic();
+        self.handle_models_actions(model_actions);
         self.shortcuts(ctx);
         if self.running() {
             ctx.request_repaint_after(Duration::from_millis(250));
@@ -681,6 +717,8 @@ impl eframe::App for StudioApp {
             self.canvas.ui(ui);
         });
         self.handle_image_actions(image_actions);
+        let model_actions = self.models_window.show(ui.ctx());
+        self.handle_models_actions(model_actions);
         if prompts_changed {
             self.steer();
         }
