@@ -15,8 +15,8 @@ use crossbeam_channel::{Receiver, Sender};
 pub use crate::models::catalog::ModelKind;
 pub use crate::models::download::{human_duration, Progress};
 use crate::models::download::{DownloadObserver, DownloadOptions, Downloader};
-pub use crate::models::store::ModelStatus;
 pub use crate::models::store::human_bytes;
+pub use crate::models::store::ModelStatus;
 use crate::models::store::{self, Store};
 use crate::models::ManagerError;
 
@@ -234,9 +234,11 @@ impl ModelManager {
         let entry = self.shared.store.catalog().find(name)?;
         match entry.kind {
             ModelKind::Clip => self.shared.store.resolve_clip(name).map(ModelPaths::Clip),
-            ModelKind::Vqgan => {
-                self.shared.store.resolve_vqgan(name).map(|(config, checkpoint)| ModelPaths::Vqgan { config, checkpoint })
-            }
+            ModelKind::Vqgan => self
+                .shared
+                .store
+                .resolve_vqgan(name)
+                .map(|(config, checkpoint)| ModelPaths::Vqgan { config, checkpoint }),
         }
     }
 }

@@ -122,7 +122,11 @@ fn a_download_reports_progress_then_finishes_and_the_statuses_follow() {
 fn cancel_is_reported_and_leaves_no_partial_file() {
     let s = setup();
     s.server.route("/slow/model.yaml", b"model: {}\n".to_vec(), Mode::Serve);
-    s.server.route("/slow/last.ckpt", bytes(3_000_000, 2), Mode::Slow { chunk: 4_000, delay: Duration::from_millis(20) });
+    s.server.route(
+        "/slow/last.ckpt",
+        bytes(3_000_000, 2),
+        Mode::Slow { chunk: 4_000, delay: Duration::from_millis(20) },
+    );
     assert!(s.manager.download("slow"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !s.manager.progress().is_some_and(|p| p.file == "last.ckpt" && p.done > 0) {

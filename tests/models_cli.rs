@@ -78,7 +78,10 @@ fn fails(out: &Output, code: i32, needle: &str) -> String {
 
 /// The `models list` line of one model.
 fn line_of(list: &str, name: &str) -> String {
-    list.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{name} in {list}")).to_owned()
+    list.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("{name} in {list}"))
+        .to_owned()
 }
 
 /// A mirror serving the tiny VQGAN fixture as `vqgan-sflckr` and the tiny CLIP fixture as
@@ -98,7 +101,8 @@ fn download_then_list_and_verify_find_installed_corrupt_and_truncated_files() {
     let env = Env::new();
     let server = mirror();
     let dest = env.tmp.path().join("dest");
-    let out = env.run(&["models", "download", "vqgan-sflckr", "--mirror", &server.base(), "--dir", &dest.to_string_lossy()]);
+    let out =
+        env.run(&["models", "download", "vqgan-sflckr", "--mirror", &server.base(), "--dir", &dest.to_string_lossy()]);
     let stdout = ok(&out);
     let dir = dest.join("vqgan-sflckr");
     assert!(stdout.contains(&format!("installed vqgan-sflckr in {}", dir.display())), "{stdout}");
@@ -217,7 +221,10 @@ fn ctrl_c_cancels_a_download_and_leaves_no_partial_file() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let code = child.wait().expect("wait").code();
     assert_eq!(code, Some(130), "{rest:?}");
-    assert!(rest.iter().any(|l| l.contains("download of vqgan-faceshq cancelled; no partial file left behind")), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("download of vqgan-faceshq cancelled; no partial file left behind")),
+        "{rest:?}"
+    );
     assert!(!part.exists(), "no partial file");
     assert!(!dest.join("vqgan-faceshq/last.ckpt").exists());
 }

@@ -108,7 +108,12 @@ impl Setup {
         self.root.path().join("test-vqgan")
     }
 
-    fn install(&self, cat: &Catalog, opts: DownloadOptions, seen: &mut Seen) -> Result<std::path::PathBuf, ManagerError> {
+    fn install(
+        &self,
+        cat: &Catalog,
+        opts: DownloadOptions,
+        seen: &mut Seen,
+    ) -> Result<std::path::PathBuf, ManagerError> {
         let entry = cat.find("test-vqgan").expect("entry");
         Downloader::new(opts).install(entry, self.root.path(), seen, &AtomicBool::new(false))
     }
@@ -147,7 +152,10 @@ fn a_full_download_installs_the_exact_bytes_and_records_them() {
     assert_eq!(record.files["last.ckpt"].size, WEIGHTS_LEN as u64);
     assert_eq!(record.files["model.yaml"].url, s.server.url("/model.yaml"));
     let last = seen.for_file("last.ckpt").last().cloned().expect("progress");
-    assert_eq!((last.done, last.total, last.file_index, last.file_count), (WEIGHTS_LEN as u64, Some(WEIGHTS_LEN as u64), 1, 2));
+    assert_eq!(
+        (last.done, last.total, last.file_index, last.file_count),
+        (WEIGHTS_LEN as u64, Some(WEIGHTS_LEN as u64), 1, 2)
+    );
 
     // The store now sees it installed and resolves the name to the files.
     let store = Store::new(cat, vec![Root { path: s.root.path().to_path_buf(), kind: RootKind::Explicit }]);
@@ -170,7 +178,11 @@ fn a_dropped_connection_is_resumed_with_a_range_request() {
     assert_eq!(read(&dir.join("last.ckpt")), s.weights, "resumed bytes join up exactly");
     let ranges: Vec<Option<String>> = s.server.requests_for("/last.ckpt").into_iter().map(|r| r.range).collect();
     assert_eq!(ranges, vec![None, Some("bytes=100000-".to_owned())]);
-    assert!(seen.notes().iter().any(|n| n.contains("100000 of 300000") && n.contains("resuming")), "{:?}", seen.notes());
+    assert!(
+        seen.notes().iter().any(|n| n.contains("100000 of 300000") && n.contains("resuming")),
+        "{:?}",
+        seen.notes()
+    );
     assert!(!dir.join("last.ckpt.part").exists());
     // Progress carried on from the resumed offset, never back to zero.
     let done: Vec<u64> = seen.for_file("last.ckpt").iter().map(|p| p.done).collect();
@@ -294,7 +306,8 @@ fn a_slow_server_still_reports_progress_with_rate_and_eta() {
     s.server.route("/last.ckpt", data.clone(), Mode::Slow { chunk: 8_000, delay: Duration::from_millis(40) });
     let cat = catalog(&s.yaml_urls(), &[s.server.url("/last.ckpt")], &checked(&data));
     // Reads time out after 2 s of silence; the server is slow (40 ms per chunk), not dead.
-    let opts = DownloadOptions { read_timeout: Duration::from_secs(2), progress_every: Duration::from_millis(50), ..fast() };
+    let opts =
+        DownloadOptions { read_timeout: Duration::from_secs(2), progress_every: Duration::from_millis(50), ..fast() };
     let mut seen = Seen::default();
     let started = Instant::now();
     s.install(&cat, opts, &mut seen).unwrap_or_else(|e| panic!("{e}"));

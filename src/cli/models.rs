@@ -137,7 +137,9 @@ fn list(args: &ListArgs) -> Result<(), CliError> {
                 (format!("missing {}", files.join(", ")), String::new())
             }
             ModelStatus::Missing { .. } => ("missing".to_owned(), String::new()),
-            ModelStatus::Corrupt { dir, file, reason } => (format!("corrupt: {file} {reason}"), dir.display().to_string()),
+            ModelStatus::Corrupt { dir, file, reason } => {
+                (format!("corrupt: {file} {reason}"), dir.display().to_string())
+            }
         };
         rows.push([entry.name.clone(), entry.kind.to_string(), size_text(entry), state, location]);
     }

@@ -235,9 +235,7 @@ impl ModelEntry {
 }
 
 fn is_model_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !s.starts_with('-')
 }
 
 /// A file or folder name that stays inside its folder on every platform.
@@ -359,7 +357,10 @@ urls = ["http://127.0.0.1/b"]
             (ONE.replace("name = \"last.ckpt\"", "name = \"../last.ckpt\""), "plain name"),
             (ONE.replace("urls = [\"http://127.0.0.1/b\"]", "urls = []"), "has no download URL"),
             (ONE.replace("http://127.0.0.1/b", "ftp://x/b"), "must start with http"),
-            (ONE.replace("0000000000000000000000000000000000000000000000000000000000000000", "abc"), "64 lowercase hex"),
+            (
+                ONE.replace("0000000000000000000000000000000000000000000000000000000000000000", "abc"),
+                "64 lowercase hex",
+            ),
             (format!("{ONE}{ONE}"), "listed twice"),
             (ONE.replace("name = \"m\"", "name = \"M m\""), "lowercase letters"),
             (ONE.replace("name = \"model.yaml\"", "name = \"notes.txt\""), "needs a .yaml"),

@@ -163,7 +163,12 @@ impl Downloader {
         for (index, file) in entry.files.iter().enumerate() {
             let target = dir.join(&file.name);
             if let Some(size) = already_present(&target, file, dir) {
-                observer.note(&format!("{}/{} is already present ({})", entry.name, file.name, store::human_bytes(size)));
+                observer.note(&format!(
+                    "{}/{} is already present ({})",
+                    entry.name,
+                    file.name,
+                    store::human_bytes(size)
+                ));
                 continue;
             }
             let mut ctx = Ctx {
@@ -197,8 +202,10 @@ impl Downloader {
     ) -> Result<(), ManagerError> {
         let target = dir.join(&file.name);
         let part = dir.join(format!("{}.part", file.name));
-        let urls: Vec<String> =
-            store::mirror_url(self.opts.mirror.as_deref(), entry, file).into_iter().chain(file.urls.iter().cloned()).collect();
+        let urls: Vec<String> = store::mirror_url(self.opts.mirror.as_deref(), entry, file)
+            .into_iter()
+            .chain(file.urls.iter().cloned())
+            .collect();
         let mut attempts = Vec::new();
         // Which address the bytes in the part came from; a part left by an earlier run is
         // taken to be from the first, where every run starts.
@@ -392,8 +399,7 @@ fn complete(
     hashed: &mut u64,
 ) -> Result<(String, u64), Fetch> {
     if *hashed != size {
-        (*hasher, *hashed) =
-            hash_prefix(part, size).map_err(|e| Fetch::Failed(format!("{}: {e}", part.display())))?;
+        (*hasher, *hashed) = hash_prefix(part, size).map_err(|e| Fetch::Failed(format!("{}: {e}", part.display())))?;
     }
     let sha256 = hex(&hasher.clone().finalize());
     if let Some(problem) = file.size.and_then(|want| store::size_problem(size, want)) {
@@ -527,7 +533,8 @@ impl Ctx<'_> {
         self.progress.done = done;
         let now = Instant::now();
         self.samples.push_back((now, done));
-        while self.samples.len() > 2 && self.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > Self::WINDOW) {
+        while self.samples.len() > 2 && self.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > Self::WINDOW)
+        {
             self.samples.pop_front();
         }
         self.report(false);

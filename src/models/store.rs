@@ -199,12 +199,19 @@ enum DirState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckOutcome {
     /// Size and sha256 match what the catalog or the download record expect.
-    Ok { sha256: String, against: &'static str },
+    Ok {
+        sha256: String,
+        against: &'static str,
+    },
     /// Present, but there is no sha256 to compare with (the catalog has none and the file
     /// was not downloaded by clipcanvas); its sha256 is shown for checking by hand.
-    Unchecked { sha256: String },
+    Unchecked {
+        sha256: String,
+    },
     Missing,
-    Corrupt { reason: String },
+    Corrupt {
+        reason: String,
+    },
 }
 
 /// The check of one file.
@@ -330,10 +337,9 @@ impl Store {
 
     fn not_installed(&self, entry: &ModelEntry) -> ManagerError {
         let (reason, help) = match self.status(entry) {
-            ModelStatus::Corrupt { dir, file, reason } => (
-                format!("damaged: {} ({reason})", dir.join(&file).display()),
-                manual_help(entry, &dir, None),
-            ),
+            ModelStatus::Corrupt { dir, file, reason } => {
+                (format!("damaged: {} ({reason})", dir.join(&file).display()), manual_help(entry, &dir, None))
+            }
             _ if entry.bundled => (
                 "not installed (it is bundled with the source; see README)".to_owned(),
                 manual_help(entry, Path::new(""), None),
@@ -349,7 +355,11 @@ impl Store {
     fn installed(&self, name: &str, kind: ModelKind) -> Result<(&ModelEntry, PathBuf), ManagerError> {
         let entry = self.catalog.find(name)?;
         if entry.kind != kind {
-            return Err(ManagerError::WrongKind { name: name.to_owned(), expected: kind.name(), found: entry.kind.name() });
+            return Err(ManagerError::WrongKind {
+                name: name.to_owned(),
+                expected: kind.name(),
+                found: entry.kind.name(),
+            });
         }
         match self.status(entry) {
             ModelStatus::Installed { dir } => Ok((entry, dir)),
@@ -422,9 +432,9 @@ fn check_file(path: &Path, want: &Expected, on_file: &mut dyn FnMut(&Path)) -> C
     };
     match &want.sha256 {
         Some(h) if *h == found => CheckOutcome::Ok { sha256: found, against: want.source },
-        Some(h) => CheckOutcome::Corrupt {
-            reason: format!("sha256 mismatch: {found}, expected {h} ({})", want.source),
-        },
+        Some(h) => {
+            CheckOutcome::Corrupt { reason: format!("sha256 mismatch: {found}, expected {h} ({})", want.source) }
+        }
         None => CheckOutcome::Unchecked { sha256: found },
     }
 }
@@ -462,7 +472,9 @@ pub fn manual_help(entry: &ModelEntry, folder: &Path, mirror: Option<&str>) -> S
 
 /// The URL of a file on a private mirror: `<base>/<model name>/<file name>`.
 pub fn mirror_url(base: Option<&str>, entry: &ModelEntry, file: &CatalogFile) -> Option<String> {
-    base.map(str::trim).filter(|b| !b.is_empty()).map(|b| format!("{}/{}/{}", b.trim_end_matches('/'), entry.name, file.name))
+    base.map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(|b| format!("{}/{}/{}", b.trim_end_matches('/'), entry.name, file.name))
 }
 
 /// Creates `dir` if needed and checks a file can be created in it.

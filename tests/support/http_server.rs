@@ -179,7 +179,10 @@ fn handle(
             }
             let part = &body[start..];
             let (status, extra) = if range.is_some() {
-                ("206 Partial Content", vec![("Content-Range", format!("bytes {start}-{}/{}", body.len() - 1, body.len()))])
+                (
+                    "206 Partial Content",
+                    vec![("Content-Range", format!("bytes {start}-{}/{}", body.len() - 1, body.len()))],
+                )
             } else {
                 ("200 OK", vec![])
             };
