@@ -143,8 +143,8 @@ impl Record {
     pub fn add(dir: &Path, file: &str, entry: RecordedFile) -> Result<(), ManagerError> {
         let mut record = Self::read(dir);
         record.files.insert(file.to_owned(), entry);
-        let json = serde_json::to_string_pretty(&record).unwrap_or_default();
         let path = dir.join(RECORD_FILE);
+        let json = serde_json::to_string_pretty(&record).map_err(|e| ManagerError::io(&path, e.into()))?;
         crate::export::write_atomic(&path, |w| std::io::Write::write_all(w, json.as_bytes()))?;
         Ok(())
     }

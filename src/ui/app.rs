@@ -17,6 +17,7 @@ use super::panels::timeline::{self, KeptFrame, TimelineAction};
 use super::panels::{prompts, settings};
 use super::state::StudioState;
 use crate::engine::observer::{Frame, StepStats};
+use crate::manager::ModelPaths;
 use crate::settings::RunSettings;
 use crate::worker::{Command, Event, FrameEvent, RunState};
 
@@ -556,22 +557,45 @@ impl StudioApp {
         for action in actions {
             match action {
                 ModelsAction::Use { name, paths } => {
-                    match paths {
-                        crate::manager::ModelPaths::Clip(dir) => self.state.settings.clip = Some(dir),
-                        crate::manager::ModelPaths::Vqgan { config, checkpoint } => {
-                            self.state.settings.vqgan = Some(checkpoint);
-                            self.state.settings.vqgan_config = Some(config);
-                        }
-                    }
-                    self.check_models();
+                    self.use_model(paths);
                     self.say(format!("the next run uses {name}"), false);
                 }
-                ModelsAction::Installed(name) => {
-                    self.check_models();
+                ModelsAction::Installed { name, paths } => {
                     self.push_log(format!("model {name} installed"));
+                    // Where the settings point at a model that is not there, use this one.
+                    let settings = &self.state.settings;
+                    let wanted = match &paths {
+                        Some(ModelPaths::Clip(_)) => {
+                            !settings.clip.as_ref().is_some_and(|c| c.join("config.json").is_file())
+                        }
+                        Some(ModelPaths::Vqgan { .. }) => !settings.vqgan.as_ref().is_some_and(|v| v.is_file()),
+                        None => false,
+                    };
+                    match paths {
+                        Some(paths) if wanted => {
+                            self.use_model(paths);
+                            self.say(format!("{name} installed; the next run uses it"), false);
+                        }
+                        _ => {
+                            self.check_models();
+                            self.say(format!("{name} installed"), false);
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Points the run's settings at an installed model.
+    fn use_model(&mut self, paths: ModelPaths) {
+        match paths {
+            ModelPaths::Clip(dir) => self.state.settings.clip = Some(dir),
+            ModelPaths::Vqgan { config, checkpoint } => {
+                self.state.settings.vqgan = Some(checkpoint);
+                self.state.settings.vqgan_config = Some(config);
+            }
+        }
+        self.check_models();
     }
 
     fn record_frame_time(&mut self, ms: f64) {

@@ -22,8 +22,9 @@ const EVENT_BUDGET: Duration = Duration::from_millis(4);
 pub enum ModelsAction {
     /// Point the run's settings at this installed model.
     Use { name: String, paths: ModelPaths },
-    /// A model finished installing (the app re-checks its missing-models banner).
-    Installed(String),
+    /// A model finished installing; the app re-checks its missing-models banner and uses
+    /// the model where the settings point at a missing one.
+    Installed { name: String, paths: Option<ModelPaths> },
 }
 
 /// The window's state.
@@ -49,16 +50,20 @@ impl ModelsWindow {
             None => {
                 let ctx = ctx.clone();
                 match ModelManager::spawn_default(Arc::new(move || ctx.request_repaint())) {
-                    Ok(m) => {
-                        self.rows = m.rows();
-                        self.roots = m.roots();
-                        self.manager = Some(m);
-                        self.start_error = None;
-                    }
+                    Ok(m) => self.attach(m),
                     Err(e) => self.start_error = Some(e),
                 }
             }
         }
+    }
+
+    /// Uses this manager instead of starting the default one (tests give one on their own
+    /// catalog and folders).
+    pub fn attach(&mut self, manager: ModelManager) {
+        self.rows = manager.rows();
+        self.roots = manager.roots();
+        self.manager = Some(manager);
+        self.start_error = None;
     }
 
     /// The listed models (tests read it).
@@ -81,7 +86,8 @@ impl ModelsWindow {
                 ManagerEvent::Finished { model, dir } => {
                     self.messages.insert(model.clone(), (format!("installed in {}", dir.display()), false));
                     self.help.remove(&model);
-                    actions.push(ModelsAction::Installed(model));
+                    let paths = manager.paths(&model).ok();
+                    actions.push(ModelsAction::Installed { name: model, paths });
                 }
                 ManagerEvent::Failed { model, message, help } => {
                     if let Some(h) = help {
