@@ -217,7 +217,9 @@ impl DownloadObserver for CliProgress {
             let label = format!("{}/{} ({}/{})", p.model, p.file, p.file_index + 1, p.file_count);
             if self.terminal {
                 let bar = ProgressBar::new(p.total.unwrap_or(0));
-                if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {msg}") {
+                if let Ok(style) =
+                    ProgressStyle::with_template("{prefix} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {msg}")
+                {
                     bar.set_style(style.progress_chars("=> "));
                 }
                 bar.set_prefix(label);
