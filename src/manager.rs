@@ -75,6 +75,8 @@ struct Shared {
     /// Cancel flags of queued and running downloads, by model name.
     jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
     waker: Arc<dyn Fn() + Send + Sync>,
+    /// The studio is closing: start no more downloads.
+    closed: AtomicBool,
 }
 
 impl Shared {
@@ -143,7 +145,13 @@ pub struct ModelManager {
 impl ModelManager {
     /// Starts the download thread and a first scan of the model folders.
     pub fn spawn(store: Store, options: DownloadOptions, waker: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared { store, progress: Mutex::new(None), jobs: Mutex::default(), waker });
+        let shared = Arc::new(Shared {
+            store,
+            progress: Mutex::new(None),
+            jobs: Mutex::default(),
+            waker,
+            closed: AtomicBool::new(false),
+        });
         let (jobs, job_rx) = crossbeam_channel::bounded::<Job>(MAX_QUEUED);
         let (events_tx, events) = crossbeam_channel::bounded(MAX_EVENTS);
         {
@@ -245,16 +253,18 @@ impl ModelManager {
 
 impl Drop for ModelManager {
     fn drop(&mut self) {
-        // Cancel everything; the thread cleans up its part file and ends when the job
-        // channel closes.
-        for flag in self.shared.jobs().values() {
-            flag.store(true, Ordering::Relaxed);
-        }
+        // Queued downloads never start. A running one is not cancelled (a cancel deletes
+        // its part file): when the studio exits it is cut off, and the next download of
+        // that model resumes from the part.
+        self.shared.closed.store(true, Ordering::Relaxed);
     }
 }
 
 fn run_jobs(shared: &Shared, jobs: &Receiver<Job>, events: &Sender<ManagerEvent>, downloader: &Downloader) {
     for job in jobs {
+        if shared.closed.load(Ordering::Relaxed) {
+            return;
+        }
         let event = if job.cancel.load(Ordering::Relaxed) {
             ManagerEvent::Cancelled { model: job.name.clone() }
         } else {

@@ -154,3 +154,33 @@ fn a_failure_carries_the_instructions_for_installing_by_hand() {
     assert!(help.contains(&s.root.path().join("gone").display().to_string()), "{help}");
     assert!(help.contains(&s.server.url("/gone/last.ckpt")), "{help}");
 }
+
+#[test]
+fn closing_the_manager_starts_no_queued_download_and_keeps_the_running_part() {
+    let s = setup();
+    s.server.route("/slow/model.yaml", b"model: {}\n".to_vec(), Mode::Serve);
+    s.server.route(
+        "/slow/last.ckpt",
+        bytes(600_000, 3),
+        Mode::Slow { chunk: 20_000, delay: Duration::from_millis(20) },
+    );
+    s.server.route("/fast/model.yaml", b"model: {}\n".to_vec(), Mode::Serve);
+    assert!(s.manager.download("slow"));
+    assert!(s.manager.download("fast"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.manager.progress().is_some_and(|p| p.file == "last.ckpt" && p.done > 0) {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let Setup { server, root, manager, .. } = s;
+    drop(manager);
+    // The running download was not cancelled: its part is still there (an exiting studio
+    // leaves it for the next download to resume), and it runs on to the end.
+    assert!(root.path().join("slow/last.ckpt.part").exists());
+    while !root.path().join("slow/last.ckpt").exists() {
+        assert!(Instant::now() < deadline, "the running download stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(server.requests().iter().all(|r| !r.path.starts_with("/fast/")), "the queued download started");
+}
