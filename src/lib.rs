@@ -1,10 +1,13 @@
 //! clipcanvas: a studio for VQGAN+CLIP text-to-image art.
 //!
 //! The layers, one way down:
-//! - [`cli`]: the headless commands (`score`, later `generate`, `models`, `bench`).
+//! - [`cli`]: the headless commands (`generate`, `score`, `models`).
+//! - [`worker`] and [`manager`]: the studio's background services (the engine thread;
+//!   model downloads), reached over bounded channels.
 //! - [`engine`]: images, scoring and the optimisation session; no UI types.
-//! - [`models`]: CLIP, VQGAN and the tokenizer in candle; the only code that opens
-//!   model files.
+//! - [`models`]: CLIP, VQGAN and the tokenizer in candle, the only code that reads
+//!   model weights; and the model manager's catalog, discovery, downloads and
+//!   verification.
 //!
 //! Lower layers never import higher ones, and nothing below the UI imports egui,
 //! eframe or wgpu.
@@ -12,6 +15,7 @@
 pub mod cli;
 pub mod engine;
 pub mod export;
+pub mod manager;
 pub mod models;
 pub mod settings;
 pub mod shapes;

@@ -80,13 +80,14 @@ pub struct GenerateArgs {
     /// Story mode: switch prompt stages every N iterations.
     #[arg(long)]
     pub story_every: Option<usize>,
-    /// The VQGAN checkpoint (.ckpt or .safetensors, with its .yaml beside it).
+    /// The VQGAN checkpoint (.ckpt or .safetensors, with its .yaml beside it), or an
+    /// installed model's name (see `clipcanvas models list`).
     #[arg(long)]
     pub vqgan: Option<PathBuf>,
     /// The VQGAN's YAML, if not beside the checkpoint.
     #[arg(long)]
     pub vqgan_config: Option<PathBuf>,
-    /// A Hugging Face CLIP folder.
+    /// A Hugging Face CLIP folder, or an installed model's name (e.g. clip-vit-b-32).
     #[arg(long)]
     pub clip: Option<PathBuf>,
     /// cpu, cuda[:N] or metal.
@@ -369,6 +370,8 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         (None, None) => RunSettings::default(),
     };
     let settings = merge_settings(args, base)?;
+    // `--clip clip-vit-b-32`, `--vqgan vqgan-imagenet-f16-16384`: catalog names to paths.
+    let settings = super::models::resolve_names(settings)?;
     let device = parse_device(&settings.device)?;
     let models = Arc::new(load_models(&settings, &device)?);
     if models.source.as_ref().is_some_and(|s| s.demo) {

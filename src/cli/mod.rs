@@ -3,6 +3,7 @@
 //! once.
 
 pub mod generate;
+pub mod models;
 pub mod score;
 pub mod train_demo;
 
@@ -30,6 +31,8 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Train the built-in shapes-world CLIP and VQGAN (about 40 minutes on 2 cores).
     TrainDemo(train_demo::TrainDemoArgs),
+    /// List, download and verify the pretrained models.
+    Models(models::ModelsArgs),
 }
 
 /// How a failed command should exit: 2 for bad input, 1 for failures at run time.
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Score(args)) => score::run(&args),
         Some(Command::TrainDemo(args)) => train_demo::run(&args),
+        Some(Command::Models(args)) => models::run(&args),
         None => {
             let settings = match &cli.settings {
                 Some(path) => Some(generate::read_settings_file(path)?),

@@ -11,7 +11,8 @@ use crate::engine::score::Scorer;
 
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
-    /// A Hugging Face CLIP folder (config.json, model.safetensors, tokenizer.json).
+    /// A Hugging Face CLIP folder (config.json, model.safetensors, tokenizer.json), or an
+    /// installed model's name (e.g. clip-vit-b-32).
     #[arg(long)]
     pub clip: PathBuf,
     /// The image to score.
@@ -27,7 +28,8 @@ pub struct ScoreArgs {
 
 pub fn run(args: &ScoreArgs) -> Result<(), CliError> {
     let device = parse_device(&args.device)?;
-    let scorer = Scorer::load(&args.clip, &device)?;
+    let clip = super::models::resolve_clip_arg(&args.clip)?;
+    let scorer = Scorer::load(&clip, &device)?;
     let scores = scorer.score_file(&args.image, &args.prompts)?;
     let mut out = std::io::stdout().lock();
     for s in scores {

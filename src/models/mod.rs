@@ -1,13 +1,17 @@
 //! The pretrained networks: CLIP (the perceptor), the taming-transformers VQGAN (the
 //! generator) and the CLIP tokenizer, written in candle and loaded from the files
-//! artists have on disk. Nothing here knows about the UI.
+//! artists have on disk — and the model manager that finds, downloads and verifies
+//! those files (`catalog`, `store`, `download`). Nothing here knows about the UI.
 
 pub mod bundled;
+pub mod catalog;
 pub mod clip;
+pub mod download;
 pub mod error;
 pub mod nn;
+pub mod store;
 pub mod tokenizer;
 pub mod vqgan;
 pub mod weights;
 
-pub use error::{ModelError, Result};
+pub use error::{ManagerError, ModelError, Result};

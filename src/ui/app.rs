@@ -12,10 +12,12 @@ use egui::{Color32, Key, KeyboardShortcut, Modifiers, RichText};
 use super::canvas::Canvas;
 use super::link::EngineLink;
 use super::panels::images::{self, ImageAction};
+use super::panels::models::{ModelsAction, ModelsWindow};
 use super::panels::timeline::{self, KeptFrame, TimelineAction};
 use super::panels::{prompts, settings};
 use super::state::StudioState;
 use crate::engine::observer::{Frame, StepStats};
+use crate::manager::ModelPaths;
 use crate::settings::RunSettings;
 use crate::worker::{Command, Event, FrameEvent, RunState};
 
@@ -75,6 +77,8 @@ pub struct StudioApp {
     show_log: bool,
     /// Where the target-image panel was drawn: files dropped there become targets.
     pub target_rect: Option<egui::Rect>,
+    /// The model-manager window.
+    pub models_window: ModelsWindow,
 }
 
 impl StudioApp {
@@ -107,6 +111,7 @@ impl StudioApp {
             stats_file: std::env::var_os("CLIPCANVAS_UI_STATS").map(|p| (p.into(), Instant::now())),
             show_log: false,
             target_rect: None,
+            models_window: ModelsWindow::default(),
         };
         app.check_models();
         if let Some(path) = app.state.settings.init_image.clone() {
@@ -487,6 +492,9 @@ impl StudioApp {
                 self.selected = None;
             }
             ui.separator();
+            if ui.button("Models...").on_hover_text("Find, download and check the models").clicked() {
+                self.models_window.open(ui.ctx());
+            }
             ui.menu_button("Export", |ui| {
                 if ui.button("Current image (PNG)...").clicked() {
                     self.export_image();
@@ -541,10 +549,15 @@ impl StudioApp {
                 for m in &self.missing_models {
                     ui.label(format!("- {m}"));
                 }
-                ui.label("Download them (README > \"The real models\") into models/, or set their paths in Settings.");
-                if ui.small_button("Check again").clicked() {
-                    self.check_models();
-                }
+                ui.label("Download them with the model manager, or set their paths in Settings.");
+                ui.horizontal(|ui| {
+                    if ui.small_button("Open model manager").clicked() {
+                        self.models_window.open(ui.ctx());
+                    }
+                    if ui.small_button("Check again").clicked() {
+                        self.check_models();
+                    }
+                });
             });
         }
         let mut close = false;
@@ -596,6 +609,51 @@ impl StudioApp {
             size.map(|(w, h)| [w, h]),
         );
         let _ = std::fs::write(path, text);
+    }
+
+    fn handle_models_actions(&mut self, actions: Vec<ModelsAction>) {
+        for action in actions {
+            match action {
+                ModelsAction::Use { name, paths } => {
+                    self.use_model(paths);
+                    self.say(format!("the next run uses {name}"), false);
+                }
+                ModelsAction::Installed { name, paths } => {
+                    self.push_log(format!("model {name} installed"));
+                    // Where the settings point at a model that is not there, use this one.
+                    let settings = &self.state.settings;
+                    let wanted = match &paths {
+                        Some(ModelPaths::Clip(_)) => {
+                            !settings.clip.as_ref().is_some_and(|c| c.join("config.json").is_file())
+                        }
+                        Some(ModelPaths::Vqgan { .. }) => !settings.vqgan.as_ref().is_some_and(|v| v.is_file()),
+                        None => false,
+                    };
+                    match paths {
+                        Some(paths) if wanted => {
+                            self.use_model(paths);
+                            self.say(format!("{name} installed; the next run uses it"), false);
+                        }
+                        _ => {
+                            self.check_models();
+                            self.say(format!("{name} installed"), false);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Points the run's settings at an installed model.
+    fn use_model(&mut self, paths: ModelPaths) {
+        match paths {
+            ModelPaths::Clip(dir) => self.state.settings.clip = Some(dir),
+            ModelPaths::Vqgan { config, checkpoint } => {
+                self.state.settings.vqgan = Some(checkpoint);
+                self.state.settings.vqgan_config = Some(config);
+            }
+        }
+        self.check_models();
     }
 
     fn record_frame_time(&mut self, ms: f64) {
@@ -663,6 +721,8 @@ impl eframe::App for StudioApp {
                 self.accept_dropped(&path);
             }
         }
+        let model_actions = self.models_window.logic();
+        self.handle_models_actions(model_actions);
         self.shortcuts(ctx);
         if self.running() {
             ctx.request_repaint_after(Duration::from_millis(250));
@@ -747,6 +807,8 @@ impl eframe::App for StudioApp {
             self.canvas.ui(ui);
         });
         self.handle_image_actions(image_actions);
+        let model_actions = self.models_window.show(ui.ctx());
+        self.handle_models_actions(model_actions);
         if prompts_changed {
             self.steer();
         }

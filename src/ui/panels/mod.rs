@@ -1,6 +1,7 @@
 //! The studio's side panels, each a function over the part of the state it edits.
 
 pub mod images;
+pub mod models;
 pub mod prompts;
 pub mod settings;
 pub mod timeline;
