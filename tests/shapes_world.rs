@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use candle_core::{DType, Device};
 use clipcanvas::shapes::scene::{colour_index, COLOURS};
@@ -14,16 +14,6 @@ use clipcanvas::shapes::{eval, stats, train};
 
 fn world() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/shapes-world")
-}
-
-fn generate(dir: &Path, prompt: &str, seed: u64, out: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clipcanvas"))
-        .args(["generate", "-p", prompt, "-s", "128x128", "-i", "150", "--cutn", "16", "--augment", "affine,noise"])
-        .args(["--seed", &seed.to_string(), "-o", out])
-        .env_remove("CLIPCANVAS_MODELS")
-        .current_dir(dir)
-        .output()
-        .expect("run clipcanvas")
 }
 
 /// The figures the shapes world's models reach on held-out scenes. The thresholds are
@@ -53,66 +43,125 @@ const MIN_SHAPE: f64 = 0.0;
 const MIN_POSITION: f64 = 0.0;
 const MIN_PSNR: f64 = 0.0;
 
-/// (prompt, background colour, shape colour)
-const PROMPTS: [(&str, &str, &str); 10] = [
-    ("a big red circle on a blue background", "blue", "red"),
-    ("a big yellow square on a black background", "black", "yellow"),
-    ("a big green triangle on a white background", "white", "green"),
-    ("a big white star on a purple background", "purple", "white"),
-    ("a big blue ring on a yellow background", "yellow", "blue"),
-    ("a big orange cross on a cyan background", "cyan", "orange"),
-    ("a big pink circle on a green background", "green", "pink"),
-    ("a big black square on an orange background", "orange", "black"),
-    ("a big cyan triangle on a red background", "red", "cyan"),
-    ("a big purple circle on a pink background", "pink", "purple"),
+/// (prompt, background colour, shape colour, where the shape sits if the prompt says)
+const PROMPTS: [(&str, &str, &str, Option<&str>); 12] = [
+    ("a big red circle on a blue background", "blue", "red", None),
+    ("a big yellow square on a black background", "black", "yellow", None),
+    ("a big green triangle on a white background", "white", "green", None),
+    ("a big white star on a purple background", "purple", "white", None),
+    ("a big blue ring on a yellow background", "yellow", "blue", None),
+    ("a big orange cross on a cyan background", "cyan", "orange", None),
+    ("a big pink circle on a green background", "green", "pink", None),
+    ("a big black square on an orange background", "orange", "black", None),
+    ("a big cyan triangle on a red background", "red", "cyan", None),
+    ("a big red circle on the left on a white background", "white", "red", Some("left")),
+    ("a big yellow square on the right on a blue background", "blue", "yellow", Some("right")),
+    ("a big white circle at the top on a black background", "black", "white", Some("top")),
 ];
 
-/// Runs every prompt with `seeds` and returns how many images matched the words.
-fn meaning(seeds: &[u64]) -> (usize, usize, Vec<String>) {
+struct Verdict {
+    background: bool,
+    colour: bool,
+    position: Option<bool>,
+    line: String,
+}
+
+/// Runs every prompt with every seed (several processes at a time where there are cores
+/// to spare) and measures each image.
+fn meaning(seeds: &[u64]) -> Vec<Verdict> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut matched = 0;
-    let mut total = 0;
-    let mut report = Vec::new();
-    for (i, (prompt, bg, fg)) in PROMPTS.iter().enumerate() {
-        for &seed in seeds {
-            let out = format!("{i}-{seed}.png");
-            let run = generate(dir.path(), prompt, seed, &out);
-            let stderr = String::from_utf8_lossy(&run.stderr);
-            assert!(run.status.success(), "{prompt}: {stderr}");
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // CLIPCANVAS_MEANING_JOBS runs that many processes at once, one thread each.
+    let jobs_env = std::env::var("CLIPCANVAS_MEANING_JOBS").ok().and_then(|v| v.parse::<usize>().ok());
+    let parallel = jobs_env.unwrap_or((cores / 2).max(1)).max(1);
+    let threads = if jobs_env.is_some() { "1" } else { "2" };
+    let jobs: Vec<(usize, u64)> = (0..PROMPTS.len()).flat_map(|i| seeds.iter().map(move |&s| (i, s))).collect();
+    let mut verdicts = Vec::new();
+    for batch in jobs.chunks(parallel) {
+        let children: Vec<_> = batch
+            .iter()
+            .map(|&(i, seed)| {
+                let out = format!("{i}-{seed}.png");
+                let mut cmd = generate_command(dir.path(), PROMPTS[i].0, seed, &out);
+                if parallel > 1 {
+                    cmd.env("RAYON_NUM_THREADS", threads);
+                }
+                (i, seed, out, cmd.spawn().expect("run clipcanvas"))
+            })
+            .collect();
+        for (i, seed, out, child) in children {
+            let (prompt, bg, fg, pos) = PROMPTS[i];
+            let run = child.wait_with_output().expect("wait");
+            assert!(run.status.success(), "{prompt}: {}", String::from_utf8_lossy(&run.stderr));
             let img = image::open(dir.path().join(&out)).expect("output image").to_rgb8();
-            let a = stats::analyse(&img);
-            let want_bg = colour_index(bg).expect("palette colour");
-            let want_fg = colour_index(fg).expect("palette colour");
-            let ok = a.background == want_bg && a.blob.as_ref().is_some_and(|b| b.colour == want_fg);
-            total += 1;
-            if ok {
-                matched += 1;
+            if let Ok(keep) = std::env::var("CLIPCANVAS_KEEP_IMAGES") {
+                let _ = std::fs::copy(dir.path().join(&out), Path::new(&keep).join(&out));
             }
-            report.push(format!(
-                "{prompt} (seed {seed}): background {} ({:.0}%), blob {}",
+            let a = stats::analyse(&img);
+            let blob = a.blob.as_ref();
+            let background = a.background == colour_index(bg).expect("palette colour");
+            let colour = blob.is_some_and(|b| b.colour == colour_index(fg).expect("palette colour"));
+            let position = pos.map(|p| blob.is_some_and(|b| b.position.name() == p));
+            let line = format!(
+                "{prompt} (seed {seed}): background {} ({:.0}%), largest blob {}",
                 COLOURS[a.background].name,
                 a.background_share * 100.0,
-                a.blob.map_or("none".to_owned(), |b| format!(
-                    "{} {:.0}% at {:?}",
+                blob.map_or("none".to_owned(), |b| format!(
+                    "{} {:.0}% at {}",
                     COLOURS[b.colour].name,
                     b.share * 100.0,
-                    b.position
+                    b.position.name()
                 ))
-            ));
+            );
+            verdicts.push(Verdict { background, colour, position, line });
         }
     }
-    (matched, total, report)
+    verdicts
 }
 
+fn generate_command(dir: &Path, prompt: &str, seed: u64, out: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipcanvas"));
+    cmd.args(["generate", "-p", prompt, "-s", "128x128", "-i", "150", "--cutn", "16", "--augment", "affine,noise"])
+        .args(["--seed", &seed.to_string(), "-o", out])
+        .env_remove("CLIPCANVAS_MODELS")
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Issue 5's end-to-end check: 12 prompts × 3 seeds, 150 iterations at 128×128 each,
+/// judged by pixel statistics alone. About an hour of CPU, so it is not part of the
+/// default run: `cargo test --release --test shapes_world -- --ignored` (README has
+/// the figures).
 #[test]
+#[ignore = "about an hour of CPU; run with --ignored"]
 fn generated_images_match_their_prompts() {
-    let (matched, total, report) = meaning(&[1]);
+    // CLIPCANVAS_MEANING_SEEDS="1,2" runs fewer seeds.
+    let seeds: Vec<u64> = std::env::var("CLIPCANVAS_MEANING_SEEDS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .filter(|v: &Vec<u64>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 2, 3]);
+    let verdicts = meaning(&seeds);
+    let share = |f: &dyn Fn(&Verdict) -> Option<bool>| {
+        let v: Vec<bool> = verdicts.iter().filter_map(f).collect();
+        (v.iter().filter(|x| **x).count(), v.len())
+    };
+    let bg = share(&|v| Some(v.background));
+    let fg = share(&|v| Some(v.colour));
+    let pos = share(&|v| v.position);
+    let report: Vec<&str> = verdicts.iter().map(|v| v.line.as_str()).collect();
     println!("{}", report.join("\n"));
-    assert!(matched * 10 >= total * MIN_MATCH_TENTHS, "{matched}/{total} matched:\n{}", report.join("\n"));
+    println!("background {}/{}, shape colour {}/{}, position {}/{}", bg.0, bg.1, fg.0, fg.1, pos.0, pos.1);
+    assert!(bg.0 * 10 >= bg.1 * MIN_TENTHS, "backgrounds {bg:?}");
+    assert!(fg.0 * 10 >= fg.1 * MIN_TENTHS, "shape colours {fg:?}");
+    assert!(pos.0 * 10 >= pos.1 * MIN_TENTHS, "positions {pos:?}");
 }
 
-/// Share of prompt runs (in tenths) whose background and subject colours must match.
-const MIN_MATCH_TENTHS: usize = 0;
+/// Share (in tenths) of runs whose measured background, shape colour and position must
+/// match the prompt.
+const MIN_TENTHS: usize = 8;
 
 #[test]
 fn generate_without_model_flags_uses_the_shapes_world_and_says_so_once() {

@@ -38,6 +38,9 @@ pub struct TrainDemoArgs {
     /// Crops per VQGAN step.
     #[arg(long)]
     pub vqgan_batch: Option<usize>,
+    /// Train only this model; the other is kept from --out.
+    #[arg(long, value_enum)]
+    pub only: Option<train::Part>,
     /// Only evaluate the models already in --out.
     #[arg(long)]
     pub evaluate_only: bool,
@@ -108,6 +111,7 @@ pub fn run(a: &TrainDemoArgs) -> Result<(), CliError> {
         clip_batch: a.clip_batch.unwrap_or(defaults.clip_batch),
         vqgan_steps: a.vqgan_steps.unwrap_or(defaults.vqgan_steps),
         vqgan_batch: a.vqgan_batch.unwrap_or(defaults.vqgan_batch),
+        only: a.only,
         ..defaults
     };
     if opts.clip_batch < 2 || opts.vqgan_batch == 0 {
@@ -136,14 +140,13 @@ pub fn run(a: &TrainDemoArgs) -> Result<(), CliError> {
             let tail = &v[v.len().saturating_sub(20)..];
             tail.iter().sum::<f64>() / tail.len().max(1) as f64
         };
-        println!(
-            "trained in {:.1} min (CLIP {:.1} min, final loss {:.4}; VQGAN {:.1} min, final loss {:.4})",
-            started.elapsed().as_secs_f64() / 60.0,
-            log.clip_seconds / 60.0,
-            last(&log.clip_loss),
-            log.vqgan_seconds / 60.0,
-            last(&log.vqgan_loss)
-        );
+        println!("trained in {:.1} min", started.elapsed().as_secs_f64() / 60.0);
+        if !log.clip_loss.is_empty() {
+            println!("  CLIP: {:.1} min, final loss {:.4}", log.clip_seconds / 60.0, last(&log.clip_loss));
+        }
+        if !log.vqgan_loss.is_empty() {
+            println!("  VQGAN: {:.1} min, final loss {:.4}", log.vqgan_seconds / 60.0, last(&log.vqgan_loss));
+        }
         println!("wrote {}", a.out.display());
     }
     evaluate(&a.out, a.eval_scenes, a.seed)
@@ -152,11 +155,8 @@ pub fn run(a: &TrainDemoArgs) -> Result<(), CliError> {
 /// Loads the models from `dir` the way the studio does and prints their figures.
 fn evaluate(dir: &Path, scenes: usize, seed: u64) -> Result<(), CliError> {
     let load_err = |e: crate::models::ModelError| CliError::Input(e.into());
-    let (clip, tok) = crate::models::clip::load(&train::clip_dir(dir), DType::F32, &Device::Cpu).map_err(load_err)?;
-    let vqgan =
-        crate::models::vqgan::load(&train::vqgan_dir(dir).join("model.safetensors"), None, DType::F32, &Device::Cpu)
-            .map_err(load_err)?;
     let eval_seed = seed.wrapping_add(0x5EED_0F_E7A1);
+    let (clip, tok) = crate::models::clip::load(&train::clip_dir(dir), DType::F32, &Device::Cpu).map_err(load_err)?;
     let z = eval::zero_shot(&clip, &tok, scenes, eval_seed).map_err(|e| CliError::Runtime(e.into()))?;
     println!(
         "CLIP zero-shot on {} held-out scenes: colour {:.1}%, shape {:.1}%, position {:.1}%, background {:.1}%, size {:.1}%",
@@ -167,6 +167,9 @@ fn evaluate(dir: &Path, scenes: usize, seed: u64) -> Result<(), CliError> {
         z.background * 100.0,
         z.size * 100.0
     );
+    let vqgan =
+        crate::models::vqgan::load(&train::vqgan_dir(dir).join("model.safetensors"), None, DType::F32, &Device::Cpu)
+            .map_err(load_err)?;
     let n = (scenes / 5).max(1);
     let psnr =
         eval::reconstruction_psnr(&vqgan, n, train::SCENE_SIDE, eval_seed).map_err(|e| CliError::Runtime(e.into()))?;

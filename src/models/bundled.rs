@@ -32,24 +32,10 @@ impl ShapesWorld {
     }
 }
 
-/// The folders searched for bundled models, in order: each entry of
-/// `CLIPCANVAS_MODELS`, `models/` beside the executable (and two levels up, for a
-/// binary under `target/<profile>/`), and the source tree's `models/`.
+/// The folders searched for the shapes world: the model store's roots
+/// ([`super::store::default_roots`]), in its order.
 pub fn search_folders() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(list) = std::env::var_os("CLIPCANVAS_MODELS") {
-        out.extend(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            out.push(dir.join("models"));
-            if let Some(up) = dir.parent().and_then(Path::parent) {
-                out.push(up.join("models"));
-            }
-        }
-    }
-    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
-    out
+    super::store::default_roots(&[]).into_iter().map(|r| r.path).collect()
 }
 
 /// The first complete shapes world in [`search_folders`].

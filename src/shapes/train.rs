@@ -67,12 +67,14 @@ pub fn clip_config_json() -> serde_json::Value {
     })
 }
 
-/// The shapes VQGAN's taming YAML: f8, 512 codes of 16 dimensions.
+/// The shapes VQGAN's taming YAML: f8, 512 codes of 16 dimensions. Its GroupNorms
+/// have one group: with taming's 32 groups of one or two channels, a flat-coloured
+/// region normalises to zero and its colour is lost, and this world is all flat colour.
 pub fn vqgan_yaml() -> String {
     "# The shapes world's VQGAN, trained by `clipcanvas train-demo`.\n\
 model:\n  target: taming.models.vqgan.VQModel\n  params:\n    embed_dim: 16\n    n_embed: 512\n    ddconfig:\n      \
 double_z: false\n      z_channels: 64\n      resolution: 128\n      in_channels: 3\n      out_ch: 3\n      ch: 32\n      \
-ch_mult:\n      - 1\n      - 1\n      - 2\n      - 2\n      num_res_blocks: 1\n      attn_resolutions: []\n      \
+ch_mult:\n      - 1\n      - 1\n      - 2\n      - 2\n      num_res_blocks: 1\n      attn_resolutions: []\n      num_groups: 1\n      \
 dropout: 0.0\n"
         .to_owned()
 }
@@ -87,11 +89,20 @@ pub struct TrainOptions {
     pub vqgan_batch: usize,
     /// Side of the VQGAN's training crops.
     pub vqgan_crop: usize,
+    /// Train only this model and keep the other from the output folder.
+    pub only: Option<Part>,
+}
+
+/// One of the two models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    Clip,
+    Vqgan,
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self { seed: 0, clip_steps: 500, clip_batch: 64, vqgan_steps: 600, vqgan_batch: 4, vqgan_crop: 64 }
+        Self { seed: 0, clip_steps: 300, clip_batch: 64, vqgan_steps: 400, vqgan_batch: 4, vqgan_crop: 64, only: None }
     }
 }
 
@@ -407,6 +418,10 @@ pub fn train_vqgan(
     let mut usage = vec![0usize; n_embed];
     let restart_every = 50;
     let restarts_until = opts.vqgan_steps * 4 / 5;
+    // The first steps train a plain autoencoder (no quantisation), so the encoder's
+    // outputs carry information before the codebook is drawn from them; a codebook
+    // learnt from a blank encoder collapses to a few codes and the decoder to the mean.
+    let warmup = opts.vqgan_steps / 8;
     observer.stage("vqgan", opts.vqgan_steps);
     for step in 0..opts.vqgan_steps {
         if observer.cancelled() {
@@ -415,6 +430,32 @@ pub fn train_vqgan(
         opt.set_learning_rate(cosine_lr(step, opts.vqgan_steps, 1e-3, opts.vqgan_steps / 20 + 1));
         let x = vqgan_batch(opts.vqgan_batch, opts.vqgan_crop, &mut rng, &device)?;
         let h = model.encode_prequant(&x)?;
+        if step < warmup {
+            let diff = (model.decode(&h)? - &x)?;
+            let mse = diff.sqr()?.mean_all()?;
+            let loss = (&mse + (diff.abs()?.mean_all()? * 0.5)?)?;
+            opt.backward_step(&loss)?;
+            let l = f64::from(loss.to_scalar::<f32>()?);
+            if !l.is_finite() {
+                return Err(ShapesError::Train(format!("VQGAN loss became {l} at step {step}")));
+            }
+            log.push(l);
+            let psnr = -10.0 * (f64::from(mse.to_scalar::<f32>()?) / 4.0).log10();
+            observer.step(step, l, &format!("PSNR {psnr:.1} dB (autoencoder warm-up)"));
+            if step + 1 == warmup {
+                // Every code starts at an encoder output of this batch.
+                let (bsz, c, hh, ww) = h.dims4()?;
+                let vectors = h.detach().permute((0, 2, 3, 1))?.reshape((bsz * hh * ww, c))?.to_vec2::<f32>()?;
+                let book: Vec<f32> = (0..n_embed)
+                    .flat_map(|_| {
+                        let v = &vectors[rng.below(vectors.len())];
+                        v.iter().map(|x| x + rng.normal() as f32 * 0.01).collect::<Vec<_>>()
+                    })
+                    .collect();
+                codebook_var.set(&Tensor::from_vec(book, (n_embed, c), &device)?)?;
+            }
+            continue;
+        }
         let idx = nearest_indices(&h, model.codebook())?;
         let zq = model.embed_indices(&idx)?;
         let codebook_loss = (&zq - h.detach())?.sqr()?.mean_all()?;
@@ -437,7 +478,7 @@ pub fn train_vqgan(
         }
         // Codes nobody used since the last restart start again at encoder outputs.
         let mut restarted = 0;
-        if (step + 1) % restart_every == 0 && step < restarts_until {
+        if (step + 1 - warmup) % restart_every == 0 && step < restarts_until {
             let (bsz, c, hh, ww) = h.dims4()?;
             let vectors = h.detach().permute((0, 2, 3, 1))?.reshape((bsz * hh * ww, c))?.to_vec2::<f32>()?;
             let mut book = codebook_var.as_tensor().to_vec2::<f32>()?;
@@ -499,7 +540,7 @@ pub fn train_demo(opts: &TrainOptions, out: &Path, observer: &mut dyn TrainObser
     std::fs::create_dir_all(parent).map_err(|e| ShapesError::io(parent, e))?;
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "shapes-world".into());
     let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = train_into(opts, &staging, observer);
+    let result = train_into(opts, &staging, out, observer);
     let log = match result {
         Ok(log) => log,
         Err(e) => {
@@ -523,24 +564,44 @@ pub fn train_demo(opts: &TrainOptions, out: &Path, observer: &mut dyn TrainObser
     Ok(log)
 }
 
-fn train_into(opts: &TrainOptions, dir: &Path, observer: &mut dyn TrainObserver) -> Result<TrainLog> {
+fn train_into(opts: &TrainOptions, dir: &Path, out: &Path, observer: &mut dyn TrainObserver) -> Result<TrainLog> {
     let (cdir, vdir) = (clip_dir(dir), vqgan_dir(dir));
     for d in [&cdir, &vdir] {
         std::fs::create_dir_all(d).map_err(|e| ShapesError::io(d, e))?;
     }
-    write(&cdir.join("tokenizer.json"), TOKENIZER_JSON)?;
-    let config = serde_json::to_string_pretty(&clip_config_json()).map_err(|e| ShapesError::Train(e.to_string()))?;
-    write(&cdir.join("config.json"), config.as_bytes())?;
-    write(&vdir.join("model.yaml"), vqgan_yaml().as_bytes())?;
-    let tokenizer = ClipTokenizer::from_file(&cdir.join("tokenizer.json"), CONTEXT)?;
+    // The model not being trained is kept as it is.
+    let keep = |from: PathBuf, to: &Path| -> Result<()> {
+        let entries = std::fs::read_dir(&from).map_err(|e| ShapesError::io(&from, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| ShapesError::io(&from, e))?;
+            let target = to.join(entry.file_name());
+            std::fs::copy(entry.path(), &target).map_err(|e| ShapesError::io(&target, e))?;
+        }
+        Ok(())
+    };
+    match opts.only {
+        Some(Part::Vqgan) => keep(clip_dir(out), &cdir)?,
+        Some(Part::Clip) => keep(vqgan_dir(out), &vdir)?,
+        None => {}
+    }
     let mut log = TrainLog::default();
-    let t0 = std::time::Instant::now();
-    let clip = train_clip(opts, &tokenizer, observer, &mut log.clip_loss)?;
-    log.clip_seconds = t0.elapsed().as_secs_f64();
-    save_f16(&clip, &cdir.join("model.safetensors"))?;
-    let t1 = std::time::Instant::now();
-    let vqgan = train_vqgan(opts, observer, &mut log.vqgan_loss)?;
-    log.vqgan_seconds = t1.elapsed().as_secs_f64();
-    save_f16(&vqgan, &vdir.join("model.safetensors"))?;
+    if opts.only != Some(Part::Vqgan) {
+        write(&cdir.join("tokenizer.json"), TOKENIZER_JSON)?;
+        let config =
+            serde_json::to_string_pretty(&clip_config_json()).map_err(|e| ShapesError::Train(e.to_string()))?;
+        write(&cdir.join("config.json"), config.as_bytes())?;
+        let tokenizer = ClipTokenizer::from_file(&cdir.join("tokenizer.json"), CONTEXT)?;
+        let t0 = std::time::Instant::now();
+        let clip = train_clip(opts, &tokenizer, observer, &mut log.clip_loss)?;
+        log.clip_seconds = t0.elapsed().as_secs_f64();
+        save_f16(&clip, &cdir.join("model.safetensors"))?;
+    }
+    if opts.only != Some(Part::Clip) {
+        write(&vdir.join("model.yaml"), vqgan_yaml().as_bytes())?;
+        let t1 = std::time::Instant::now();
+        let vqgan = train_vqgan(opts, observer, &mut log.vqgan_loss)?;
+        log.vqgan_seconds = t1.elapsed().as_secs_f64();
+        save_f16(&vqgan, &vdir.join("model.safetensors"))?;
+    }
     Ok(log)
 }

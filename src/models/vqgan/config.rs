@@ -19,6 +19,9 @@ pub struct DdConfig {
     pub ch_mult: Vec<usize>,
     pub num_res_blocks: usize,
     pub attn_resolutions: Vec<usize>,
+    /// Groups of every GroupNorm: taming's 32, unless the YAML's `num_groups` (a
+    /// clipcanvas extension, used by the shapes world) says otherwise.
+    pub num_groups: usize,
 }
 
 /// Which quantizer the first stage uses.
@@ -104,6 +107,7 @@ const DD_KEYS: &[&str] = &[
     "num_res_blocks",
     "attn_resolutions",
     "dropout",
+    "num_groups",
 ];
 
 fn first_stage(params: &Value, quantizer: QuantizerKind, prefix: &str, target: &str) -> Result<VqganConfig, String> {
@@ -125,13 +129,21 @@ fn first_stage(params: &Value, quantizer: QuantizerKind, prefix: &str, target: &
         ch_mult,
         num_res_blocks: get_usize(dd, "num_res_blocks")?,
         attn_resolutions: get_usize_list(dd, "attn_resolutions")?,
+        num_groups: match dd.get("num_groups") {
+            None => 32,
+            Some(_) => get_usize(dd, "num_groups")?,
+        },
     };
-    // taming's Normalize is GroupNorm(32): every channel count must split into 32 groups.
+    if ddconfig.num_groups == 0 {
+        return Err("ddconfig.num_groups must be positive".into());
+    }
+    // taming's Normalize is GroupNorm(32): every channel count must split into the groups.
     for &m in &ddconfig.ch_mult {
-        if (ddconfig.ch * m) % 32 != 0 {
+        if (ddconfig.ch * m) % ddconfig.num_groups != 0 {
             return Err(format!(
-                "ddconfig: ch × ch_mult = {} is not a multiple of 32 (GroupNorm groups)",
-                ddconfig.ch * m
+                "ddconfig: ch × ch_mult = {} is not a multiple of {} (GroupNorm groups)",
+                ddconfig.ch * m,
+                ddconfig.num_groups
             ));
         }
     }

@@ -17,8 +17,8 @@ use crate::models::error::{ModelError, Result};
 use crate::models::nn::{softmax_last_dim, Conv2d, GroupNorm};
 use crate::models::weights::WeightFile;
 
-fn normalize(channels: usize, vb: VarBuilder) -> CResult<GroupNorm> {
-    GroupNorm::new(32, channels, 1e-6, vb)
+fn normalize(groups: usize, channels: usize, vb: VarBuilder) -> CResult<GroupNorm> {
+    GroupNorm::new(groups, channels, 1e-6, vb)
 }
 
 fn conv3(in_ch: usize, out_ch: usize, vb: VarBuilder) -> CResult<Conv2d> {
@@ -39,11 +39,11 @@ struct ResnetBlock {
 }
 
 impl ResnetBlock {
-    fn new(in_ch: usize, out_ch: usize, vb: VarBuilder) -> CResult<Self> {
+    fn new(in_ch: usize, out_ch: usize, groups: usize, vb: VarBuilder) -> CResult<Self> {
         Ok(Self {
-            norm1: normalize(in_ch, vb.pp("norm1"))?,
+            norm1: normalize(groups, in_ch, vb.pp("norm1"))?,
             conv1: conv3(in_ch, out_ch, vb.pp("conv1"))?,
-            norm2: normalize(out_ch, vb.pp("norm2"))?,
+            norm2: normalize(groups, out_ch, vb.pp("norm2"))?,
             conv2: conv3(out_ch, out_ch, vb.pp("conv2"))?,
             nin_shortcut: if in_ch == out_ch { None } else { Some(conv1(in_ch, out_ch, vb.pp("nin_shortcut"))?) },
         })
@@ -71,9 +71,9 @@ struct AttnBlock {
 }
 
 impl AttnBlock {
-    fn new(ch: usize, vb: VarBuilder) -> CResult<Self> {
+    fn new(ch: usize, groups: usize, vb: VarBuilder) -> CResult<Self> {
         Ok(Self {
-            norm: normalize(ch, vb.pp("norm"))?,
+            norm: normalize(groups, ch, vb.pp("norm"))?,
             q: conv1(ch, ch, vb.pp("q"))?,
             k: conv1(ch, ch, vb.pp("k"))?,
             v: conv1(ch, ch, vb.pp("v"))?,
@@ -126,11 +126,11 @@ struct Mid {
 }
 
 impl Mid {
-    fn new(ch: usize, vb: VarBuilder) -> CResult<Self> {
+    fn new(ch: usize, groups: usize, vb: VarBuilder) -> CResult<Self> {
         Ok(Self {
-            block_1: ResnetBlock::new(ch, ch, vb.pp("block_1"))?,
-            attn_1: AttnBlock::new(ch, vb.pp("attn_1"))?,
-            block_2: ResnetBlock::new(ch, ch, vb.pp("block_2"))?,
+            block_1: ResnetBlock::new(ch, ch, groups, vb.pp("block_1"))?,
+            attn_1: AttnBlock::new(ch, groups, vb.pp("attn_1"))?,
+            block_2: ResnetBlock::new(ch, ch, groups, vb.pp("block_2"))?,
         })
     }
 }
@@ -164,10 +164,10 @@ impl Encoder {
             let mut blocks = Vec::new();
             let mut attns = Vec::new();
             for j in 0..c.num_res_blocks {
-                blocks.push(ResnetBlock::new(block_in, block_out, vb_l.pp("block").pp(j))?);
+                blocks.push(ResnetBlock::new(block_in, block_out, c.num_groups, vb_l.pp("block").pp(j))?);
                 block_in = block_out;
                 if c.attn_resolutions.contains(&curr_res) {
-                    attns.push(AttnBlock::new(block_in, vb_l.pp("attn").pp(j))?);
+                    attns.push(AttnBlock::new(block_in, c.num_groups, vb_l.pp("attn").pp(j))?);
                 }
             }
             let resample = if i + 1 == levels {
@@ -182,8 +182,8 @@ impl Encoder {
         Ok(Self {
             conv_in: conv3(c.in_channels, c.ch, vb.pp("conv_in"))?,
             down,
-            mid: Mid::new(block_in, vb.pp("mid"))?,
-            norm_out: normalize(block_in, vb.pp("norm_out"))?,
+            mid: Mid::new(block_in, c.num_groups, vb.pp("mid"))?,
+            norm_out: normalize(c.num_groups, block_in, vb.pp("norm_out"))?,
             conv_out: conv3(block_in, z_out, vb.pp("conv_out"))?,
         })
     }
@@ -221,7 +221,7 @@ impl Decoder {
         let mut block_in = c.ch * c.ch_mult[levels - 1];
         let mut curr_res = c.resolution >> (levels - 1);
         let conv_in = conv3(c.z_channels, block_in, vb.pp("conv_in"))?;
-        let mid = Mid::new(block_in, vb.pp("mid"))?;
+        let mid = Mid::new(block_in, c.num_groups, vb.pp("mid"))?;
         let mut up: Vec<Level> = Vec::with_capacity(levels);
         for i in (0..levels).rev() {
             let vb_l = vb.pp("up").pp(i);
@@ -229,10 +229,10 @@ impl Decoder {
             let mut blocks = Vec::new();
             let mut attns = Vec::new();
             for j in 0..=c.num_res_blocks {
-                blocks.push(ResnetBlock::new(block_in, block_out, vb_l.pp("block").pp(j))?);
+                blocks.push(ResnetBlock::new(block_in, block_out, c.num_groups, vb_l.pp("block").pp(j))?);
                 block_in = block_out;
                 if c.attn_resolutions.contains(&curr_res) {
-                    attns.push(AttnBlock::new(block_in, vb_l.pp("attn").pp(j))?);
+                    attns.push(AttnBlock::new(block_in, c.num_groups, vb_l.pp("attn").pp(j))?);
                 }
             }
             let resample = if i == 0 {
@@ -248,7 +248,7 @@ impl Decoder {
             conv_in,
             mid,
             up,
-            norm_out: normalize(block_in, vb.pp("norm_out"))?,
+            norm_out: normalize(c.num_groups, block_in, vb.pp("norm_out"))?,
             conv_out: conv3(block_in, c.out_ch, vb.pp("conv_out"))?,
         })
     }
@@ -468,6 +468,7 @@ mod tests {
                 ch_mult: vec![1, 1],
                 num_res_blocks: 1,
                 attn_resolutions: vec![4],
+                num_groups: 32,
             },
             embed_dim: 2,
             n_embed: 4,
