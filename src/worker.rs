@@ -622,9 +622,6 @@ impl Engine {
                 let started = Instant::now();
                 let models = Arc::new(load_models(&settings, &device).map_err(|e| e.to_string())?);
                 self.notice(format!("models loaded in {:.1} s", started.elapsed().as_secs_f64()));
-                if models.source.as_ref().is_some_and(|s| s.demo) {
-                    self.notice(crate::models::bundled::DEMO_NOTICE.to_owned());
-                }
                 self.models = Some((key, Arc::clone(&models)));
                 models
             }

@@ -34,14 +34,18 @@ fn committed_models_meet_their_figures_on_held_out_scenes() {
     println!("{z:?} PSNR {psnr:.2} dB");
     assert!(z.colour >= MIN_COLOUR, "colour accuracy {:.3}", z.colour);
     assert!(z.shape >= MIN_SHAPE, "shape accuracy {:.3}", z.shape);
-    assert!(z.position >= MIN_POSITION, "position accuracy {:.3}", z.position);
+    assert!(z.background >= MIN_BACKGROUND, "background accuracy {:.3}", z.background);
     assert!(psnr >= MIN_PSNR, "PSNR {psnr:.2} dB");
 }
 
-const MIN_COLOUR: f64 = 0.0;
-const MIN_SHAPE: f64 = 0.0;
-const MIN_POSITION: f64 = 0.0;
-const MIN_PSNR: f64 = 0.0;
+// Measured on these scenes when the models were committed: colour 0.99, background 1.0,
+// shape 0.335, size 0.84, position 0.21, PSNR 20.05 dB. Issue 5 asks for shape ≥ 0.85,
+// position ≥ 0.85 and PSNR ≥ 28 dB, which this training does not reach yet; position is
+// at chance (0.2) and is not guarded here.
+const MIN_COLOUR: f64 = 0.95;
+const MIN_BACKGROUND: f64 = 0.95;
+const MIN_SHAPE: f64 = 0.25;
+const MIN_PSNR: f64 = 18.0;
 
 /// (prompt, background colour, shape colour, where the shape sits if the prompt says)
 const PROMPTS: [(&str, &str, &str, Option<&str>); 12] = [
@@ -90,33 +94,41 @@ fn meaning(seeds: &[u64]) -> Vec<Verdict> {
             })
             .collect();
         for (i, seed, out, child) in children {
-            let (prompt, bg, fg, pos) = PROMPTS[i];
             let run = child.wait_with_output().expect("wait");
+            let prompt = PROMPTS[i].0;
             assert!(run.status.success(), "{prompt}: {}", String::from_utf8_lossy(&run.stderr));
-            let img = image::open(dir.path().join(&out)).expect("output image").to_rgb8();
             if let Ok(keep) = std::env::var("CLIPCANVAS_KEEP_IMAGES") {
                 let _ = std::fs::copy(dir.path().join(&out), Path::new(&keep).join(&out));
             }
-            let a = stats::analyse(&img);
-            let blob = a.blob.as_ref();
-            let background = a.background == colour_index(bg).expect("palette colour");
-            let colour = blob.is_some_and(|b| b.colour == colour_index(fg).expect("palette colour"));
-            let position = pos.map(|p| blob.is_some_and(|b| b.position.name() == p));
-            let line = format!(
-                "{prompt} (seed {seed}): background {} ({:.0}%), largest blob {}",
-                COLOURS[a.background].name,
-                a.background_share * 100.0,
-                blob.map_or("none".to_owned(), |b| format!(
-                    "{} {:.0}% at {}",
-                    COLOURS[b.colour].name,
-                    b.share * 100.0,
-                    b.position.name()
-                ))
-            );
-            verdicts.push(Verdict { background, colour, position, line });
+            let verdict = judge(&dir.path().join(&out), i, seed);
+            println!("{}", verdict.line);
+            verdicts.push(verdict);
         }
     }
     verdicts
+}
+
+/// Measures the image made for `PROMPTS[i]` with `seed`.
+fn judge(path: &Path, i: usize, seed: u64) -> Verdict {
+    let (prompt, bg, fg, pos) = PROMPTS[i];
+    let img = image::open(path).expect("output image").to_rgb8();
+    let a = stats::analyse(&img);
+    let blob = a.blob.as_ref();
+    let background = a.background == colour_index(bg).expect("palette colour");
+    let colour = blob.is_some_and(|b| b.colour == colour_index(fg).expect("palette colour"));
+    let position = pos.map(|p| blob.is_some_and(|b| b.position.name() == p));
+    let line = format!(
+        "{prompt} (seed {seed}): background {} ({:.0}%), largest blob {}",
+        COLOURS[a.background].name,
+        a.background_share * 100.0,
+        blob.map_or("none".to_owned(), |b| format!(
+            "{} {:.0}% at {}",
+            COLOURS[b.colour].name,
+            b.share * 100.0,
+            b.position.name()
+        ))
+    );
+    Verdict { background, colour, position, line }
 }
 
 fn generate_command(dir: &Path, prompt: &str, seed: u64, out: &str) -> Command {
@@ -144,6 +156,31 @@ fn generated_images_match_their_prompts() {
         .filter(|v: &Vec<u64>| !v.is_empty())
         .unwrap_or_else(|| vec![1, 2, 3]);
     let verdicts = meaning(&seeds);
+    summarise(&verdicts);
+}
+
+/// Judges images already made (`CLIPCANVAS_ANALYSE_DIR`, named `<prompt index>-<seed>.png`
+/// as the meaning test keeps them), e.g. on a machine with more cores.
+#[test]
+#[ignore = "needs CLIPCANVAS_ANALYSE_DIR"]
+fn judge_saved_images() {
+    let dir = PathBuf::from(std::env::var("CLIPCANVAS_ANALYSE_DIR").expect("CLIPCANVAS_ANALYSE_DIR"));
+    let mut verdicts = Vec::new();
+    for i in 0..PROMPTS.len() {
+        for seed in 1..=9 {
+            let path = dir.join(format!("{i}-{seed}.png"));
+            if path.is_file() {
+                let v = judge(&path, i, seed);
+                println!("{}", v.line);
+                verdicts.push(v);
+            }
+        }
+    }
+    assert!(!verdicts.is_empty(), "no images in {}", dir.display());
+    summarise(&verdicts);
+}
+
+fn summarise(verdicts: &[Verdict]) {
     let share = |f: &dyn Fn(&Verdict) -> Option<bool>| {
         let v: Vec<bool> = verdicts.iter().filter_map(f).collect();
         (v.iter().filter(|x| **x).count(), v.len())
@@ -151,8 +188,6 @@ fn generated_images_match_their_prompts() {
     let bg = share(&|v| Some(v.background));
     let fg = share(&|v| Some(v.colour));
     let pos = share(&|v| v.position);
-    let report: Vec<&str> = verdicts.iter().map(|v| v.line.as_str()).collect();
-    println!("{}", report.join("\n"));
     println!("background {}/{}, shape colour {}/{}, position {}/{}", bg.0, bg.1, fg.0, fg.1, pos.0, pos.1);
     assert!(bg.0 * 10 >= bg.1 * MIN_TENTHS, "backgrounds {bg:?}");
     assert!(fg.0 * 10 >= fg.1 * MIN_TENTHS, "shape colours {fg:?}");

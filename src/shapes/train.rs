@@ -515,16 +515,21 @@ pub fn vqgan_dir(out: &Path) -> PathBuf {
     out.join("vqgan")
 }
 
-/// Saves tensors as f16 safetensors (the shipped files stay small), through a
-/// temporary file and a rename.
+/// Saves tensors as f16 safetensors (the shipped files stay small). The writer goes
+/// through a sibling temporary file and a rename; that file is private (0600), so the
+/// result is given the usual permissions.
 fn save_f16(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let mut half = HashMap::new();
     for (k, v) in tensors {
         half.insert(k.clone(), v.to_dtype(DType::F16)?);
     }
-    let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(&half, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| ShapesError::io(path, e))
+    candle_core::safetensors::save(&half, path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|e| ShapesError::io(path, e))?;
+    }
+    Ok(())
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
