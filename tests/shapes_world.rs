@@ -29,8 +29,8 @@ fn committed_models_meet_their_figures_on_held_out_scenes() {
         &Device::Cpu,
     )
     .expect("shapes VQGAN loads like any VQGAN");
-    let z = eval::zero_shot(&clip, &tok, 200, 0x5EED_0F_E7A1).expect("zero-shot");
-    let psnr = eval::reconstruction_psnr(&vqgan, 24, train::SCENE_SIDE, 0x5EED_0F_E7A1).expect("psnr");
+    let z = eval::zero_shot(&clip, &tok, 200, eval::EVAL_SEED).expect("zero-shot");
+    let psnr = eval::reconstruction_psnr(&vqgan, 24, train::SCENE_SIDE, eval::EVAL_SEED).expect("psnr");
     println!("{z:?} PSNR {psnr:.2} dB");
     assert!(z.colour >= MIN_COLOUR, "colour accuracy {:.3}", z.colour);
     assert!(z.shape >= MIN_SHAPE, "shape accuracy {:.3}", z.shape);

@@ -155,7 +155,7 @@ pub fn run(a: &TrainDemoArgs) -> Result<(), CliError> {
 /// Loads the models from `dir` the way the studio does and prints their figures.
 fn evaluate(dir: &Path, scenes: usize, seed: u64) -> Result<(), CliError> {
     let load_err = |e: crate::models::ModelError| CliError::Input(e.into());
-    let eval_seed = seed.wrapping_add(0x5EED_0F_E7A1);
+    let eval_seed = seed.wrapping_add(eval::EVAL_SEED);
     let (clip, tok) = crate::models::clip::load(&train::clip_dir(dir), DType::F32, &Device::Cpu).map_err(load_err)?;
     let z = eval::zero_shot(&clip, &tok, scenes, eval_seed).map_err(|e| CliError::Runtime(e.into()))?;
     println!(

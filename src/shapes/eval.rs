@@ -18,6 +18,10 @@ use crate::models::nn::l2_normalize;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::Vqgan;
 
+/// The seed of the held-out scenes (added to the training seed), far from any seed the
+/// training draws its scenes with.
+pub const EVAL_SEED: u64 = 0x005E_ED0F_E7A1;
+
 /// Zero-shot accuracies, each in `[0, 1]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ZeroShot {
