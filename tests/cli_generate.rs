@@ -142,7 +142,9 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         .output()
         .expect("run");
     fails(&out, 2, "nope.ckpt");
-    let out = bin().args(["generate", "-p", "x"]).current_dir(d).output().expect("run");
+    // One model without the other (with neither, the built-in shapes world is used).
+    let clip = fixture("clip-tiny").display().to_string();
+    let out = bin().args(["generate", "-p", "x", "--clip", &clip]).current_dir(d).output().expect("run");
     fails(&out, 2, "--vqgan");
     std::fs::write(d.join("s.json"), r#"{"prompts": ["x"], "colour": 3}"#).expect("write");
     fails(&generate(d, &["--settings", "s.json"]), 2, "colour");

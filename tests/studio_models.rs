@@ -90,6 +90,11 @@ fn the_models_button_opens_the_manager_listing_every_catalog_model() {
 #[test]
 fn the_missing_models_banner_offers_the_model_manager() {
     let mut h = harness();
+    // Model paths that are not there (with none set, the shapes world is used).
+    h.state_mut().state.settings.vqgan = Some(PathBuf::from("/nowhere/vqgan.ckpt"));
+    h.state_mut().state.settings.clip = Some(PathBuf::from("/nowhere/clip"));
+    h.state_mut().check_models();
+    h.run_steps(2);
     h.get_by_label("Models missing");
     h.get_by_label("Open model manager").click();
     h.run_steps(3);
