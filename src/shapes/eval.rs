@@ -12,6 +12,7 @@ use candle_core::{Device, Tensor};
 
 use super::error::Result;
 use super::scene::{Position, Scene, Shape, Size, COLOURS};
+use super::train::scene_batch;
 use crate::engine::rng::Rng;
 use crate::models::clip::Clip;
 use crate::models::nn::l2_normalize;
@@ -31,21 +32,6 @@ pub struct ZeroShot {
     pub background: f64,
     pub size: f64,
     pub scenes: usize,
-}
-
-/// Images of scenes as a `[B, 3, side, side]` tensor in `[0, 1]`.
-fn images(scenes: &[Scene], side: usize, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-    let plane = side * side;
-    let mut data = vec![0f32; scenes.len() * 3 * plane];
-    for (i, s) in scenes.iter().enumerate() {
-        let img = s.render(side, rng);
-        for (p, px) in img.pixels().enumerate() {
-            for c in 0..3 {
-                data[i * 3 * plane + c * plane + p] = f32::from(px.0[c]) / 255.0;
-            }
-        }
-    }
-    Ok(Tensor::from_vec(data, (scenes.len(), 3, side, side), device)?)
 }
 
 /// Unit text embeddings of captions, computed once each.
@@ -104,7 +90,7 @@ pub fn zero_shot(clip: &Clip, tok: &ClipTokenizer, n: usize, seed: u64) -> Resul
     let mut cache = TextCache { clip, tok, done: HashMap::new() };
     let mut hits = [0usize; 5];
     for chunk in scenes.chunks(64) {
-        let x = images(chunk, clip.image_size(), &mut rng, &Device::Cpu)?;
+        let x = scene_batch(chunk, clip.image_size(), &mut rng, false, &Device::Cpu)?;
         let emb = l2_normalize(&clip.encode_image(&Clip::normalize(&x)?)?)?.to_vec2::<f32>()?;
         let captions: Vec<String> =
             chunk.iter().flat_map(|s| (0..5).flat_map(|a| variants(s, a)).map(|v| v.canonical_caption())).collect();
@@ -139,7 +125,7 @@ pub fn reconstruction_psnr(vqgan: &Vqgan, n: usize, side: usize, seed: u64) -> R
     let scenes: Vec<Scene> = (0..n).map(|_| Scene::random(&mut rng, 0.15)).collect();
     let mut total = 0.0;
     for chunk in scenes.chunks(4) {
-        let x = images(chunk, side, &mut rng, &Device::Cpu)?;
+        let x = scene_batch(chunk, side, &mut rng, false, &Device::Cpu)?;
         let x8 = (x.clone() * 255.0)?.round()?;
         let xr = vqgan.decode(&vqgan.encode(&((x * 2.0)? - 1.0)?)?)?;
         let xr8 = (((xr.clamp(-1.0, 1.0)? + 1.0)? * 127.5)?).round()?;

@@ -204,7 +204,13 @@ fn vqgan_init(name: &str, shape: &[usize]) -> InitKind {
 
 /// Scenes rendered and converted to a `[B, 3, side, side]` tensor in `[0, 1]`, with the
 /// light blur and noise the CLIP sees in decoded images.
-fn scene_batch(scenes: &[Scene], side: usize, rng: &mut Rng, augment: bool, device: &Device) -> Result<Tensor> {
+pub(crate) fn scene_batch(
+    scenes: &[Scene],
+    side: usize,
+    rng: &mut Rng,
+    augment: bool,
+    device: &Device,
+) -> Result<Tensor> {
     let plane = side * side;
     let mut data = vec![0f32; scenes.len() * 3 * plane];
     for (i, s) in scenes.iter().enumerate() {
@@ -348,7 +354,7 @@ pub fn train_clip(
         let ids = tokenize(tokenizer, &captions, &device)?;
         let img = l2_normalize(&clip.encode_image(&Clip::normalize(&images)?)?)?;
         let txt = l2_normalize(&clip.encode_text(&ids)?)?;
-        let scale = varmap_get(&varmap, "logit_scale")?.exp()?.clamp(1.0, 100.0)?;
+        let scale = variable(&varmap, "logit_scale")?.as_tensor().exp()?.clamp(1.0, 100.0)?;
         let logits = img.matmul(&txt.t()?)?.broadcast_mul(&scale)?; // [B, B·(1+K)]
         let targets = Tensor::arange(0u32, b as u32, &device)?;
         let i2t = candle_nn::loss::cross_entropy(&logits, &targets)?;
@@ -366,9 +372,21 @@ pub fn train_clip(
     collect(&varmap)
 }
 
-fn varmap_get(varmap: &VarMap, name: &str) -> Result<Tensor> {
+fn variable(varmap: &VarMap, name: &str) -> Result<Var> {
     let data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
-    data.get(name).map(|v| v.as_tensor().clone()).ok_or_else(|| ShapesError::Train(format!("no variable '{name}'")))
+    data.get(name).cloned().ok_or_else(|| ShapesError::Train(format!("no variable '{name}'")))
+}
+
+/// The encoder's output vectors of a batch, `[B·h·w][C]`, for seeding codes.
+fn encoder_vectors(h: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let (b, c, hh, ww) = h.dims4()?;
+    Ok(h.detach().permute((0, 2, 3, 1))?.reshape((b * hh * ww, c))?.to_vec2::<f32>()?)
+}
+
+/// A code drawn at a random encoder output, with a little noise.
+fn code_near(vectors: &[Vec<f32>], rng: &mut Rng) -> Vec<f32> {
+    let v = &vectors[rng.below(vectors.len())];
+    v.iter().map(|x| x + rng.normal() as f32 * 0.01).collect()
 }
 
 fn batch_accuracy(logits: &Tensor, b: usize) -> Result<f64> {
@@ -406,12 +424,7 @@ pub fn train_vqgan(
     let mut rng = Rng::new(opts.seed ^ 0x76A9);
     let varmap = init_vars(|vb| Vqgan::new(vb, &config).map(|_| ()), vqgan_init, &mut rng, &device)?;
     let model = Vqgan::new(VarBuilder::from_varmap(&varmap, DType::F32, &device), &config)?;
-    let codebook_var = {
-        let data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
-        data.get("quantize.embedding.weight")
-            .cloned()
-            .ok_or_else(|| ShapesError::Train("no codebook variable".into()))?
-    };
+    let codebook_var = variable(&varmap, "quantize.embedding.weight")?;
     let mut opt =
         AdamW::new(varmap.all_vars(), ParamsAdamW { lr: 1e-3, beta1: 0.5, beta2: 0.9, eps: 1e-8, weight_decay: 0.0 })?;
     let n_embed = config.n_embed;
@@ -444,15 +457,9 @@ pub fn train_vqgan(
             observer.step(step, l, &format!("PSNR {psnr:.1} dB (autoencoder warm-up)"));
             if step + 1 == warmup {
                 // Every code starts at an encoder output of this batch.
-                let (bsz, c, hh, ww) = h.dims4()?;
-                let vectors = h.detach().permute((0, 2, 3, 1))?.reshape((bsz * hh * ww, c))?.to_vec2::<f32>()?;
-                let book: Vec<f32> = (0..n_embed)
-                    .flat_map(|_| {
-                        let v = &vectors[rng.below(vectors.len())];
-                        v.iter().map(|x| x + rng.normal() as f32 * 0.01).collect::<Vec<_>>()
-                    })
-                    .collect();
-                codebook_var.set(&Tensor::from_vec(book, (n_embed, c), &device)?)?;
+                let vectors = encoder_vectors(&h)?;
+                let book: Vec<f32> = (0..n_embed).flat_map(|_| code_near(&vectors, &mut rng)).collect();
+                codebook_var.set(&Tensor::from_vec(book, (n_embed, config.embed_dim), &device)?)?;
             }
             continue;
         }
@@ -479,19 +486,17 @@ pub fn train_vqgan(
         // Codes nobody used since the last restart start again at encoder outputs.
         let mut restarted = 0;
         if (step + 1 - warmup) % restart_every == 0 && step < restarts_until {
-            let (bsz, c, hh, ww) = h.dims4()?;
-            let vectors = h.detach().permute((0, 2, 3, 1))?.reshape((bsz * hh * ww, c))?.to_vec2::<f32>()?;
+            let vectors = encoder_vectors(&h)?;
             let mut book = codebook_var.as_tensor().to_vec2::<f32>()?;
             for (code, used) in usage.iter().enumerate() {
                 if *used == 0 {
-                    let v = &vectors[rng.below(vectors.len())];
-                    book[code] = v.iter().map(|x| x + rng.normal() as f32 * 0.01).collect();
+                    book[code] = code_near(&vectors, &mut rng);
                     restarted += 1;
                 }
             }
             if restarted > 0 {
                 let flat: Vec<f32> = book.into_iter().flatten().collect();
-                codebook_var.set(&Tensor::from_vec(flat, (n_embed, c), &device)?)?;
+                codebook_var.set(&Tensor::from_vec(flat, (n_embed, config.embed_dim), &device)?)?;
             }
             usage.iter_mut().for_each(|u| *u = 0);
         }
