@@ -2,6 +2,7 @@
 //! validates its arguments, calls the engine, and returns an error for `main` to print
 //! once.
 
+pub mod bench;
 pub mod generate;
 pub mod models;
 pub mod score;
@@ -33,6 +34,8 @@ pub enum Command {
     TrainDemo(train_demo::TrainDemoArgs),
     /// List, download and verify the pretrained models.
     Models(models::ModelsArgs),
+    /// Time iterations at standard settings (random full-size weights), stage by stage.
+    Bench(bench::BenchArgs),
 }
 
 /// How a failed command should exit: 2 for bad input, 1 for failures at run time.
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Score(args)) => score::run(&args),
         Some(Command::TrainDemo(args)) => train_demo::run(&args),
         Some(Command::Models(args)) => models::run(&args),
+        Some(Command::Bench(args)) => bench::run(&args),
         None => {
             let settings = match &cli.settings {
                 Some(path) => Some(generate::read_settings_file(path)?),

@@ -3,6 +3,7 @@
 //! UI and reports through return values and observers.
 
 pub mod augment;
+pub mod bench;
 pub mod cutouts;
 pub mod device;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod image;
 pub mod loss;
 pub mod observer;
 pub mod optim;
+pub mod profile;
 pub mod prompt;
 pub mod rng;
 pub mod score;

@@ -19,6 +19,7 @@ use super::image::{load_rgb, resize_exact_lanczos, resize_keep_aspect, rgb_to_te
 use super::loss::{clamp_with_grad, init_loss, tv_loss, PromptTarget};
 use super::observer::{Frame, Observer, StepStats};
 use super::optim::{Optimizer, OptimizerMeta};
+use super::profile::{StageClock, StageTimes};
 use super::prompt::{parse_noise_prompt, parse_prompt};
 use super::rng::Rng;
 use crate::models::clip::Clip;
@@ -63,6 +64,9 @@ pub struct StepOutput {
     pub lr: f64,
     /// The image of the latent before the update, `[1, 3, H, W]` in `[0, 1]`, detached.
     pub image: Tensor,
+    /// Where the step's time went (exact per stage only when profiling, see
+    /// [`Session::set_profiling`]).
+    pub stages: StageTimes,
 }
 
 /// How a run ended.
@@ -126,6 +130,8 @@ pub struct Session {
     last_grad: Option<Tensor>,
     /// Live changes, in order.
     steering: Vec<SteerRecord>,
+    /// Synchronise the device between stages so their times are exact.
+    profiling: bool,
 }
 
 impl Session {
@@ -178,6 +184,7 @@ impl Session {
             settings,
             last_grad: None,
             steering: Vec::new(),
+            profiling: false,
         };
         session.stages =
             session.settings.prompt_stages().iter().map(|stage| session.text_targets(stage)).collect::<Result<_>>()?;
@@ -186,6 +193,11 @@ impl Session {
     }
 
     /// Notices for the user from setup (size rounding, truncated prompts).
+    /// Times each stage exactly, at the cost of waiting for the device between them.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profiling = on;
+    }
+
     pub fn take_notices(&mut self) -> Vec<String> {
         std::mem::take(&mut self.notices)
     }
@@ -405,19 +417,25 @@ impl Session {
     /// One iteration with the given plan: synthesise, cut out, embed, loss, backward,
     /// optimiser step, clamp to the codebook's range.
     pub fn step_with(&mut self, plan: &StepPlan) -> Result<StepOutput> {
+        let device = self.models.device.clone();
+        let sync = self.profiling.then_some(&device);
+        let mut clock = StageClock::start(sync)?;
         let it = self.iteration;
         let lr = self.settings.lr_at(it);
-        let z = self.z.as_tensor();
-        let zq = self.models.vqgan.quantize_st(z)?;
+        let z = self.z.as_tensor().clone();
+        let zq = self.models.vqgan.quantize_st(&z)?;
         let out = self.models.vqgan.decode(&zq)?;
         let image = clamp_with_grad(&((out + 1.0)? / 2.0)?, 0.0, 1.0)?;
-        let batch = self.cutouts(&image, plan)?;
-        let embeds = self.models.clip.encode_image(&Clip::normalize(&batch)?)?;
+        clock.times.decode = clock.lap()?;
+        let batch = Clip::normalize(&self.cutouts(&image, plan)?)?;
+        clock.times.cutouts = clock.lap()?;
+        let embeds = self.models.clip.encode_image(&batch)?;
+        clock.times.clip = clock.lap()?;
 
         let mut terms: Vec<(String, Tensor)> = Vec::new();
         if self.settings.init_weight != 0.0 {
             let decay = self.settings.init_weight_mode == InitWeightMode::Decay;
-            terms.push(("init".to_owned(), init_loss(z, &self.z_orig, self.settings.init_weight, decay, it)?));
+            terms.push(("init".to_owned(), init_loss(&z, &self.z_orig, self.settings.init_weight, decay, it)?));
         }
         let stage = if self.stages.len() > 1 { (it / self.settings.story_every.max(1)) % self.stages.len() } else { 0 };
         for t in self.stages.get(stage).into_iter().flatten().chain(&self.fixed) {
@@ -444,14 +462,17 @@ impl Session {
             .map(|(l, t)| Ok((l.clone(), f64::from(t.to_dtype(DType::F32)?.to_scalar::<f32>()?))))
             .collect::<Result<Vec<_>>>()?;
 
+        clock.times.loss = clock.lap()?;
         let grads = total.backward()?;
-        let g = grads.get(z).ok_or_else(|| EngineError::Input("the loss does not depend on the latent".into()))?;
-        let updated = self.optimizer.step(z, g, lr)?;
+        let g = grads.get(&z).ok_or_else(|| EngineError::Input("the loss does not depend on the latent".into()))?;
+        clock.times.backward = clock.lap()?;
+        let updated = self.optimizer.step(&z, g, lr)?;
         self.last_grad = Some(g.clone());
         let clamped = updated.broadcast_maximum(&self.z_min)?.broadcast_minimum(&self.z_max)?;
         self.z.set(&clamped)?;
+        clock.times.optimiser = clock.lap()?;
         self.iteration += 1;
-        Ok(StepOutput { iteration: it, total: total_value, losses, lr, image: image.detach() })
+        Ok(StepOutput { iteration: it, total: total_value, losses, lr, image: image.detach(), stages: clock.times })
     }
 
     /// Runs until `iterations` are done or `cancel` is set, reporting to `observer`.

@@ -9,6 +9,7 @@ pub mod clip;
 pub mod download;
 pub mod error;
 pub mod nn;
+pub mod random;
 pub mod store;
 pub mod tokenizer;
 pub mod vqgan;

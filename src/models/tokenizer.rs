@@ -28,11 +28,25 @@ impl std::fmt::Debug for ClipTokenizer {
     }
 }
 
+/// The real CLIP BPE vocabulary (OpenAI's `bpe_simple_vocab_16e6` in the Hugging Face
+/// `tokenizer.json` layout), shipped with the binary.
+pub const BUNDLED_JSON: &[u8] = include_bytes!("../../assets/clip-tokenizer.json");
+
 impl ClipTokenizer {
     /// Loads a `tokenizer.json`.
     pub fn from_file(path: &Path, context_length: usize) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-        let mut inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| ModelError::Tokenizer {
+        Self::from_bytes(&bytes, path, context_length)
+    }
+
+    /// The real CLIP vocabulary shipped with the binary (`assets/clip-tokenizer.json`).
+    pub fn bundled(context_length: usize) -> Result<Self> {
+        Self::from_bytes(BUNDLED_JSON, Path::new("<bundled clip-tokenizer.json>"), context_length)
+    }
+
+    /// Reads a `tokenizer.json` held in memory; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path, context_length: usize) -> Result<Self> {
+        let mut inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| ModelError::Tokenizer {
             path: path.to_path_buf(),
             msg: format!("not a valid tokenizer.json ({e})"),
         })?;

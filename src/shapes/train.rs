@@ -22,7 +22,7 @@ use crate::models::vqgan::{nearest_indices, Vqgan, VqganConfig};
 use crate::models::weights::ShapeRecorder;
 
 /// The real CLIP BPE vocabulary, shipped with the binary.
-pub const TOKENIZER_JSON: &[u8] = include_bytes!("../../assets/clip-tokenizer.json");
+pub const TOKENIZER_JSON: &[u8] = crate::models::tokenizer::BUNDLED_JSON;
 
 /// Side of the scenes the VQGAN is trained on and the canvas the demo uses.
 pub const SCENE_SIDE: usize = 128;

@@ -42,6 +42,37 @@ pub struct ClipConfig {
     pub projection_dim: usize,
 }
 
+impl ClipConfig {
+    /// OpenAI's ViT-B/32, as `openai/clip-vit-base-patch32`'s `config.json` describes it.
+    pub fn vit_b_32() -> Self {
+        Self {
+            text: TextConfig {
+                vocab_size: 49408,
+                hidden_size: 512,
+                intermediate_size: 2048,
+                num_hidden_layers: 12,
+                num_attention_heads: 8,
+                max_position_embeddings: 77,
+                activation: Activation::QuickGelu,
+                layer_norm_eps: 1e-5,
+                eos_token_id: 2,
+            },
+            vision: VisionConfig {
+                hidden_size: 768,
+                intermediate_size: 3072,
+                num_hidden_layers: 12,
+                num_attention_heads: 12,
+                image_size: 224,
+                patch_size: 32,
+                num_channels: 3,
+                activation: Activation::QuickGelu,
+                layer_norm_eps: 1e-5,
+            },
+            projection_dim: 512,
+        }
+    }
+}
+
 impl VisionConfig {
     pub fn num_patches(&self) -> usize {
         (self.image_size / self.patch_size).pow(2)

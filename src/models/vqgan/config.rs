@@ -47,6 +47,29 @@ pub struct VqganConfig {
 }
 
 impl VqganConfig {
+    /// taming's ImageNet f16-16384 first stage (`vqgan_imagenet_f16_16384.yaml`).
+    pub fn imagenet_f16_16384() -> Self {
+        Self {
+            ddconfig: DdConfig {
+                double_z: false,
+                z_channels: 256,
+                resolution: 256,
+                in_channels: 3,
+                out_ch: 3,
+                ch: 128,
+                ch_mult: vec![1, 1, 2, 2, 4],
+                num_res_blocks: 2,
+                attn_resolutions: vec![16],
+                num_groups: 32,
+            },
+            embed_dim: 256,
+            n_embed: 16384,
+            quantizer: QuantizerKind::Nearest,
+            weight_prefix: String::new(),
+            target: "taming.models.vqgan.VQModel".to_owned(),
+        }
+    }
+
     /// The spatial downsampling factor, `2^(len(ch_mult) − 1)`.
     pub fn downsample_factor(&self) -> usize {
         1 << (self.ddconfig.ch_mult.len() - 1)

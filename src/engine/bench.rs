@@ -1,0 +1,222 @@
+//! The iteration benchmark behind `clipcanvas bench` and `benches/iteration.rs`: full-size
+//! architectures with random weights (no download), one text prompt, the default
+//! cutouts and augmentations, timed per stage, with the process's peak resident memory
+//! for each canvas size. `tests/reference/bench_reference.py` runs the same iteration
+//! in PyTorch and writes the same JSON.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+
+use super::error::{EngineError, Result};
+use super::profile::StageTimes;
+use super::session::{Models, Session};
+use crate::models::clip::{Clip, ClipConfig};
+use crate::models::random::RandomWeights;
+use crate::models::tokenizer::ClipTokenizer;
+use crate::models::vqgan::{Vqgan, VqganConfig};
+use crate::settings::RunSettings;
+
+/// Which networks to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchArch {
+    /// CLIP ViT-B/32 and the ImageNet VQGAN f16-16384: what artists run.
+    Full,
+    /// A few-layer CLIP and VQGAN, for checking the benchmark itself quickly.
+    Small,
+}
+
+impl BenchArch {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Full => "CLIP ViT-B/32 + VQGAN imagenet f16-16384 (random weights)",
+            Self::Small => "small CLIP + VQGAN (random weights, for testing the bench)",
+        }
+    }
+
+    fn configs(self) -> (ClipConfig, VqganConfig) {
+        let mut clip = ClipConfig::vit_b_32();
+        let mut vqgan = VqganConfig::imagenet_f16_16384();
+        if self == Self::Small {
+            clip.text.hidden_size = 64;
+            clip.text.intermediate_size = 128;
+            clip.text.num_hidden_layers = 1;
+            clip.text.num_attention_heads = 2;
+            clip.vision.hidden_size = 64;
+            clip.vision.intermediate_size = 128;
+            clip.vision.num_hidden_layers = 2;
+            clip.vision.num_attention_heads = 2;
+            clip.vision.image_size = 32;
+            clip.vision.patch_size = 8;
+            clip.projection_dim = 32;
+            let dd = &mut vqgan.ddconfig;
+            dd.z_channels = 16;
+            dd.ch = 32;
+            dd.ch_mult = vec![1, 2];
+            dd.num_res_blocks = 1;
+            dd.attn_resolutions = vec![8];
+            dd.resolution = 16;
+            dd.num_groups = 8;
+            vqgan.embed_dim = 16;
+            vqgan.n_embed = 64;
+        }
+        (clip, vqgan)
+    }
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub arch: BenchArch,
+    /// Square canvas sides, each measured in turn.
+    pub sizes: Vec<usize>,
+    pub cutn: usize,
+    /// Timed iterations per size.
+    pub iterations: usize,
+    /// Untimed iterations first (allocator and caches warm up).
+    pub warmup: usize,
+    pub device: Device,
+    pub seed: u64,
+}
+
+/// One canvas size's figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SizeReport {
+    pub size: usize,
+    /// Mean seconds per timed iteration.
+    pub seconds_per_iteration: f64,
+    /// Fastest timed iteration.
+    pub min_seconds: f64,
+    /// Mean seconds per stage, in `StageTimes::NAMES` order.
+    pub stages: Vec<(String, f64)>,
+    /// Peak resident memory of the process while this size ran, if the OS says.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// `clipcanvas` (candle) or `pytorch`.
+    pub implementation: String,
+    pub arch: String,
+    pub device: String,
+    pub threads: usize,
+    pub cutn: usize,
+    pub iterations: usize,
+    pub warmup: usize,
+    pub results: Vec<SizeReport>,
+}
+
+/// Builds the models, then runs `warmup + iterations` steps at each size. `progress`
+/// hears one line per finished step.
+pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchReport> {
+    if cfg.iterations == 0 {
+        return Err(EngineError::Input("bench needs at least one timed iteration".into()));
+    }
+    if cfg.sizes.is_empty() {
+        return Err(EngineError::Input("bench needs at least one size".into()));
+    }
+    let models = Arc::new(random_models(cfg.arch, &cfg.device, cfg.seed)?);
+    let factor = models.vqgan.config().downsample_factor();
+    let mut results = Vec::new();
+    for &size in &cfg.sizes {
+        if size < factor || size % factor != 0 {
+            return Err(EngineError::Input(format!("size {size} is not a multiple of the VQGAN's factor {factor}")));
+        }
+        let settings = RunSettings {
+            prompts: vec!["a watercolour painting of a lighthouse at dawn".to_owned()],
+            width: size,
+            height: size,
+            cutn: cfg.cutn,
+            iterations: cfg.warmup + cfg.iterations,
+            seed: cfg.seed,
+            ..RunSettings::default()
+        };
+        memory::reset_peak();
+        let mut session = Session::new(models.clone(), settings)?;
+        session.set_profiling(true);
+        let mut sum = StageTimes::default();
+        let mut total = 0.0;
+        let mut min = f64::INFINITY;
+        for i in 0..cfg.warmup + cfg.iterations {
+            let t0 = Instant::now();
+            let out = session.step()?;
+            let secs = t0.elapsed().as_secs_f64();
+            let timed = i >= cfg.warmup;
+            if timed {
+                sum.add(&out.stages);
+                total += secs;
+                min = min.min(secs);
+            }
+            progress(&format!(
+                "{size}x{size} {} {}/{}: {secs:.2} s",
+                if timed { "iteration" } else { "warm-up" },
+                if timed { i - cfg.warmup + 1 } else { i + 1 },
+                if timed { cfg.iterations } else { cfg.warmup },
+            ));
+        }
+        #[expect(clippy::cast_precision_loss, reason = "iteration counts are small")]
+        let n = cfg.iterations as f64;
+        let mean = sum.scaled(1.0 / n);
+        results.push(SizeReport {
+            size,
+            seconds_per_iteration: total / n,
+            min_seconds: min,
+            stages: StageTimes::NAMES.iter().map(|s| (*s).to_owned()).zip(mean.values()).collect(),
+            peak_rss_bytes: memory::peak_rss(),
+        });
+    }
+    Ok(BenchReport {
+        implementation: "clipcanvas".to_owned(),
+        arch: cfg.arch.describe().to_owned(),
+        device: describe_device(&cfg.device),
+        threads: candle_core::utils::get_num_threads(),
+        cutn: cfg.cutn,
+        iterations: cfg.iterations,
+        warmup: cfg.warmup,
+        results,
+    })
+}
+
+/// The benchmark's networks, with random weights.
+pub fn random_models(arch: BenchArch, device: &Device, seed: u64) -> Result<Models> {
+    let (clip_cfg, vqgan_cfg) = arch.configs();
+    let vb = RandomWeights::new(seed).var_builder(DType::F32, device);
+    let clip = Clip::new(vb.clone(), &clip_cfg).map_err(EngineError::Candle)?;
+    let vqgan = Vqgan::new(vb, &vqgan_cfg).map_err(EngineError::Candle)?;
+    let tokenizer = ClipTokenizer::bundled(clip_cfg.text.max_position_embeddings)?;
+    Ok(Models { vqgan, clip, tokenizer, device: device.clone(), source: None })
+}
+
+fn describe_device(device: &Device) -> String {
+    match device {
+        Device::Cpu => format!("cpu ({})", cpu_name().unwrap_or_else(|| "unknown model".to_owned())),
+        Device::Cuda(_) => "cuda".to_owned(),
+        Device::Metal(_) => "metal".to_owned(),
+    }
+}
+
+fn cpu_name() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.trim().to_owned())
+}
+
+/// The process's peak resident memory (Linux: `VmHWM`, reset through `clear_refs`).
+mod memory {
+    pub fn reset_peak() {
+        // Writing 5 resets the peak to the current resident size (Linux ≥ 4.0); where it
+        // cannot be written the peak simply covers the whole process.
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+
+    pub fn peak_rss() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kb * 1024)
+    }
+}
