@@ -16,6 +16,7 @@ pub mod cli;
 pub mod engine;
 pub mod export;
 pub mod manager;
+pub mod memory;
 pub mod models;
 pub mod settings;
 pub mod shapes;

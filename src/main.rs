@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    clipcanvas::memory::keep_freed_memory();
     let cli = match clipcanvas::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

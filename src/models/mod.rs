@@ -8,6 +8,8 @@ pub mod catalog;
 pub mod clip;
 pub mod download;
 pub mod error;
+pub mod frozen;
+pub mod kernels;
 pub mod nn;
 pub mod random;
 pub mod store;

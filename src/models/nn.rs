@@ -8,6 +8,8 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::frozen;
+
 /// A fully connected layer, `y = x·Wᵀ + b`.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -32,6 +34,12 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if frozen::is_frozen(&self.weight)
+            && self.bias.as_ref().is_none_or(frozen::is_frozen)
+            && x.dtype() == DType::F32
+        {
+            return frozen::linear(x, &self.weight, self.bias.as_ref());
+        }
         let y = x.broadcast_matmul(&self.weight.t()?)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -82,8 +90,25 @@ impl GroupNorm {
     }
 }
 
+impl GroupNorm {
+    /// `silu(norm(x))`, in one pass when the weights are frozen.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        if self.frozen(x) {
+            return frozen::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true);
+        }
+        self.forward(x)?.silu()
+    }
+
+    fn frozen(&self, x: &Tensor) -> bool {
+        frozen::is_frozen(&self.weight) && frozen::is_frozen(&self.bias) && x.dtype() == DType::F32 && x.rank() == 4
+    }
+}
+
 impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.frozen(x) {
+            return frozen::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false);
+        }
         let (b, c, h, w) = x.dims4()?;
         let grouped = x.reshape((b, self.groups, (c / self.groups) * h * w))?;
         let mean = grouped.mean_keepdim(D::Minus1)?;
@@ -175,11 +200,40 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = conv2d(x, &self.weight, self.stride, self.padding)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
-            None => Ok(y),
+        conv2d_layer(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
+    }
+}
+
+/// A convolution layer's forward pass: frozen weights go through `models::frozen` (no
+/// weight gradients, CPU kernels); trained ones through [`conv2d`].
+pub fn conv2d_layer(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    if frozen::is_frozen(weight) && bias.is_none_or(frozen::is_frozen) && x.dtype() == DType::F32 {
+        let (_, _, k, _) = weight.dims4()?;
+        let (b, cin, h, w) = x.dims4()?;
+        if stride == 1 && padding < k {
+            return frozen::conv2d(x, weight, bias, padding);
         }
+        if stride == k && padding == 0 && h % k == 0 && w % k == 0 {
+            // Non-overlapping patches (a ViT's patch embedding): a frozen linear layer
+            // over the flattened patches.
+            let (ho, wo) = (h / k, w / k);
+            let patches =
+                x.reshape((b, cin, ho, k, wo, k))?.permute((0, 2, 4, 1, 3, 5))?.reshape((b, ho * wo, cin * k * k))?;
+            let cout = weight.dim(0)?;
+            let y = frozen::linear(&patches, &weight.reshape((cout, cin * k * k))?, bias)?;
+            return y.transpose(1, 2)?.reshape((b, cout, ho, wo));
+        }
+    }
+    let y = conv2d(x, weight, stride, padding)?;
+    match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+        None => Ok(y),
     }
 }
 

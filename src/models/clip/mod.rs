@@ -252,7 +252,7 @@ impl VisionTransformer {
             )
         }
         let p = self.config.patch_size;
-        let patches = crate::models::nn::conv2d(pixels, &self.patch_embedding, p, 0)?; // [B, D, S/p, S/p]
+        let patches = crate::models::nn::conv2d_layer(pixels, &self.patch_embedding, None, p, 0)?; // [B, D, S/p, S/p]
         let d = self.config.hidden_size;
         let patches = patches.flatten_from(2)?.transpose(1, 2)?; // [B, N, D]
         let class = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;

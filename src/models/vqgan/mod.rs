@@ -52,8 +52,8 @@ impl ResnetBlock {
 
 impl Module for ResnetBlock {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.nin_shortcut {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -200,7 +200,7 @@ impl Module for Encoder {
             }
         }
         let h = self.mid.forward(&h)?;
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 
@@ -264,7 +264,7 @@ impl Module for Decoder {
                 h = conv.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 

@@ -1,0 +1,566 @@
+//! Layers whose weights are frozen, as candle custom ops that compute only what an
+//! iteration needs: the output, and on the way back the gradient of the input — never
+//! of the weights. (candle's own matmul and conv backward always make both; for a
+//! generation step that is a third of the work thrown away.)
+//!
+//! On the CPU the forward passes run the kernels of `models::kernels` (implicit-GEMM
+//! convolution, strided GEMM with the bias folded in). On a GPU they run candle's own
+//! tensor ops on the device, still without weight gradients. The backward passes are
+//! tensor ops or the same custom ops (a convolution's input gradient is a convolution
+//! with the flipped, transposed kernel), so they run on any device.
+//!
+//! Layers fall back to plain candle ops when their weights are being trained (`Var`s,
+//! as in `clipcanvas train-demo`) or are not `f32`.
+
+use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};
+
+use super::kernels::{self, ConvShape, MatMut, MatRef};
+
+/// Whether `w` can go through a frozen op: a plain (untrained) f32 tensor.
+pub fn is_frozen(w: &Tensor) -> bool {
+    !w.is_variable() && !w.track_op() && w.dtype() == DType::F32
+}
+
+/// `x` as a contiguous tensor starting at offset 0 of its storage.
+fn dense(x: &Tensor) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    if x.layout().start_offset() == 0 {
+        Ok(x)
+    } else {
+        x.copy()
+    }
+}
+
+/// Runs `f` on the contiguous f32 slice of a CPU tensor.
+fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else { bail!("frozen op: expected a CPU tensor") };
+    let Some((start, end)) = layout.contiguous_offsets() else { bail!("frozen op: expected a contiguous tensor") };
+    f(&cpu.as_slice::<f32>()?[start..end])
+}
+
+fn input_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let Some((start, end)) = layout.contiguous_offsets() else { bail!("frozen op: input is not contiguous") };
+    Ok(&storage.as_slice::<f32>()?[start..end])
+}
+
+/// A GPU forward pass through candle's tensor ops: wraps the storage as a tensor, runs
+/// `f`, and hands back the result's storage.
+#[cfg(any(feature = "cuda", feature = "metal"))]
+fn via_tensors(
+    storage: Storage,
+    layout: &Layout,
+    f: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<(Storage, Shape)> {
+    use candle_core::backend::BackendStorage;
+    if !layout.is_contiguous() || layout.start_offset() != 0 {
+        bail!("frozen op: input is not dense")
+    }
+    let x = Tensor::from_storage(storage, layout.shape().clone(), candle_core::op::BackpropOp::none(), false);
+    let y = dense(&f(&x)?)?;
+    let (st, l) = y.storage_and_layout();
+    let out = match &*st {
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(s) => Storage::Cuda(s.try_clone(l)?),
+        #[cfg(feature = "metal")]
+        Storage::Metal(s) => Storage::Metal(s.try_clone(l)?),
+        _ => bail!("frozen op: the result left the device"),
+    };
+    Ok((out, l.shape().clone()))
+}
+
+macro_rules! gpu_forwards {
+    () => {
+        #[cfg(feature = "cuda")]
+        fn cuda_fwd(
+            &self,
+            storage: &candle_core::CudaStorage,
+            layout: &Layout,
+        ) -> Result<(candle_core::CudaStorage, Shape)> {
+            use candle_core::backend::BackendStorage;
+            match via_tensors(Storage::Cuda(storage.try_clone(layout)?), layout, |x| self.forward_tensor(x))? {
+                (Storage::Cuda(s), shape) => Ok((s, shape)),
+                _ => bail!("frozen op: the result left the device"),
+            }
+        }
+
+        #[cfg(feature = "metal")]
+        fn metal_fwd(
+            &self,
+            storage: &candle_core::MetalStorage,
+            layout: &Layout,
+        ) -> Result<(candle_core::MetalStorage, Shape)> {
+            use candle_core::backend::BackendStorage;
+            match via_tensors(Storage::Metal(storage.try_clone(layout)?), layout, |x| self.forward_tensor(x))? {
+                (Storage::Metal(s), shape) => Ok((s, shape)),
+                _ => bail!("frozen op: the result left the device"),
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Linear
+// ---------------------------------------------------------------------------------------
+
+/// `y = x·Wᵀ + b` over the last dimension of `x`, with `W` `[out, in]` frozen.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let op = LinearOp { weight: weight.clone(), bias: bias.cloned(), transposed: false };
+    dense(x)?.apply_op1(op)
+}
+
+struct LinearOp {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    /// `y = x·W` instead (the input gradient's product).
+    transposed: bool,
+}
+
+impl LinearOp {
+    #[cfg_attr(not(any(feature = "cuda", feature = "metal", test)), expect(dead_code, reason = "the GPU forward"))]
+    fn forward_tensor(&self, x: &Tensor) -> Result<Tensor> {
+        let y =
+            if self.transposed { x.broadcast_matmul(&self.weight)? } else { x.broadcast_matmul(&self.weight.t()?)? };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+impl CustomOp1 for LinearOp {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = input_slice(storage, layout)?;
+        let (w0, w1) = self.weight.dims2()?;
+        let (out_dim, in_dim) = if self.transposed { (w1, w0) } else { (w0, w1) };
+        let dims = layout.dims();
+        if dims.last() != Some(&in_dim) {
+            bail!("linear: input {dims:?} does not end in {in_dim}")
+        }
+        let rows = x.len() / in_dim.max(1);
+        let mut y = vec![0.0f32; rows * out_dim];
+        if let Some(b) = &self.bias {
+            with_cpu_slice(b, |b| {
+                for row in y.chunks_exact_mut(out_dim) {
+                    row.copy_from_slice(b);
+                }
+                Ok(())
+            })?;
+        }
+        let w = dense(&self.weight)?;
+        with_cpu_slice(&w, |w| {
+            let mut dst = MatMut { data: &mut y, offset: 0, rows, cols: out_dim, rs: out_dim, cs: 1 };
+            let lhs = MatRef { data: x, offset: 0, rows, cols: in_dim, rs: in_dim, cs: 1 };
+            let rhs = if self.transposed {
+                MatRef { data: w, offset: 0, rows: in_dim, cols: out_dim, rs: out_dim, cs: 1 }
+            } else {
+                MatRef { data: w, offset: 0, rows: in_dim, cols: out_dim, rs: 1, cs: in_dim }
+            };
+            kernels::matmul(&mut dst, lhs, rhs, self.bias.is_some())
+        })?;
+        let mut shape = dims.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = out_dim;
+        }
+        Ok((CpuStorage::F32(y), Shape::from(shape)))
+    }
+
+    gpu_forwards!();
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if self.transposed {
+            bail!("frozen linear: no second-order gradients")
+        }
+        if arg.device().is_cpu() {
+            let op = LinearOp { weight: self.weight.clone(), bias: None, transposed: true };
+            Ok(Some(dense(grad)?.apply_op1_no_bwd(&op)?))
+        } else {
+            Ok(Some(grad.broadcast_matmul(&self.weight)?))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Convolution
+// ---------------------------------------------------------------------------------------
+
+/// A stride-1 convolution with `k×k` kernels and zero padding, `W` `[out, in, k, k]`
+/// frozen.
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, padding: usize) -> Result<Tensor> {
+    let (_, _, k, k2) = weight.dims4()?;
+    if k != k2 {
+        bail!("conv2d: only square kernels, got {:?}", weight.dims())
+    }
+    let op = ConvOp { weight: weight.clone(), bias: bias.cloned(), k, padding, transposed: false };
+    dense(x)?.apply_op1(op)
+}
+
+struct ConvOp {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    k: usize,
+    padding: usize,
+    /// Convolve with the flipped, transposed kernel (the input gradient's convolution).
+    transposed: bool,
+}
+
+impl ConvOp {
+    #[cfg_attr(not(any(feature = "cuda", feature = "metal", test)), expect(dead_code, reason = "the GPU forward"))]
+    fn forward_tensor(&self, x: &Tensor) -> Result<Tensor> {
+        let w = if self.transposed {
+            let rev: Vec<u32> = (0..u32::try_from(self.k).unwrap_or(u32::MAX)).rev().collect();
+            let rev = Tensor::new(rev.as_slice(), self.weight.device())?;
+            self.weight.index_select(&rev, 2)?.index_select(&rev, 3)?.transpose(0, 1)?.contiguous()?
+        } else {
+            self.weight.clone()
+        };
+        let y = x.conv2d(&w, self.padding, 1, 1, 1)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+impl CustomOp1 for ConvOp {
+    fn name(&self) -> &'static str {
+        "frozen-conv2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = input_slice(storage, layout)?;
+        let (batch, cin, h, w) = layout.shape().dims4()?;
+        let (w0, w1, _, _) = self.weight.dims4()?;
+        let (cout, wcin) = if self.transposed { (w1, w0) } else { (w0, w1) };
+        if wcin != cin {
+            bail!("conv2d: input {:?} does not fit kernel {:?}", layout.dims(), self.weight.dims())
+        }
+        let s = ConvShape { batch, cin, cout, h, w, k: self.k, padding: self.padding };
+        let Some((ho, wo)) = s.out_hw() else { bail!("conv2d: {h}x{w} input is smaller than the kernel") };
+        let weight = dense(&self.weight)?;
+        let out = with_cpu_slice(&weight, |wt| match &self.bias {
+            Some(b) => with_cpu_slice(b, |b| kernels::conv2d_same(x, wt, Some(b), s, self.transposed)),
+            None => kernels::conv2d_same(x, wt, None, s, self.transposed),
+        })?;
+        Ok((CpuStorage::F32(out), Shape::from((batch, cout, ho, wo))))
+    }
+
+    gpu_forwards!();
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if self.transposed || self.padding + 1 > self.k {
+            // Never built with a gradient: the transposed op only runs inside a backward,
+            // and generation's convolutions pad by at most k − 1.
+            bail!("frozen conv2d: no backward for this configuration")
+        }
+        let op = ConvOp {
+            weight: self.weight.clone(),
+            bias: None,
+            k: self.k,
+            padding: self.k - 1 - self.padding,
+            transposed: true,
+        };
+        Ok(Some(dense(grad)?.apply_op1_no_bwd(&op)?))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Group normalisation (optionally followed by SiLU)
+// ---------------------------------------------------------------------------------------
+
+/// `torch.nn.GroupNorm(groups, C, eps)` with frozen `weight`/`bias` over `[B, C, H, W]`,
+/// followed by `SiLU` when `silu` — the VQGAN's `nonlinearity(norm(h))` in one pass, and
+/// one pass back.
+pub fn group_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, groups: usize, eps: f64, silu: bool) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    if groups == 0 || c % groups != 0 || weight.dims1()? != c || bias.dims1()? != c {
+        bail!("group norm: {c} channels, {groups} groups, weight {:?}", weight.dims())
+    }
+    let op = GroupNormOp { weight: weight.clone(), bias: bias.clone(), groups, eps, silu };
+    dense(x)?.apply_op1(op)
+}
+
+#[derive(Clone)]
+struct GroupNormOp {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+/// Mean and 1/σ of one group's values.
+fn moments(v: &[f32], eps: f64) -> (f32, f32) {
+    #[expect(clippy::cast_precision_loss, reason = "group sizes are far below 2^52")]
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().map(|&a| f64::from(a)).sum::<f64>() / n;
+    let var = v.iter().map(|&a| (f64::from(a) - mean).powi(2)).sum::<f64>() / n;
+    #[expect(clippy::cast_possible_truncation, reason = "back to the tensor's f32")]
+    (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+impl GroupNormOp {
+    /// `(b·c, plane)`: the per-(batch, group) chunk length and each channel's plane size.
+    fn split(&self, dims: &[usize]) -> Result<(usize, usize)> {
+        let [_, c, h, w] = dims else { bail!("group norm: expected [B, C, H, W], got {dims:?}") };
+        Ok(((c / self.groups) * h * w, h * w))
+    }
+
+    #[cfg_attr(not(any(feature = "cuda", feature = "metal", test)), expect(dead_code, reason = "the GPU forward"))]
+    fn forward_tensor(&self, x: &Tensor) -> Result<Tensor> {
+        let (xhat, _) = self.normalised(x)?;
+        let (_, c, _, _) = x.dims4()?;
+        let n = xhat
+            .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+        if self.silu {
+            n.silu()
+        } else {
+            Ok(n)
+        }
+    }
+
+    /// x̂ and 1/σ per group (`[B, G, 1]`), as tensors.
+    fn normalised(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, c, h, w) = x.dims4()?;
+        let g = x.reshape((b, self.groups, (c / self.groups) * h * w))?;
+        let mean = g.mean_keepdim(D::Minus1)?;
+        let centred = g.broadcast_sub(&mean)?;
+        let rstd = (centred.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?.recip()?;
+        Ok((centred.broadcast_mul(&rstd)?.reshape((b, c, h, w))?, rstd))
+    }
+
+    /// The input gradient with tensor ops (any device).
+    fn backward_tensor(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let (xhat, rstd) = self.normalised(x)?;
+        let gamma = self.weight.reshape((1, c, 1, 1))?;
+        let dn = if self.silu {
+            let n = xhat.broadcast_mul(&gamma)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+            let s = candle_nn::ops::sigmoid(&n)?;
+            let ds = ((n * (1.0 - &s)?)? + 1.0)?.mul(&s)?;
+            (dy * ds)?
+        } else {
+            dy.clone()
+        };
+        let shape = (b, self.groups, (c / self.groups) * h * w);
+        let dxhat = dn.broadcast_mul(&gamma)?.reshape(shape)?;
+        let xhat = xhat.reshape(shape)?;
+        let s1 = dxhat.mean_keepdim(D::Minus1)?;
+        let s2 = (&dxhat * &xhat)?.mean_keepdim(D::Minus1)?;
+        let dx = dxhat.broadcast_sub(&s1)?.sub(&xhat.broadcast_mul(&s2)?)?.broadcast_mul(&rstd)?;
+        dx.reshape((b, c, h, w))
+    }
+}
+
+impl CustomOp1 for GroupNormOp {
+    fn name(&self) -> &'static str {
+        "frozen-group-norm"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let x = input_slice(storage, layout)?;
+        let (chunk, plane) = self.split(layout.dims())?;
+        let cg = chunk / plane.max(1);
+        let mut y = vec![0.0f32; x.len()];
+        with_cpu_slice(&dense(&self.weight)?, |gamma| {
+            with_cpu_slice(&dense(&self.bias)?, |beta| {
+                y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).enumerate().for_each(|(i, (yg, xg))| {
+                    let (mean, rstd) = moments(xg, self.eps);
+                    let c0 = (i % self.groups) * cg;
+                    for (j, (yc, xc)) in yg.chunks_mut(plane).zip(xg.chunks(plane)).enumerate() {
+                        let a = rstd * gamma[c0 + j];
+                        let b = beta[c0 + j] - mean * a;
+                        for (o, &v) in yc.iter_mut().zip(xc) {
+                            let n = v * a + b;
+                            *o = if self.silu { n * sigmoid(n) } else { n };
+                        }
+                    }
+                });
+                Ok(())
+            })
+        })?;
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    gpu_forwards!();
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if arg.device().is_cpu() {
+            Ok(Some(dense(arg)?.apply_op2_no_bwd(&dense(grad)?, &GroupNormBackward(self.clone()))?))
+        } else {
+            Ok(Some(self.backward_tensor(arg, grad)?))
+        }
+    }
+}
+
+/// The CPU kernel of [`GroupNormOp`]'s input gradient: `(x, dy) → dx`.
+struct GroupNormBackward(GroupNormOp);
+
+impl candle_core::CustomOp2 for GroupNormBackward {
+    fn name(&self) -> &'static str {
+        "frozen-group-norm-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let op = &self.0;
+        let (x, dy) = (input_slice(s1, l1)?, input_slice(s2, l2)?);
+        if x.len() != dy.len() {
+            bail!("group norm backward: gradient {:?} does not match input {:?}", l2.dims(), l1.dims())
+        }
+        let (chunk, plane) = op.split(l1.dims())?;
+        let cg = chunk / plane.max(1);
+        #[expect(clippy::cast_precision_loss, reason = "group sizes are far below 2^24")]
+        let inv_n = 1.0 / chunk.max(1) as f32;
+        let mut dx = vec![0.0f32; x.len()];
+        with_cpu_slice(&dense(&op.weight)?, |gamma| {
+            with_cpu_slice(&dense(&op.bias)?, |beta| {
+                dx.par_chunks_mut(chunk).zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk))).enumerate().for_each(
+                    |(i, (dxg, (xg, dyg)))| {
+                        let (mean, rstd) = moments(xg, op.eps);
+                        let c0 = (i % op.groups) * cg;
+                        // First pass: dx̂ into dx, and the two group sums.
+                        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                        for (j, ((dc, xc), gc)) in
+                            dxg.chunks_mut(plane).zip(xg.chunks(plane)).zip(dyg.chunks(plane)).enumerate()
+                        {
+                            let (gm, bt) = (gamma[c0 + j], beta[c0 + j]);
+                            for ((d, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
+                                let xh = (v - mean) * rstd;
+                                let dn = if op.silu {
+                                    let n = xh * gm + bt;
+                                    let s = sigmoid(n);
+                                    g * s * (1.0 + n * (1.0 - s))
+                                } else {
+                                    g
+                                };
+                                let dxh = dn * gm;
+                                *d = dxh;
+                                s1 += f64::from(dxh);
+                                s2 += f64::from(dxh * xh);
+                            }
+                        }
+                        #[expect(clippy::cast_possible_truncation, reason = "back to f32")]
+                        let (m1, m2) = ((s1 as f32) * inv_n, (s2 as f32) * inv_n);
+                        for (d, &v) in dxg.iter_mut().zip(xg) {
+                            let xh = (v - mean) * rstd;
+                            *d = rstd * (*d - m1 - xh * m2);
+                        }
+                    },
+                );
+                Ok(())
+            })
+        })?;
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn close(a: &Tensor, b: &Tensor, tol: f32) -> Result<()> {
+        let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let s = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
+        assert!(d <= tol * s, "max difference {d} (scale {s})");
+        Ok(())
+    }
+
+    #[test]
+    fn frozen_conv_matches_candle_forward_and_input_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(b, cin, cout, h, w, k, p) in &[(1, 4, 6, 9, 7, 3, 1), (2, 5, 3, 6, 6, 1, 0), (1, 3, 2, 5, 8, 3, 0)] {
+            let weight = Tensor::randn(0f32, 0.3, (cout, cin, k, k), &dev)?;
+            let bias = Tensor::randn(0f32, 0.3, cout, &dev)?;
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev)?)?;
+            let upstream = Tensor::randn(0f32, 1.0, (b, cout, h + 2 * p + 1 - k, w + 2 * p + 1 - k), &dev)?;
+
+            let ours = conv2d(x.as_tensor(), &weight, Some(&bias), p)?;
+            let theirs = x.as_tensor().conv2d(&weight, p, 1, 1, 1)?.broadcast_add(&bias.reshape((1, cout, 1, 1))?)?;
+            close(&ours, &theirs, 1e-5)?;
+
+            let g_ours = (ours * &upstream)?.sum_all()?.backward()?;
+            let g_theirs = (theirs * &upstream)?.sum_all()?.backward()?;
+            let (Some(a), Some(e)) = (g_ours.get(&x), g_theirs.get(&x)) else { bail!("no gradient for x") };
+            close(a, e, 1e-5)?;
+            // The frozen weight gets no gradient at all.
+            assert!(g_ours.get(&weight).is_none());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn frozen_linear_matches_matmul_forward_and_input_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let weight = Tensor::randn(0f32, 0.3, (7, 5), &dev)?;
+        let bias = Tensor::randn(0f32, 0.3, 7, &dev)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 5), &dev)?)?;
+        let upstream = Tensor::randn(0f32, 1.0, (2, 3, 7), &dev)?;
+        for b in [None, Some(&bias)] {
+            let ours = linear(x.as_tensor(), &weight, b)?;
+            let mut theirs = x.as_tensor().broadcast_matmul(&weight.t()?)?;
+            if let Some(b) = b {
+                theirs = theirs.broadcast_add(b)?;
+            }
+            close(&ours, &theirs, 1e-5)?;
+            let g_ours = (ours * &upstream)?.sum_all()?.backward()?;
+            let g_theirs = (theirs * &upstream)?.sum_all()?.backward()?;
+            let (Some(a), Some(e)) = (g_ours.get(&x), g_theirs.get(&x)) else { bail!("no gradient for x") };
+            close(a, e, 1e-5)?;
+            assert!(g_ours.get(&weight).is_none());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn tensor_path_agrees_with_the_cpu_kernels() -> Result<()> {
+        // The GPU forward (candle ops) checked on the CPU against the kernels.
+        let dev = Device::Cpu;
+        let weight = Tensor::randn(0f32, 0.3, (4, 3, 3, 3), &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (2, 4, 5, 6), &dev)?;
+        let op = ConvOp { weight: weight.clone(), bias: None, k: 3, padding: 1, transposed: true };
+        close(&x.apply_op1_no_bwd(&op)?, &op.forward_tensor(&x)?, 1e-5)?;
+        let lin = LinearOp {
+            weight: Tensor::randn(0f32, 0.3, (6, 4), &dev)?,
+            bias: Some(Tensor::randn(0f32, 0.3, 6, &dev)?),
+            transposed: false,
+        };
+        let x = Tensor::randn(0f32, 1.0, (3, 4), &dev)?;
+        close(&x.apply_op1_no_bwd(&lin)?, &lin.forward_tensor(&x)?, 1e-5)?;
+        Ok(())
+    }
+    #[test]
+    fn frozen_group_norm_matches_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, c, h, w, groups) = (2, 6, 5, 4, 3);
+        let weight = Tensor::randn(1f32, 0.3, c, &dev)?;
+        let bias = Tensor::randn(0f32, 0.3, c, &dev)?;
+        let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, (b, c, h, w), &dev)? + 0.5)?)?;
+        let upstream = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev)?;
+        for silu in [false, true] {
+            let op = GroupNormOp { weight: weight.clone(), bias: bias.clone(), groups, eps: 1e-6, silu };
+            let ours = group_norm(x.as_tensor(), &weight, &bias, groups, 1e-6, silu)?;
+            // The reference: the same maths from differentiable candle ops.
+            let theirs = op.forward_tensor(x.as_tensor())?;
+            close(&ours, &theirs, 1e-5)?;
+            let g_ours = (ours * &upstream)?.sum_all()?.backward()?;
+            let g_theirs = (theirs * &upstream)?.sum_all()?.backward()?;
+            let (Some(a), Some(e)) = (g_ours.get(&x), g_theirs.get(&x)) else { bail!("no gradient for x") };
+            close(a, e, 1e-4)?;
+            // The tensor-op backward (the GPU's) agrees too.
+            close(&op.backward_tensor(x.as_tensor(), &upstream)?, e, 1e-4)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,370 @@
+//! CPU kernels for the frozen layers of the generation path (see `models::frozen`):
+//! a checked wrapper over the `gemm` crate's strided matrix product, and a stride-1
+//! convolution done as an implicit GEMM — one product per kernel tap over a shifted
+//! view of the zero-padded input, accumulated in place — so no im2col matrix is built
+//! and nothing but the padded input and the output is allocated.
+//!
+//! This is the only module with `unsafe`: `gemm::gemm` takes raw pointers and strides.
+//! [`matmul`] checks every index the product can touch against the slices first.
+
+use candle_core::{bail, Result};
+
+/// A strided matrix view of a slice: element `(i, j)` is `data[offset + i·rs + j·cs]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// A mutable strided matrix view.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+fn last_index(offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        return Some(offset);
+    }
+    offset.checked_add((rows - 1).checked_mul(rs)?)?.checked_add((cols - 1).checked_mul(cs)?)
+}
+
+fn in_bounds(len: usize, offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    rows == 0 || cols == 0 || last_index(offset, rows, cols, rs, cs).is_some_and(|i| i < len)
+}
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`. Threads: candle's count
+/// for products big enough to share, one otherwise.
+pub fn matmul(dst: &mut MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) -> Result<()> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if rhs.rows != k || dst.rows != m || dst.cols != n {
+        bail!("matmul: [{m}x{k}] · [{}x{n}] does not fit [{}x{}]", rhs.rows, dst.rows, dst.cols)
+    }
+    if !in_bounds(lhs.data.len(), lhs.offset, m, k, lhs.rs, lhs.cs)
+        || !in_bounds(rhs.data.len(), rhs.offset, k, n, rhs.rs, rhs.cs)
+        || !in_bounds(dst.data.len(), dst.offset, m, n, dst.rs, dst.cs)
+    {
+        bail!("matmul: a strided view reaches past its buffer")
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    dst.data[dst.offset + i * dst.rs + j * dst.cs] = 0.0;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let (Ok(lrs), Ok(lcs), Ok(rrs), Ok(rcs), Ok(drs), Ok(dcs)) = (
+        isize::try_from(lhs.rs),
+        isize::try_from(lhs.cs),
+        isize::try_from(rhs.rs),
+        isize::try_from(rhs.cs),
+        isize::try_from(dst.rs),
+        isize::try_from(dst.cs),
+    ) else {
+        bail!("matmul: strides too large")
+    };
+    let work = m.saturating_mul(n).saturating_mul(k);
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism =
+        if threads > 1 && work >= 1 << 18 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let dst_ptr = dst.data[dst.offset..].as_mut_ptr();
+    let lhs_ptr = lhs.data[lhs.offset..].as_ptr();
+    let rhs_ptr = rhs.data[rhs.offset..].as_ptr();
+    #[expect(unsafe_code, reason = "gemm takes raw pointers; every index it can touch was checked above")]
+    // SAFETY: the three views were checked to stay inside their slices for the given
+    // sizes and (non-negative) strides; `dst` is borrowed mutably, so it aliases neither
+    // input; gemm reads dst only when `accumulate`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst_ptr,
+            dcs,
+            drs,
+            accumulate,
+            lhs_ptr,
+            lcs,
+            lrs,
+            rhs_ptr,
+            rcs,
+            rrs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// The shape of a stride-1 convolution with square `k×k` kernels and zero padding `p`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub padding: usize,
+}
+
+impl ConvShape {
+    pub fn out_hw(&self) -> Option<(usize, usize)> {
+        let hp = self.h + 2 * self.padding;
+        let wp = self.w + 2 * self.padding;
+        (hp >= self.k && wp >= self.k).then(|| (hp - self.k + 1, wp - self.k + 1))
+    }
+}
+
+/// Stride-1 convolution of `x` (`[B, Cin, H, W]`, contiguous) with `weight`
+/// (`[Cout, Cin, k, k]`, contiguous) plus `bias` (`[Cout]`).
+///
+/// With `transposed`, `weight` is read as `[Cin', Cout', k, k]` and used flipped and
+/// transposed — the convolution that carries a gradient back through the original one
+/// (for padding `p`, call with padding `k − 1 − p`). No copy of the weight is made.
+pub fn conv2d_same(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: ConvShape,
+    transposed: bool,
+) -> Result<Vec<f32>> {
+    let ConvShape { batch, cin, cout, h, w, k, padding: p } = s;
+    let Some((ho, wo)) = s.out_hw() else { bail!("conv2d: {h}x{w} input is smaller than the {k}x{k} kernel") };
+    if x.len() != batch * cin * h * w || weight.len() != cout * cin * k * k || bias.is_some_and(|b| b.len() != cout) {
+        bail!("conv2d: buffer sizes do not match {s:?}")
+    }
+    let (hp, wp) = (h + 2 * p, w + 2 * p);
+    // Each channel of the padded input gets k slack elements: the last tap's shifted view
+    // runs k − 2 past the padded plane (into columns that are cut away afterwards).
+    let plane = hp * wp + k;
+    let direct = p == 0 && k == 1;
+    let mut padded = if direct { Vec::new() } else { vec![0.0f32; cin * plane] };
+    let full_n = ho * wp;
+    let mut full = if wp == wo { Vec::new() } else { vec![0.0f32; cout * full_n] };
+    let mut out = vec![0.0f32; batch * cout * ho * wo];
+    for b in 0..batch {
+        let xb = &x[b * cin * h * w..(b + 1) * cin * h * w];
+        let (src, src_plane): (&[f32], usize) = if direct {
+            (xb, h * w)
+        } else {
+            for c in 0..cin {
+                for y in 0..h {
+                    let from = c * h * w + y * w;
+                    let to = c * plane + (y + p) * wp + p;
+                    padded[to..to + w].copy_from_slice(&xb[from..from + w]);
+                }
+            }
+            (&padded, plane)
+        };
+        let ob = &mut out[b * cout * ho * wo..(b + 1) * cout * ho * wo];
+        let dst_buf: &mut [f32] = if wp == wo { ob } else { &mut full };
+        if let Some(bias) = bias {
+            for (co, &bv) in bias.iter().enumerate() {
+                dst_buf[co * full_n..(co + 1) * full_n].fill(bv);
+            }
+        }
+        for ky in 0..k {
+            for kx in 0..k {
+                // Tap (ky, kx) of the weight as a [cout, cin] matrix.
+                let lhs = if transposed {
+                    // weight is [cin', cout', k, k] = [cout, cin, k, k] of the forward conv
+                    // read as W[ci][co] flipped: element (co_out=i, ci_in=j) = W[j][i][k-1-ky][k-1-kx].
+                    MatRef {
+                        data: weight,
+                        offset: (k - 1 - ky) * k + (k - 1 - kx),
+                        rows: cout,
+                        cols: cin,
+                        rs: k * k,
+                        cs: cout * k * k,
+                    }
+                } else {
+                    MatRef { data: weight, offset: ky * k + kx, rows: cout, cols: cin, rs: cin * k * k, cs: k * k }
+                };
+                let rhs = MatRef { data: src, offset: ky * wp + kx, rows: cin, cols: full_n, rs: src_plane, cs: 1 };
+                let mut dst = MatMut { data: dst_buf, offset: 0, rows: cout, cols: full_n, rs: full_n, cs: 1 };
+                matmul(&mut dst, lhs, rhs, bias.is_some() || ky + kx > 0)?;
+            }
+        }
+        if wp != wo {
+            for co in 0..cout {
+                for y in 0..ho {
+                    let from = co * full_n + y * wp;
+                    let to = co * ho * wo + y * wo;
+                    ob[to..to + wo].copy_from_slice(&full[from..from + wo]);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: ConvShape) -> Vec<f32> {
+        let ConvShape { batch, cin, cout, h, w, k, padding: p } = s;
+        let (ho, wo) = s.out_hw().unwrap_or((0, 0));
+        let mut out = vec![0.0; batch * cout * ho * wo];
+        for b in 0..batch {
+            for co in 0..cout {
+                for y in 0..ho {
+                    for xx in 0..wo {
+                        let mut acc = bias.map_or(0.0, |bb| bb[co]);
+                        for ci in 0..cin {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = ((y + ky) as isize - p as isize, (xx + kx) as isize - p as isize);
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                        acc += wt[((co * cin + ci) * k + ky) * k + kx]
+                                            * x[((b * cin + ci) * h + iy as usize) * w + ix as usize];
+                                    }
+                                }
+                            }
+                        }
+                        out[((b * cout + co) * ho + y) * wo + xx] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn implicit_gemm_matches_the_definition() -> Result<()> {
+        for &(batch, cin, cout, h, w, k, p) in &[
+            (1, 3, 4, 5, 7, 3, 1),
+            (2, 5, 3, 6, 4, 1, 0),
+            (1, 2, 2, 4, 4, 3, 0),
+            (2, 4, 6, 3, 9, 3, 2),
+            (1, 1, 1, 1, 1, 1, 0),
+        ] {
+            let s = ConvShape { batch, cin, cout, h, w, k, padding: p };
+            let x = values(batch * cin * h * w, 1);
+            let wt = values(cout * cin * k * k, 2);
+            let b = values(cout, 3);
+            for bias in [None, Some(b.as_slice())] {
+                let got = conv2d_same(&x, &wt, bias, s, false)?;
+                let want = naive(&x, &wt, bias, s);
+                assert_eq!(got.len(), want.len());
+                for (g, e) in got.iter().zip(&want) {
+                    assert!((g - e).abs() < 1e-4, "{s:?}: {g} vs {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn transposed_is_the_flipped_transposed_kernel() -> Result<()> {
+        let (cin, cout, k) = (3, 5, 3);
+        let wt = values(cout * cin * k * k, 4);
+        // The explicit flipped/transposed kernel [cin, cout, k, k].
+        let mut flipped = vec![0.0; wt.len()];
+        for co in 0..cout {
+            for ci in 0..cin {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        flipped[((ci * cout + co) * k + (k - 1 - ky)) * k + (k - 1 - kx)] =
+                            wt[((co * cin + ci) * k + ky) * k + kx];
+                    }
+                }
+            }
+        }
+        let s = ConvShape { batch: 2, cin: cout, cout: cin, h: 6, w: 5, k, padding: 1 };
+        let g = values(2 * cout * 6 * 5, 5);
+        let got = conv2d_same(&g, &wt, None, s, true)?;
+        let want = naive(&g, &flipped, None, s);
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn views_past_the_buffer_are_refused() {
+        let data = vec![0.0f32; 6];
+        let mut out = vec![0.0f32; 4];
+        let lhs = MatRef { data: &data, offset: 0, rows: 2, cols: 3, rs: 3, cs: 1 };
+        let rhs = MatRef { data: &data, offset: 1, rows: 3, cols: 2, rs: 2, cs: 1 };
+        let mut dst = MatMut { data: &mut out, offset: 0, rows: 2, cols: 2, rs: 2, cs: 1 };
+        assert!(matmul(&mut dst, lhs, rhs, false).is_err());
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// Rates of the kernels on this machine (`cargo test --lib kernel_rates -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn kernel_rates() -> Result<()> {
+        let s = ConvShape { batch: 1, cin: 128, cout: 128, h: 256, w: 256, k: 3, padding: 1 };
+        let x = vec![0.5f32; 128 * 256 * 256];
+        let w = vec![0.01f32; 128 * 128 * 9];
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let _ = conv2d_same(&x, &w, None, s, false)?;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "conv 128->128 3x3 at 256^2: {:.3} s, {:.1} GFLOP/s",
+                secs,
+                2.0 * 128.0 * 128.0 * 9.0 * 65536.0 / secs / 1e9
+            );
+        }
+        let (m, k, n) = (1600, 768, 3072);
+        let a = vec![0.5f32; m * k];
+        let b = vec![0.01f32; k * n];
+        let mut c = vec![0.0f32; m * n];
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let mut dst = MatMut { data: &mut c, offset: 0, rows: m, cols: n, rs: n, cs: 1 };
+            matmul(
+                &mut dst,
+                MatRef { data: &a, offset: 0, rows: m, cols: k, rs: k, cs: 1 },
+                MatRef { data: &b, offset: 0, rows: k, cols: n, rs: 1, cs: k },
+                false,
+            )?;
+            let secs = t.elapsed().as_secs_f64();
+            println!("matmul {m}x{k}x{n}: {:.3} s, {:.1} GFLOP/s", secs, 2.0 * (m * k * n) as f64 / secs / 1e9);
+            let t = std::time::Instant::now();
+            let mut dst = MatMut { data: &mut c, offset: 0, rows: m, cols: n, rs: n, cs: 1 };
+            matmul(
+                &mut dst,
+                MatRef { data: &a, offset: 0, rows: m, cols: k, rs: k, cs: 1 },
+                MatRef { data: &b, offset: 0, rows: k, cols: n, rs: n, cs: 1 },
+                false,
+            )?;
+            let secs = t.elapsed().as_secs_f64();
+            println!("matmul row-major rhs: {:.3} s, {:.1} GFLOP/s", secs, 2.0 * (m * k * n) as f64 / secs / 1e9);
+        }
+        Ok(())
+    }
+}
