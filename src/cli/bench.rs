@@ -118,7 +118,7 @@ pub fn format_report(report: &BenchReport, reference: Option<&BenchReport>) -> S
         };
         row(&report.implementation, r, theirs.map(|t| r.seconds_per_iteration / t.seconds_per_iteration));
         if let Some(t) = theirs {
-            row(&reference.map_or("reference", |rf| rf.implementation.as_str()).to_owned(), t, None);
+            row(reference.map_or("reference", |rf| rf.implementation.as_str()), t, None);
         }
     }
     s
