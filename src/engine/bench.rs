@@ -119,22 +119,33 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
     if cfg.sizes.is_empty() {
         return Err(EngineError::Input("bench needs at least one size".into()));
     }
+    // Every size's settings are checked before the (slow) model building.
+    let factor = cfg.arch.configs().1.downsample_factor();
+    let runs = cfg
+        .sizes
+        .iter()
+        .map(|&size| {
+            if size < factor || size % factor != 0 {
+                return Err(EngineError::Input(format!(
+                    "size {size} is not a multiple of the VQGAN's factor {factor}"
+                )));
+            }
+            let settings = RunSettings {
+                prompts: vec!["a watercolour painting of a lighthouse at dawn".to_owned()],
+                width: size,
+                height: size,
+                cutn: cfg.cutn,
+                iterations: cfg.warmup + cfg.iterations,
+                seed: cfg.seed,
+                ..RunSettings::default()
+            };
+            settings.validate().map_err(EngineError::Input)?;
+            Ok((size, settings))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let models = Arc::new(random_models(cfg.arch, &cfg.device, cfg.seed)?);
-    let factor = models.vqgan.config().downsample_factor();
     let mut results = Vec::new();
-    for &size in &cfg.sizes {
-        if size < factor || size % factor != 0 {
-            return Err(EngineError::Input(format!("size {size} is not a multiple of the VQGAN's factor {factor}")));
-        }
-        let settings = RunSettings {
-            prompts: vec!["a watercolour painting of a lighthouse at dawn".to_owned()],
-            width: size,
-            height: size,
-            cutn: cfg.cutn,
-            iterations: cfg.warmup + cfg.iterations,
-            seed: cfg.seed,
-            ..RunSettings::default()
-        };
+    for (size, settings) in runs {
         memory::reset_peak();
         let mut session = Session::new(models.clone(), settings)?;
         session.set_profiling(true);

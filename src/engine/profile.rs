@@ -47,7 +47,7 @@ impl StageTimes {
         self.optimiser += other.optimiser;
     }
 
-    /// Every stage divided by `n`.
+    /// Every stage multiplied by `factor` (`1/n` averages a sum of `n` steps).
     pub fn scaled(&self, factor: f64) -> Self {
         Self {
             decode: self.decode * factor,
