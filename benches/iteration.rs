@@ -12,7 +12,7 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    clipcanvas::memory::keep_freed_memory();
+    clipcanvas::process::tune();
     // `cargo bench` passes `--bench`; a filter argument is not meaningful here.
     let sizes = env_or("CLIPCANVAS_BENCH_SIZES", "256,512")
         .split(',')

@@ -3,7 +3,7 @@
 use clap::Parser;
 
 fn main() {
-    clipcanvas::memory::keep_freed_memory();
+    clipcanvas::process::tune();
     let cli = match clipcanvas::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

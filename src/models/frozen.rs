@@ -14,7 +14,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};
 
-use super::kernels::{self, ConvShape, MatMut, MatRef};
+use super::kernels::{self, ConvShape, GroupSpec, MatMut, MatRef};
 
 /// Whether `w` can go through a frozen op: a plain (untrained) f32 tensor.
 pub fn is_frozen(w: &Tensor) -> bool {
@@ -22,7 +22,7 @@ pub fn is_frozen(w: &Tensor) -> bool {
 }
 
 /// `x` as a contiguous tensor starting at offset 0 of its storage.
-fn dense(x: &Tensor) -> Result<Tensor> {
+pub(super) fn dense(x: &Tensor) -> Result<Tensor> {
     let x = x.contiguous()?;
     if x.layout().start_offset() == 0 {
         Ok(x)
@@ -32,14 +32,14 @@ fn dense(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Runs `f` on the contiguous f32 slice of a CPU tensor.
-fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+pub(super) fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else { bail!("frozen op: expected a CPU tensor") };
     let Some((start, end)) = layout.contiguous_offsets() else { bail!("frozen op: expected a contiguous tensor") };
     f(&cpu.as_slice::<f32>()?[start..end])
 }
 
-fn input_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+pub(super) fn input_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let Some((start, end)) = layout.contiguous_offsets() else { bail!("frozen op: input is not contiguous") };
     Ok(&storage.as_slice::<f32>()?[start..end])
 }
@@ -257,15 +257,19 @@ impl CustomOp1 for ConvOp {
             // and generation's convolutions pad by at most k − 1.
             bail!("frozen conv2d: no backward for this configuration")
         }
-        let op = ConvOp {
-            weight: self.weight.clone(),
-            bias: None,
-            k: self.k,
-            padding: self.k - 1 - self.padding,
-            transposed: true,
-        };
-        Ok(Some(dense(grad)?.apply_op1_no_bwd(&op)?))
+        Ok(Some(conv2d_input_grad(grad, &self.weight, self.padding)?))
     }
+}
+
+/// The input gradient of a stride-1 convolution with `weight` and `padding` (at most
+/// k − 1): `grad` convolved with the flipped, transposed kernel. Never differentiated.
+pub(super) fn conv2d_input_grad(grad: &Tensor, weight: &Tensor, padding: usize) -> Result<Tensor> {
+    let (_, _, k, _) = weight.dims4()?;
+    if padding + 1 > k {
+        bail!("conv2d: no input gradient for padding {padding} with a {k}x{k} kernel")
+    }
+    let op = ConvOp { weight: weight.detach(), bias: None, k, padding: k - 1 - padding, transposed: true };
+    dense(grad)?.apply_op1_no_bwd(&op)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -293,25 +297,9 @@ struct GroupNormOp {
     silu: bool,
 }
 
-/// Mean and 1/σ of one group's values.
-fn moments(v: &[f32], eps: f64) -> (f32, f32) {
-    #[expect(clippy::cast_precision_loss, reason = "group sizes are far below 2^52")]
-    let n = v.len().max(1) as f64;
-    let mean = v.iter().map(|&a| f64::from(a)).sum::<f64>() / n;
-    let var = v.iter().map(|&a| (f64::from(a) - mean).powi(2)).sum::<f64>() / n;
-    #[expect(clippy::cast_possible_truncation, reason = "back to the tensor's f32")]
-    (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
-}
-
-fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
-}
-
 impl GroupNormOp {
-    /// `(b·c, plane)`: the per-(batch, group) chunk length and each channel's plane size.
-    fn split(&self, dims: &[usize]) -> Result<(usize, usize)> {
-        let [_, c, h, w] = dims else { bail!("group norm: expected [B, C, H, W], got {dims:?}") };
-        Ok(((c / self.groups) * h * w, h * w))
+    fn spec(&self, dims: &[usize]) -> Result<GroupSpec> {
+        GroupSpec::new(dims, self.groups, self.eps, self.silu)
     }
 
     #[cfg_attr(not(any(feature = "cuda", feature = "metal", test)), expect(dead_code, reason = "the GPU forward"))]
@@ -367,27 +355,10 @@ impl CustomOp1 for GroupNormOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
         let x = input_slice(storage, layout)?;
-        let (chunk, plane) = self.split(layout.dims())?;
-        let cg = chunk / plane.max(1);
-        let mut y = vec![0.0f32; x.len()];
-        with_cpu_slice(&dense(&self.weight)?, |gamma| {
-            with_cpu_slice(&dense(&self.bias)?, |beta| {
-                y.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).enumerate().for_each(|(i, (yg, xg))| {
-                    let (mean, rstd) = moments(xg, self.eps);
-                    let c0 = (i % self.groups) * cg;
-                    for (j, (yc, xc)) in yg.chunks_mut(plane).zip(xg.chunks(plane)).enumerate() {
-                        let a = rstd * gamma[c0 + j];
-                        let b = beta[c0 + j] - mean * a;
-                        for (o, &v) in yc.iter_mut().zip(xc) {
-                            let n = v * a + b;
-                            *o = if self.silu { n * sigmoid(n) } else { n };
-                        }
-                    }
-                });
-                Ok(())
-            })
+        let spec = self.spec(layout.dims())?;
+        let y = with_cpu_slice(&dense(&self.weight)?, |gamma| {
+            with_cpu_slice(&dense(&self.bias)?, |beta| kernels::group_norm(x, gamma, beta, spec))
         })?;
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
@@ -412,54 +383,11 @@ impl candle_core::CustomOp2 for GroupNormBackward {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
         let op = &self.0;
         let (x, dy) = (input_slice(s1, l1)?, input_slice(s2, l2)?);
-        if x.len() != dy.len() {
-            bail!("group norm backward: gradient {:?} does not match input {:?}", l2.dims(), l1.dims())
-        }
-        let (chunk, plane) = op.split(l1.dims())?;
-        let cg = chunk / plane.max(1);
-        #[expect(clippy::cast_precision_loss, reason = "group sizes are far below 2^24")]
-        let inv_n = 1.0 / chunk.max(1) as f32;
-        let mut dx = vec![0.0f32; x.len()];
-        with_cpu_slice(&dense(&op.weight)?, |gamma| {
-            with_cpu_slice(&dense(&op.bias)?, |beta| {
-                dx.par_chunks_mut(chunk).zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk))).enumerate().for_each(
-                    |(i, (dxg, (xg, dyg)))| {
-                        let (mean, rstd) = moments(xg, op.eps);
-                        let c0 = (i % op.groups) * cg;
-                        // First pass: dx̂ into dx, and the two group sums.
-                        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-                        for (j, ((dc, xc), gc)) in
-                            dxg.chunks_mut(plane).zip(xg.chunks(plane)).zip(dyg.chunks(plane)).enumerate()
-                        {
-                            let (gm, bt) = (gamma[c0 + j], beta[c0 + j]);
-                            for ((d, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                                let xh = (v - mean) * rstd;
-                                let dn = if op.silu {
-                                    let n = xh * gm + bt;
-                                    let s = sigmoid(n);
-                                    g * s * (1.0 + n * (1.0 - s))
-                                } else {
-                                    g
-                                };
-                                let dxh = dn * gm;
-                                *d = dxh;
-                                s1 += f64::from(dxh);
-                                s2 += f64::from(dxh * xh);
-                            }
-                        }
-                        #[expect(clippy::cast_possible_truncation, reason = "back to f32")]
-                        let (m1, m2) = ((s1 as f32) * inv_n, (s2 as f32) * inv_n);
-                        for (d, &v) in dxg.iter_mut().zip(xg) {
-                            let xh = (v - mean) * rstd;
-                            *d = rstd * (*d - m1 - xh * m2);
-                        }
-                    },
-                );
-                Ok(())
-            })
+        let spec = op.spec(l1.dims())?;
+        let (dx, _) = with_cpu_slice(&dense(&op.weight)?, |gamma| {
+            with_cpu_slice(&dense(&op.bias)?, |beta| kernels::group_norm_backward(x, dy, gamma, beta, spec, false))
         })?;
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }

@@ -1,8 +1,10 @@
-//! CPU kernels for the frozen layers of the generation path (see `models::frozen`):
-//! a checked wrapper over the `gemm` crate's strided matrix product, and a stride-1
-//! convolution done as an implicit GEMM — one product per kernel tap over a shifted
-//! view of the zero-padded input, accumulated in place — so no im2col matrix is built
-//! and nothing but the padded input and the output is allocated.
+//! CPU kernels of the layers in `models::frozen` (generation) and `models::trained`
+//! (train-demo): a checked wrapper over the `gemm` crate's strided matrix product; a
+//! stride-1 convolution done as an implicit GEMM — one product per kernel tap over a
+//! shifted view of the zero-padded input, accumulated in place — so no im2col matrix is
+//! built and nothing but the padded input and the output is allocated, and its weight
+//! gradient the same way; group normalisation (+SiLU) forward and backward in one pass
+//! each.
 //!
 //! This is the only module with `unsafe`: `gemm::gemm` takes raw pointers and strides.
 //! [`matmul`] checks every index the product can touch against the slices first.
@@ -42,6 +44,13 @@ fn in_bounds(len: usize, offset: usize, rows: usize, cols: usize, rs: usize, cs:
     rows == 0 || cols == 0 || last_index(offset, rows, cols, rs, cs).is_some_and(|i| i < len)
 }
 
+/// candle's thread count, asked once: candle reads `/proc/cpuinfo` on every call unless
+/// `RAYON_NUM_THREADS` is set.
+fn thread_count() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(candle_core::utils::get_num_threads)
+}
+
 /// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`. Threads: candle's count
 /// for products big enough to share, one otherwise.
 pub fn matmul(dst: &mut MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) -> Result<()> {
@@ -79,7 +88,7 @@ pub fn matmul(dst: &mut MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate
         bail!("matmul: strides too large")
     };
     let work = m.saturating_mul(n).saturating_mul(k);
-    let threads = candle_core::utils::get_num_threads();
+    let threads = thread_count();
     let parallelism =
         if threads > 1 && work >= 1 << 18 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     let dst_ptr = dst.data[dst.offset..].as_mut_ptr();
@@ -216,6 +225,244 @@ pub fn conv2d_same(
         }
     }
     Ok(out)
+}
+
+/// The weight gradient of [`conv2d_same`] (not transposed): `dW[o][i][ky][kx] =
+/// Σ_b,y,x dy[b][o][y][x] · x_padded[b][i][y + ky][x + kx]`, as `[Cout, Cin, k, k]`.
+/// Like the forward pass, one product per tap over a shifted view of the padded input;
+/// the upstream gradient is laid out on the padded width with zeros in the columns the
+/// forward pass cut away, so those views contribute nothing.
+pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], s: ConvShape) -> Result<Vec<f32>> {
+    let ConvShape { batch, cin, cout, h, w, k, padding: p } = s;
+    let Some((ho, wo)) = s.out_hw() else { bail!("conv2d: {h}x{w} input is smaller than the {k}x{k} kernel") };
+    if x.len() != batch * cin * h * w || dy.len() != batch * cout * ho * wo {
+        bail!("conv2d weight gradient: buffer sizes do not match {s:?}")
+    }
+    let (hp, wp) = (h + 2 * p, w + 2 * p);
+    let plane = hp * wp + k;
+    let full_n = ho * wp;
+    let mut padded = vec![0.0f32; cin * plane];
+    let mut full = vec![0.0f32; cout * full_n];
+    // Tap-major while accumulating ([k·k][Cout][Cin], each tap a dense product), then
+    // rearranged to the weight's layout.
+    let mut taps = vec![0.0f32; k * k * cout * cin];
+    for b in 0..batch {
+        let xb = &x[b * cin * h * w..(b + 1) * cin * h * w];
+        for c in 0..cin {
+            for y in 0..h {
+                let from = c * h * w + y * w;
+                let to = c * plane + (y + p) * wp + p;
+                padded[to..to + w].copy_from_slice(&xb[from..from + w]);
+            }
+        }
+        let db = &dy[b * cout * ho * wo..(b + 1) * cout * ho * wo];
+        for co in 0..cout {
+            for y in 0..ho {
+                let from = co * ho * wo + y * wo;
+                let to = co * full_n + y * wp;
+                full[to..to + wo].copy_from_slice(&db[from..from + wo]);
+            }
+        }
+        let lhs = MatRef { data: &full, offset: 0, rows: cout, cols: full_n, rs: full_n, cs: 1 };
+        for ky in 0..k {
+            for kx in 0..k {
+                let tap = ky * k + kx;
+                let rhs = MatRef { data: &padded, offset: ky * wp + kx, rows: full_n, cols: cin, rs: 1, cs: plane };
+                let mut dst =
+                    MatMut { data: &mut taps, offset: tap * cout * cin, rows: cout, cols: cin, rs: cin, cs: 1 };
+                matmul(&mut dst, lhs, rhs, b > 0)?;
+            }
+        }
+    }
+    let mut grad = vec![0.0f32; cout * cin * k * k];
+    for tap in 0..k * k {
+        for co in 0..cout {
+            for ci in 0..cin {
+                grad[(co * cin + ci) * k * k + tap] = taps[(tap * cout + co) * cin + ci];
+            }
+        }
+    }
+    Ok(grad)
+}
+
+/// A group normalisation over `[B, C, H, W]`, optionally followed by SiLU.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupSpec {
+    pub channels: usize,
+    pub plane: usize,
+    pub groups: usize,
+    pub eps: f64,
+    pub silu: bool,
+}
+
+/// The per-channel gradients of a group normalisation's weight and bias.
+pub type AffineGrads = (Vec<f32>, Vec<f32>);
+
+impl GroupSpec {
+    /// From `[B, C, H, W]` dimensions.
+    pub fn new(dims: &[usize], groups: usize, eps: f64, silu: bool) -> Result<Self> {
+        let [_, c, h, w] = dims else { bail!("group norm: expected [B, C, H, W], got {dims:?}") };
+        if groups == 0 || c % groups != 0 {
+            bail!("group norm: {c} channels do not split into {groups} groups")
+        }
+        Ok(Self { channels: *c, plane: h * w, groups, eps, silu })
+    }
+
+    /// Elements in one (batch, group) chunk.
+    fn chunk(&self) -> usize {
+        (self.channels / self.groups) * self.plane
+    }
+
+    /// Chunks handed to a thread at a time: about 16 K values, so that a layer norm's
+    /// short rows are not a task each.
+    fn chunks_per_block(&self) -> usize {
+        (16_384 / self.chunk().max(1)).max(1)
+    }
+}
+
+/// Mean and 1/σ of one group's values.
+fn moments(v: &[f32], eps: f64) -> (f32, f32) {
+    #[expect(clippy::cast_precision_loss, reason = "group sizes are far below 2^52")]
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().map(|&a| f64::from(a)).sum::<f64>() / n;
+    let var = v.iter().map(|&a| (f64::from(a) - mean).powi(2)).sum::<f64>() / n;
+    #[expect(clippy::cast_possible_truncation, reason = "back to the tensor's f32")]
+    (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+fn check_group_norm(len: usize, gamma: &[f32], beta: &[f32], g: GroupSpec) -> Result<()> {
+    let per_item = g.channels * g.plane;
+    if gamma.len() != g.channels || beta.len() != g.channels || (per_item > 0 && len % per_item != 0) {
+        bail!("group norm: {len} values, {} channels, weight {} and bias {}", g.channels, gamma.len(), beta.len())
+    }
+    Ok(())
+}
+
+/// `torch.nn.GroupNorm` (then SiLU when `silu`) of `[B, C, H, W]` values, one pass,
+/// threads over (batch, group) chunks.
+pub fn group_norm(x: &[f32], gamma: &[f32], beta: &[f32], g: GroupSpec) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    check_group_norm(x.len(), gamma, beta, g)?;
+    let (chunk, plane) = (g.chunk(), g.plane);
+    let cg = g.channels / g.groups;
+    let mut y = vec![0.0f32; x.len()];
+    if chunk == 0 {
+        return Ok(y);
+    }
+    let per_block = g.chunks_per_block();
+    y.par_chunks_mut(chunk * per_block).zip(x.par_chunks(chunk * per_block)).enumerate().for_each(
+        |(block, (yb, xb))| {
+            for (i, (yg, xg)) in yb.chunks_mut(chunk).zip(xb.chunks(chunk)).enumerate() {
+                let (mean, rstd) = moments(xg, g.eps);
+                let c0 = ((block * per_block + i) % g.groups) * cg;
+                for (j, (yc, xc)) in yg.chunks_mut(plane).zip(xg.chunks(plane)).enumerate() {
+                    let a = rstd * gamma[c0 + j];
+                    let b = beta[c0 + j] - mean * a;
+                    for (o, &v) in yc.iter_mut().zip(xc) {
+                        let n = v * a + b;
+                        *o = if g.silu { n * sigmoid(n) } else { n };
+                    }
+                }
+            }
+        },
+    );
+    Ok(y)
+}
+
+/// Gradients of [`group_norm`]: the input's, and with `params` also the per-channel
+/// weight's and bias's (`(dx, Some((dγ, dβ)))`).
+pub fn group_norm_backward(
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    g: GroupSpec,
+    params: bool,
+) -> Result<(Vec<f32>, Option<AffineGrads>)> {
+    use rayon::prelude::*;
+    check_group_norm(x.len(), gamma, beta, g)?;
+    if x.len() != dy.len() {
+        bail!("group norm backward: {} gradient values for {} inputs", dy.len(), x.len())
+    }
+    let (chunk, plane) = (g.chunk(), g.plane);
+    let cg = g.channels / g.groups;
+    let channels = g.channels;
+    let mut dx = vec![0.0f32; x.len()];
+    if chunk == 0 {
+        return Ok((dx, params.then(|| (vec![0.0; channels], vec![0.0; channels]))));
+    }
+    #[expect(clippy::cast_precision_loss, reason = "group sizes are far below 2^24")]
+    let inv_n = 1.0 / chunk as f32;
+    let per_block = g.chunks_per_block();
+    let span = chunk * per_block;
+    // Per block of chunks: Σ dn·x̂ and Σ dn for every channel (empty unless `params`).
+    let sums: Vec<(Vec<f64>, Vec<f64>)> = dx
+        .par_chunks_mut(span)
+        .zip(x.par_chunks(span).zip(dy.par_chunks(span)))
+        .enumerate()
+        .map(|(block, (dxb, (xb, dyb)))| {
+            let (mut dgamma, mut dbeta) =
+                if params { (vec![0.0; channels], vec![0.0; channels]) } else { (vec![], vec![]) };
+            for (i, (dxg, (xg, dyg))) in dxb.chunks_mut(chunk).zip(xb.chunks(chunk).zip(dyb.chunks(chunk))).enumerate()
+            {
+                let (mean, rstd) = moments(xg, g.eps);
+                let c0 = ((block * per_block + i) % g.groups) * cg;
+                // First pass: dx̂ into dx, and the two group sums.
+                let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                for (j, ((dc, xc), gc)) in
+                    dxg.chunks_mut(plane).zip(xg.chunks(plane)).zip(dyg.chunks(plane)).enumerate()
+                {
+                    let (gm, bt) = (gamma[c0 + j], beta[c0 + j]);
+                    let (mut sg, mut sb) = (0.0f32, 0.0f32);
+                    for ((d, &v), &gr) in dc.iter_mut().zip(xc).zip(gc) {
+                        let xh = (v - mean) * rstd;
+                        let dn = if g.silu {
+                            let n = xh * gm + bt;
+                            let s = sigmoid(n);
+                            gr * s * (1.0 + n * (1.0 - s))
+                        } else {
+                            gr
+                        };
+                        sg += dn * xh;
+                        sb += dn;
+                        let dxh = dn * gm;
+                        *d = dxh;
+                        s1 += f64::from(dxh);
+                        s2 += f64::from(dxh * xh);
+                    }
+                    if params {
+                        dgamma[c0 + j] += f64::from(sg);
+                        dbeta[c0 + j] += f64::from(sb);
+                    }
+                }
+                #[expect(clippy::cast_possible_truncation, reason = "back to f32")]
+                let (m1, m2) = ((s1 as f32) * inv_n, (s2 as f32) * inv_n);
+                for (d, &v) in dxg.iter_mut().zip(xg) {
+                    let xh = (v - mean) * rstd;
+                    *d = rstd * (*d - m1 - xh * m2);
+                }
+            }
+            (dgamma, dbeta)
+        })
+        .collect();
+    if !params {
+        return Ok((dx, None));
+    }
+    let mut dgamma = vec![0.0f64; channels];
+    let mut dbeta = vec![0.0f64; channels];
+    for (sg, sb) in &sums {
+        for c in 0..channels {
+            dgamma[c] += sg[c];
+            dbeta[c] += sb[c];
+        }
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "back to f32")]
+    let to_f32 = |v: Vec<f64>| v.into_iter().map(|a| a as f32).collect::<Vec<f32>>();
+    Ok((dx, Some((to_f32(dgamma), to_f32(dbeta)))))
 }
 
 #[cfg(test)]

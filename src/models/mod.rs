@@ -14,6 +14,7 @@ pub mod nn;
 pub mod random;
 pub mod store;
 pub mod tokenizer;
+pub mod trained;
 pub mod vqgan;
 pub mod weights;
 

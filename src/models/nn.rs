@@ -3,12 +3,14 @@
 //! Every layer here is written from candle primitives that have a backward pass, so
 //! gradients flow from a CLIP loss back to the VQGAN latent. Some fused candle-nn ops
 //! (`layer_norm`, `softmax_last_dim`) have no backward; they are deliberately not used.
-//! Weights are frozen: layers hold plain tensors, never `Var`s.
+//! Frozen weights (plain tensors: generation) go through the custom ops of
+//! `models::frozen`; weights being trained (`Var`s: train-demo) through those of
+//! `models::trained` on the CPU, and through the compositions here elsewhere.
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::frozen;
+use super::{frozen, trained};
 
 /// A fully connected layer, `y = x·Wᵀ + b`.
 #[derive(Debug, Clone)]
@@ -40,6 +42,9 @@ impl Module for Linear {
         {
             return frozen::linear(x, &self.weight, self.bias.as_ref());
         }
+        if trained::applies(x, &self.weight) {
+            return trained::linear(x, &self.weight, self.bias.as_ref());
+        }
         let y = x.broadcast_matmul(&self.weight.t()?)?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -64,6 +69,27 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // A layer norm is a group norm of one group over `[rows, C, 1, 1]`: the same
+        // one-pass kernels, frozen or trained.
+        let c = x.dim(D::Minus1)?;
+        if x.dtype() == DType::F32 && c > 0 {
+            let rows = x.elem_count() / c;
+            if frozen::is_frozen(&self.weight) && frozen::is_frozen(&self.bias) {
+                return frozen::group_norm(&x.reshape((rows, c, 1, 1))?, &self.weight, &self.bias, 1, self.eps, false)?
+                    .reshape(x.shape());
+            }
+            if trained::applies(x, &self.weight) {
+                return trained::group_norm(
+                    &x.reshape((rows, c, 1, 1))?,
+                    &self.weight,
+                    &self.bias,
+                    1,
+                    self.eps,
+                    false,
+                )?
+                .reshape(x.shape());
+            }
+        }
         let mean = x.mean_keepdim(D::Minus1)?;
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
@@ -96,6 +122,9 @@ impl GroupNorm {
         if self.frozen(x) {
             return frozen::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true);
         }
+        if x.rank() == 4 && trained::applies(x, &self.weight) {
+            return trained::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true);
+        }
         self.forward(x)?.silu()
     }
 
@@ -108,6 +137,9 @@ impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.frozen(x) {
             return frozen::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false);
+        }
+        if x.rank() == 4 && trained::applies(x, &self.weight) {
+            return trained::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false);
         }
         let (b, c, h, w) = x.dims4()?;
         let grouped = x.reshape((b, self.groups, (c / self.groups) * h * w))?;
@@ -230,7 +262,12 @@ pub fn conv2d_layer(
             return y.transpose(1, 2)?.reshape((b, cout, ho, wo));
         }
     }
-    let y = conv2d(x, weight, stride, padding)?;
+    let (_, _, k, _) = weight.dims4()?;
+    let y = if stride == 1 && padding < k && trained::applies(x, weight) {
+        trained::conv2d(x, weight, padding)?
+    } else {
+        conv2d(x, weight, stride, padding)?
+    };
     match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
         None => Ok(y),
