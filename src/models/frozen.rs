@@ -396,14 +396,8 @@ impl candle_core::CustomOp2 for GroupNormBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::testing::close;
     use candle_core::{Device, Var};
-
-    fn close(a: &Tensor, b: &Tensor, tol: f32) -> Result<()> {
-        let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-        let s = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
-        assert!(d <= tol * s, "max difference {d} (scale {s})");
-        Ok(())
-    }
 
     #[test]
     fn frozen_conv_matches_candle_forward_and_input_gradient() -> Result<()> {

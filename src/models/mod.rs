@@ -13,6 +13,8 @@ pub mod kernels;
 pub mod nn;
 pub mod random;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod tokenizer;
 pub mod trained;
 pub mod vqgan;

@@ -278,14 +278,8 @@ impl CustomOp2 for GroupNormTrainBackward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::testing::close;
     use candle_core::{Device, Var};
-
-    fn close(a: &Tensor, b: &Tensor, tol: f32) -> Result<()> {
-        let d = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-        let s = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1.0);
-        assert!(d <= tol * s, "max difference {d} (scale {s})");
-        Ok(())
-    }
 
     fn grads_of(out: Tensor, upstream: &Tensor, vars: &[&Var]) -> Result<Vec<Tensor>> {
         let g = (out * upstream)?.sum_all()?.backward()?;
