@@ -63,9 +63,8 @@ impl LinearTrain {
         Ok((CpuStorage::F32(y), Shape::from((rows, out_dim))))
     }
 
-    /// `(dx, dW)` for `y = x·Wᵀ`.
+    /// `(dx, dW)` for `y = x·Wᵀ`, from a dense `grad`.
     fn grads(x: &Tensor, weight: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
-        let grad = dense(grad)?;
         Ok((grad.matmul(&weight.detach())?, grad.t()?.matmul(&x.detach())?))
     }
 }
@@ -86,7 +85,7 @@ impl CustomOp2 for LinearTrain {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = Self::grads(x, weight, grad)?;
+        let (dx, dw) = Self::grads(x, weight, &dense(grad)?)?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -116,10 +115,10 @@ impl CustomOp3 for LinearTrain {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = Self::grads(x, weight, grad)?;
-        let rows = grad.dim(0)?;
-        let ones = Tensor::ones((1, rows), grad.dtype(), grad.device())?;
-        let db = ones.matmul(&dense(grad)?)?.squeeze(0)?;
+        let grad = dense(grad)?;
+        let (dx, dw) = Self::grads(x, weight, &grad)?;
+        let ones = Tensor::ones((1, grad.dim(0)?), grad.dtype(), grad.device())?;
+        let db = ones.matmul(&grad)?.squeeze(0)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
