@@ -102,7 +102,15 @@ pub enum Part {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self { seed: 0, clip_steps: 300, clip_batch: 64, vqgan_steps: 400, vqgan_batch: 4, vqgan_crop: 64, only: None }
+        Self {
+            seed: 0,
+            clip_steps: 1500,
+            clip_batch: 64,
+            vqgan_steps: 1200,
+            vqgan_batch: 4,
+            vqgan_crop: 64,
+            only: None,
+        }
     }
 }
 
@@ -177,6 +185,9 @@ fn clip_init(name: &str, shape: &[usize], layers: usize) -> InitKind {
         InitKind::Ones
     } else if name.ends_with("class_embedding") {
         InitKind::Normal(1.0 / (shape[0] as f64).sqrt())
+    } else if name.ends_with("position_embedding.weight") && name.starts_with("vision") {
+        // OpenAI's scale, width^-1/2: places must be as loud as the patches to be seen.
+        InitKind::Normal(1.0 / (shape[1] as f64).sqrt())
     } else if name.ends_with("position_embedding.weight") {
         InitKind::Normal(0.01)
     } else if name.ends_with("token_embedding.weight") {
@@ -211,10 +222,40 @@ pub(crate) fn scene_batch(
     augment: bool,
     device: &Device,
 ) -> Result<Tensor> {
+    Ok(scene_batch_covered(scenes, side, None, rng, augment, device)?.0)
+}
+
+/// [`scene_batch`], and with `patch` also each `patch`×`patch` cell's foreground
+/// share, `[B·cells]` in row-major order: the fraction of its pixels nearer the shape's
+/// colour than the background's, before blur and noise.
+fn scene_batch_covered(
+    scenes: &[Scene],
+    side: usize,
+    patch: Option<usize>,
+    rng: &mut Rng,
+    augment: bool,
+    device: &Device,
+) -> Result<(Tensor, Vec<f32>)> {
     let plane = side * side;
     let mut data = vec![0f32; scenes.len() * 3 * plane];
+    let mut coverage = Vec::new();
     for (i, s) in scenes.iter().enumerate() {
         let img = s.render(side, rng);
+        if let Some(p) = patch.filter(|&p| p > 0) {
+            let (fg, bg) = (COLOURS[s.colour].rgb, COLOURS[s.background].rgb);
+            let dist = |a: [u8; 3], b: [u8; 3]| {
+                a.iter().zip(b).map(|(x, y)| (i32::from(*x) - i32::from(y)).pow(2)).sum::<i32>()
+            };
+            let cells = side / p;
+            let mut share = vec![0f32; cells * cells];
+            for (x, y, px) in img.enumerate_pixels() {
+                let (cx, cy) = (x as usize / p, y as usize / p);
+                if cx < cells && cy < cells && dist(px.0, fg) < dist(px.0, bg) {
+                    share[cy * cells + cx] += 1.0 / (p * p) as f32;
+                }
+            }
+            coverage.extend(share);
+        }
         let out = &mut data[i * 3 * plane..(i + 1) * 3 * plane];
         for (p, px) in img.pixels().enumerate() {
             for c in 0..3 {
@@ -234,7 +275,7 @@ pub(crate) fn scene_batch(
             }
         }
     }
-    Ok(Tensor::from_vec(data, (scenes.len(), 3, side, side), device)?)
+    Ok((Tensor::from_vec(data, (scenes.len(), 3, side, side), device)?, coverage))
 }
 
 fn box_blur(planes: &mut [f32], side: usize) {
@@ -318,6 +359,80 @@ fn cosine_lr(step: usize, steps: usize, peak: f64, warmup: usize) -> f64 {
 /// Negatives per image in the contrastive loss, beyond the rest of the batch.
 const HARD_NEGATIVES: usize = 3;
 
+/// The attributes the training-only probe heads read from the embeddings, and how many
+/// values each has: colour, background, shape, position, size, count.
+const PROBES: [usize; 6] = [COLOURS.len(), COLOURS.len(), Shape::ALL.len(), Position::ALL.len(), Size::ALL.len(), 2];
+
+/// The CLIP's peak learning rate.
+const CLIP_LR: f64 = 1e-3;
+
+/// Weight of the per-patch foreground loss.
+const DENSE_WEIGHT: f64 = 1.0;
+
+/// Each probe's weight: the spatial attributes (shape, position, count) are the hard
+/// ones a ViT learns late.
+const PROBE_EMPHASIS: [f64; 6] = [1.0, 1.0, 3.0, 3.0, 1.0, 1.0];
+
+/// Weight of the probe loss against the contrastive loss.
+const PROBE_WEIGHT: f64 = 1.0;
+
+/// Fixed temperature of the probe heads: they read unit embeddings.
+const PROBE_SCALE: f64 = 10.0;
+
+/// One scene's attribute values in [`PROBES`]' order, and which of them a caption names
+/// (an image shows all of them, except a pair's position).
+fn probe_targets(s: &Scene, style: Option<&CaptionStyle>) -> ([u32; 6], [f32; 6]) {
+    let position = Position::ALL.iter().position(|&p| p == s.position).unwrap_or(0);
+    let shape = Shape::ALL.iter().position(|&x| x == s.shape).unwrap_or(0);
+    let size = usize::from(s.size == Size::Big);
+    let values = [s.colour, s.background, shape, position, size, s.count - 1].map(|v| v as u32);
+    let single = s.count == 1;
+    let named = match style {
+        None => [true, true, true, single, true, true],
+        Some(st) => [true, st.background, true, single && st.position, st.size, true],
+    };
+    (values, named.map(|n| if n { 1.0 } else { 0.0 }))
+}
+
+/// The probe heads' loss: for each attribute, a linear read-out of the unit embeddings
+/// `emb` `[N, P]` through `heads` `[P, ΣPROBES]`, scored by cross-entropy on the rows
+/// that show that attribute. The heads are shared by the two towers, so both must put an
+/// attribute along the same directions; they steer training and are not saved.
+fn probe_loss(emb: &Tensor, heads: &Tensor, targets: &[([u32; 6], [f32; 6])]) -> Result<(Tensor, [f64; 6])> {
+    let device = emb.device();
+    let logits = (emb.matmul(heads)? * PROBE_SCALE)?;
+    let mut total: Option<Tensor> = None;
+    let mut accuracy = [f64::NAN; 6];
+    let mut start = 0;
+    for (a, &k) in PROBES.iter().enumerate() {
+        let values: Vec<u32> = targets.iter().map(|t| t.0[a]).collect();
+        let mask: Vec<f32> = targets.iter().map(|t| t.1[a]).collect();
+        let shown: f32 = mask.iter().sum();
+        let group = logits.narrow(1, start, k)?;
+        start += k;
+        if shown == 0.0 {
+            continue;
+        }
+        let best = group.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let hits: f32 = best.iter().zip(&values).zip(&mask).map(|((b, v), m)| if b == v { *m } else { 0.0 }).sum();
+        accuracy[a] = f64::from(hits / shown);
+        let logp = candle_nn::ops::log_softmax(&group, D::Minus1)?;
+        let idx = Tensor::from_vec(values, (targets.len(), 1), device)?;
+        let picked = logp.gather(&idx, 1)?.squeeze(1)?;
+        let mask = Tensor::from_vec(mask, targets.len(), device)?;
+        let term = ((picked * mask)?.sum_all()? * (-PROBE_EMPHASIS[a] / f64::from(shown)))?;
+        total = Some(match total {
+            Some(t) => (t + term)?,
+            None => term,
+        });
+    }
+    let loss = match total {
+        Some(t) => (t / PROBES.len() as f64)?,
+        None => Tensor::zeros((), DType::F32, device)?,
+    };
+    Ok((loss, accuracy))
+}
+
 /// Trains the shapes CLIP; returns its weights by name.
 pub fn train_clip(
     opts: &TrainOptions,
@@ -331,17 +446,33 @@ pub fn train_clip(
     let layers = config.vision.num_hidden_layers.max(config.text.num_hidden_layers);
     let varmap = init_vars(|vb| Clip::new(vb, &config).map(|_| ()), |n, s| clip_init(n, s, layers), &mut rng, &device)?;
     let clip = Clip::new(VarBuilder::from_varmap(&varmap, DType::F32, &device), &config)?;
-    let mut opt = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW { lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.02 },
-    )?;
+    let width = config.projection_dim;
+    let heads = Var::from_tensor(&Tensor::from_vec(
+        rng.normals_f32(width * PROBES.iter().sum::<usize>())
+            .into_iter()
+            .map(|x| x / (width as f32).sqrt())
+            .collect::<Vec<f32>>(),
+        (width, PROBES.iter().sum::<usize>()),
+        &device,
+    )?)?;
+    let hidden = config.vision.hidden_size;
+    let coverage_head = Var::from_tensor(&Tensor::from_vec(
+        rng.normals_f32(hidden).into_iter().map(|x| x / (hidden as f32).sqrt()).collect::<Vec<f32>>(),
+        hidden,
+        &device,
+    )?)?;
+    let mut vars = varmap.all_vars();
+    vars.push(heads.clone());
+    vars.push(coverage_head.clone());
+    let mut opt =
+        AdamW::new(vars, ParamsAdamW { lr: CLIP_LR, beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.02 })?;
     observer.stage("clip", opts.clip_steps);
     let b = opts.clip_batch;
     for step in 0..opts.clip_steps {
         if observer.cancelled() {
             return Err(ShapesError::Cancelled);
         }
-        opt.set_learning_rate(cosine_lr(step, opts.clip_steps, 1e-3, opts.clip_steps / 20 + 1));
+        opt.set_learning_rate(cosine_lr(step, opts.clip_steps, CLIP_LR, opts.clip_steps / 20 + 1));
         let scenes: Vec<Scene> = (0..b).map(|_| Scene::random(&mut rng, 0.15)).collect();
         let styles: Vec<CaptionStyle> = (0..b).map(|_| CaptionStyle::random(&mut rng)).collect();
         let mut captions: Vec<String> = scenes.iter().zip(&styles).map(|(s, st)| s.caption_styled(st)).collect();
@@ -350,16 +481,31 @@ pub fn train_clip(
                 captions.push(perturb(s, st, k, &mut rng).caption_styled(st));
             }
         }
-        let images = scene_batch(&scenes, CLIP_SIDE, &mut rng, true, &device)?;
+        let patch = config.vision.patch_size;
+        let (images, coverage) = scene_batch_covered(&scenes, CLIP_SIDE, Some(patch), &mut rng, true, &device)?;
         let ids = tokenize(tokenizer, &captions, &device)?;
-        let img = l2_normalize(&clip.encode_image(&Clip::normalize(&images)?)?)?;
+        let (img, hidden) = clip.encode_image_and_patches(&Clip::normalize(&images)?)?;
+        let img = l2_normalize(&img)?;
+        let cells = coverage.len() / b;
+        let patches = hidden.narrow(1, 1, cells)?; // [B, N, D]
+        let share =
+            patches.broadcast_matmul(&coverage_head.as_tensor().unsqueeze(1)?)?.squeeze(2)?.clamp(-20.0, 20.0)?;
+        let target = Tensor::from_vec(coverage, (b, cells), &device)?;
+        // Binary cross-entropy with soft targets, from logits: softplus(x) - t·x.
+        let dense = ((share.exp()? + 1.0)?.log()? - (&target * &share)?)?.mean_all()?;
         let txt = l2_normalize(&clip.encode_text(&ids)?)?;
         let scale = variable(&varmap, "logit_scale")?.as_tensor().exp()?.clamp(1.0, 100.0)?;
         let logits = img.matmul(&txt.t()?)?.broadcast_mul(&scale)?; // [B, B·(1+K)]
         let targets = Tensor::arange(0u32, b as u32, &device)?;
         let i2t = candle_nn::loss::cross_entropy(&logits, &targets)?;
         let t2i = candle_nn::loss::cross_entropy(&logits.narrow(1, 0, b)?.t()?.contiguous()?, &targets)?;
-        let loss = ((i2t + t2i)? * 0.5)?;
+        let contrastive = ((i2t + t2i)? * 0.5)?;
+        let image_targets: Vec<_> = scenes.iter().map(|s| probe_targets(s, None)).collect();
+        let text_targets: Vec<_> = scenes.iter().zip(&styles).map(|(s, st)| probe_targets(s, Some(st))).collect();
+        let (image_probes, seen) = probe_loss(&img, heads.as_tensor(), &image_targets)?;
+        let (text_probes, read) = probe_loss(&txt.narrow(0, 0, b)?, heads.as_tensor(), &text_targets)?;
+        let probes = ((image_probes + text_probes)? * (0.5 * PROBE_WEIGHT))?;
+        let loss = ((&contrastive + &probes)? + (&dense * DENSE_WEIGHT)?)?;
         opt.backward_step(&loss)?;
         let l = f64::from(loss.to_scalar::<f32>()?);
         if !l.is_finite() {
@@ -367,7 +513,18 @@ pub fn train_clip(
         }
         log.push(l);
         let acc = batch_accuracy(&logits, b)?;
-        observer.step(step, l, &format!("batch top-1 {:.0}%", acc * 100.0));
+        let (c, p, d) = (contrastive.to_scalar::<f32>()?, probes.to_scalar::<f32>()?, dense.to_scalar::<f32>()?);
+        let pct = |a: [f64; 6]| a.map(|x| format!("{:.0}", x * 100.0)).join("/");
+        observer.step(
+            step,
+            l,
+            &format!(
+                "contrastive {c:.3}, patches {d:.3}, probes {p:.3} (image {}%, text {}%), batch top-1 {:.0}%",
+                pct(seen),
+                pct(read),
+                acc * 100.0
+            ),
+        );
     }
     collect(&varmap)
 }
@@ -614,4 +771,93 @@ fn train_into(opts: &TrainOptions, dir: &Path, out: &Path, observer: &mut dyn Tr
         save_f16(&vqgan, &vdir.join("model.safetensors"))?;
     }
     Ok(log)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn scene(count: usize) -> Scene {
+        Scene { shape: Shape::Star, colour: 2, background: 5, position: Position::Left, size: Size::Big, count }
+    }
+
+    #[test]
+    fn probes_read_what_the_picture_shows_and_the_caption_names() {
+        let (values, shown) = probe_targets(&scene(1), None);
+        assert_eq!(values, [2, 5, 3, 1, 1, 0]);
+        assert_eq!(shown, [1.0; 6]);
+        // A pair has no single place.
+        let (values, shown) = probe_targets(&scene(2), None);
+        assert_eq!(values[5], 1);
+        assert_eq!(shown, [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]);
+        // A caption that leaves out size and background teaches neither.
+        let style = CaptionStyle { size: false, background: false, position: true, picture: false, form: 0, seed: 1 };
+        let (_, shown) = probe_targets(&scene(1), Some(&style));
+        assert_eq!(shown, [1.0, 0.0, 1.0, 1.0, 0.0, 1.0]);
+    }
+
+    /// Unit embeddings along one axis each, and heads that read axis `i` as value
+    /// `i` of every attribute: each row's logits favour its own index.
+    fn aligned(rows: usize, width: usize) -> (Tensor, Tensor) {
+        let mut emb = vec![0f32; rows * width];
+        for r in 0..rows {
+            emb[r * width + r] = 1.0;
+        }
+        let total: usize = PROBES.iter().sum();
+        let mut heads = vec![0f32; width * total];
+        let mut start = 0;
+        for &k in &PROBES {
+            for v in 0..k.min(width) {
+                heads[v * total + start + v] = 2.0;
+            }
+            start += k;
+        }
+        (
+            Tensor::from_vec(emb, (rows, width), &Device::Cpu).unwrap(),
+            Tensor::from_vec(heads, (width, total), &Device::Cpu).unwrap(),
+        )
+    }
+
+    #[test]
+    fn probe_loss_scores_right_answers_low_and_ignores_what_is_not_shown() {
+        let (emb, heads) = aligned(2, 8);
+        let right = vec![([0u32; 6], [1.0f32; 6]), ([1u32; 6], [1.0f32; 6])];
+        let (low, accuracy) = probe_loss(&emb, &heads, &right).unwrap();
+        assert_eq!(accuracy, [1.0; 6]);
+        let wrong = vec![([1u32; 6], [1.0f32; 6]), ([0u32; 6], [1.0f32; 6])];
+        let (high, accuracy) = probe_loss(&emb, &heads, &wrong).unwrap();
+        assert_eq!(accuracy, [0.0; 6]);
+        let (low, high) = (low.to_scalar::<f32>().unwrap(), high.to_scalar::<f32>().unwrap());
+        assert!(low < 0.01 && high > 1.0, "right {low}, wrong {high}");
+        // A wrong value on a row that does not show the attribute costs nothing.
+        let hidden = vec![([0u32; 6], [1.0f32; 6]), ([1, 1, 1, 0, 1, 1], [1.0, 1.0, 1.0, 0.0, 1.0, 1.0])];
+        let (masked, accuracy) = probe_loss(&emb, &heads, &hidden).unwrap();
+        assert_eq!(accuracy, [1.0; 6]);
+        assert!((masked.to_scalar::<f32>().unwrap() - low).abs() < 1e-6);
+    }
+
+    #[test]
+    fn patch_coverage_follows_the_shape_and_leaves_the_pixels_as_they_were() {
+        let s = Scene {
+            shape: Shape::Square,
+            colour: 0,
+            background: 5,
+            position: Position::Centre,
+            size: Size::Big,
+            count: 1,
+        };
+        let (pixels, coverage) = scene_batch_covered(&[s], 64, Some(8), &mut Rng::new(3), false, &Device::Cpu).unwrap();
+        assert_eq!(coverage.len(), 64);
+        // The corners are background, the middle is the square.
+        assert_eq!(coverage[0], 0.0);
+        assert_eq!(coverage[63], 0.0);
+        assert!(coverage[3 * 8 + 3] > 0.99 && coverage[4 * 8 + 4] > 0.99, "{coverage:?}");
+        // Share of the canvas, against the square's area: (2·0.82·0.21·scale)², scale in [0.9, 1.1].
+        let share = coverage.iter().sum::<f32>() / 64.0;
+        assert!((0.09..0.15).contains(&share), "{share}");
+        let plain = scene_batch(&[s], 64, &mut Rng::new(3), false, &Device::Cpu).unwrap();
+        let diff = (plain - pixels).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff == 0.0);
+    }
 }

@@ -243,6 +243,17 @@ impl VisionTransformer {
     /// The pooled, post-layer-normed class token, `[B, D]`, for normalised pixels
     /// `[B, 3, S, S]` with `S` the model's input size.
     pub fn pooled(&self, pixels: &Tensor) -> CResult<Tensor> {
+        self.pool(&self.hidden_states(pixels)?)
+    }
+
+    /// The post-layer-normed class token of [`Self::hidden_states`]' output.
+    pub fn pool(&self, hidden: &Tensor) -> CResult<Tensor> {
+        self.post_layernorm.forward(&hidden.i((.., 0))?)
+    }
+
+    /// The encoder's last hidden states `[B, 1 + N, D]` (the class token, then the
+    /// patches in row-major order) for normalised pixels `[B, 3, S, S]`.
+    pub fn hidden_states(&self, pixels: &Tensor) -> CResult<Tensor> {
         let (b, c, h, w) = pixels.dims4()?;
         let s = self.config.image_size;
         if c != self.config.num_channels || h != s || w != s {
@@ -259,8 +270,7 @@ impl VisionTransformer {
         let x = Tensor::cat(&[&class, &patches], 1)?;
         let x = x.broadcast_add(&self.position_embedding)?;
         let x = self.pre_layrnorm.forward(&x)?;
-        let x = self.encoder.forward(&x, None)?;
-        self.post_layernorm.forward(&x.i((.., 0))?)
+        self.encoder.forward(&x, None)
     }
 }
 
@@ -312,6 +322,13 @@ impl Clip {
     /// Projected (not normalised) image embeddings `[B, P]` for CLIP-normalised pixels.
     pub fn encode_image(&self, pixels: &Tensor) -> CResult<Tensor> {
         self.visual_projection.forward(&self.vision.pooled(pixels)?)
+    }
+
+    /// [`Self::encode_image`] together with the vision tower's last hidden states
+    /// `[B, 1 + N, D]`, which training reads per patch.
+    pub fn encode_image_and_patches(&self, pixels: &Tensor) -> CResult<(Tensor, Tensor)> {
+        let hidden = self.vision.hidden_states(pixels)?;
+        Ok((self.visual_projection.forward(&self.vision.pool(&hidden)?)?, hidden))
     }
 
     /// The learned temperature, `exp(logit_scale)`.
@@ -450,6 +467,21 @@ mod tests {
                 spherical_dist(&e, &target)?.mean_all()
             });
         }
+    }
+
+    #[test]
+    fn image_embedding_with_patches_is_the_image_embedding_and_the_encoder_output() {
+        let clip = Clip::new(RandomBackend::var_builder(0.5, DType::F32), &tiny_config(Activation::QuickGelu)).unwrap();
+        let pixels = (Tensor::arange(0f32, 96.0, &Device::Cpu).unwrap().reshape((2, 3, 4, 4)).unwrap() / 30.0)
+            .unwrap()
+            .cos()
+            .unwrap();
+        let plain = clip.encode_image(&pixels).unwrap();
+        let (embeds, hidden) = clip.encode_image_and_patches(&pixels).unwrap();
+        // The class token, then (4/2)² patches, each of the tower's width.
+        assert_eq!(hidden.dims(), [2, 5, 8]);
+        let diff = (plain - embeds).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff == 0.0, "embeddings differ by {diff}");
     }
 
     #[test]
