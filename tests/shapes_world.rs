@@ -35,17 +35,21 @@ fn committed_models_meet_their_figures_on_held_out_scenes() {
     assert!(z.colour >= MIN_COLOUR, "colour accuracy {:.3}", z.colour);
     assert!(z.shape >= MIN_SHAPE, "shape accuracy {:.3}", z.shape);
     assert!(z.background >= MIN_BACKGROUND, "background accuracy {:.3}", z.background);
+    assert!(z.position >= MIN_POSITION, "position accuracy {:.3}", z.position);
+    assert!(z.size >= MIN_SIZE, "size accuracy {:.3}", z.size);
     assert!(psnr >= MIN_PSNR, "PSNR {psnr:.2} dB");
 }
 
-// Measured on these scenes when the models were committed: colour 0.99, background 1.0,
-// shape 0.335, size 0.84, position 0.21, PSNR 20.05 dB. Issue 5 asks for shape ≥ 0.85,
-// position ≥ 0.85 and PSNR ≥ 28 dB, which this training does not reach yet; position is
-// at chance (0.2) and is not guarded here.
-const MIN_COLOUR: f64 = 0.95;
-const MIN_BACKGROUND: f64 = 0.95;
-const MIN_SHAPE: f64 = 0.25;
-const MIN_PSNR: f64 = 18.0;
+// Measured on these scenes when the models were committed: colour 0.995, background 1.0,
+// shape 0.865, position 1.0, size 0.995, PSNR 25.37 dB (the previous models: 0.99, 1.0,
+// 0.335, 0.21, 0.84, 20.05 dB). Floors leave a few scenes' margin for other CPUs' sums.
+// Issue 5 asks for PSNR ≥ 28 dB, which this training does not reach yet.
+const MIN_COLOUR: f64 = 0.98;
+const MIN_BACKGROUND: f64 = 0.98;
+const MIN_SHAPE: f64 = 0.85;
+const MIN_POSITION: f64 = 0.98;
+const MIN_SIZE: f64 = 0.98;
+const MIN_PSNR: f64 = 25.0;
 
 /// (prompt, background colour, shape colour, where the shape sits if the prompt says)
 const PROMPTS: [(&str, &str, &str, Option<&str>); 12] = [
