@@ -433,6 +433,13 @@ fn probe_loss(emb: &Tensor, heads: &Tensor, targets: &[([u32; 6], [f32; 6])]) ->
     Ok((loss, accuracy))
 }
 
+/// A `[fan_in, outputs]` read-out that only training uses, drawn like a linear layer's
+/// weight (standard deviation fan_in^-1/2).
+fn read_out(rng: &mut Rng, fan_in: usize, outputs: usize, device: &Device) -> Result<Var> {
+    let w: Vec<f32> = rng.normals_f32(fan_in * outputs).into_iter().map(|x| x / (fan_in as f32).sqrt()).collect();
+    Ok(Var::from_tensor(&Tensor::from_vec(w, (fan_in, outputs), device)?)?)
+}
+
 /// Trains the shapes CLIP; returns its weights by name.
 pub fn train_clip(
     opts: &TrainOptions,
@@ -446,21 +453,9 @@ pub fn train_clip(
     let layers = config.vision.num_hidden_layers.max(config.text.num_hidden_layers);
     let varmap = init_vars(|vb| Clip::new(vb, &config).map(|_| ()), |n, s| clip_init(n, s, layers), &mut rng, &device)?;
     let clip = Clip::new(VarBuilder::from_varmap(&varmap, DType::F32, &device), &config)?;
-    let width = config.projection_dim;
-    let heads = Var::from_tensor(&Tensor::from_vec(
-        rng.normals_f32(width * PROBES.iter().sum::<usize>())
-            .into_iter()
-            .map(|x| x / (width as f32).sqrt())
-            .collect::<Vec<f32>>(),
-        (width, PROBES.iter().sum::<usize>()),
-        &device,
-    )?)?;
-    let hidden = config.vision.hidden_size;
-    let coverage_head = Var::from_tensor(&Tensor::from_vec(
-        rng.normals_f32(hidden).into_iter().map(|x| x / (hidden as f32).sqrt()).collect::<Vec<f32>>(),
-        hidden,
-        &device,
-    )?)?;
+    let heads = read_out(&mut rng, config.projection_dim, PROBES.iter().sum(), &device)?;
+    let coverage_head = read_out(&mut rng, config.vision.hidden_size, 1, &device)?;
+    let patch = config.vision.patch_size;
     let mut vars = varmap.all_vars();
     vars.push(heads.clone());
     vars.push(coverage_head.clone());
@@ -481,15 +476,13 @@ pub fn train_clip(
                 captions.push(perturb(s, st, k, &mut rng).caption_styled(st));
             }
         }
-        let patch = config.vision.patch_size;
         let (images, coverage) = scene_batch_covered(&scenes, CLIP_SIDE, Some(patch), &mut rng, true, &device)?;
         let ids = tokenize(tokenizer, &captions, &device)?;
         let (img, hidden) = clip.encode_image_and_patches(&Clip::normalize(&images)?)?;
         let img = l2_normalize(&img)?;
         let cells = coverage.len() / b;
         let patches = hidden.narrow(1, 1, cells)?; // [B, N, D]
-        let share =
-            patches.broadcast_matmul(&coverage_head.as_tensor().unsqueeze(1)?)?.squeeze(2)?.clamp(-20.0, 20.0)?;
+        let share = patches.broadcast_matmul(coverage_head.as_tensor())?.squeeze(2)?.clamp(-20.0, 20.0)?;
         let target = Tensor::from_vec(coverage, (b, cells), &device)?;
         // Binary cross-entropy with soft targets, from logits: softplus(x) - t·x.
         let dense = ((share.exp()? + 1.0)?.log()? - (&target * &share)?)?.mean_all()?;
