@@ -33,11 +33,16 @@ pub struct Blob {
     pub position: Position,
 }
 
+/// The squared distance between two sRGB colours.
+pub fn distance2(a: [u8; 3], b: [u8; 3]) -> u32 {
+    (0..3).map(|k| (i32::from(a[k]) - i32::from(b[k])).unsigned_abs().pow(2)).sum()
+}
+
 /// The nearest named colour to an sRGB pixel.
 pub fn classify(p: [u8; 3]) -> usize {
     let mut best = (u32::MAX, 0);
     for (i, c) in COLOURS.iter().enumerate() {
-        let d: u32 = (0..3).map(|k| (i32::from(p[k]) - i32::from(c.rgb[k])).unsigned_abs().pow(2)).sum();
+        let d = distance2(p, c.rgb);
         if d < best.0 {
             best = (d, i);
         }

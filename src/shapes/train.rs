@@ -14,6 +14,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 
 use super::error::{Result, ShapesError};
 use super::scene::{CaptionStyle, Position, Scene, Shape, Size, COLOURS};
+use super::stats::distance2;
 use crate::engine::rng::Rng;
 use crate::models::clip::{Clip, ClipConfig};
 use crate::models::nn::l2_normalize;
@@ -243,14 +244,11 @@ fn scene_batch_covered(
         let img = s.render(side, rng);
         if let Some(p) = patch.filter(|&p| p > 0) {
             let (fg, bg) = (COLOURS[s.colour].rgb, COLOURS[s.background].rgb);
-            let dist = |a: [u8; 3], b: [u8; 3]| {
-                a.iter().zip(b).map(|(x, y)| (i32::from(*x) - i32::from(y)).pow(2)).sum::<i32>()
-            };
             let cells = side / p;
             let mut share = vec![0f32; cells * cells];
             for (x, y, px) in img.enumerate_pixels() {
                 let (cx, cy) = (x as usize / p, y as usize / p);
-                if cx < cells && cy < cells && dist(px.0, fg) < dist(px.0, bg) {
+                if cx < cells && cy < cells && distance2(px.0, fg) < distance2(px.0, bg) {
                     share[cy * cells + cx] += 1.0 / (p * p) as f32;
                 }
             }
