@@ -1,128 +1,15 @@
 //! CPU kernels of the layers in `models::frozen` (generation) and `models::trained`
-//! (train-demo): a checked wrapper over the `gemm` crate's strided matrix product; a
-//! stride-1 convolution done as an implicit GEMM — one product per kernel tap over a
-//! shifted view of the zero-padded input, accumulated in place — so no im2col matrix is
-//! built and nothing but the padded input and the output is allocated, and its weight
-//! gradient the same way; group normalisation (+SiLU) forward and backward in one pass
-//! each.
-//!
-//! This is the only module with `unsafe`: `gemm::gemm` takes raw pointers and strides.
-//! [`matmul`] checks every index the product can touch against the slices first.
+//! (train-demo): the packed matrix product ([`gemm`]); a stride-1 convolution as one
+//! product over `K = Cin·k·k` whose right-hand side is read straight from the zero-padded
+//! input through a table of per-(channel, tap) offsets — an implicit im2col: nothing but
+//! the padded input and the output is allocated — and its weight gradient the same way;
+//! group normalisation (+SiLU) forward and backward in one pass each.
 
 use candle_core::{bail, Result};
 
-/// A strided matrix view of a slice: element `(i, j)` is `data[offset + i·rs + j·cs]`.
-#[derive(Debug, Clone, Copy)]
-pub struct MatRef<'a> {
-    pub data: &'a [f32],
-    pub offset: usize,
-    pub rows: usize,
-    pub cols: usize,
-    pub rs: usize,
-    pub cs: usize,
-}
+pub mod gemm;
 
-/// A mutable strided matrix view.
-#[derive(Debug)]
-pub struct MatMut<'a> {
-    pub data: &'a mut [f32],
-    pub offset: usize,
-    pub rows: usize,
-    pub cols: usize,
-    pub rs: usize,
-    pub cs: usize,
-}
-
-fn last_index(offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
-    if rows == 0 || cols == 0 {
-        return Some(offset);
-    }
-    offset.checked_add((rows - 1).checked_mul(rs)?)?.checked_add((cols - 1).checked_mul(cs)?)
-}
-
-fn in_bounds(len: usize, offset: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
-    rows == 0 || cols == 0 || last_index(offset, rows, cols, rs, cs).is_some_and(|i| i < len)
-}
-
-/// candle's thread count, asked once: candle reads `/proc/cpuinfo` on every call unless
-/// `RAYON_NUM_THREADS` is set.
-fn thread_count() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(candle_core::utils::get_num_threads)
-}
-
-/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`. Threads: candle's count
-/// for products big enough to share, one otherwise.
-pub fn matmul(dst: &mut MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) -> Result<()> {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    if rhs.rows != k || dst.rows != m || dst.cols != n {
-        bail!("matmul: [{m}x{k}] · [{}x{n}] does not fit [{}x{}]", rhs.rows, dst.rows, dst.cols)
-    }
-    if !in_bounds(lhs.data.len(), lhs.offset, m, k, lhs.rs, lhs.cs)
-        || !in_bounds(rhs.data.len(), rhs.offset, k, n, rhs.rs, rhs.cs)
-        || !in_bounds(dst.data.len(), dst.offset, m, n, dst.rs, dst.cs)
-    {
-        bail!("matmul: a strided view reaches past its buffer")
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    dst.data[dst.offset + i * dst.rs + j * dst.cs] = 0.0;
-                }
-            }
-        }
-        return Ok(());
-    }
-    let (Ok(lrs), Ok(lcs), Ok(rrs), Ok(rcs), Ok(drs), Ok(dcs)) = (
-        isize::try_from(lhs.rs),
-        isize::try_from(lhs.cs),
-        isize::try_from(rhs.rs),
-        isize::try_from(rhs.cs),
-        isize::try_from(dst.rs),
-        isize::try_from(dst.cs),
-    ) else {
-        bail!("matmul: strides too large")
-    };
-    let work = m.saturating_mul(n).saturating_mul(k);
-    let threads = thread_count();
-    let parallelism =
-        if threads > 1 && work >= 1 << 18 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    let dst_ptr = dst.data[dst.offset..].as_mut_ptr();
-    let lhs_ptr = lhs.data[lhs.offset..].as_ptr();
-    let rhs_ptr = rhs.data[rhs.offset..].as_ptr();
-    #[expect(unsafe_code, reason = "gemm takes raw pointers; every index it can touch was checked above")]
-    // SAFETY: the three views were checked to stay inside their slices for the given
-    // sizes and (non-negative) strides; `dst` is borrowed mutably, so it aliases neither
-    // input; gemm reads dst only when `accumulate`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst_ptr,
-            dcs,
-            drs,
-            accumulate,
-            lhs_ptr,
-            lcs,
-            lrs,
-            rhs_ptr,
-            rcs,
-            rrs,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-    Ok(())
-}
+pub use gemm::{gemm, matmul, Axis, MatMut, MatRef, Operand};
 
 /// The shape of a stride-1 convolution with square `k×k` kernels and zero padding `p`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,12 +31,48 @@ impl ConvShape {
     }
 }
 
+/// The offsets of the implicit im2col rows `(ci, ky, kx)` in a zero-padded input whose
+/// channels are `plane` apart and rows `wp` apart.
+fn tap_offsets(cin: usize, k: usize, plane: usize, wp: usize) -> Vec<usize> {
+    let mut offsets = Vec::with_capacity(cin * k * k);
+    for ci in 0..cin {
+        for ky in 0..k {
+            for kx in 0..k {
+                offsets.push(ci * plane + ky * wp + kx);
+            }
+        }
+    }
+    offsets
+}
+
+impl ConvShape {
+    /// Copies one item's channel planes `[Cin, H, W]` into a zero-padded buffer whose
+    /// planes are `plane` apart, rows `W + 2p` apart, with `p` zero rows and columns
+    /// before the values.
+    fn pad_into(&self, padded: &mut [f32], x: &[f32], plane: usize) {
+        let (h, w, p) = (self.h, self.w, self.padding);
+        let wp = w + 2 * p;
+        for c in 0..self.cin {
+            for y in 0..h {
+                let from = c * h * w + y * w;
+                let to = c * plane + (y + p) * wp + p;
+                padded[to..to + w].copy_from_slice(&x[from..from + w]);
+            }
+        }
+    }
+}
+
 /// Stride-1 convolution of `x` (`[B, Cin, H, W]`, contiguous) with `weight`
 /// (`[Cout, Cin, k, k]`, contiguous) plus `bias` (`[Cout]`).
 ///
 /// With `transposed`, `weight` is read as `[Cin', Cout', k, k]` and used flipped and
 /// transposed — the convolution that carries a gradient back through the original one
 /// (for padding `p`, call with padding `k − 1 − p`). No copy of the weight is made.
+///
+/// Per batch item, one product `[Cout, Cin·k·k] · [Cin·k·k, Ho·Wp]`: the right-hand side's
+/// row `(ci, ky, kx)` is the padded input read from offset `ci·plane + ky·Wp + kx`, so
+/// output column `y·Wp + x` is the sum over the window at `(y, x)`; the `Wp − Wo` columns
+/// past each output row are wrap-around garbage and are cut away.
 pub fn conv2d_same(
     x: &[f32],
     weight: &[f32],
@@ -163,27 +86,33 @@ pub fn conv2d_same(
         bail!("conv2d: buffer sizes do not match {s:?}")
     }
     let (hp, wp) = (h + 2 * p, w + 2 * p);
-    // Each channel of the padded input gets k slack elements: the last tap's shifted view
-    // runs k − 2 past the padded plane (into columns that are cut away afterwards).
-    let plane = hp * wp + k;
+    // Each channel of the padded input gets k slack elements: the last tap's view runs
+    // k − 2 past the padded plane (into the columns that are cut away).
     let direct = p == 0 && k == 1;
+    let plane = if direct { h * w } else { hp * wp + k };
     let mut padded = if direct { Vec::new() } else { vec![0.0f32; cin * plane] };
+    let taps = tap_offsets(cin, k, plane, wp);
+    // Row co of the weight matrix, column (ci, ky, kx).
+    let kk = k * k;
+    let flipped: Vec<usize>;
+    let lhs = if transposed {
+        // weight is [cin', cout', k, k] = [cout, cin, k, k] of the forward conv read as
+        // W[ci][co] flipped: element (co, (ci, ky, kx)) = W[ci][co][k−1−ky][k−1−kx].
+        flipped = (0..cin).flat_map(|ci| (0..kk).map(move |t| ci * cout * kk + (kk - 1 - t))).collect();
+        Operand { data: weight, rows: Axis::strided(0, kk, cout), cols: Axis::Table(&flipped) }
+    } else {
+        Operand { data: weight, rows: Axis::strided(0, cin * kk, cout), cols: Axis::strided(0, 1, cin * kk) }
+    };
     let full_n = ho * wp;
     let mut full = if wp == wo { Vec::new() } else { vec![0.0f32; cout * full_n] };
     let mut out = vec![0.0f32; batch * cout * ho * wo];
     for b in 0..batch {
         let xb = &x[b * cin * h * w..(b + 1) * cin * h * w];
-        let (src, src_plane): (&[f32], usize) = if direct {
-            (xb, h * w)
+        let src: &[f32] = if direct {
+            xb
         } else {
-            for c in 0..cin {
-                for y in 0..h {
-                    let from = c * h * w + y * w;
-                    let to = c * plane + (y + p) * wp + p;
-                    padded[to..to + w].copy_from_slice(&xb[from..from + w]);
-                }
-            }
-            (&padded, plane)
+            s.pad_into(&mut padded, xb, plane);
+            &padded
         };
         let ob = &mut out[b * cout * ho * wo..(b + 1) * cout * ho * wo];
         let dst_buf: &mut [f32] = if wp == wo { ob } else { &mut full };
@@ -192,28 +121,9 @@ pub fn conv2d_same(
                 dst_buf[co * full_n..(co + 1) * full_n].fill(bv);
             }
         }
-        for ky in 0..k {
-            for kx in 0..k {
-                // Tap (ky, kx) of the weight as a [cout, cin] matrix.
-                let lhs = if transposed {
-                    // weight is [cin', cout', k, k] = [cout, cin, k, k] of the forward conv
-                    // read as W[ci][co] flipped: element (co_out=i, ci_in=j) = W[j][i][k-1-ky][k-1-kx].
-                    MatRef {
-                        data: weight,
-                        offset: (k - 1 - ky) * k + (k - 1 - kx),
-                        rows: cout,
-                        cols: cin,
-                        rs: k * k,
-                        cs: cout * k * k,
-                    }
-                } else {
-                    MatRef { data: weight, offset: ky * k + kx, rows: cout, cols: cin, rs: cin * k * k, cs: k * k }
-                };
-                let rhs = MatRef { data: src, offset: ky * wp + kx, rows: cin, cols: full_n, rs: src_plane, cs: 1 };
-                let mut dst = MatMut { data: dst_buf, offset: 0, rows: cout, cols: full_n, rs: full_n, cs: 1 };
-                matmul(&mut dst, lhs, rhs, bias.is_some() || ky + kx > 0)?;
-            }
-        }
+        let rhs = Operand { data: src, rows: Axis::Table(&taps), cols: Axis::strided(0, 1, full_n) };
+        let mut dst = MatMut { data: dst_buf, offset: 0, rows: cout, cols: full_n, rs: full_n, cs: 1 };
+        gemm(&mut dst, lhs, rhs, bias.is_some())?;
         if wp != wo {
             for co in 0..cout {
                 for y in 0..ho {
@@ -229,9 +139,10 @@ pub fn conv2d_same(
 
 /// The weight gradient of [`conv2d_same`] (not transposed): `dW[o][i][ky][kx] =
 /// Σ_b,y,x dy[b][o][y][x] · x_padded[b][i][y + ky][x + kx]`, as `[Cout, Cin, k, k]`.
-/// Like the forward pass, one product per tap over a shifted view of the padded input;
-/// the upstream gradient is laid out on the padded width with zeros in the columns the
-/// forward pass cut away, so those views contribute nothing.
+/// Like the forward pass, one product per batch item, `[Cout, Ho·Wp] · [Ho·Wp, Cin·k·k]`,
+/// whose right-hand side's column `(ci, ky, kx)` is the padded input read from offset
+/// `ci·plane + ky·Wp + kx`; the upstream gradient is laid out on the padded width with
+/// zeros in the columns the forward pass cut away, so those positions contribute nothing.
 pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], s: ConvShape) -> Result<Vec<f32>> {
     let ConvShape { batch, cin, cout, h, w, k, padding: p } = s;
     let Some((ho, wo)) = s.out_hw() else { bail!("conv2d: {h}x{w} input is smaller than the {k}x{k} kernel") };
@@ -243,18 +154,10 @@ pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], s: ConvShape) -> Result<Vec<f32
     let full_n = ho * wp;
     let mut padded = vec![0.0f32; cin * plane];
     let mut full = vec![0.0f32; cout * full_n];
-    // Tap-major while accumulating ([k·k][Cout][Cin], each tap a dense product), then
-    // rearranged to the weight's layout.
-    let mut taps = vec![0.0f32; k * k * cout * cin];
+    let taps = tap_offsets(cin, k, plane, wp);
+    let mut grad = vec![0.0f32; cout * cin * k * k];
     for b in 0..batch {
-        let xb = &x[b * cin * h * w..(b + 1) * cin * h * w];
-        for c in 0..cin {
-            for y in 0..h {
-                let from = c * h * w + y * w;
-                let to = c * plane + (y + p) * wp + p;
-                padded[to..to + w].copy_from_slice(&xb[from..from + w]);
-            }
-        }
+        s.pad_into(&mut padded, &x[b * cin * h * w..(b + 1) * cin * h * w], plane);
         let db = &dy[b * cout * ho * wo..(b + 1) * cout * ho * wo];
         for co in 0..cout {
             for y in 0..ho {
@@ -263,24 +166,10 @@ pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], s: ConvShape) -> Result<Vec<f32
                 full[to..to + wo].copy_from_slice(&db[from..from + wo]);
             }
         }
-        let lhs = MatRef { data: &full, offset: 0, rows: cout, cols: full_n, rs: full_n, cs: 1 };
-        for ky in 0..k {
-            for kx in 0..k {
-                let tap = ky * k + kx;
-                let rhs = MatRef { data: &padded, offset: ky * wp + kx, rows: full_n, cols: cin, rs: 1, cs: plane };
-                let mut dst =
-                    MatMut { data: &mut taps, offset: tap * cout * cin, rows: cout, cols: cin, rs: cin, cs: 1 };
-                matmul(&mut dst, lhs, rhs, b > 0)?;
-            }
-        }
-    }
-    let mut grad = vec![0.0f32; cout * cin * k * k];
-    for tap in 0..k * k {
-        for co in 0..cout {
-            for ci in 0..cin {
-                grad[(co * cin + ci) * k * k + tap] = taps[(tap * cout + co) * cin + ci];
-            }
-        }
+        let lhs = Operand { data: &full, rows: Axis::strided(0, full_n, cout), cols: Axis::strided(0, 1, full_n) };
+        let rhs = Operand { data: &padded, rows: Axis::strided(0, 1, full_n), cols: Axis::Table(&taps) };
+        let mut dst = MatMut { data: &mut grad, offset: 0, rows: cout, cols: cin * k * k, rs: cin * k * k, cs: 1 };
+        gemm(&mut dst, lhs, rhs, b > 0)?;
     }
     Ok(grad)
 }
@@ -553,16 +442,6 @@ mod tests {
         }
         Ok(())
     }
-
-    #[test]
-    fn views_past_the_buffer_are_refused() {
-        let data = vec![0.0f32; 6];
-        let mut out = vec![0.0f32; 4];
-        let lhs = MatRef { data: &data, offset: 0, rows: 2, cols: 3, rs: 3, cs: 1 };
-        let rhs = MatRef { data: &data, offset: 1, rows: 3, cols: 2, rs: 2, cs: 1 };
-        let mut dst = MatMut { data: &mut out, offset: 0, rows: 2, cols: 2, rs: 2, cs: 1 };
-        assert!(matmul(&mut dst, lhs, rhs, false).is_err());
-    }
 }
 
 #[cfg(test)]
@@ -611,6 +490,35 @@ mod timing {
             )?;
             let secs = t.elapsed().as_secs_f64();
             println!("matmul row-major rhs: {:.3} s, {:.1} GFLOP/s", secs, 2.0 * (m * k * n) as f64 / secs / 1e9);
+            // The same product through the gemm crate (candle's matmul), for comparison.
+            let t = std::time::Instant::now();
+            #[expect(unsafe_code, reason = "gemm takes raw pointers; the buffers are exactly m·k, k·n and m·n")]
+            // SAFETY: row-major a [m, k], b [k, n], c [m, n], all owned and sized above.
+            unsafe {
+                ::gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    k as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    1.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    ::gemm::Parallelism::Rayon(candle_core::utils::get_num_threads()),
+                );
+            }
+            let secs = t.elapsed().as_secs_f64();
+            println!("gemm crate, row-major rhs: {:.3} s, {:.1} GFLOP/s", secs, 2.0 * (m * k * n) as f64 / secs / 1e9);
         }
         Ok(())
     }

@@ -1,0 +1,637 @@
+//! The single-precision matrix product under every convolution and frozen linear layer
+//! on the CPU: `C (+)= A·B`, blocked and packed in the GotoBLAS/BLIS loop order (panels
+//! of `B` sized for the shared cache, blocks of `A` for the core's L2, a 6×16 tile of `C`
+//! in registers) with an AVX2+FMA micro-kernel where the CPU has one and a portable one
+//! elsewhere. Threads split `C` into column (or row) ranges, each packing its own panels.
+//!
+//! Operands are read through offset axes: element `(i, j)` of an operand is
+//! `data[rows.at(i) + cols.at(j)]`. A strided matrix is two strided axes; the im2col
+//! matrix of a convolution is a table of per-(channel, tap) offsets into the padded input
+//! times a unit-stride axis, so a convolution is one product over `K = Cin·k·k` read
+//! straight from its input while packing, and no im2col matrix is ever built.
+//!
+//! Every offset the product can read, and every element of `C` it can write, is checked
+//! against its slice before any work starts; the `unsafe` here is the SIMD micro-kernel
+//! and the writes into `C` through a pointer shared by the threads (disjoint tiles).
+
+use std::cell::RefCell;
+
+use candle_core::{bail, Result};
+
+/// Rows of the register tile.
+pub const MR: usize = 6;
+/// Columns of the register tile (two AVX vectors).
+pub const NR: usize = 16;
+/// Depth of a packed block (a 16-wide panel of `B` is 16 KB: it stays in L1).
+const KC: usize = 256;
+/// Rows of a packed block of `A` (144×256 floats, 144 KB: it stays in L2).
+const MC: usize = 144;
+/// Columns of a packed panel of `B` (256×2048 floats, 2 MB: it stays in L3).
+const NC: usize = 2048;
+/// Products smaller than this (m·n·k) run on one thread.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// The offsets along one dimension of an operand.
+#[derive(Debug, Clone, Copy)]
+pub enum Axis<'a> {
+    /// `start + i·stride` for `i < len`.
+    Strided { start: usize, stride: usize, len: usize },
+    /// Given offsets, one per index.
+    Table(&'a [usize]),
+}
+
+impl<'a> Axis<'a> {
+    pub fn strided(start: usize, stride: usize, len: usize) -> Self {
+        Self::Strided { start, stride, len }
+    }
+
+    pub fn len(&self) -> usize {
+        match *self {
+            Self::Strided { len, .. } => len,
+            Self::Table(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The offset of index `i` (`i < len`).
+    fn at(&self, i: usize) -> usize {
+        match *self {
+            Self::Strided { start, stride, .. } => start + i * stride,
+            Self::Table(t) => t[i],
+        }
+    }
+
+    /// The largest offset, `None` when empty or past `usize`.
+    fn max(&self) -> Option<usize> {
+        match *self {
+            Self::Strided { len: 0, .. } => None,
+            Self::Strided { start, stride, len } => start.checked_add((len - 1).checked_mul(stride)?),
+            Self::Table(t) => t.iter().copied().max(),
+        }
+    }
+
+    /// Indices `from..to` as an axis of their own.
+    fn range(&self, from: usize, to: usize) -> Axis<'a> {
+        match *self {
+            Self::Strided { start, stride, .. } => {
+                Self::Strided { start: start + from * stride, stride, len: to - from }
+            }
+            Self::Table(t) => Self::Table(&t[from..to]),
+        }
+    }
+
+    /// Whether consecutive indices are consecutive elements.
+    fn unit(&self) -> bool {
+        matches!(self, Self::Strided { stride: 1, .. }) || self.len() <= 1
+    }
+
+    /// The offsets of indices `from..from + out.len()`.
+    fn fill(&self, from: usize, out: &mut Vec<usize>, count: usize) {
+        out.clear();
+        out.extend((from..from + count).map(|i| self.at(i)));
+    }
+}
+
+/// A read-only operand: element `(i, j)` is `data[rows.at(i) + cols.at(j)]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Operand<'a> {
+    pub data: &'a [f32],
+    pub rows: Axis<'a>,
+    pub cols: Axis<'a>,
+}
+
+impl Operand<'_> {
+    /// Whether every element lies inside `data` (an empty operand always does).
+    fn in_bounds(&self) -> bool {
+        match (self.rows.max(), self.cols.max()) {
+            (Some(r), Some(c)) => r.checked_add(c).is_some_and(|last| last < self.data.len()),
+            _ => true,
+        }
+    }
+}
+
+/// A strided matrix view of a slice: element `(i, j)` is `data[offset + i·rs + j·cs]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> From<MatRef<'a>> for Operand<'a> {
+    fn from(m: MatRef<'a>) -> Self {
+        Operand { data: m.data, rows: Axis::strided(m.offset, m.rs, m.rows), cols: Axis::strided(0, m.cs, m.cols) }
+    }
+}
+
+/// A mutable strided matrix view.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl MatMut<'_> {
+    /// Whether every element lies inside `data` and no two share one (row-major or
+    /// column-major layouts, possibly with gaps).
+    fn valid(&self) -> bool {
+        let (m, n) = (self.rows, self.cols);
+        if m == 0 || n == 0 {
+            return true;
+        }
+        let Some(last) = (m - 1)
+            .checked_mul(self.rs)
+            .and_then(|r| r.checked_add((n - 1).checked_mul(self.cs)?))
+            .and_then(|i| i.checked_add(self.offset))
+        else {
+            return false;
+        };
+        let distinct = (m == 1 || self.rs >= 1)
+            && (n == 1 || self.cs >= 1)
+            && (m == 1 || n == 1 || self.rs >= n * self.cs || self.cs >= m * self.rs);
+        last < self.data.len() && distinct
+    }
+}
+
+/// candle's thread count, asked once: candle reads `/proc/cpuinfo` on every call unless
+/// `RAYON_NUM_THREADS` is set.
+fn thread_count() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(candle_core::utils::get_num_threads)
+}
+
+/// The micro-kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// 6×16 tile in 12 AVX registers, fused multiply-add.
+    Avx2Fma,
+    /// Plain Rust over the same packed layout (any CPU).
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn best() -> Self {
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Kernel::Avx2Fma;
+            }
+            Kernel::Portable
+        })
+    }
+}
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`, for strided views.
+pub fn matmul(dst: &mut MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) -> Result<()> {
+    gemm(dst, lhs.into(), rhs.into(), accumulate)
+}
+
+/// `dst = a · b`, or `dst += a · b` when `accumulate`, with the best kernel and candle's
+/// thread count.
+pub fn gemm(dst: &mut MatMut<'_>, a: Operand<'_>, b: Operand<'_>, accumulate: bool) -> Result<()> {
+    gemm_with(dst, a, b, accumulate, Kernel::best(), thread_count())
+}
+
+/// The C matrix shared by the threads: a base pointer and strides. Each thread writes only
+/// the tiles of its own column (or row) range.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    rs: usize,
+    cs: usize,
+}
+
+// SAFETY: `Out` is only handed to threads that write disjoint elements of one checked
+// view (see `gemm_with`), and the view's slice is borrowed mutably for the whole call.
+#[expect(unsafe_code, reason = "threads write disjoint tiles of one checked view")]
+unsafe impl Send for Out {}
+#[expect(unsafe_code, reason = "threads write disjoint tiles of one checked view")]
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The same matrix from row `i`, column `j` on.
+    fn at(self, i: usize, j: usize) -> Self {
+        Self { ptr: self.ptr.wrapping_add(i * self.rs + j * self.cs), ..self }
+    }
+}
+
+/// [`gemm`] with a chosen kernel and thread count.
+pub fn gemm_with(
+    dst: &mut MatMut<'_>,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    accumulate: bool,
+    kernel: Kernel,
+    threads: usize,
+) -> Result<()> {
+    let (m, k, n) = (a.rows.len(), a.cols.len(), b.cols.len());
+    if b.rows.len() != k || dst.rows != m || dst.cols != n {
+        bail!("matmul: [{m}x{k}] · [{}x{n}] does not fit [{}x{}]", b.rows.len(), dst.rows, dst.cols)
+    }
+    if !a.in_bounds() || !b.in_bounds() || !dst.valid() {
+        bail!("matmul: a view reaches past its buffer or overlaps itself")
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    dst.data[dst.offset + i * dst.rs + j * dst.cs] = 0.0;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let out = Out { ptr: dst.data[dst.offset..].as_mut_ptr(), rs: dst.rs, cs: dst.cs };
+    let work = m.saturating_mul(n).saturating_mul(k);
+    let parts = if work >= PARALLEL_WORK { threads.max(1) } else { 1 };
+    // Split the longer side of C into `parts` ranges, whole tiles each.
+    let (split_n, len, unit) = if n >= m { (true, n, NR) } else { (false, m, MR) };
+    let per = len.div_ceil(parts).div_ceil(unit) * unit;
+    let ranges: Vec<(usize, usize)> = (0..len).step_by(per.max(1)).map(|s| (s, (s + per).min(len))).collect();
+    let job = |&(from, to): &(usize, usize)| {
+        if split_n {
+            let b = Operand { cols: b.cols.range(from, to), ..b };
+            serial(out.at(0, from), a, b, accumulate, kernel);
+        } else {
+            let a = Operand { rows: a.rows.range(from, to), ..a };
+            serial(out.at(from, 0), a, b, accumulate, kernel);
+        }
+    };
+    if ranges.len() > 1 {
+        use rayon::prelude::*;
+        ranges.par_iter().for_each(job);
+    } else {
+        ranges.iter().for_each(job);
+    }
+    Ok(())
+}
+
+/// Per-thread packing buffers, kept between calls.
+#[derive(Default)]
+struct Buffers {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+}
+
+/// One thread's product over its part of C (whose elements the caller checked).
+fn serial(out: Out, a: Operand<'_>, b: Operand<'_>, accumulate: bool, kernel: Kernel) {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => blocked(out, a, b, accumulate, kernel, &mut bufs),
+        // Only if a product ran inside another on this thread: fresh buffers then.
+        Err(_) => blocked(out, a, b, accumulate, kernel, &mut Buffers::default()),
+    });
+}
+
+fn blocked(out: Out, a: Operand<'_>, b: Operand<'_>, accumulate: bool, kernel: Kernel, bufs: &mut Buffers) {
+    let (m, k, n) = (a.rows.len(), a.cols.len(), b.cols.len());
+    let mut tile = [0.0f32; MR * NR];
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            pack_b(&b, pc, kc, jc, nc, bufs);
+            let add = accumulate || pc > 0;
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                pack_a(&a, ic, mc, pc, kc, bufs);
+                for s in 0..nc.div_ceil(NR) {
+                    let bp = &bufs.b[s * kc * NR..(s + 1) * kc * NR];
+                    let cols = NR.min(nc - s * NR);
+                    for r in 0..mc.div_ceil(MR) {
+                        let ap = &bufs.a[r * kc * MR..(r + 1) * kc * MR];
+                        let rows = MR.min(mc - r * MR);
+                        let c = out.at(ic + r * MR, jc + s * NR);
+                        tile_product(kernel, kc, ap, bp, c, rows, cols, add, &mut tile);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs rows `ic..ic+mc`, columns `pc..pc+kc` of `a` as panels of `MR` rows:
+/// `bufs.a[(r·kc + p)·MR + ii]`, zero past the last row.
+fn pack_a(a: &Operand<'_>, ic: usize, mc: usize, pc: usize, kc: usize, bufs: &mut Buffers) {
+    let panels = mc.div_ceil(MR);
+    bufs.a.resize(panels * kc * MR, 0.0);
+    a.rows.fill(ic, &mut bufs.rows, mc);
+    a.cols.fill(pc, &mut bufs.cols, kc);
+    let (rows, cols, data) = (&bufs.rows, &bufs.cols, a.data);
+    for (r, panel) in bufs.a.chunks_exact_mut(kc * MR).enumerate() {
+        let live = MR.min(mc - r * MR);
+        let offs = &rows[r * MR..r * MR + live];
+        if a.rows.unit() && live == MR {
+            // Column-major: the panel's rows are consecutive for every column.
+            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+                let from = offs[0] + cols[p];
+                dst.copy_from_slice(&data[from..from + MR]);
+            }
+        } else {
+            for ii in 0..MR {
+                match offs.get(ii) {
+                    Some(&ro) if a.cols.unit() => {
+                        let row = &data[ro + cols[0]..ro + cols[0] + kc];
+                        for (p, &v) in row.iter().enumerate() {
+                            panel[p * MR + ii] = v;
+                        }
+                    }
+                    Some(&ro) => {
+                        for (p, &co) in cols.iter().enumerate() {
+                            panel[p * MR + ii] = data[ro + co];
+                        }
+                    }
+                    None => {
+                        for p in 0..kc {
+                            panel[p * MR + ii] = 0.0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs rows `pc..pc+kc`, columns `jc..jc+nc` of `b` as panels of `NR` columns:
+/// `bufs.b[(s·kc + p)·NR + jj]`, zero past the last column.
+fn pack_b(b: &Operand<'_>, pc: usize, kc: usize, jc: usize, nc: usize, bufs: &mut Buffers) {
+    let panels = nc.div_ceil(NR);
+    bufs.b.resize(panels * kc * NR, 0.0);
+    b.rows.fill(pc, &mut bufs.rows, kc);
+    b.cols.fill(jc, &mut bufs.cols, nc);
+    let (rows, cols, data) = (&bufs.rows, &bufs.cols, b.data);
+    for (s, panel) in bufs.b.chunks_exact_mut(kc * NR).enumerate() {
+        let live = NR.min(nc - s * NR);
+        let offs = &cols[s * NR..s * NR + live];
+        if b.cols.unit() {
+            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                let from = rows[p] + offs[0];
+                dst[..live].copy_from_slice(&data[from..from + live]);
+                dst[live..].fill(0.0);
+            }
+        } else {
+            for jj in 0..NR {
+                match offs.get(jj) {
+                    Some(&co) => {
+                        for (p, &ro) in rows.iter().enumerate() {
+                            panel[p * NR + jj] = data[ro + co];
+                        }
+                    }
+                    None => {
+                        for p in 0..kc {
+                            panel[p * NR + jj] = 0.0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One `rows×cols` tile of C (at most `MR×NR`) from a packed panel pair: straight into
+/// C for a full tile with unit column stride on the AVX2 kernel, else through `tile`.
+#[expect(clippy::too_many_arguments, reason = "the tile's geometry, spelled out")]
+fn tile_product(
+    kernel: Kernel,
+    kc: usize,
+    ap: &[f32],
+    bp: &[f32],
+    c: Out,
+    rows: usize,
+    cols: usize,
+    add: bool,
+    tile: &mut [f32; MR * NR],
+) {
+    debug_assert!(ap.len() == kc * MR && bp.len() == kc * NR);
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx2Fma {
+        #[expect(unsafe_code, reason = "SIMD micro-kernel over checked panels and a checked C tile")]
+        // SAFETY: `Kernel::Avx2Fma` is only chosen when the CPU has AVX2 and FMA. The
+        // panels hold `kc·MR` and `kc·NR` floats (asserted by slicing in `blocked`). A
+        // full tile's `MR` rows of `NR` unit-stride elements lie inside the view checked
+        // by `gemm_with`, and only this thread writes them; `tile` is a local array.
+        unsafe {
+            if rows == MR && cols == NR && c.cs == 1 {
+                avx2::kernel(kc, ap.as_ptr(), bp.as_ptr(), c.ptr, c.rs, add);
+                return;
+            }
+            avx2::kernel(kc, ap.as_ptr(), bp.as_ptr(), tile.as_mut_ptr(), NR, false);
+        }
+        write_tile(tile, c, rows, cols, add);
+        return;
+    }
+    portable_kernel(kc, ap, bp, tile);
+    write_tile(tile, c, rows, cols, add);
+}
+
+/// Stores (or adds) the top-left `rows×cols` of `tile` into C.
+fn write_tile(tile: &[f32; MR * NR], c: Out, rows: usize, cols: usize, add: bool) {
+    for i in 0..rows {
+        for j in 0..cols {
+            let v = tile[i * NR + j];
+            #[expect(unsafe_code, reason = "a write into the checked C view")]
+            // SAFETY: (i, j) is inside this tile, which lies inside the view checked by
+            // `gemm_with` and belongs to this thread alone.
+            unsafe {
+                let p = c.ptr.add(i * c.rs + j * c.cs);
+                *p = if add { *p + v } else { v };
+            }
+        }
+    }
+}
+
+/// The tile product in plain Rust (the compiler vectorises the inner loop).
+fn portable_kernel(kc: usize, ap: &[f32], bp: &[f32], tile: &mut [f32; MR * NR]) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for (a, b) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)).take(kc) {
+        for (row, &av) in acc.iter_mut().zip(a) {
+            for (c, &bv) in row.iter_mut().zip(b) {
+                *c += av * bv;
+            }
+        }
+    }
+    for (dst, row) in tile.chunks_exact_mut(NR).zip(&acc) {
+        dst.copy_from_slice(row);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[expect(unsafe_code, reason = "SIMD intrinsics over raw panel pointers")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps,
+    };
+
+    use super::{MR, NR};
+
+    /// `C[0..6][0..16] (+)= Σ_p a[p·6 + i] · b[p·16 + j]`, C row `i` at `c + i·rs`.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `a` holds `kc·6` floats, `b` `kc·16`, and the six rows
+    /// of 16 floats at `c + i·rs` are valid for reads and writes.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, add: bool) {
+        let mut acc: [__m256; 2 * MR] = [_mm256_setzero_ps(); 2 * MR];
+        let (mut a, mut b) = (a, b);
+        for _ in 0..kc {
+            // SAFETY: p < kc, so a..a+6 and b..b+16 are inside the panels.
+            unsafe {
+                let b0 = _mm256_loadu_ps(b);
+                let b1 = _mm256_loadu_ps(b.add(8));
+                macro_rules! row {
+                    ($i:literal) => {
+                        let ai = _mm256_broadcast_ss(&*a.add($i));
+                        acc[2 * $i] = _mm256_fmadd_ps(ai, b0, acc[2 * $i]);
+                        acc[2 * $i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * $i + 1]);
+                    };
+                }
+                row!(0);
+                row!(1);
+                row!(2);
+                row!(3);
+                row!(4);
+                row!(5);
+                a = a.add(MR);
+                b = b.add(NR);
+            }
+        }
+        for i in 0..MR {
+            // SAFETY: row i of the tile is valid for 16 floats (the caller's contract).
+            unsafe {
+                let row = c.add(i * rs);
+                let (lo, hi) = (acc[2 * i], acc[2 * i + 1]);
+                if add {
+                    _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), lo));
+                    _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), hi));
+                } else {
+                    _mm256_storeu_ps(row, lo);
+                    _mm256_storeu_ps(row.add(8), hi);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    fn element(o: &Operand<'_>, i: usize, j: usize) -> f32 {
+        o.data[o.rows.at(i) + o.cols.at(j)]
+    }
+
+    /// Every kernel and thread count against the definition, over shapes with partial
+    /// tiles and several blocks, strided, transposed and table-driven operands, and both
+    /// store modes.
+    #[test]
+    fn products_match_the_definition() -> Result<()> {
+        let mut kernels = vec![Kernel::Portable];
+        if Kernel::best() != Kernel::Portable {
+            kernels.push(Kernel::best());
+        }
+        for &(m, k, n) in &[(1, 1, 1), (7, 5, 17), (6, 16, 16), (13, 300, 37), (150, 260, 40), (5, 3, 2100)] {
+            let a_data = values(m * k + 3, 1);
+            let b_data = values(k * n + 5, 2);
+            let table: Vec<usize> = (0..k).map(|p| (p * 7919) % (k * n - n + 1)).collect();
+            let operands_a = [
+                Operand { data: &a_data, rows: Axis::strided(3, k, m), cols: Axis::strided(0, 1, k) },
+                Operand { data: &a_data, rows: Axis::strided(0, 1, m), cols: Axis::strided(3, m, k) },
+            ];
+            let operands_b = [
+                Operand { data: &b_data, rows: Axis::strided(5, n, k), cols: Axis::strided(0, 1, n) },
+                Operand { data: &b_data, rows: Axis::strided(0, 1, k), cols: Axis::strided(5, k, n) },
+                Operand { data: &b_data, rows: Axis::Table(&table), cols: Axis::strided(0, 1, n) },
+            ];
+            for a in &operands_a {
+                for b in &operands_b {
+                    for &kernel in &kernels {
+                        for threads in [1, 3] {
+                            for (accumulate, column_major) in [(false, false), (true, false), (true, true)] {
+                                let start = values(m * n + 2, 9);
+                                let mut c = start.clone();
+                                let (rs, cs) = if column_major { (1, m) } else { (n, 1) };
+                                let mut dst = MatMut { data: &mut c, offset: 2, rows: m, cols: n, rs, cs };
+                                gemm_with(&mut dst, *a, *b, accumulate, kernel, threads)?;
+                                for i in 0..m {
+                                    for j in 0..n {
+                                        let mut want = if accumulate { start[2 + i * rs + j * cs] } else { 0.0 };
+                                        for p in 0..k {
+                                            want += element(a, i, p) * element(b, p, j);
+                                        }
+                                        let got = c[2 + i * rs + j * cs];
+                                        assert!(
+                                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()) * (k as f32).sqrt(),
+                                            "{m}x{k}x{n} {kernel:?} {threads} threads: ({i},{j}) {got} vs {want}"
+                                        );
+                                    }
+                                }
+                                assert_eq!(&c[..2], &start[..2], "nothing before the view is touched");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bad_views_are_refused() {
+        let data = vec![0.0f32; 6];
+        let mut out = vec![0.0f32; 4];
+        let a = MatRef { data: &data, offset: 0, rows: 2, cols: 3, rs: 3, cs: 1 };
+        let past = MatRef { data: &data, offset: 1, rows: 3, cols: 2, rs: 2, cs: 1 };
+        let mut dst = MatMut { data: &mut out, offset: 0, rows: 2, cols: 2, rs: 2, cs: 1 };
+        assert!(matmul(&mut dst, a, past, false).is_err());
+        let fits = MatRef { data: &data, offset: 0, rows: 3, cols: 2, rs: 2, cs: 1 };
+        let mut overlapping = MatMut { data: &mut out, offset: 0, rows: 2, cols: 2, rs: 1, cs: 1 };
+        assert!(matmul(&mut overlapping, a, fits, false).is_err());
+        let table = [0usize, 1, 9];
+        let reaching = Operand { data: &data, rows: Axis::Table(&table), cols: Axis::strided(0, 1, 2) };
+        let mut dst = MatMut { data: &mut out, offset: 0, rows: 2, cols: 2, rs: 2, cs: 1 };
+        assert!(gemm(&mut dst, a.into(), reaching, false).is_err());
+    }
+
+    #[test]
+    fn nan_in_an_overwritten_output_does_not_leak() -> Result<()> {
+        let a = values(6 * 4, 1);
+        let b = values(4 * 16, 2);
+        let mut c = vec![f32::NAN; 6 * 16];
+        let mut dst = MatMut { data: &mut c, offset: 0, rows: 6, cols: 16, rs: 16, cs: 1 };
+        matmul(
+            &mut dst,
+            MatRef { data: &a, offset: 0, rows: 6, cols: 4, rs: 4, cs: 1 },
+            MatRef { data: &b, offset: 0, rows: 4, cols: 16, rs: 16, cs: 1 },
+            false,
+        )?;
+        assert!(c.iter().all(|v| v.is_finite()));
+        Ok(())
+    }
+}
