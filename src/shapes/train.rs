@@ -68,12 +68,12 @@ pub fn clip_config_json() -> serde_json::Value {
     })
 }
 
-/// The shapes VQGAN's taming YAML: f8, 512 codes of 16 dimensions. Its GroupNorms
+/// The shapes VQGAN's taming YAML: f8, 2048 codes of 16 dimensions. Its GroupNorms
 /// have one group: with taming's 32 groups of one or two channels, a flat-coloured
 /// region normalises to zero and its colour is lost, and this world is all flat colour.
 pub fn vqgan_yaml() -> String {
     "# The shapes world's VQGAN, trained by `clipcanvas train-demo`.\n\
-model:\n  target: taming.models.vqgan.VQModel\n  params:\n    embed_dim: 16\n    n_embed: 512\n    ddconfig:\n      \
+model:\n  target: taming.models.vqgan.VQModel\n  params:\n    embed_dim: 16\n    n_embed: 2048\n    ddconfig:\n      \
 double_z: false\n      z_channels: 64\n      resolution: 128\n      in_channels: 3\n      out_ch: 3\n      ch: 32\n      \
 ch_mult:\n      - 1\n      - 1\n      - 2\n      - 2\n      num_res_blocks: 1\n      attn_resolutions: []\n      num_groups: 1\n      \
 dropout: 0.0\n"
@@ -105,9 +105,9 @@ impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             seed: 0,
-            clip_steps: 1500,
+            clip_steps: 1800,
             clip_batch: 64,
-            vqgan_steps: 1200,
+            vqgan_steps: 2000,
             vqgan_batch: 4,
             vqgan_crop: 64,
             only: None,
