@@ -117,6 +117,11 @@ impl GroupNorm {
 }
 
 impl GroupNorm {
+    /// The weights, for the fused ops of `models::frozen`.
+    pub fn weights(&self) -> frozen::NormWeights {
+        frozen::NormWeights { weight: self.weight.clone(), bias: self.bias.clone(), groups: self.groups, eps: self.eps }
+    }
+
     /// `silu(norm(x))`, in one pass when the weights are frozen.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
         if self.frozen(x) {
@@ -228,6 +233,27 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
         w.permute((0, 2, 3, 1))?.reshape((cout, k * k * cin))?
     };
     wmat.broadcast_matmul(&cols.contiguous()?)?.reshape((b, cout, ho, wo))
+}
+
+impl Conv2d {
+    /// The weights of a stride-1 convolution with a bias, for the fused ops of
+    /// `models::frozen`.
+    pub fn weights(&self) -> Option<frozen::ConvWeights> {
+        let bias = self.bias.clone()?;
+        (self.stride == 1).then(|| frozen::ConvWeights { weight: self.weight.clone(), bias, padding: self.padding })
+    }
+
+    /// Nearest-neighbour 2× upsampling, then this convolution (taming's `Upsample` with
+    /// `with_conv`). Frozen weights upsample through `models::frozen`.
+    pub fn forward_upsampled(&self, x: &Tensor) -> Result<Tensor> {
+        let up = if frozen::is_frozen(&self.weight) && x.dtype() == DType::F32 {
+            frozen::upsample_nearest2x(x)?
+        } else {
+            let (_, _, h, w) = x.dims4()?;
+            x.upsample_nearest2d(2 * h, 2 * w)?
+        };
+        self.forward(&up)
+    }
 }
 
 impl Module for Conv2d {

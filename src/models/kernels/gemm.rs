@@ -1,8 +1,9 @@
 //! The single-precision matrix product under every convolution and frozen linear layer
 //! on the CPU: `C (+)= A·B`, blocked and packed in the GotoBLAS/BLIS loop order (panels
 //! of `B` sized for the shared cache, blocks of `A` for the core's L2, a 6×16 tile of `C`
-//! in registers) with an AVX2+FMA micro-kernel where the CPU has one and a portable one
-//! elsewhere. Threads split `C` into column (or row) ranges, each packing its own panels.
+//! in registers) with an AVX-512 micro-kernel (a 6×32 tile: two 16-wide panels of `B` at
+//! once) or an AVX2+FMA one (6×16) where the CPU has them, and a portable one elsewhere.
+//! Threads split `C` into column (or row) ranges, each packing its own panels.
 //!
 //! Operands are read through offset axes: element `(i, j)` of an operand is
 //! `data[rows.at(i) + cols.at(j)]`. A strided matrix is two strided axes; the im2col
@@ -173,6 +174,9 @@ fn thread_count() -> usize {
 /// The micro-kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
+    /// 6×32 tiles in 12 AVX-512 registers (two adjacent packed panels of `B`), fused
+    /// multiply-add; the AVX2 kernel for a lone panel or a partial tile.
+    Avx512,
     /// 6×16 tile in 12 AVX registers, fused multiply-add.
     Avx2Fma,
     /// Plain Rust over the same packed layout (any CPU).
@@ -186,10 +190,23 @@ impl Kernel {
         *BEST.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    return Kernel::Avx512;
+                }
                 return Kernel::Avx2Fma;
             }
             Kernel::Portable
         })
+    }
+}
+
+impl Kernel {
+    /// The 16-wide kernel that serves the tiles the AVX-512 kernel does not.
+    fn best_narrow() -> Self {
+        match Self::best() {
+            Self::Avx512 => Self::Avx2Fma,
+            k => k,
+        }
     }
 }
 
@@ -315,15 +332,25 @@ fn blocked(out: Out, a: Operand<'_>, b: Operand<'_>, accumulate: bool, kernel: K
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
                 pack_a(&a, ic, mc, pc, kc, bufs);
-                for s in 0..nc.div_ceil(NR) {
-                    let bp = &bufs.b[s * kc * NR..(s + 1) * kc * NR];
-                    let cols = NR.min(nc - s * NR);
+                let panels = nc.div_ceil(NR);
+                let mut s = 0;
+                while s < panels {
+                    // Two whole panels side by side go through the wide kernel together.
+                    let pair = kernel == Kernel::Avx512 && nc - s * NR >= 2 * NR;
+                    let width = if pair { 2 } else { 1 };
+                    let bp = &bufs.b[s * kc * NR..(s + width) * kc * NR];
+                    let cols = (width * NR).min(nc - s * NR);
                     for r in 0..mc.div_ceil(MR) {
                         let ap = &bufs.a[r * kc * MR..(r + 1) * kc * MR];
                         let rows = MR.min(mc - r * MR);
                         let c = out.at(ic + r * MR, jc + s * NR);
-                        tile_product(kernel, kc, ap, bp, c, rows, cols, add, &mut tile);
+                        if pair {
+                            pair_product(kc, ap, bp, c, rows, add, &mut tile);
+                        } else {
+                            tile_product(kernel, kc, ap, bp, c, rows, cols, add, &mut tile);
+                        }
                     }
+                    s += width;
                 }
             }
         }
@@ -383,7 +410,11 @@ fn pack_b(b: &Operand<'_>, pc: usize, kc: usize, jc: usize, nc: usize, bufs: &mu
     for (s, panel) in bufs.b.chunks_exact_mut(kc * NR).enumerate() {
         let live = NR.min(nc - s * NR);
         let offs = &cols[s * NR..s * NR + live];
-        if b.cols.unit() {
+        // Columns side by side in memory (a strided unit axis, or a run of a table, such
+        // as one output row of a convolution) are copied as a block.
+        if b.cols.unit()
+            || offs[live - 1].checked_sub(offs[0]) == Some(live - 1) && offs.windows(2).all(|w| w[1] == w[0] + 1)
+        {
             for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
                 let from = rows[p] + offs[0];
                 dst[..live].copy_from_slice(&data[from..from + live]);
@@ -424,12 +455,13 @@ fn tile_product(
 ) {
     debug_assert!(ap.len() == kc * MR && bp.len() == kc * NR);
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx2Fma {
+    if matches!(kernel, Kernel::Avx2Fma | Kernel::Avx512) {
         #[expect(unsafe_code, reason = "SIMD micro-kernel over checked panels and a checked C tile")]
-        // SAFETY: `Kernel::Avx2Fma` is only chosen when the CPU has AVX2 and FMA. The
-        // panels hold `kc·MR` and `kc·NR` floats (asserted by slicing in `blocked`). A
-        // full tile's `MR` rows of `NR` unit-stride elements lie inside the view checked
-        // by `gemm_with`, and only this thread writes them; `tile` is a local array.
+        // SAFETY: `Kernel::Avx2Fma` and `Kernel::Avx512` are only chosen when the CPU has
+        // AVX2 and FMA. The panels hold `kc·MR` and `kc·NR` floats (asserted by slicing in
+        // `blocked`). A full tile's `MR` rows of `NR` unit-stride elements lie inside the
+        // view checked by `gemm_with`, and only this thread writes them; `tile` is a local
+        // array.
         unsafe {
             if rows == MR && cols == NR && c.cs == 1 {
                 avx2::kernel(kc, ap.as_ptr(), bp.as_ptr(), c.ptr, c.rs, add);
@@ -442,6 +474,28 @@ fn tile_product(
     }
     portable_kernel(kc, ap, bp, tile);
     write_tile(tile, c, rows, cols, add);
+}
+
+/// Two whole panels of `B` (`bp`: `2·kc·NR` floats) against one panel of `A`: a `rows×32`
+/// tile of C. Only called with [`Kernel::Avx512`]; a partial or strided tile goes through
+/// the AVX2 kernel one panel at a time.
+fn pair_product(kc: usize, ap: &[f32], bp: &[f32], c: Out, rows: usize, add: bool, tile: &mut [f32; MR * NR]) {
+    debug_assert!(ap.len() == kc * MR && bp.len() == 2 * kc * NR);
+    #[cfg(target_arch = "x86_64")]
+    if rows == MR && c.cs == 1 {
+        #[expect(unsafe_code, reason = "SIMD micro-kernel over checked panels and a checked C tile")]
+        // SAFETY: `Kernel::Avx512` is only chosen when the CPU has AVX-512F. The panels
+        // hold `kc·MR` and `2·kc·NR` floats (asserted by slicing in `blocked`). The tile's
+        // `MR` rows of `2·NR` unit-stride elements are two whole tiles of the view checked
+        // by `gemm_with`, and only this thread writes them.
+        unsafe {
+            avx512::kernel(kc, ap.as_ptr(), bp.as_ptr(), c.ptr, c.rs, add);
+        }
+        return;
+    }
+    let (left, right) = bp.split_at(kc * NR);
+    tile_product(Kernel::best_narrow(), kc, ap, left, c, rows, NR, add, tile);
+    tile_product(Kernel::best_narrow(), kc, ap, right, c.at(0, NR), rows, NR, add, tile);
 }
 
 /// Stores (or adds) the top-left `rows×cols` of `tile` into C.
@@ -533,6 +587,67 @@ mod avx2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[expect(unsafe_code, reason = "SIMD intrinsics over raw panel pointers")]
+mod avx512 {
+    use std::arch::x86_64::{
+        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    };
+
+    use super::{MR, NR};
+
+    /// `C[0..6][0..32] (+)= Σ_p a[p·6 + i] · B[p][j]`, where columns `0..16` of `B` are the
+    /// packed panel at `b` and columns `16..32` the next one, at `b + kc·16`; C row `i` at
+    /// `c + i·rs`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a` holds `kc·6` floats, `b` `2·kc·16`, and the six rows of
+    /// 32 floats at `c + i·rs` are valid for reads and writes.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, add: bool) {
+        let mut acc: [__m512; 2 * MR] = [_mm512_setzero_ps(); 2 * MR];
+        // SAFETY: the second panel starts kc·16 floats after the first (the contract).
+        let (mut a, mut b0, mut b1) = (a, b, unsafe { b.add(kc * NR) });
+        for _ in 0..kc {
+            // SAFETY: p < kc, so a..a+6, b0..b0+16 and b1..b1+16 are inside the panels.
+            unsafe {
+                let left = _mm512_loadu_ps(b0);
+                let right = _mm512_loadu_ps(b1);
+                macro_rules! row {
+                    ($i:literal) => {
+                        let ai = _mm512_set1_ps(*a.add($i));
+                        acc[2 * $i] = _mm512_fmadd_ps(ai, left, acc[2 * $i]);
+                        acc[2 * $i + 1] = _mm512_fmadd_ps(ai, right, acc[2 * $i + 1]);
+                    };
+                }
+                row!(0);
+                row!(1);
+                row!(2);
+                row!(3);
+                row!(4);
+                row!(5);
+                a = a.add(MR);
+                b0 = b0.add(NR);
+                b1 = b1.add(NR);
+            }
+        }
+        for i in 0..MR {
+            // SAFETY: row i of the tile is valid for 32 floats (the caller's contract).
+            unsafe {
+                let row = c.add(i * rs);
+                let (lo, hi) = (acc[2 * i], acc[2 * i + 1]);
+                if add {
+                    _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), lo));
+                    _mm512_storeu_ps(row.add(NR), _mm512_add_ps(_mm512_loadu_ps(row.add(NR)), hi));
+                } else {
+                    _mm512_storeu_ps(row, lo);
+                    _mm512_storeu_ps(row.add(NR), hi);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,13 +668,18 @@ mod tests {
     #[test]
     fn products_match_the_definition() -> Result<()> {
         let mut kernels = vec![Kernel::Portable];
-        if Kernel::best() != Kernel::Portable {
+        if Kernel::best_narrow() != Kernel::Portable {
+            kernels.push(Kernel::best_narrow());
+        }
+        if Kernel::best() != Kernel::best_narrow() {
             kernels.push(Kernel::best());
         }
         for &(m, k, n) in &[(1, 1, 1), (7, 5, 17), (6, 16, 16), (13, 300, 37), (150, 260, 40), (5, 3, 2100)] {
             let a_data = values(m * k + 3, 1);
             let b_data = values(k * n + 5, 2);
             let table: Vec<usize> = (0..k).map(|p| (p * 7919) % (k * n - n + 1)).collect();
+            // Runs of 7 columns, 9 apart: a convolution's output rows in its padded input.
+            let runs: Vec<usize> = (0..n).map(|j| j / 7 * 9 + j % 7).collect();
             let operands_a = [
                 Operand { data: &a_data, rows: Axis::strided(3, k, m), cols: Axis::strided(0, 1, k) },
                 Operand { data: &a_data, rows: Axis::strided(0, 1, m), cols: Axis::strided(3, m, k) },
@@ -568,6 +688,7 @@ mod tests {
                 Operand { data: &b_data, rows: Axis::strided(5, n, k), cols: Axis::strided(0, 1, n) },
                 Operand { data: &b_data, rows: Axis::strided(0, 1, k), cols: Axis::strided(5, k, n) },
                 Operand { data: &b_data, rows: Axis::Table(&table), cols: Axis::strided(0, 1, n) },
+                Operand { data: &b_data, rows: Axis::strided(0, 1, k), cols: Axis::Table(&runs) },
             ];
             for a in &operands_a {
                 for b in &operands_b {

@@ -69,10 +69,11 @@ impl ConvShape {
 /// transposed — the convolution that carries a gradient back through the original one
 /// (for padding `p`, call with padding `k − 1 − p`). No copy of the weight is made.
 ///
-/// Per batch item, one product `[Cout, Cin·k·k] · [Cin·k·k, Ho·Wp]`: the right-hand side's
-/// row `(ci, ky, kx)` is the padded input read from offset `ci·plane + ky·Wp + kx`, so
-/// output column `y·Wp + x` is the sum over the window at `(y, x)`; the `Wp − Wo` columns
-/// past each output row are wrap-around garbage and are cut away.
+/// Per batch item, one product `[Cout, Cin·k·k] · [Cin·k·k, Ho·Wo]` written straight into
+/// the output: the right-hand side's row `(ci, ky, kx)` is the padded input read from
+/// offset `ci·plane + ky·Wp + kx`, and its column `(y, x)` from `y·Wp + x` further on, so
+/// each output is the sum over its window. (Packing copies each run of columns that lie
+/// side by side in one output row as a block.)
 pub fn conv2d_same(
     x: &[f32],
     weight: &[f32],
@@ -86,10 +87,8 @@ pub fn conv2d_same(
         bail!("conv2d: buffer sizes do not match {s:?}")
     }
     let (hp, wp) = (h + 2 * p, w + 2 * p);
-    // Each channel of the padded input gets k slack elements: the last tap's view runs
-    // k − 2 past the padded plane (into the columns that are cut away).
     let direct = p == 0 && k == 1;
-    let plane = if direct { h * w } else { hp * wp + k };
+    let plane = if direct { h * w } else { hp * wp };
     let mut padded = if direct { Vec::new() } else { vec![0.0f32; cin * plane] };
     let taps = tap_offsets(cin, k, plane, wp);
     // Row co of the weight matrix, column (ci, ky, kx).
@@ -103,9 +102,10 @@ pub fn conv2d_same(
     } else {
         Operand { data: weight, rows: Axis::strided(0, cin * kk, cout), cols: Axis::strided(0, 1, cin * kk) }
     };
-    let full_n = ho * wp;
-    let mut full = if wp == wo { Vec::new() } else { vec![0.0f32; cout * full_n] };
-    let mut out = vec![0.0f32; batch * cout * ho * wo];
+    let n = ho * wo;
+    let positions: Vec<usize> = (0..ho).flat_map(|y| (0..wo).map(move |x| y * wp + x)).collect();
+    let cols = if wp == wo { Axis::strided(0, 1, n) } else { Axis::Table(&positions) };
+    let mut out = vec![0.0f32; batch * cout * n];
     for b in 0..batch {
         let xb = &x[b * cin * h * w..(b + 1) * cin * h * w];
         let src: &[f32] = if direct {
@@ -114,25 +114,15 @@ pub fn conv2d_same(
             s.pad_into(&mut padded, xb, plane);
             &padded
         };
-        let ob = &mut out[b * cout * ho * wo..(b + 1) * cout * ho * wo];
-        let dst_buf: &mut [f32] = if wp == wo { ob } else { &mut full };
+        let ob = &mut out[b * cout * n..(b + 1) * cout * n];
         if let Some(bias) = bias {
-            for (co, &bv) in bias.iter().enumerate() {
-                dst_buf[co * full_n..(co + 1) * full_n].fill(bv);
+            for (row, &bv) in ob.chunks_exact_mut(n).zip(bias) {
+                row.fill(bv);
             }
         }
-        let rhs = Operand { data: src, rows: Axis::Table(&taps), cols: Axis::strided(0, 1, full_n) };
-        let mut dst = MatMut { data: dst_buf, offset: 0, rows: cout, cols: full_n, rs: full_n, cs: 1 };
+        let rhs = Operand { data: src, rows: Axis::Table(&taps), cols };
+        let mut dst = MatMut { data: ob, offset: 0, rows: cout, cols: n, rs: n, cs: 1 };
         gemm(&mut dst, lhs, rhs, bias.is_some())?;
-        if wp != wo {
-            for co in 0..cout {
-                for y in 0..ho {
-                    let from = co * full_n + y * wp;
-                    let to = co * ho * wo + y * wo;
-                    ob[to..to + wo].copy_from_slice(&full[from..from + wo]);
-                }
-            }
-        }
     }
     Ok(out)
 }
@@ -172,6 +162,55 @@ pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], s: ConvShape) -> Result<Vec<f32
         gemm(&mut dst, lhs, rhs, b > 0)?;
     }
     Ok(grad)
+}
+
+/// Planes handed to a thread at a time by the resampling kernels: about 64 K values.
+fn planes_per_task(plane: usize) -> usize {
+    (65_536 / plane.max(1)).max(1)
+}
+
+/// Nearest-neighbour 2× upsampling of `h×w` planes (`x.len()` a multiple of `h·w`): each
+/// value becomes a 2×2 block. Threads over planes.
+pub fn upsample2(x: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let plane = h * w;
+    if plane == 0 || x.len() % plane != 0 {
+        bail!("upsample: {} values are not whole {h}x{w} planes", x.len())
+    }
+    let mut y = vec![0.0f32; 4 * x.len()];
+    let per = planes_per_task(4 * plane);
+    y.par_chunks_mut(4 * plane * per).zip(x.par_chunks(plane * per)).for_each(|(ys, xs)| {
+        for (out, row) in ys.chunks_exact_mut(4 * w).zip(xs.chunks_exact(w)) {
+            let (top, bottom) = out.split_at_mut(2 * w);
+            for (pair, &v) in top.chunks_exact_mut(2).zip(row) {
+                pair[0] = v;
+                pair[1] = v;
+            }
+            bottom.copy_from_slice(top);
+        }
+    });
+    Ok(y)
+}
+
+/// The gradient of [`upsample2`]: each `h×w` value gets the sum of its 2×2 block of the
+/// `2h×2w` upstream planes, added row by row (the order of candle's own backward).
+pub fn sum_pool2(g: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let plane = h * w;
+    if plane == 0 || g.len() % (4 * plane) != 0 {
+        bail!("upsample gradient: {} values are not whole {}x{} planes", g.len(), 2 * h, 2 * w)
+    }
+    let mut x = vec![0.0f32; g.len() / 4];
+    let per = planes_per_task(4 * plane);
+    x.par_chunks_mut(plane * per).zip(g.par_chunks(4 * plane * per)).for_each(|(xs, gs)| {
+        for (row, block) in xs.chunks_exact_mut(w).zip(gs.chunks_exact(4 * w)) {
+            let (top, bottom) = block.split_at(2 * w);
+            for ((v, t), b) in row.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
+                *v = t[0] + t[1] + b[0] + b[1];
+            }
+        }
+    });
+    Ok(x)
 }
 
 /// A group normalisation over `[B, C, H, W]`, optionally followed by SiLU.
@@ -390,6 +429,32 @@ mod tests {
         (0..n)
             .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0)
             .collect()
+    }
+
+    #[test]
+    fn upsampling_repeats_each_value_and_its_gradient_sums_the_block() -> Result<()> {
+        let (planes, h, w) = (3, 2, 3);
+        let x = values(planes * h * w, 4);
+        let y = upsample2(&x, h, w)?;
+        let g = values(4 * planes * h * w, 5);
+        let back = sum_pool2(&g, h, w)?;
+        for p in 0..planes {
+            for yy in 0..2 * h {
+                for xx in 0..2 * w {
+                    assert_eq!(y[(p * 2 * h + yy) * 2 * w + xx], x[(p * h + yy / 2) * w + xx / 2]);
+                }
+            }
+            for yy in 0..h {
+                for xx in 0..w {
+                    let at = |dy: usize, dx: usize| g[(p * 2 * h + 2 * yy + dy) * 2 * w + 2 * xx + dx];
+                    let want = at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1);
+                    assert_eq!(back[(p * h + yy) * w + xx], want);
+                }
+            }
+        }
+        assert!(upsample2(&x[1..], h, w).is_err());
+        assert!(sum_pool2(&g[1..], h, w).is_err());
+        Ok(())
     }
 
     #[test]

@@ -14,6 +14,7 @@ use candle_nn::VarBuilder;
 pub use config::{DdConfig, QuantizerKind, VqganConfig};
 
 use crate::models::error::{ModelError, Result};
+use crate::models::frozen;
 use crate::models::nn::{softmax_last_dim, Conv2d, GroupNorm};
 use crate::models::weights::WeightFile;
 
@@ -36,22 +37,47 @@ struct ResnetBlock {
     norm2: GroupNorm,
     conv2: Conv2d,
     nin_shortcut: Option<Conv2d>,
+    /// The same weights for the fused CPU op, when they are all frozen f32.
+    fused: Option<frozen::ResnetWeights>,
 }
 
 impl ResnetBlock {
     fn new(in_ch: usize, out_ch: usize, groups: usize, vb: VarBuilder) -> CResult<Self> {
-        Ok(Self {
+        let mut block = Self {
             norm1: normalize(groups, in_ch, vb.pp("norm1"))?,
             conv1: conv3(in_ch, out_ch, vb.pp("conv1"))?,
             norm2: normalize(groups, out_ch, vb.pp("norm2"))?,
             conv2: conv3(out_ch, out_ch, vb.pp("conv2"))?,
             nin_shortcut: if in_ch == out_ch { None } else { Some(conv1(in_ch, out_ch, vb.pp("nin_shortcut"))?) },
-        })
+            fused: None,
+        };
+        block.fused = block.fused_weights();
+        Ok(block)
+    }
+
+    fn fused_weights(&self) -> Option<frozen::ResnetWeights> {
+        let shortcut = match &self.nin_shortcut {
+            Some(s) => Some(s.weights()?),
+            None => None,
+        };
+        let weights = frozen::ResnetWeights {
+            norm1: self.norm1.weights(),
+            conv1: self.conv1.weights()?,
+            norm2: self.norm2.weights(),
+            conv2: self.conv2.weights()?,
+            shortcut,
+        };
+        weights.applies().then_some(weights)
     }
 }
 
 impl Module for ResnetBlock {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        if let Some(fused) = &self.fused {
+            if x.device().is_cpu() && x.dtype() == DType::F32 {
+                return frozen::resnet_block(x, fused);
+            }
+        }
         let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.nin_shortcut {
@@ -260,8 +286,7 @@ impl Module for Decoder {
         for level in self.up.iter().rev() {
             h = level.forward(&h)?;
             if let Some(conv) = &level.resample {
-                let (_, _, hh, ww) = h.dims4()?;
-                h = conv.forward(&h.upsample_nearest2d(hh * 2, ww * 2)?)?;
+                h = conv.forward_upsampled(&h)?;
             }
         }
         self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
