@@ -34,6 +34,13 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Whether the layer's weights are frozen f32 (generation, not training).
+    pub fn is_frozen(&self) -> bool {
+        frozen::is_frozen(&self.weight) && self.bias.as_ref().is_none_or(frozen::is_frozen)
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if frozen::is_frozen(&self.weight)

@@ -15,6 +15,7 @@ use candle_nn::VarBuilder;
 pub use config::{ClipConfig, TextConfig, VisionConfig};
 
 use crate::models::error::{ModelError, Result};
+use crate::models::frozen;
 use crate::models::nn::{softmax_last_dim, Activation, LayerNorm, Linear};
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::weights::WeightFile;
@@ -93,7 +94,14 @@ impl EncoderLayer {
         let h = self.self_attn.forward(&self.layer_norm1.forward(x)?, mask)?;
         let x = (x + h)?;
         let h = self.fc1.forward(&self.layer_norm2.forward(&x)?)?;
-        let h = self.fc2.forward(&self.activation.forward(&h)?)?;
+        // Frozen layers (generation) take the fused activation; training keeps the
+        // composition its committed models were made with.
+        let h = if self.activation == Activation::QuickGelu && self.fc1.is_frozen() && h.dtype() == DType::F32 {
+            frozen::quick_gelu(&h)?
+        } else {
+            self.activation.forward(&h)?
+        };
+        let h = self.fc2.forward(&h)?;
         x + h
     }
 }
