@@ -288,7 +288,7 @@ impl Observer for CliObserver {
             }
             None => {
                 let last = stats.iteration + 1 == stats.iterations;
-                if self.every > 0 && (stats.iteration % self.every == 0 || last) {
+                if self.every > 0 && (stats.iteration.is_multiple_of(self.every) || last) {
                     eprintln!(
                         "iteration {}/{} loss {loss:.4} ({:.2} it/s)",
                         stats.iteration + 1,

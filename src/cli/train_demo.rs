@@ -86,7 +86,7 @@ impl TrainObserver for Progress {
                 bar.set_message(format!("loss {loss:.4} · {detail}"));
             }
             None => {
-                if step % self.every == 0 {
+                if step.is_multiple_of(self.every) {
                     eprintln!(
                         "{} step {} loss {loss:.4} · {detail} ({:.0} s)",
                         self.stage,

@@ -633,7 +633,7 @@ pub fn train_vqgan(
         }
         // Codes nobody used since the last restart start again at encoder outputs.
         let mut restarted = 0;
-        if (step + 1 - warmup) % restart_every == 0 && step < restarts_until {
+        if (step + 1 - warmup).is_multiple_of(restart_every) && step < restarts_until {
             let vectors = encoder_vectors(&h)?;
             let mut book = codebook_var.as_tensor().to_vec2::<f32>()?;
             for (code, used) in usage.iter().enumerate() {

@@ -253,7 +253,7 @@ impl StudioApp {
         let last = self.kept.last().map(|k| k.frame.iteration);
         // Keep the frames whose latents the worker keeps: every save_every iterations,
         // and the final frame of a run that stopped or finished.
-        let keep = frame.iteration % every == 0 || self.run_state != RunState::Running;
+        let keep = frame.iteration.is_multiple_of(every) || self.run_state != RunState::Running;
         if keep && last != Some(frame.iteration) {
             let thumb = thumbnail(ctx, &frame.frame, frame.iteration);
             self.kept.push(KeptFrame { frame: Arc::clone(&frame), thumb });

@@ -178,13 +178,13 @@ impl ClipConfig {
             activation: activation(vd.hidden_act.as_deref().or(v.hidden_act.as_deref()))?,
             layer_norm_eps: vd.layer_norm_eps.or(v.layer_norm_eps).unwrap_or(1e-5),
         };
-        if text.hidden_size % text.num_attention_heads != 0 {
+        if !text.hidden_size.is_multiple_of(text.num_attention_heads) {
             return Err("text hidden_size is not a multiple of num_attention_heads".into());
         }
-        if vision.hidden_size % vision.num_attention_heads != 0 {
+        if !vision.hidden_size.is_multiple_of(vision.num_attention_heads) {
             return Err("vision hidden_size is not a multiple of num_attention_heads".into());
         }
-        if vision.image_size % vision.patch_size != 0 {
+        if !vision.image_size.is_multiple_of(vision.patch_size) {
             return Err("image_size is not a multiple of patch_size".into());
         }
         Ok(Self { text, vision, projection_dim: positive("projection_dim", raw.projection_dim.unwrap_or(512))? })

@@ -174,7 +174,7 @@ fn planes_per_task(plane: usize) -> usize {
 pub fn upsample2(x: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
     use rayon::prelude::*;
     let plane = h * w;
-    if plane == 0 || x.len() % plane != 0 {
+    if plane == 0 || !x.len().is_multiple_of(plane) {
         bail!("upsample: {} values are not whole {h}x{w} planes", x.len())
     }
     let mut y = vec![0.0f32; 4 * x.len()];
@@ -197,7 +197,7 @@ pub fn upsample2(x: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
 pub fn sum_pool2(g: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
     use rayon::prelude::*;
     let plane = h * w;
-    if plane == 0 || g.len() % (4 * plane) != 0 {
+    if plane == 0 || !g.len().is_multiple_of(4 * plane) {
         bail!("upsample gradient: {} values are not whole {}x{} planes", g.len(), 2 * h, 2 * w)
     }
     let mut x = vec![0.0f32; g.len() / 4];
@@ -264,7 +264,7 @@ fn sigmoid(v: f32) -> f32 {
 
 fn check_group_norm(len: usize, gamma: &[f32], beta: &[f32], g: GroupSpec) -> Result<()> {
     let per_item = g.channels * g.plane;
-    if gamma.len() != g.channels || beta.len() != g.channels || (per_item > 0 && len % per_item != 0) {
+    if gamma.len() != g.channels || beta.len() != g.channels || (per_item > 0 && !len.is_multiple_of(per_item)) {
         bail!("group norm: {len} values, {} channels, weight {} and bias {}", g.channels, gamma.len(), beta.len())
     }
     Ok(())

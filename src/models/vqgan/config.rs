@@ -162,7 +162,7 @@ fn first_stage(params: &Value, quantizer: QuantizerKind, prefix: &str, target: &
     }
     // taming's Normalize is GroupNorm(32): every channel count must split into the groups.
     for &m in &ddconfig.ch_mult {
-        if (ddconfig.ch * m) % ddconfig.num_groups != 0 {
+        if !(ddconfig.ch * m).is_multiple_of(ddconfig.num_groups) {
             return Err(format!(
                 "ddconfig: ch × ch_mult = {} is not a multiple of {} (GroupNorm groups)",
                 ddconfig.ch * m,
@@ -170,7 +170,7 @@ fn first_stage(params: &Value, quantizer: QuantizerKind, prefix: &str, target: &
             ));
         }
     }
-    if ddconfig.ch % 32 != 0 {
+    if !ddconfig.ch.is_multiple_of(32) {
         return Err(format!("ddconfig.ch = {} is not a multiple of 32 (GroupNorm groups)", ddconfig.ch));
     }
     let cfg = VqganConfig {
