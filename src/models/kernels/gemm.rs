@@ -464,10 +464,10 @@ fn tile_product(
         // array.
         unsafe {
             if rows == MR && cols == NR && c.cs == 1 {
-                avx2::kernel(kc, ap.as_ptr(), bp.as_ptr(), c.ptr, c.rs, add);
+                avx2::kernel(kc, ap.as_ptr(), bp.as_ptr(), bp[8..].as_ptr(), c.ptr, c.rs, add);
                 return;
             }
-            avx2::kernel(kc, ap.as_ptr(), bp.as_ptr(), tile.as_mut_ptr(), NR, false);
+            avx2::kernel(kc, ap.as_ptr(), bp.as_ptr(), bp[8..].as_ptr(), tile.as_mut_ptr(), NR, false);
         }
         write_tile(tile, c, rows, cols, add);
         return;
@@ -489,7 +489,7 @@ fn pair_product(kc: usize, ap: &[f32], bp: &[f32], c: Out, rows: usize, add: boo
         // `MR` rows of `2·NR` unit-stride elements are two whole tiles of the view checked
         // by `gemm_with`, and only this thread writes them.
         unsafe {
-            avx512::kernel(kc, ap.as_ptr(), bp.as_ptr(), c.ptr, c.rs, add);
+            avx512::kernel(kc, ap.as_ptr(), bp.as_ptr(), bp[kc * NR..].as_ptr(), c.ptr, c.rs, add);
         }
         return;
     }
@@ -529,64 +529,87 @@ fn portable_kernel(kc: usize, ap: &[f32], bp: &[f32], tile: &mut [f32; MR * NR])
     }
 }
 
+/// A micro-kernel: `C[0..6][0..2w] (+)= Σ_p a[p·6 + i] · B[p][j]`, where `w` is the
+/// vector width, columns `0..w` of `B` are read from `b0 + p·16` and columns `w..2w` from
+/// `b1 + p·16`; C row `i` at `c + i·rs`. Each element is one chain of fused multiply-adds
+/// over `p` from zero, so every width gives the same bits.
+macro_rules! micro_kernel {
+    ($feature:literal, $vec:ty, $width:literal, $zero:ident, $splat:ident, $load:ident, $fma:ident, $add:ident, $store:ident) => {
+        /// The tile product (see `micro_kernel!`).
+        ///
+        /// # Safety
+        /// The CPU has the feature; `a` holds `kc·6` floats, `b0` and `b1` `kc·16` floats
+        /// each, and the six rows of `2w` floats at `c + i·rs` are valid for reads and
+        /// writes.
+        #[target_feature(enable = $feature)]
+        pub unsafe fn kernel(
+            kc: usize,
+            a: *const f32,
+            b0: *const f32,
+            b1: *const f32,
+            c: *mut f32,
+            rs: usize,
+            add: bool,
+        ) {
+            let mut acc: [$vec; 2 * MR] = [$zero(); 2 * MR];
+            let (mut a, mut b0, mut b1) = (a, b0, b1);
+            for _ in 0..kc {
+                // SAFETY: p < kc, so a..a+6, b0..b0+w and b1..b1+w are inside the panels.
+                unsafe {
+                    let left = $load(b0);
+                    let right = $load(b1);
+                    for i in 0..MR {
+                        let ai = $splat(*a.add(i));
+                        acc[2 * i] = $fma(ai, left, acc[2 * i]);
+                        acc[2 * i + 1] = $fma(ai, right, acc[2 * i + 1]);
+                    }
+                    a = a.add(MR);
+                    b0 = b0.add(NR);
+                    b1 = b1.add(NR);
+                }
+            }
+            for i in 0..MR {
+                // SAFETY: row i of the tile is valid for 2w floats (the caller's contract).
+                unsafe {
+                    let row = c.add(i * rs);
+                    let (lo, hi) = (acc[2 * i], acc[2 * i + 1]);
+                    if add {
+                        $store(row, $add($load(row), lo));
+                        $store(row.add($width), $add($load(row.add($width)), hi));
+                    } else {
+                        $store(row, lo);
+                        $store(row.add($width), hi);
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// 6×16 tiles from one packed panel of `B` (its two 8-wide halves).
 #[cfg(target_arch = "x86_64")]
 #[expect(unsafe_code, reason = "SIMD intrinsics over raw panel pointers")]
 mod avx2 {
     use std::arch::x86_64::{
-        __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
-        _mm256_storeu_ps,
+        __m256, _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
     };
 
     use super::{MR, NR};
 
-    /// `C[0..6][0..16] (+)= Σ_p a[p·6 + i] · b[p·16 + j]`, C row `i` at `c + i·rs`.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA; `a` holds `kc·6` floats, `b` `kc·16`, and the six rows
-    /// of 16 floats at `c + i·rs` are valid for reads and writes.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, add: bool) {
-        let mut acc: [__m256; 2 * MR] = [_mm256_setzero_ps(); 2 * MR];
-        let (mut a, mut b) = (a, b);
-        for _ in 0..kc {
-            // SAFETY: p < kc, so a..a+6 and b..b+16 are inside the panels.
-            unsafe {
-                let b0 = _mm256_loadu_ps(b);
-                let b1 = _mm256_loadu_ps(b.add(8));
-                macro_rules! row {
-                    ($i:literal) => {
-                        let ai = _mm256_broadcast_ss(&*a.add($i));
-                        acc[2 * $i] = _mm256_fmadd_ps(ai, b0, acc[2 * $i]);
-                        acc[2 * $i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * $i + 1]);
-                    };
-                }
-                row!(0);
-                row!(1);
-                row!(2);
-                row!(3);
-                row!(4);
-                row!(5);
-                a = a.add(MR);
-                b = b.add(NR);
-            }
-        }
-        for i in 0..MR {
-            // SAFETY: row i of the tile is valid for 16 floats (the caller's contract).
-            unsafe {
-                let row = c.add(i * rs);
-                let (lo, hi) = (acc[2 * i], acc[2 * i + 1]);
-                if add {
-                    _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), lo));
-                    _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), hi));
-                } else {
-                    _mm256_storeu_ps(row, lo);
-                    _mm256_storeu_ps(row.add(8), hi);
-                }
-            }
-        }
-    }
+    micro_kernel!(
+        "avx2,fma",
+        __m256,
+        8,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_fmadd_ps,
+        _mm256_add_ps,
+        _mm256_storeu_ps
+    );
 }
 
+/// 6×32 tiles from two packed panels of `B` side by side.
 #[cfg(target_arch = "x86_64")]
 #[expect(unsafe_code, reason = "SIMD intrinsics over raw panel pointers")]
 mod avx512 {
@@ -596,56 +619,17 @@ mod avx512 {
 
     use super::{MR, NR};
 
-    /// `C[0..6][0..32] (+)= Σ_p a[p·6 + i] · B[p][j]`, where columns `0..16` of `B` are the
-    /// packed panel at `b` and columns `16..32` the next one, at `b + kc·16`; C row `i` at
-    /// `c + i·rs`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `a` holds `kc·6` floats, `b` `2·kc·16`, and the six rows of
-    /// 32 floats at `c + i·rs` are valid for reads and writes.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, add: bool) {
-        let mut acc: [__m512; 2 * MR] = [_mm512_setzero_ps(); 2 * MR];
-        // SAFETY: the second panel starts kc·16 floats after the first (the contract).
-        let (mut a, mut b0, mut b1) = (a, b, unsafe { b.add(kc * NR) });
-        for _ in 0..kc {
-            // SAFETY: p < kc, so a..a+6, b0..b0+16 and b1..b1+16 are inside the panels.
-            unsafe {
-                let left = _mm512_loadu_ps(b0);
-                let right = _mm512_loadu_ps(b1);
-                macro_rules! row {
-                    ($i:literal) => {
-                        let ai = _mm512_set1_ps(*a.add($i));
-                        acc[2 * $i] = _mm512_fmadd_ps(ai, left, acc[2 * $i]);
-                        acc[2 * $i + 1] = _mm512_fmadd_ps(ai, right, acc[2 * $i + 1]);
-                    };
-                }
-                row!(0);
-                row!(1);
-                row!(2);
-                row!(3);
-                row!(4);
-                row!(5);
-                a = a.add(MR);
-                b0 = b0.add(NR);
-                b1 = b1.add(NR);
-            }
-        }
-        for i in 0..MR {
-            // SAFETY: row i of the tile is valid for 32 floats (the caller's contract).
-            unsafe {
-                let row = c.add(i * rs);
-                let (lo, hi) = (acc[2 * i], acc[2 * i + 1]);
-                if add {
-                    _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), lo));
-                    _mm512_storeu_ps(row.add(NR), _mm512_add_ps(_mm512_loadu_ps(row.add(NR)), hi));
-                } else {
-                    _mm512_storeu_ps(row, lo);
-                    _mm512_storeu_ps(row.add(NR), hi);
-                }
-            }
-        }
-    }
+    micro_kernel!(
+        "avx512f",
+        __m512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps,
+        _mm512_storeu_ps
+    );
 }
 
 #[cfg(test)]
@@ -719,6 +703,27 @@ mod tests {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The wide and the narrow SIMD kernels make the same chain of fused multiply-adds
+    /// per element, so they agree to the bit (training runs are reproducible on either).
+    #[test]
+    fn simd_kernels_agree_to_the_bit() -> Result<()> {
+        let (m, k, n) = (37, 600, 150);
+        let a = values(m * k, 3);
+        let b = values(k * n, 4);
+        let run = |kernel: Kernel| -> Result<Vec<f32>> {
+            let mut c = values(m * n, 5);
+            let mut dst = MatMut { data: &mut c, offset: 0, rows: m, cols: n, rs: n, cs: 1 };
+            let lhs = MatRef { data: &a, offset: 0, rows: m, cols: k, rs: k, cs: 1 };
+            let rhs = MatRef { data: &b, offset: 0, rows: k, cols: n, rs: n, cs: 1 };
+            gemm_with(&mut dst, lhs.into(), rhs.into(), true, kernel, 2)?;
+            Ok(c)
+        };
+        if Kernel::best() != Kernel::best_narrow() {
+            assert_eq!(run(Kernel::best())?, run(Kernel::best_narrow())?);
         }
         Ok(())
     }
