@@ -33,10 +33,19 @@ pub(super) fn dense(x: &Tensor) -> Result<Tensor> {
 
 /// Runs `f` on the contiguous f32 slice of a CPU tensor.
 pub(super) fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else { bail!("frozen op: expected a CPU tensor") };
-    let Some((start, end)) = layout.contiguous_offsets() else { bail!("frozen op: expected a contiguous tensor") };
-    f(&cpu.as_slice::<f32>()?[start..end])
+    with_cpu_slices(std::slice::from_ref(t), |s| f(s[0]))
+}
+
+/// Runs `f` on the contiguous f32 slices of several CPU tensors.
+fn with_cpu_slices<R>(ts: &[Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let guards: Vec<_> = ts.iter().map(Tensor::storage_and_layout).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (storage, layout) in &guards {
+        let Storage::Cpu(cpu) = &**storage else { bail!("frozen op: expected a CPU tensor") };
+        let Some((start, end)) = layout.contiguous_offsets() else { bail!("frozen op: expected a contiguous tensor") };
+        slices.push(&cpu.as_slice::<f32>()?[start..end]);
+    }
+    f(&slices)
 }
 
 pub(super) fn input_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
@@ -507,19 +516,31 @@ pub struct ConvWeights {
 
 /// The VQGAN's resnet block: `shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x))))))`,
 /// where `shortcut` is a 1×1 convolution when the channel count changes and the identity
-/// otherwise.
+/// otherwise. Only made by [`ResnetWeights::new`], so every one fits the fused op.
 #[derive(Debug, Clone)]
 pub struct ResnetWeights {
-    pub norm1: NormWeights,
-    pub conv1: ConvWeights,
-    pub norm2: NormWeights,
-    pub conv2: ConvWeights,
-    pub shortcut: Option<ConvWeights>,
+    norm1: NormWeights,
+    conv1: ConvWeights,
+    norm2: NormWeights,
+    conv2: ConvWeights,
+    shortcut: Option<ConvWeights>,
 }
 
 impl ResnetWeights {
-    /// Whether every weight is frozen f32 and every convolution fits the kernels.
-    pub fn applies(&self) -> bool {
+    /// The block's weights, or `None` unless every weight is frozen f32 and every
+    /// convolution fits the kernels.
+    pub fn new(
+        norm1: NormWeights,
+        conv1: ConvWeights,
+        norm2: NormWeights,
+        conv2: ConvWeights,
+        shortcut: Option<ConvWeights>,
+    ) -> Option<Self> {
+        let weights = Self { norm1, conv1, norm2, conv2, shortcut };
+        weights.applies().then_some(weights)
+    }
+
+    fn applies(&self) -> bool {
         let norm = |n: &NormWeights| is_frozen(&n.weight) && is_frozen(&n.bias);
         let conv = |c: &ConvWeights| {
             is_frozen(&c.weight)
@@ -538,8 +559,8 @@ impl ResnetWeights {
 /// every intermediate and, for each of its eight edges, allocate a zero gradient and add
 /// into it. Keeps the input (as candle does) and the first convolution's output.
 pub fn resnet_block(x: &Tensor, weights: &ResnetWeights) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || !weights.applies() {
-        bail!("fused resnet block: needs frozen f32 weights and a CPU f32 input")
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        bail!("fused resnet block: needs a CPU f32 input")
     }
     x.dims4()?;
     dense(x)?.apply_op1(ResnetOp { weights: weights.clone(), saved: std::sync::Mutex::new(None) })
@@ -549,19 +570,6 @@ struct ResnetOp {
     weights: ResnetWeights,
     /// The first convolution's output, from the forward pass, for the backward pass.
     saved: std::sync::Mutex<Option<Vec<f32>>>,
-}
-
-/// Runs `f` on the contiguous f32 slices of several CPU tensors.
-fn with_cpu_slices<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
-    let dense: Vec<Tensor> = ts.iter().map(|t| dense(t)).collect::<Result<_>>()?;
-    let guards: Vec<_> = dense.iter().map(Tensor::storage_and_layout).collect();
-    let mut slices = Vec::with_capacity(guards.len());
-    for (storage, layout) in &guards {
-        let Storage::Cpu(cpu) = &**storage else { bail!("frozen op: expected a CPU tensor") };
-        let Some((start, end)) = layout.contiguous_offsets() else { bail!("frozen op: expected a contiguous tensor") };
-        slices.push(&cpu.as_slice::<f32>()?[start..end]);
-    }
-    f(&slices)
 }
 
 /// The shape of a convolution with `c`'s kernel over `[batch, cin, h, w]`.
@@ -577,7 +585,8 @@ fn conv_shape_back(c: &ConvWeights, batch: usize, h: usize, w: usize) -> Result<
 }
 
 impl ResnetOp {
-    fn tensors(&self) -> Vec<&Tensor> {
+    /// The weights, dense, in the order the kernels' slices are read.
+    fn tensors(&self) -> Result<Vec<Tensor>> {
         let w = &self.weights;
         let mut ts = vec![
             &w.norm1.weight,
@@ -592,14 +601,14 @@ impl ResnetOp {
         if let Some(s) = &w.shortcut {
             ts.extend([&s.weight, &s.bias]);
         }
-        ts
+        ts.into_iter().map(dense).collect()
     }
 
     /// The first convolution's output `h1` and the block's output.
     fn forward(&self, x: &[f32], dims: (usize, usize, usize, usize)) -> Result<(Vec<f32>, Vec<f32>)> {
         let (b, c, h, w) = dims;
         let wt = &self.weights;
-        with_cpu_slices(&self.tensors(), |p| {
+        with_cpu_slices(&self.tensors()?, |p| {
             let spec1 = GroupSpec::new(&[b, c, h, w], wt.norm1.groups, wt.norm1.eps, true)?;
             let a1 = kernels::group_norm(x, p[0], p[1], spec1)?;
             let s1 = conv_shape(&wt.conv1, b, h, w)?;
@@ -624,7 +633,7 @@ impl ResnetOp {
     fn backward(&self, x: &[f32], h1: &[f32], dy: &[f32], dims: (usize, usize, usize, usize)) -> Result<Vec<f32>> {
         let (b, c, h, w) = dims;
         let wt = &self.weights;
-        with_cpu_slices(&self.tensors(), |p| {
+        with_cpu_slices(&self.tensors()?, |p| {
             let mid = wt.conv1.weight.dim(0)?;
             let da2 = kernels::conv2d_same(dy, p[6], None, conv_shape_back(&wt.conv2, b, h, w)?, true)?;
             let spec2 = GroupSpec::new(&[b, mid, h, w], wt.norm2.groups, wt.norm2.eps, true)?;
@@ -663,7 +672,7 @@ impl CustomOp1 for ResnetOp {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let dims = arg.dims4()?;
         let saved = self.saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        let dx = with_cpu_slices(&[arg, grad], |t| {
+        let dx = with_cpu_slices(&[dense(arg)?, dense(grad)?], |t| {
             let h1 = match saved {
                 Some(h1) => h1,
                 // A second backward pass through the same graph: recompute.
@@ -792,14 +801,12 @@ mod tests {
             })
         };
         for (cin, cout) in [(4, 4), (4, 6)] {
-            let weights = ResnetWeights {
-                norm1: norm(cin, 2)?,
-                conv1: conv(cout, cin, 3)?,
-                norm2: norm(cout, 2)?,
-                conv2: conv(cout, cout, 3)?,
-                shortcut: if cin == cout { None } else { Some(conv(cout, cin, 1)?) },
+            let shortcut = if cin == cout { None } else { Some(conv(cout, cin, 1)?) };
+            let Some(weights) =
+                ResnetWeights::new(norm(cin, 2)?, conv(cout, cin, 3)?, norm(cout, 2)?, conv(cout, cout, 3)?, shortcut)
+            else {
+                bail!("frozen f32 weights are refused")
             };
-            assert!(weights.applies());
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, cin, 5, 6), &dev)?)?;
             let upstream = Tensor::randn(0f32, 1.0, (2, cout, 5, 6), &dev)?;
             let layers = |x: &Tensor| -> Result<Tensor> {

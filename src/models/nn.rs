@@ -43,10 +43,7 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if frozen::is_frozen(&self.weight)
-            && self.bias.as_ref().is_none_or(frozen::is_frozen)
-            && x.dtype() == DType::F32
-        {
+        if self.is_frozen() && x.dtype() == DType::F32 {
             return frozen::linear(x, &self.weight, self.bias.as_ref());
         }
         if trained::applies(x, &self.weight) {

@@ -60,14 +60,13 @@ impl ResnetBlock {
             Some(s) => Some(s.weights()?),
             None => None,
         };
-        let weights = frozen::ResnetWeights {
-            norm1: self.norm1.weights(),
-            conv1: self.conv1.weights()?,
-            norm2: self.norm2.weights(),
-            conv2: self.conv2.weights()?,
+        frozen::ResnetWeights::new(
+            self.norm1.weights(),
+            self.conv1.weights()?,
+            self.norm2.weights(),
+            self.conv2.weights()?,
             shortcut,
-        };
-        weights.applies().then_some(weights)
+        )
     }
 }
 
