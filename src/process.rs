@@ -23,7 +23,7 @@ pub fn keep_freed_memory() {
         // setting leaves glibc's default in place.
         unsafe {
             libc::mallopt(libc::M_MMAP_MAX, 0);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
         }
     }
 }

@@ -35,6 +35,19 @@ impl Linear {
 }
 
 impl Linear {
+    /// The layers side by side as one, whose output is theirs concatenated along the
+    /// last dimension: one product instead of several. Either all have a bias or none.
+    pub fn stacked(layers: &[&Linear]) -> Result<Self> {
+        let weights: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
+        let weight = Tensor::cat(&weights, 0)?;
+        let bias = match layers.iter().map(|l| l.bias.as_ref()).collect::<Option<Vec<_>>>() {
+            Some(biases) => Some(Tensor::cat(&biases, 0)?),
+            None if layers.iter().all(|l| l.bias.is_none()) => None,
+            None => candle_core::bail!("stacked linear layers: some have a bias and some do not"),
+        };
+        Ok(Self { weight, bias })
+    }
+
     /// Whether the layer's weights are frozen f32 (generation, not training).
     pub fn is_frozen(&self) -> bool {
         frozen::is_frozen(&self.weight) && self.bias.as_ref().is_none_or(frozen::is_frozen)

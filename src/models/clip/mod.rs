@@ -25,11 +25,19 @@ pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// The per-channel standard deviation CLIP's images are normalised with.
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
+/// How an attention layer makes its queries, keys and values.
+#[derive(Debug, Clone)]
+enum Projections {
+    /// Frozen f32 weights on the CPU: one product makes all three side by side, and
+    /// [`frozen::attention`] reads the heads from it in place.
+    Packed(Linear),
+    /// Anything else (training, a GPU): three products and tensor ops.
+    Separate { q: Linear, k: Linear, v: Linear },
+}
+
 #[derive(Debug, Clone)]
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    projections: Projections,
     out_proj: Linear,
     heads: usize,
     head_dim: usize,
@@ -37,34 +45,48 @@ struct Attention {
 
 impl Attention {
     fn new(dim: usize, heads: usize, vb: VarBuilder) -> CResult<Self> {
-        Ok(Self {
-            q_proj: Linear::new(dim, dim, vb.pp("q_proj"))?,
-            k_proj: Linear::new(dim, dim, vb.pp("k_proj"))?,
-            v_proj: Linear::new(dim, dim, vb.pp("v_proj"))?,
-            out_proj: Linear::new(dim, dim, vb.pp("out_proj"))?,
-            heads,
-            head_dim: dim / heads,
-        })
+        let q = Linear::new(dim, dim, vb.pp("q_proj"))?;
+        let k = Linear::new(dim, dim, vb.pp("k_proj"))?;
+        let v = Linear::new(dim, dim, vb.pp("v_proj"))?;
+        let projections = if vb.device().is_cpu() && [&q, &k, &v].iter().all(|l| l.is_frozen()) {
+            Projections::Packed(Linear::stacked(&[&q, &k, &v])?)
+        } else {
+            Projections::Separate { q, k, v }
+        };
+        Ok(Self { projections, out_proj: Linear::new(dim, dim, vb.pp("out_proj"))?, heads, head_dim: dim / heads })
     }
 
     fn split_heads(&self, x: &Tensor, b: usize, t: usize) -> CResult<Tensor> {
         x.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
     }
 
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
-        let (b, t, d) = x.dims3()?;
+    /// Self-attention over `x` `[B, T, D]`; with `causal`, each position sees only
+    /// itself and the positions before it.
+    fn forward(&self, x: &Tensor, causal: bool) -> CResult<Tensor> {
         #[expect(clippy::cast_precision_loss, reason = "head dims are small")]
         let scale = (self.head_dim as f64).powf(-0.5);
-        let q = self.split_heads(&(self.q_proj.forward(x)? * scale)?, b, t)?;
-        let k = self.split_heads(&self.k_proj.forward(x)?, b, t)?;
-        let v = self.split_heads(&self.v_proj.forward(x)?, b, t)?;
+        let out = match &self.projections {
+            #[expect(clippy::cast_possible_truncation, reason = "the scale of an f32 model")]
+            Projections::Packed(qkv) => frozen::attention(&qkv.forward(x)?, self.heads, scale as f32, causal)?,
+            Projections::Separate { q, k, v } => {
+                self.attend(&q.forward(x)?, &k.forward(x)?, &v.forward(x)?, scale, causal)?
+            }
+        };
+        self.out_proj.forward(&out)
+    }
+
+    /// Attention from the projections `[B, T, D]` as tensor ops.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, causal: bool) -> CResult<Tensor> {
+        let (b, t, d) = q.dims3()?;
+        let q = self.split_heads(&(q * scale)?, b, t)?;
+        let k = self.split_heads(k, b, t)?;
+        let v = self.split_heads(v, b, t)?;
         let mut scores = q.matmul(&k.t()?.contiguous()?)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
+        if causal {
+            scores = scores.broadcast_add(&causal_mask(t, scores.dtype(), scores.device())?)?;
         }
         let attn = softmax_last_dim(&scores)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, d))?;
-        self.out_proj.forward(&out)
+        attn.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, d))
     }
 }
 
@@ -90,8 +112,8 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
-        let h = self.self_attn.forward(&self.layer_norm1.forward(x)?, mask)?;
+    fn forward(&self, x: &Tensor, causal: bool) -> CResult<Tensor> {
+        let h = self.self_attn.forward(&self.layer_norm1.forward(x)?, causal)?;
         let x = (x + h)?;
         let h = self.fc1.forward(&self.layer_norm2.forward(&x)?)?;
         // Frozen layers (generation) take the fused activation; training keeps the
@@ -127,8 +149,8 @@ impl Encoder {
         Ok(Self { layers })
     }
 
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> CResult<Tensor> {
-        self.layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, mask))
+    fn forward(&self, x: &Tensor, causal: bool) -> CResult<Tensor> {
+        self.layers.iter().try_fold(x.clone(), |x, layer| layer.forward(&x, causal))
     }
 }
 
@@ -176,8 +198,7 @@ impl TextTransformer {
         }
         let tokens = self.token_embedding.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, ()))?;
         let x = tokens.broadcast_add(&self.position_embedding.narrow(0, 0, t)?)?;
-        let mask = causal_mask(t, x.dtype(), x.device())?;
-        let x = self.encoder.forward(&x, Some(&mask))?;
+        let x = self.encoder.forward(&x, true)?;
         self.final_layer_norm.forward(&x)
     }
 
@@ -278,7 +299,7 @@ impl VisionTransformer {
         let x = Tensor::cat(&[&class, &patches], 1)?;
         let x = x.broadcast_add(&self.position_embedding)?;
         let x = self.pre_layrnorm.forward(&x)?;
-        self.encoder.forward(&x, None)
+        self.encoder.forward(&x, false)
     }
 }
 

@@ -125,6 +125,14 @@ pub struct MatRef<'a> {
     pub cs: usize,
 }
 
+impl MatRef<'_> {
+    /// The transposed view of the same elements.
+    #[must_use]
+    pub fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+}
+
 impl<'a> From<MatRef<'a>> for Operand<'a> {
     fn from(m: MatRef<'a>) -> Self {
         Operand { data: m.data, rows: Axis::strided(m.offset, m.rs, m.rows), cols: Axis::strided(0, m.cs, m.cols) }
