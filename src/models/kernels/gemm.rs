@@ -174,7 +174,7 @@ impl MatMut<'_> {
 
 /// candle's thread count, asked once: candle reads `/proc/cpuinfo` on every call unless
 /// `RAYON_NUM_THREADS` is set.
-fn thread_count() -> usize {
+pub(super) fn thread_count() -> usize {
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *THREADS.get_or_init(candle_core::utils::get_num_threads)
 }
