@@ -41,14 +41,12 @@ fn transform_weights(weight: &[f32], cin: usize, cout: usize, transposed: bool) 
                 }
             };
             // G·g, 4×3: rows g0, (g0+g1+g2)/2, (g0−g1+g2)/2, g2.
-            let mut t = [[0.0f32; 3]; 4];
-            for c in 0..3 {
+            let column = |c: usize| {
                 let (g0, g1, g2) = (g(0, c), g(1, c), g(2, c));
-                t[0][c] = g0;
-                t[1][c] = 0.5 * (g0 + g1 + g2);
-                t[2][c] = 0.5 * (g0 - g1 + g2);
-                t[3][c] = g2;
-            }
+                [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
+            };
+            let columns = [column(0), column(1), column(2)];
+            let t: [[f32; 3]; 4] = std::array::from_fn(|i| [columns[0][i], columns[1][i], columns[2][i]]);
             // (G·g)·Gᵀ, 4×4.
             for (i, row) in t.iter().enumerate() {
                 let v = [row[0], 0.5 * (row[0] + row[1] + row[2]), 0.5 * (row[0] - row[1] + row[2]), row[2]];
