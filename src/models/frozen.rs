@@ -53,6 +53,25 @@ pub(super) fn input_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Resul
     Ok(&storage.as_slice::<f32>()?[start..end])
 }
 
+/// What a fused op's forward pass keeps for its backward pass.
+#[derive(Default)]
+struct Saved(std::sync::Mutex<Option<Vec<f32>>>);
+
+impl Saved {
+    fn put(&self, values: Vec<f32>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(values);
+    }
+
+    /// The kept values; or, on a second backward pass through the same graph (which
+    /// finds them taken), `recompute`'s.
+    fn take_or(&self, recompute: impl FnOnce() -> Result<Vec<f32>>) -> Result<Vec<f32>> {
+        match self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            Some(values) => Ok(values),
+            None => recompute(),
+        }
+    }
+}
+
 /// A GPU forward pass through candle's tensor ops: wraps the storage as a tensor, runs
 /// `f`, and hands back the result's storage.
 #[cfg(any(feature = "cuda", feature = "metal"))]
@@ -563,13 +582,13 @@ pub fn resnet_block(x: &Tensor, weights: &ResnetWeights) -> Result<Tensor> {
         bail!("fused resnet block: needs a CPU f32 input")
     }
     x.dims4()?;
-    dense(x)?.apply_op1(ResnetOp { weights: weights.clone(), saved: std::sync::Mutex::new(None) })
+    dense(x)?.apply_op1(ResnetOp { weights: weights.clone(), saved: Saved::default() })
 }
 
 struct ResnetOp {
     weights: ResnetWeights,
     /// The first convolution's output, from the forward pass, for the backward pass.
-    saved: std::sync::Mutex<Option<Vec<f32>>>,
+    saved: Saved,
 }
 
 /// The shape of a convolution with `c`'s kernel over `[batch, cin, h, w]`.
@@ -664,20 +683,15 @@ impl CustomOp1 for ResnetOp {
         let x = input_slice(storage, layout)?;
         let dims = layout.shape().dims4()?;
         let (h1, out) = self.forward(x, dims)?;
-        *self.saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(h1);
+        self.saved.put(h1);
         let cout = self.weights.conv2.weight.dim(0)?;
         Ok((CpuStorage::F32(out), Shape::from((dims.0, cout, dims.2, dims.3))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let dims = arg.dims4()?;
-        let saved = self.saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let dx = with_cpu_slices(&[dense(arg)?, dense(grad)?], |t| {
-            let h1 = match saved {
-                Some(h1) => h1,
-                // A second backward pass through the same graph: recompute.
-                None => self.forward(t[0], dims)?.0,
-            };
+            let h1 = self.saved.take_or(|| Ok(self.forward(t[0], dims)?.0))?;
             self.backward(t[0], &h1, t[1], dims)
         })?;
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
@@ -774,7 +788,7 @@ pub fn attention(qkv: &Tensor, heads: usize, scale: f32, causal: bool) -> Result
     if heads == 0 || d3 % (3 * heads) != 0 {
         bail!("fused attention: {d3} packed columns do not split into 3 × {heads} heads")
     }
-    dense(qkv)?.apply_op1(AttentionOp { heads, scale, causal, saved: std::sync::Mutex::new(None) })
+    dense(qkv)?.apply_op1(AttentionOp { heads, scale, causal, saved: Saved::default() })
 }
 
 struct AttentionOp {
@@ -782,7 +796,7 @@ struct AttentionOp {
     scale: f32,
     causal: bool,
     /// The attention probabilities `[B, heads, T, T]` from the forward pass.
-    saved: std::sync::Mutex<Option<Vec<f32>>>,
+    saved: Saved,
 }
 
 /// `softmax(scale·row)` of each row of the `t×t` scores in place, over the first `i + 1`
@@ -899,19 +913,14 @@ impl CustomOp1 for AttentionOp {
         let qkv = input_slice(storage, layout)?;
         let dims = layout.shape().dims3()?;
         let (probs, out) = self.forward(qkv, dims)?;
-        *self.saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(probs);
+        self.saved.put(probs);
         Ok((CpuStorage::F32(out), Shape::from((dims.0, dims.1, dims.2 / 3))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let dims = arg.dims3()?;
-        let saved = self.saved.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let dqkv = with_cpu_slices(&[dense(arg)?, dense(grad)?], |t| {
-            let probs = match saved {
-                Some(p) => p,
-                // A second backward pass through the same graph: recompute.
-                None => self.forward(t[0], dims)?.0,
-            };
+            let probs = self.saved.take_or(|| Ok(self.forward(t[0], dims)?.0))?;
             self.backward(t[0], &probs, t[1], dims)
         })?;
         Ok(Some(Tensor::from_vec(dqkv, arg.shape(), arg.device())?))

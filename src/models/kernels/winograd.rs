@@ -102,28 +102,29 @@ pub fn conv3x3(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape, tr
                 padded[to..to + w].copy_from_slice(&xb[(c * h + y) * w..(c * h + y + 1) * w]);
             }
         }
-        let band = |i: usize, gemm_threads: usize| band_outputs(&padded, &u, bias, s, tiles, i, gemm_threads);
-        let results: Vec<Vec<f32>> = if bands >= 2 * threads {
-            use rayon::prelude::*;
-            (0..bands).into_par_iter().map(|i| band(i, 1)).collect::<Result<_>>()?
-        } else {
-            (0..bands).map(|i| band(i, threads)).collect::<Result<_>>()?
-        };
+        // Band i's rows of every output channel plane, written by its task alone.
         let ob = &mut out[b * cout * h * w..(b + 1) * cout * h * w];
-        for (i, y_band) in results.iter().enumerate() {
-            let y0 = 2 * i * tiles.band_rows;
-            let rows = (2 * tiles.band_rows).min(h - y0);
-            for co in 0..cout {
-                let from = co * rows * w;
-                let to = (co * h + y0) * w;
-                ob[to..to + rows * w].copy_from_slice(&y_band[from..from + rows * w]);
+        let mut per_band: Vec<Vec<&mut [f32]>> = (0..bands).map(|_| Vec::with_capacity(cout)).collect();
+        for plane in ob.chunks_mut(h * w) {
+            for (rows, chunk) in per_band.iter_mut().zip(plane.chunks_mut(2 * tiles.band_rows * w)) {
+                rows.push(chunk);
             }
+        }
+        let band = |(i, mut planes): (usize, Vec<&mut [f32]>), gemm_threads: usize| {
+            band_outputs(&padded, &u, bias, s, tiles, i, gemm_threads, &mut planes)
+        };
+        if bands >= 2 * threads {
+            use rayon::prelude::*;
+            per_band.into_par_iter().enumerate().try_for_each(|job| band(job, 1))?;
+        } else {
+            per_band.into_iter().enumerate().try_for_each(|job| band(job, threads))?;
         }
     }
     Ok(out)
 }
 
-/// Band `i`'s outputs, `[Cout, rows, W]` (the rows of the output it covers).
+/// Band `i`'s outputs into `planes`, each channel's rows of the band.
+#[expect(clippy::too_many_arguments, reason = "the band's inputs and geometry, spelled out")]
 fn band_outputs(
     padded: &[f32],
     u: &[f32],
@@ -132,7 +133,8 @@ fn band_outputs(
     t: Tiles,
     i: usize,
     gemm_threads: usize,
-) -> Result<Vec<f32>> {
+    planes: &mut [&mut [f32]],
+) -> Result<()> {
     let ConvShape { cin, cout, h, w, .. } = s;
     let ty0 = i * t.band_rows;
     let band_rows = t.band_rows.min(t.th - ty0);
@@ -187,15 +189,16 @@ fn band_outputs(
     }
     drop(v);
     let rows = (2 * band_rows).min(h - 2 * ty0);
-    let mut y = vec![0.0f32; cout * rows * w];
+    if planes.len() != cout || planes.iter().any(|p| p.len() != rows * w) {
+        bail!("winograd conv: band {i} does not fit its output rows")
+    }
     // `Aᵀ·m·A` tile by tile along each tile row, into a top and a bottom output row
     // (unit-stride loops again), then the rows and columns inside the image are kept.
     let (mut top, mut bottom) = (vec![0.0f32; 2 * tw], vec![0.0f32; 2 * tw]);
     // The rows of Aᵀ·m: s[k][c] for k = 0, 1 and columns c = 0..4, `tw` values each.
     let mut sums = vec![0.0f32; 8 * tw];
-    for co in 0..cout {
+    for (co, plane) in planes.iter_mut().enumerate() {
         let bv = bias.map_or(0.0, |b| b[co]);
-        let plane = &mut y[co * rows * w..(co + 1) * rows * w];
         for r in 0..band_rows {
             let q = |xi: usize| &m[(xi * cout + co) * n + r * tw..][..tw];
             for (c, pair) in sums.chunks_exact_mut(2 * tw).enumerate() {
@@ -223,7 +226,7 @@ fn band_outputs(
             }
         }
     }
-    Ok(y)
+    Ok(())
 }
 
 #[cfg(test)]
