@@ -532,6 +532,10 @@ impl Engine {
     }
 
     fn set_state(&mut self, state: RunState) {
+        if state != RunState::Running {
+            // Between runs the memory an iteration reuses goes back to the system.
+            crate::process::release_free_memory();
+        }
         self.state = state;
         self.out.send(Event::State(state));
     }

@@ -41,16 +41,15 @@ fn committed_models_meet_their_figures_on_held_out_scenes() {
 }
 
 // Measured on these scenes when the models were committed: colour 0.99, background 1.0,
-// shape 0.90, position 1.0, size 1.0, PSNR 27.93 dB (the previous models: 0.995, 1.0,
-// 0.865, 1.0, 0.995, 25.37 dB). Floors leave a few scenes' margin for other CPUs' sums.
-// Issue 5 asks for PSNR ≥ 28 dB on held-out scenes; on train-demo's 100 this training
-// measured 27.69 dB.
+// shape 0.90, position 1.0, size 1.0, PSNR 28.75 dB (the VQGAN of 2 800 steps; the one of
+// 2 000 before it: 27.93 dB). Floors leave a few scenes' margin for other CPUs' sums;
+// the PSNR floor is issue 5's target, 28 dB (train-demo's 100 scenes: 28.42 dB).
 const MIN_COLOUR: f64 = 0.98;
 const MIN_BACKGROUND: f64 = 0.98;
 const MIN_SHAPE: f64 = 0.88;
 const MIN_POSITION: f64 = 0.98;
 const MIN_SIZE: f64 = 0.98;
-const MIN_PSNR: f64 = 27.5;
+const MIN_PSNR: f64 = 28.0;
 
 /// (prompt, background colour, shape colour, where the shape sits if the prompt says)
 const PROMPTS: [(&str, &str, &str, Option<&str>); 12] = [

@@ -107,7 +107,7 @@ impl Default for TrainOptions {
             seed: 0,
             clip_steps: 1800,
             clip_batch: 64,
-            vqgan_steps: 2000,
+            vqgan_steps: 2800,
             vqgan_batch: 4,
             vqgan_crop: 64,
             only: None,
