@@ -146,6 +146,23 @@ impl Default for RunSettings {
 }
 
 impl RunSettings {
+    /// The settings the shapes world's models were made for: 128×128, 150 iterations,
+    /// 16 cutouts with affine and noise augmentation, no model paths (the built-in
+    /// world). A fresh studio starts here, and train-demo hardens its CLIP against
+    /// runs made with them.
+    pub fn shapes_world() -> Self {
+        Self {
+            vqgan: None,
+            clip: None,
+            width: 128,
+            height: 128,
+            cutn: 16,
+            iterations: 150,
+            augments: vec![Augment::Affine, Augment::Noise],
+            ..Self::default()
+        }
+    }
+
     /// The prompt sets of the run: the story stages, or the one set of `prompts`.
     pub fn prompt_stages(&self) -> Vec<Vec<String>> {
         if self.story.is_empty() {

@@ -221,10 +221,12 @@ fn generate_without_model_flags_uses_the_shapes_world_and_says_so_once() {
 #[test]
 fn train_demo_is_deterministic_for_a_seed_and_writes_the_real_formats() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let train = |out: &str, seed: &str| {
+    // The last CLIP step hardens against two generate runs (see `shapes::harden`).
+    let train = |out: &str, seed: &str, harden: &str| {
         let run = Command::new(env!("CARGO_BIN_EXE_clipcanvas"))
             .args(["train-demo", "--out", out, "--seed", seed, "--clip-steps", "2", "--clip-batch", "4"])
             .args(["--vqgan-steps", "2", "--vqgan-batch", "1", "--eval-scenes", "10"])
+            .args(["--harden-steps", harden, "--harden-pool", "2"])
             .current_dir(dir.path())
             .output()
             .expect("run clipcanvas");
@@ -232,9 +234,10 @@ fn train_demo_is_deterministic_for_a_seed_and_writes_the_real_formats() {
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         assert!(stdout.contains("CLIP zero-shot") && stdout.contains("PSNR"), "{stdout}");
     };
-    train("a", "3");
-    train("b", "3");
-    train("c", "4");
+    train("a", "3", "1");
+    train("b", "3", "1");
+    train("c", "4", "1");
+    train("d", "3", "0");
     let read = |p: &str| std::fs::read(dir.path().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
     for f in [
         "clip/model.safetensors",
@@ -246,11 +249,14 @@ fn train_demo_is_deterministic_for_a_seed_and_writes_the_real_formats() {
         assert_eq!(read(&format!("a/{f}")), read(&format!("b/{f}")), "{f} differs between two runs with one seed");
     }
     assert_ne!(read("a/clip/model.safetensors"), read("c/clip/model.safetensors"), "another seed, other weights");
+    // Hardening changed the CLIP and nothing else: the VQGAN is trained before it.
+    assert_ne!(read("a/clip/model.safetensors"), read("d/clip/model.safetensors"), "hardening did nothing");
+    assert_eq!(read("a/vqgan/model.safetensors"), read("d/vqgan/model.safetensors"), "hardening touched the VQGAN");
     // Nothing is left behind but the finished folders.
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .expect("list")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into())
         .collect();
     names.sort();
-    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(names, ["a", "b", "c", "d"]);
 }

@@ -38,6 +38,20 @@ pub struct TrainDemoArgs {
     /// Crops per VQGAN step.
     #[arg(long)]
     pub vqgan_batch: Option<usize>,
+    /// The CLIP's peak learning rate.
+    #[arg(long)]
+    pub clip_lr: Option<f64>,
+    /// The last this many CLIP steps also train against generate runs (the VQGAN is
+    /// then needed, and trained first).
+    #[arg(long)]
+    pub harden_steps: Option<usize>,
+    /// Generate runs chasing captions while the CLIP hardens.
+    #[arg(long)]
+    pub harden_pool: Option<usize>,
+    /// Start the CLIP from the weights in this CLIP folder (fine-tuning) instead of at
+    /// random.
+    #[arg(long)]
+    pub clip_from: Option<PathBuf>,
     /// Train only this model; the other is kept from --out.
     #[arg(long, value_enum)]
     pub only: Option<train::Part>,
@@ -112,6 +126,10 @@ pub fn run(a: &TrainDemoArgs) -> Result<(), CliError> {
         vqgan_steps: a.vqgan_steps.unwrap_or(defaults.vqgan_steps),
         vqgan_batch: a.vqgan_batch.unwrap_or(defaults.vqgan_batch),
         only: a.only,
+        clip_lr: a.clip_lr.unwrap_or(defaults.clip_lr),
+        harden_steps: a.harden_steps.unwrap_or(defaults.harden_steps),
+        harden_pool: a.harden_pool.unwrap_or(defaults.harden_pool),
+        clip_from: a.clip_from.clone(),
         ..defaults
     };
     if opts.clip_batch < 2 || opts.vqgan_batch == 0 {

@@ -256,6 +256,15 @@ impl Session {
         Ok(())
     }
 
+    /// Embeds the text prompts again with the CLIP as it is now: for a CLIP whose
+    /// weights change between steps (the shapes world's training runs sessions against
+    /// the model it trains). Not a live change: nothing is recorded.
+    pub fn embed_prompts_again(&mut self) -> Result<()> {
+        self.stages =
+            self.settings.prompt_stages().iter().map(|stage| self.text_targets(stage)).collect::<Result<_>>()?;
+        Ok(())
+    }
+
     /// Replaces the image and noise prompt targets.
     pub fn set_fixed_targets(&mut self, targets: Vec<LabelledTarget>) {
         self.fixed = targets;

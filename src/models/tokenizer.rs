@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::models::error::{ModelError, Result};
 
 /// A CLIP tokenizer with a fixed context length (77 for every CLIP model).
+#[derive(Clone)]
 pub struct ClipTokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,

@@ -8,6 +8,8 @@ pub enum ShapesError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Model(#[from] crate::models::ModelError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error("training failed: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("{0}")]

@@ -4,6 +4,7 @@
 //!   captions;
 //! - [`train`]: `train-demo`, which trains a tiny CLIP and an f8 VQGAN on them with
 //!   candle and writes them in the real file formats;
+//! - [`harden`]: the last part of the CLIP's training, against `generate` itself;
 //! - [`eval`]: zero-shot accuracy of the CLIP, reconstruction PSNR of the VQGAN;
 //! - [`stats`]: what an image shows, measured from its pixels alone (no CLIP), to check
 //!   that generated images match their prompts.
@@ -13,6 +14,7 @@
 
 pub mod error;
 pub mod eval;
+mod harden;
 pub mod scene;
 pub mod stats;
 pub mod train;

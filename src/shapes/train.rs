@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 
 use super::error::{Result, ShapesError};
+use super::harden::{self, Pool};
 use super::scene::{CaptionStyle, Position, Scene, Shape, Size, COLOURS};
 use super::stats::distance2;
 use crate::engine::rng::Rng;
@@ -21,6 +22,7 @@ use crate::models::nn::l2_normalize;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::{nearest_indices, Vqgan, VqganConfig};
 use crate::models::weights::ShapeRecorder;
+use crate::settings::RunSettings;
 
 /// The real CLIP BPE vocabulary, shipped with the binary.
 pub const TOKENIZER_JSON: &[u8] = crate::models::tokenizer::BUNDLED_JSON;
@@ -92,6 +94,17 @@ pub struct TrainOptions {
     pub vqgan_crop: usize,
     /// Train only this model and keep the other from the output folder.
     pub only: Option<Part>,
+    /// The CLIP's peak learning rate.
+    pub clip_lr: f64,
+    /// The last this many CLIP steps also train against `generate` runs (see
+    /// [`super::harden`]); they need the VQGAN, which is then trained first.
+    pub harden_steps: usize,
+    /// `generate` runs chasing captions while the CLIP hardens.
+    pub harden_pool: usize,
+    /// Crops of each run's image (and of its real scene) the hardening loss sees.
+    pub harden_views: usize,
+    /// Start the CLIP from these weights (a CLIP folder) instead of at random.
+    pub clip_from: Option<PathBuf>,
 }
 
 /// One of the two models.
@@ -111,6 +124,11 @@ impl Default for TrainOptions {
             vqgan_batch: 4,
             vqgan_crop: 64,
             only: None,
+            clip_lr: CLIP_LR,
+            harden_steps: 0,
+            harden_pool: 8,
+            harden_views: 4,
+            clip_from: None,
         }
     }
 }
@@ -438,10 +456,34 @@ fn read_out(rng: &mut Rng, fan_in: usize, outputs: usize, device: &Device) -> Re
     Ok(Var::from_tensor(&Tensor::from_vec(w, (fan_in, outputs), device)?)?)
 }
 
-/// Trains the shapes CLIP; returns its weights by name.
+/// Weight of the hardening loss against the rest of the CLIP's.
+const HARDEN_WEIGHT: f64 = 0.5;
+
+/// The hardening loss's temperature and the cosine margin by which a `generate` run's
+/// image must fall below its real scene to stop costing (see [`harden::chase_loss`]).
+const HARDEN_SCALE: f64 = 20.0;
+const HARDEN_MARGIN: f64 = 0.1;
+
+/// Sets every variable that `dir`'s CLIP weights name to their values.
+fn start_from(varmap: &VarMap, dir: &Path) -> Result<()> {
+    let path = dir.join("model.safetensors");
+    let weights = candle_core::safetensors::load(&path, &Device::Cpu)
+        .map_err(|e| ShapesError::Train(format!("{}: {e}", path.display())))?;
+    let data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
+    for (name, var) in data.iter() {
+        let w =
+            weights.get(name).ok_or_else(|| ShapesError::Train(format!("{}: no tensor '{name}'", path.display())))?;
+        var.set(&w.to_dtype(DType::F32)?)?;
+    }
+    Ok(())
+}
+
+/// Trains the shapes CLIP; returns its weights by name. `vqgan` (its safetensors file)
+/// is needed when `opts.harden_steps` is not 0.
 pub fn train_clip(
     opts: &TrainOptions,
     tokenizer: &ClipTokenizer,
+    vqgan: Option<&Path>,
     observer: &mut dyn TrainObserver,
     log: &mut Vec<f64>,
 ) -> Result<HashMap<String, Tensor>> {
@@ -450,6 +492,9 @@ pub fn train_clip(
     let mut rng = Rng::new(opts.seed ^ 0xC11B);
     let layers = config.vision.num_hidden_layers.max(config.text.num_hidden_layers);
     let varmap = init_vars(|vb| Clip::new(vb, &config).map(|_| ()), |n, s| clip_init(n, s, layers), &mut rng, &device)?;
+    if let Some(dir) = &opts.clip_from {
+        start_from(&varmap, dir)?;
+    }
     let clip = Clip::new(VarBuilder::from_varmap(&varmap, DType::F32, &device), &config)?;
     let heads = read_out(&mut rng, config.projection_dim, PROBES.iter().sum(), &device)?;
     let coverage_head = read_out(&mut rng, config.vision.hidden_size, 1, &device)?;
@@ -458,14 +503,36 @@ pub fn train_clip(
     vars.push(heads.clone());
     vars.push(coverage_head.clone());
     let mut opt =
-        AdamW::new(vars, ParamsAdamW { lr: CLIP_LR, beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.02 })?;
+        AdamW::new(vars, ParamsAdamW { lr: opts.clip_lr, beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.02 })?;
+    let harden_from = opts.clip_steps.saturating_sub(opts.harden_steps);
+    let mut pool: Option<Pool> = None;
+    let mut harden_rng = Rng::new(opts.seed ^ 0x4A2D);
     observer.stage("clip", opts.clip_steps);
     let b = opts.clip_batch;
     for step in 0..opts.clip_steps {
         if observer.cancelled() {
             return Err(ShapesError::Cancelled);
         }
-        opt.set_learning_rate(cosine_lr(step, opts.clip_steps, CLIP_LR, opts.clip_steps / 20 + 1));
+        opt.set_learning_rate(cosine_lr(step, opts.clip_steps, opts.clip_lr, opts.clip_steps / 20 + 1));
+        if step == harden_from && opts.harden_steps > 0 && opts.harden_pool > 0 {
+            let file = vqgan.ok_or_else(|| ShapesError::Train("hardening the CLIP needs the VQGAN".into()))?;
+            let v = crate::models::vqgan::load(file, None, DType::F32, &device)?;
+            let models = (clip.clone(), tokenizer.clone(), v);
+            let seed = harden_rng.next_u64();
+            pool = Some(Pool::new(models, RunSettings::shapes_world(), opts.harden_pool, seed)?);
+        }
+        let hardening = match pool.as_mut() {
+            Some(pool) => {
+                let chase = pool.step()?;
+                let reals = harden::real_through_vqgan(pool.vqgan(), &chase.scenes, &mut harden_rng)?;
+                let (fv, rv) = harden::paired_views(&chase.images, &reals, opts.harden_views, &mut harden_rng)?;
+                let ids = tokenize(tokenizer, &chase.captions, &device)?;
+                let text = l2_normalize(&clip.encode_text(&ids)?)?;
+                let (fake, real) = (harden::embed(&clip, &fv)?, harden::embed(&clip, &rv)?);
+                Some(harden::chase_loss(&fake, &real, &text, HARDEN_SCALE, HARDEN_MARGIN)?)
+            }
+            None => None,
+        };
         let scenes: Vec<Scene> = (0..b).map(|_| Scene::random(&mut rng, 0.15)).collect();
         let styles: Vec<CaptionStyle> = (0..b).map(|_| CaptionStyle::random(&mut rng)).collect();
         let mut captions: Vec<String> = scenes.iter().zip(&styles).map(|(s, st)| s.caption_styled(st)).collect();
@@ -496,7 +563,10 @@ pub fn train_clip(
         let (image_probes, seen) = probe_loss(&img, heads.as_tensor(), &image_targets)?;
         let (text_probes, read) = probe_loss(&txt.narrow(0, 0, b)?, heads.as_tensor(), &text_targets)?;
         let probes = ((image_probes + text_probes)? * (0.5 * PROBE_WEIGHT))?;
-        let loss = ((&contrastive + &probes)? + (&dense * DENSE_WEIGHT)?)?;
+        let mut loss = ((&contrastive + &probes)? + (&dense * DENSE_WEIGHT)?)?;
+        if let Some((h, _)) = &hardening {
+            loss = (loss + (h * HARDEN_WEIGHT)?)?;
+        }
         opt.backward_step(&loss)?;
         let l = f64::from(loss.to_scalar::<f32>()?);
         if !l.is_finite() {
@@ -506,16 +576,19 @@ pub fn train_clip(
         let acc = batch_accuracy(&logits, b)?;
         let (c, p, d) = (contrastive.to_scalar::<f32>()?, probes.to_scalar::<f32>()?, dense.to_scalar::<f32>()?);
         let pct = |a: [f64; 6]| a.map(|x| format!("{:.0}", x * 100.0)).join("/");
-        observer.step(
-            step,
-            l,
-            &format!(
-                "contrastive {c:.3}, patches {d:.3}, probes {p:.3} (image {}%, text {}%), batch top-1 {:.0}%",
-                pct(seen),
-                pct(read),
-                acc * 100.0
-            ),
+        let mut detail = format!(
+            "contrastive {c:.3}, patches {d:.3}, probes {p:.3} (image {}%, text {}%), batch top-1 {:.0}%",
+            pct(seen),
+            pct(read),
+            acc * 100.0
         );
+        if let Some((h, gap)) = &hardening {
+            detail.push_str(&format!(
+                ", chase {:.3} (runs' images {gap:+.3} from the real scenes)",
+                h.to_scalar::<f32>()?
+            ));
+        }
+        observer.step(step, l, &detail);
     }
     collect(&varmap)
 }
@@ -743,6 +816,14 @@ fn train_into(opts: &TrainOptions, dir: &Path, out: &Path, observer: &mut dyn Tr
         None => {}
     }
     let mut log = TrainLog::default();
+    // The VQGAN first: hardening the CLIP runs `generate` through it, as saved.
+    if opts.only != Some(Part::Clip) {
+        write(&vdir.join("model.yaml"), vqgan_yaml().as_bytes())?;
+        let t1 = std::time::Instant::now();
+        let vqgan = train_vqgan(opts, observer, &mut log.vqgan_loss)?;
+        log.vqgan_seconds = t1.elapsed().as_secs_f64();
+        save_f16(&vqgan, &vdir.join("model.safetensors"))?;
+    }
     if opts.only != Some(Part::Vqgan) {
         write(&cdir.join("tokenizer.json"), TOKENIZER_JSON)?;
         let config =
@@ -750,16 +831,9 @@ fn train_into(opts: &TrainOptions, dir: &Path, out: &Path, observer: &mut dyn Tr
         write(&cdir.join("config.json"), config.as_bytes())?;
         let tokenizer = ClipTokenizer::from_file(&cdir.join("tokenizer.json"), CONTEXT)?;
         let t0 = std::time::Instant::now();
-        let clip = train_clip(opts, &tokenizer, observer, &mut log.clip_loss)?;
+        let clip = train_clip(opts, &tokenizer, Some(&vdir.join("model.safetensors")), observer, &mut log.clip_loss)?;
         log.clip_seconds = t0.elapsed().as_secs_f64();
         save_f16(&clip, &cdir.join("model.safetensors"))?;
-    }
-    if opts.only != Some(Part::Clip) {
-        write(&vdir.join("model.yaml"), vqgan_yaml().as_bytes())?;
-        let t1 = std::time::Instant::now();
-        let vqgan = train_vqgan(opts, observer, &mut log.vqgan_loss)?;
-        log.vqgan_seconds = t1.elapsed().as_secs_f64();
-        save_f16(&vqgan, &vdir.join("model.safetensors"))?;
     }
     Ok(log)
 }

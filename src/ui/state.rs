@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::augment::Augment;
 use crate::engine::prompt::parse_prompt;
 use crate::settings::RunSettings;
 
@@ -61,16 +60,7 @@ impl Default for StudioState {
     fn default() -> Self {
         // A fresh studio starts in the built-in shapes world (no model paths), at the
         // size and settings its models were made for; real models are set in Settings.
-        let settings = RunSettings {
-            vqgan: None,
-            clip: None,
-            width: 128,
-            height: 128,
-            cutn: 16,
-            iterations: 150,
-            augments: vec![Augment::Affine, Augment::Noise],
-            ..RunSettings::default()
-        };
+        let settings = RunSettings::shapes_world();
         Self {
             prompts: vec![PromptRow::new("a big red circle on a blue background")],
             story: Vec::new(),
