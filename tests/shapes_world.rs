@@ -260,3 +260,32 @@ fn train_demo_is_deterministic_for_a_seed_and_writes_the_real_formats() {
     names.sort();
     assert_eq!(names, ["a", "b", "c", "d"]);
 }
+
+#[test]
+fn train_demo_refuses_bad_options_in_one_line_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_clipcanvas"))
+            .args(["train-demo", "--out", "w", "--clip-steps", "2", "--clip-batch", "4"])
+            .args(["--vqgan-steps", "2", "--vqgan-batch", "1", "--eval-scenes", "4"])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .expect("run clipcanvas");
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    };
+    assert!(run(&["--harden-steps", "3", "--harden-pool", "0"]).contains("--harden-pool"));
+    assert!(run(&["--clip-lr", "0"]).contains("--clip-lr"));
+    let missing = run(&["--clip-from", "no-such-clip"]);
+    assert!(missing.contains("no-such-clip"), "{missing}");
+    // A file of other weights (the VQGAN's) is refused before any training.
+    let vqgan_dir = world().join("vqgan");
+    let other = run(&["--clip-from", vqgan_dir.to_str().expect("utf-8 path")]);
+    assert!(other.contains("not a shapes-world CLIP"), "{other}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+    assert!(left.is_empty(), "{} entries left behind", left.len());
+}

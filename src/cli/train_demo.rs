@@ -135,6 +135,12 @@ pub fn run(a: &TrainDemoArgs) -> Result<(), CliError> {
     if opts.clip_batch < 2 || opts.vqgan_batch == 0 {
         return Err(CliError::Input(anyhow::anyhow!("--clip-batch must be at least 2 and --vqgan-batch at least 1")));
     }
+    if opts.harden_steps > 0 && opts.harden_pool == 0 {
+        return Err(CliError::Input(anyhow::anyhow!("--harden-pool must be at least 1 when --harden-steps is given")));
+    }
+    if !(opts.clip_lr.is_finite() && opts.clip_lr > 0.0) {
+        return Err(CliError::Input(anyhow::anyhow!("--clip-lr must be a positive number, got {}", opts.clip_lr)));
+    }
     if !a.evaluate_only {
         let cancel = Arc::new(AtomicBool::new(false));
         {

@@ -464,25 +464,53 @@ const HARDEN_WEIGHT: f64 = 0.5;
 const HARDEN_SCALE: f64 = 20.0;
 const HARDEN_MARGIN: f64 = 0.1;
 
-/// Sets every variable that `dir`'s CLIP weights name to their values.
-fn start_from(varmap: &VarMap, dir: &Path) -> Result<()> {
+/// The weights of the CLIP folder `dir`, to start training from: every tensor the
+/// shapes CLIP has, in its shape (checked before any training starts).
+fn read_clip_weights(dir: &Path) -> Result<HashMap<String, Tensor>> {
     let path = dir.join("model.safetensors");
     let weights = candle_core::safetensors::load(&path, &Device::Cpu)
-        .map_err(|e| ShapesError::Train(format!("{}: {e}", path.display())))?;
+        .map_err(|e| ShapesError::Train(format!("--clip-from {}: {e}", path.display())))?;
+    let config = ClipConfig::from_json(&clip_config_json().to_string()).map_err(ShapesError::Train)?;
+    let recorder = ShapeRecorder::default();
+    Clip::new(recorder.var_builder(&Device::Cpu), &config)?;
+    for (name, shape) in recorder.requested() {
+        match weights.get(&name) {
+            Some(w) if w.dims() == shape.as_slice() => {}
+            Some(w) => {
+                return Err(ShapesError::Train(format!(
+                    "--clip-from {}: '{name}' is {:?}, the shapes CLIP's is {shape:?}",
+                    path.display(),
+                    w.dims()
+                )))
+            }
+            None => {
+                return Err(ShapesError::Train(format!(
+                    "--clip-from {}: no tensor '{name}' (not a shapes-world CLIP)",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok(weights)
+}
+
+/// Sets every variable to the tensor of its name in `weights`.
+fn start_from(varmap: &VarMap, weights: &HashMap<String, Tensor>) -> Result<()> {
     let data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
     for (name, var) in data.iter() {
-        let w =
-            weights.get(name).ok_or_else(|| ShapesError::Train(format!("{}: no tensor '{name}'", path.display())))?;
-        var.set(&w.to_dtype(DType::F32)?)?;
+        let w = weights.get(name).ok_or_else(|| ShapesError::Train(format!("--clip-from: no tensor '{name}'")))?;
+        var.set(&w.to_dtype(DType::F32)?).map_err(|e| ShapesError::Train(format!("--clip-from: '{name}': {e}")))?;
     }
     Ok(())
 }
 
-/// Trains the shapes CLIP; returns its weights by name. `vqgan` (its safetensors file)
-/// is needed when `opts.harden_steps` is not 0.
+/// Trains the shapes CLIP, from `start`'s weights when given (else at random); returns
+/// its weights by name. `vqgan` (its safetensors file) is needed when
+/// `opts.harden_steps` is not 0.
 pub fn train_clip(
     opts: &TrainOptions,
     tokenizer: &ClipTokenizer,
+    start: Option<&HashMap<String, Tensor>>,
     vqgan: Option<&Path>,
     observer: &mut dyn TrainObserver,
     log: &mut Vec<f64>,
@@ -492,8 +520,8 @@ pub fn train_clip(
     let mut rng = Rng::new(opts.seed ^ 0xC11B);
     let layers = config.vision.num_hidden_layers.max(config.text.num_hidden_layers);
     let varmap = init_vars(|vb| Clip::new(vb, &config).map(|_| ()), |n, s| clip_init(n, s, layers), &mut rng, &device)?;
-    if let Some(dir) = &opts.clip_from {
-        start_from(&varmap, dir)?;
+    if let Some(weights) = start {
+        start_from(&varmap, weights)?;
     }
     let clip = Clip::new(VarBuilder::from_varmap(&varmap, DType::F32, &device), &config)?;
     let heads = read_out(&mut rng, config.projection_dim, PROBES.iter().sum(), &device)?;
@@ -816,6 +844,11 @@ fn train_into(opts: &TrainOptions, dir: &Path, out: &Path, observer: &mut dyn Tr
         None => {}
     }
     let mut log = TrainLog::default();
+    // Read now, so a wrong --clip-from fails before any training.
+    let start = match (&opts.clip_from, opts.only) {
+        (Some(dir), only) if only != Some(Part::Vqgan) => Some(read_clip_weights(dir)?),
+        _ => None,
+    };
     // The VQGAN first: hardening the CLIP runs `generate` through it, as saved.
     if opts.only != Some(Part::Clip) {
         write(&vdir.join("model.yaml"), vqgan_yaml().as_bytes())?;
@@ -831,7 +864,14 @@ fn train_into(opts: &TrainOptions, dir: &Path, out: &Path, observer: &mut dyn Tr
         write(&cdir.join("config.json"), config.as_bytes())?;
         let tokenizer = ClipTokenizer::from_file(&cdir.join("tokenizer.json"), CONTEXT)?;
         let t0 = std::time::Instant::now();
-        let clip = train_clip(opts, &tokenizer, Some(&vdir.join("model.safetensors")), observer, &mut log.clip_loss)?;
+        let clip = train_clip(
+            opts,
+            &tokenizer,
+            start.as_ref(),
+            Some(&vdir.join("model.safetensors")),
+            observer,
+            &mut log.clip_loss,
+        )?;
         log.clip_seconds = t0.elapsed().as_secs_f64();
         save_f16(&clip, &cdir.join("model.safetensors"))?;
     }
