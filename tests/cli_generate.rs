@@ -123,6 +123,28 @@ fn zero_iterations_with_an_init_image_is_its_reconstruction() {
 }
 
 #[test]
+fn a_coarse_schedule_changes_the_run_and_round_trips_through_the_png() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    ok(&generate(d, &["-s", "64x64", "-i", "3", "--seed", "5", "-o", "plain.png"]));
+    ok(&generate(d, &["-s", "64x64", "-i", "3", "--seed", "5", "--coarse", "2:2", "-o", "coarse.png"]));
+    assert_ne!(bytes(&d.join("plain.png")), bytes(&d.join("coarse.png")), "the schedule changes the run");
+    let meta = clipcanvas::export::read_png_metadata(&d.join("coarse.png")).expect("read").expect("metadata");
+    let v: serde_json::Value = serde_json::from_str(&meta).expect("json");
+    assert_eq!(v["settings"]["coarse"], serde_json::json!([{"factor": 2, "until": 2}]));
+    let out = bin().args(["generate", "--settings", "coarse.png", "-o", "again.png"]).current_dir(d).output();
+    ok(&out.expect("run"));
+    assert_eq!(bytes(&d.join("coarse.png")), bytes(&d.join("again.png")), "the PNG restores the schedule");
+    // "none" turns off a schedule that a settings file gives.
+    let out = bin()
+        .args(["generate", "--settings", "coarse.png", "--coarse", "none", "-o", "off.png"])
+        .current_dir(d)
+        .output();
+    ok(&out.expect("run"));
+    assert_eq!(bytes(&d.join("plain.png")), bytes(&d.join("off.png")));
+}
+
+#[test]
 fn bad_input_gets_one_line_and_exit_code_2() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();
@@ -136,6 +158,9 @@ fn bad_input_gets_one_line_and_exit_code_2() {
     fails(&generate(d, &["--init-image", "broken.png"]), 2, "broken.png");
     fails(&generate(d, &["--optimizer", "sgd9"]), 2, "unknown optimizer");
     fails(&generate(d, &["--augment", "flip,wobble"]), 2, "wobble");
+    fails(&generate(d, &["--coarse", "4:x"]), 2, "FACTOR:UNTIL");
+    fails(&generate(d, &["--coarse", "0:10"]), 2, "coarse factor 0");
+    fails(&generate(d, &["--coarse", "4:40,2:20"]), 2, "increasing");
     let out = bin()
         .args(["generate", "-p", "x", "--vqgan", "nope.ckpt", "--clip", "nope"])
         .current_dir(d)

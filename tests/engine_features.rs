@@ -138,3 +138,54 @@ fn live_changes_are_recorded_in_the_session_file() {
     assert_eq!((log[0].iteration, &log[0].change), (1, &SteerChange::Prompts(vec!["a dog".into()])));
     assert_eq!((log[1].iteration, &log[1].change), (2, &SteerChange::LearningRate(0.02)));
 }
+
+/// The largest spread of the latent's values within any `f × f` token block.
+fn block_spread(z: &Tensor, f: usize) -> f32 {
+    let (_, c, h, w) = z.dims4().expect("4d");
+    let v = z.flatten_all().expect("flat").to_vec1::<f32>().expect("values");
+    let mut worst = 0f32;
+    for ch in 0..c {
+        for by in (0..h).step_by(f) {
+            for bx in (0..w).step_by(f) {
+                let block: Vec<f32> = (by..(by + f).min(h))
+                    .flat_map(|y| (bx..(bx + f).min(w)).map(move |x| (y, x)))
+                    .map(|(y, x)| v[(ch * h + y) * w + x])
+                    .collect();
+                let lo = block.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                worst = worst.max(hi - lo);
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn coarse_to_fine_moves_the_latent_in_blocks_then_frees_it() {
+    let coarse = clipcanvas::engine::coarse::parse_schedule("4:2,2:4").expect("schedule");
+    let settings = RunSettings { width: 64, height: 64, coarse, iterations: 6, ..small(&["a red circle"]) };
+    let mut s = Session::new(models(), settings.clone()).expect("session");
+    let (_, _, h, w) = s.latent().dims4().expect("4d");
+    assert!(h >= 8 && w >= 8, "the test needs at least 8×8 tokens, got {h}×{w}");
+    assert_eq!(block_spread(s.latent(), 4), 0.0, "random codes are drawn per 4×4 block");
+    let start = s.latent().copy().expect("copy");
+    for _ in 0..2 {
+        s.step().expect("step");
+    }
+    let moved = (s.latent() - &start).expect("diff").abs().expect("abs").max_all().expect("max");
+    assert!(moved.to_scalar::<f32>().expect("scalar") > 0.0, "the latent moves");
+    assert_eq!(block_spread(s.latent(), 4), 0.0, "4×4 blocks move together in the first stage");
+    for _ in 0..2 {
+        s.step().expect("step");
+    }
+    assert_eq!(block_spread(s.latent(), 2), 0.0, "2×2 blocks move together in the second stage");
+    assert!(block_spread(s.latent(), 4) > 0.0, "the 4×4 blocks split in the second stage");
+    for _ in 0..2 {
+        s.step().expect("step");
+    }
+    assert!(block_spread(s.latent(), 2) > 0.0, "single tokens move after the schedule");
+
+    // Without a schedule the start is one random code per token, as the notebook draws.
+    let plain = Session::new(models(), RunSettings { coarse: Vec::new(), ..settings }).expect("session");
+    assert!(block_spread(plain.latent(), 4) > 0.0);
+}

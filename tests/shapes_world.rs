@@ -216,6 +216,12 @@ fn generate_without_model_flags_uses_the_shapes_world_and_says_so_once() {
     assert_eq!(stderr.matches("demo models: shapes world").count(), 1, "{stderr}");
     let meta = clipcanvas::export::read_png_metadata(&dir.path().join("x.png")).expect("readable").expect("metadata");
     assert!(meta.contains("shapes-world"), "{meta}");
+    // The world's own preset is the base the flags apply to.
+    let v: serde_json::Value = serde_json::from_str(&meta).expect("json");
+    let preset = clipcanvas::settings::RunSettings::shapes_world();
+    assert_eq!(v["settings"]["coarse"], serde_json::to_value(&preset.coarse).expect("json"));
+    assert_eq!(v["settings"]["augments"], serde_json::json!(["affine", "noise"]));
+    assert_eq!(v["settings"]["iterations"], 1, "flags override the preset");
 }
 
 #[test]

@@ -228,3 +228,34 @@ fn a_file_dropped_on_the_target_panel_becomes_a_target_image() {
     assert_eq!(st.targets[0].path, path);
     assert!(st.settings.init_image.is_none());
 }
+
+#[test]
+fn a_coarse_schedule_is_typed_checked_and_sent_with_the_run() {
+    use clipcanvas::engine::coarse::CoarseStage;
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    let preset = clipcanvas::settings::RunSettings::shapes_world().coarse;
+    assert_eq!(h.state().state.settings.coarse, preset, "the studio starts on the shapes preset");
+    h.get_by_label("Settings").click();
+    h.run_steps(2);
+    h.get_by_label("Coarse start").scroll_to_me();
+    h.run_steps(2);
+    let replace = |h: &mut Harness<'static, StudioApp>, text: &str| {
+        h.get_by_label("Coarse start").focus();
+        h.run_steps(1);
+        h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+        h.run_steps(1);
+        h.get_by_label("Coarse start").type_text(text);
+        h.run_steps(2);
+    };
+    replace(&mut h, "4:x");
+    h.get_by_label_contains("FACTOR:UNTIL");
+    assert_eq!(h.state().state.settings.coarse, preset, "a malformed schedule changes nothing");
+    replace(&mut h, "4:30,2:90");
+    assert!(h.query_by_label_contains("FACTOR:UNTIL").is_none(), "the error goes once the text is valid");
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
+    assert_eq!(settings.coarse, [CoarseStage { factor: 4, until: 30 }, CoarseStage { factor: 2, until: 90 }]);
+}

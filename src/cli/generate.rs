@@ -77,6 +77,10 @@ pub struct GenerateArgs {
     /// Smoothness (total variation) loss weight.
     #[arg(long)]
     pub tv_weight: Option<f64>,
+    /// Coarse-to-fine search "FACTOR:UNTIL[,…]": the latent moves in FACTOR×FACTOR token
+    /// blocks until iteration UNTIL (e.g. "4:40,2:80"); "none" is the notebook's search.
+    #[arg(long)]
+    pub coarse: Option<String>,
     /// Story mode: switch prompt stages every N iterations.
     #[arg(long)]
     pub story_every: Option<usize>,
@@ -245,6 +249,9 @@ pub fn merge_settings(a: &GenerateArgs, mut s: RunSettings) -> Result<RunSetting
     if let Some(v) = a.tv_weight {
         s.tv_weight = v;
     }
+    if let Some(v) = &a.coarse {
+        s.coarse = crate::engine::coarse::parse_schedule(v).map_err(input)?;
+    }
     if let Some(v) = a.story_every {
         s.story_every = v;
     }
@@ -367,6 +374,8 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let base = match (&args.resume, &args.settings) {
         (Some(r), _) => Session::read_settings(r)?,
         (None, Some(path)) => read_settings_file(path)?,
+        // Without models the built-in shapes world runs, with the settings it was made for.
+        (None, None) if args.vqgan.is_none() && args.clip.is_none() => RunSettings::shapes_world(),
         (None, None) => RunSettings::default(),
     };
     let settings = merge_settings(args, base)?;

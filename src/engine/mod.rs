@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod bench;
+pub mod coarse;
 pub mod cutouts;
 pub mod device;
 pub mod error;

@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::augment::{self, Augment, AugmentParams};
+use super::coarse::{block_average, factor_at};
 use super::cutouts::{self, Crop, CutMethod};
 use super::error::{EngineError, Result};
 use super::image::{load_rgb, resize_exact_lanczos, resize_keep_aspect, rgb_to_tensor, tensor_to_rgb};
@@ -474,6 +475,8 @@ impl Session {
         clock.times.loss = clock.lap()?;
         let grads = total.backward()?;
         let g = grads.get(&z).ok_or_else(|| EngineError::Input("the loss does not depend on the latent".into()))?;
+        // Coarse-to-fine: the latent moves in blocks while a stage is active.
+        let g = &block_average(g, factor_at(&self.settings.coarse, it))?;
         clock.times.backward = clock.lap()?;
         let updated = self.optimizer.step(&z, g, lr)?;
         self.last_grad = Some(g.clone());
@@ -632,8 +635,15 @@ fn initial_latent(
         }
         InitNoise::Gradient => encode(&gradient_image(w32, h32, rng)),
         InitNoise::Codes => {
+            // One random code per block of the first coarse stage (per token without one).
             let n = models.vqgan.config().n_embed;
-            let idx: Vec<u32> = (0..toks_x * toks_y).map(|_| u32::try_from(rng.below(n)).unwrap_or(0)).collect();
+            let f = factor_at(&settings.coarse, 0);
+            let (bx, by) = (toks_x.div_ceil(f), toks_y.div_ceil(f));
+            let blocks: Vec<u32> = (0..bx * by).map(|_| u32::try_from(rng.below(n)).unwrap_or(0)).collect();
+            let idx: Vec<u32> = (0..toks_y)
+                .flat_map(|y| (0..toks_x).map(move |x| (y / f, x / f)))
+                .map(|(y, x)| blocks[y * bx + x])
+                .collect();
             let idx = Tensor::from_vec(idx, (1, toks_y, toks_x), dev)?;
             Ok(models.vqgan.embed_indices(&idx)?)
         }

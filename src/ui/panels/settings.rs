@@ -1,26 +1,32 @@
 //! Run settings: models, size, seed, learning rate, iterations, cutouts, optimiser,
-//! augmentations, device, with presets and a memory estimate.
+//! augmentations, coarse-to-fine schedule, device, with presets and a memory estimate.
 
 use crate::engine::augment::Augment;
+use crate::engine::coarse::{format_schedule, parse_schedule};
 use crate::engine::cutouts::CutMethod;
 use crate::settings::{OptimizerKind, RunSettings};
 use crate::ui::state::memory_estimate;
 
-/// Named presets: (name, size, cutn, iterations).
-pub const PRESETS: [(&str, usize, usize, usize); 4] =
-    [("Shapes world", 128, 16, 150), ("Draft", 256, 16, 100), ("Standard", 512, 32, 300), ("Detailed", 512, 64, 500)];
+/// Named presets: (name, size, cutn, iterations, coarse-to-fine schedule).
+pub const PRESETS: [(&str, usize, usize, usize, &str); 4] = [
+    ("Shapes world", 128, 16, 150, "2:100"),
+    ("Draft", 256, 16, 100, ""),
+    ("Standard", 512, 32, 300, ""),
+    ("Detailed", 512, 64, 500, ""),
+];
 
 /// Shows the settings; returns true if the learning rate changed (it steers a live run).
 pub fn show(ui: &mut egui::Ui, s: &mut RunSettings) -> bool {
     let mut lr_changed = false;
     ui.horizontal(|ui| {
         ui.label("Preset");
-        for (name, size, cutn, iterations) in PRESETS {
+        for (name, size, cutn, iterations, coarse) in PRESETS {
             if ui.small_button(name).clicked() {
                 s.width = size;
                 s.height = size;
                 s.cutn = cutn;
                 s.iterations = iterations;
+                s.coarse = parse_schedule(coarse).unwrap_or_default();
             }
         }
     });
@@ -70,6 +76,9 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings) -> bool {
                 ui.selectable_value(&mut s.cut_method, CutMethod::Pooled, "pooled");
             });
         ui.end_row();
+        let l = ui.label("Coarse start");
+        coarse_edit(ui, l.id, s);
+        ui.end_row();
         ui.label("Optimiser");
         egui::ComboBox::from_id_salt("optimizer").selected_text(s.optimizer.name()).show_ui(ui, |ui| {
             for k in OptimizerKind::ALL {
@@ -103,6 +112,34 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings) -> bool {
     ui.label(format!("about {gb:.1} GB of memory at {}x{}, cutn {}", s.width, s.height, s.cutn))
         .on_hover_text("A rough estimate for the f16 VQGAN and ViT-B/32; larger models need more");
     lr_changed
+}
+
+/// The coarse-to-fine schedule as text ("4:50,2:150", empty for none). The text lives in
+/// egui's memory while it is being typed; a valid schedule is applied at once, an invalid
+/// one is shown in red with the reason and leaves the settings as they were.
+fn coarse_edit(ui: &mut egui::Ui, label: egui::Id, s: &mut RunSettings) {
+    let id = ui.make_persistent_id("coarse-text");
+    let current = format_schedule(&s.coarse);
+    let mut text: String = ui.data_mut(|d| d.get_temp(id)).unwrap_or_else(|| current.clone());
+    // Follow changes made elsewhere (a preset, a loaded file) unless the text is mid-edit.
+    if parse_schedule(&text).is_ok_and(|parsed| parsed != s.coarse) {
+        text = current;
+    }
+    ui.vertical(|ui| {
+        let edit = egui::TextEdit::singleline(&mut text).hint_text("none, or e.g. 4:50,2:150").desired_width(140.0);
+        let response = ui.add(edit).labelled_by(label).on_hover_text(
+            "FACTOR:UNTIL stages: the latent moves in FACTOR×FACTOR token blocks until iteration UNTIL, \
+             so large regions settle before detail",
+        );
+        match parse_schedule(&text) {
+            Ok(schedule) if response.changed() => s.coarse = schedule,
+            Ok(_) => {}
+            Err(e) => {
+                ui.colored_label(ui.visuals().error_fg_color, e);
+            }
+        }
+    });
+    ui.data_mut(|d| d.insert_temp(id, text));
 }
 
 fn path_edit(ui: &mut egui::Ui, label: egui::Id, path: &mut Option<std::path::PathBuf>, hint: &str) {
