@@ -137,7 +137,9 @@ fn judge(path: &Path, i: usize, seed: u64) -> Verdict {
 
 fn generate_command(dir: &Path, prompt: &str, seed: u64, out: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clipcanvas"));
-    cmd.args(["generate", "-p", prompt, "-s", "128x128", "-i", "150", "--cutn", "16", "--augment", "affine,noise"])
+    // No model flags: the shapes world and its preset (16 cutouts, affine + noise,
+    // coarse-to-fine); the size and iterations are spelled out.
+    cmd.args(["generate", "-p", prompt, "-s", "128x128", "-i", "150"])
         .args(["--seed", &seed.to_string(), "-o", out])
         .env_remove("CLIPCANVAS_MODELS")
         .current_dir(dir)

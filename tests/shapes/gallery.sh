@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes README's shapes-world gallery: `generate` with the built-in shapes world (no
-# model flags) for a few prompts, 128x128, 150 iterations, fixed seeds.
+# model flags, so its preset: 128x128, 150 iterations, coarse-to-fine) for a few
+# prompts, fixed seeds.
 #   tests/shapes/gallery.sh [OUT_DIR]     (default: assets/shapes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,8 +14,7 @@ while IFS='|' read -r prompt seed; do
   [ -z "$prompt" ] && continue
   i=$((i + 1))
   echo "[$i] $prompt (seed $seed)"
-  "$bin" generate -p "$prompt" -s 128x128 -i 150 --cutn 16 --augment affine,noise \
-    --seed "$seed" -o "$out/$i.png"
+  "$bin" generate -p "$prompt" --seed "$seed" -o "$out/$i.png"
 done <<'PROMPTS'
 a big red circle on a blue background|1
 a big yellow square on a black background|1

@@ -87,16 +87,21 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings) -> bool {
         });
         ui.end_row();
         ui.label("Augment");
-        ui.horizontal_wrapped(|ui| {
-            for a in Augment::ALL {
-                let mut on = s.augments.contains(&a);
-                if ui.checkbox(&mut on, a.name()).changed() {
-                    if on {
-                        s.augments.push(a);
-                    } else {
-                        s.augments.retain(|x| *x != a);
+        // Rows of three: a wrapped layout inside a grid cell overflows into the next row.
+        ui.vertical(|ui| {
+            for row in Augment::ALL.chunks(3) {
+                ui.horizontal(|ui| {
+                    for &a in row {
+                        let mut on = s.augments.contains(&a);
+                        if ui.checkbox(&mut on, a.name()).changed() {
+                            if on {
+                                s.augments.push(a);
+                            } else {
+                                s.augments.retain(|x| *x != a);
+                            }
+                        }
                     }
-                }
+                });
             }
         });
         ui.end_row();
