@@ -155,9 +155,9 @@ impl RunSettings {
     /// 16 cutouts with affine and noise augmentation, the latent moving in 2×2 token
     /// blocks for the first 100 iterations (coarse-to-fine; on the meaning test's 36 runs
     /// it raised right backgrounds from 31 to 35 and right shape colours from 17 to 23,
-    /// README), no model paths (the built-in
-    /// world). A fresh studio starts here, `generate` without models too, and
-    /// train-demo hardens its CLIP against runs made with them.
+    /// README), no model paths (the built-in world). A fresh studio starts here,
+    /// `generate` without models too, and train-demo hardens its CLIP against runs made
+    /// with them.
     pub fn shapes_world() -> Self {
         Self {
             vqgan: None,

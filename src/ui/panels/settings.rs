@@ -2,31 +2,35 @@
 //! augmentations, coarse-to-fine schedule, device, with presets and a memory estimate.
 
 use crate::engine::augment::Augment;
-use crate::engine::coarse::{format_schedule, parse_schedule};
+use crate::engine::coarse::{format_schedule, parse_schedule, CoarseStage};
 use crate::engine::cutouts::CutMethod;
 use crate::settings::{OptimizerKind, RunSettings};
 use crate::ui::state::memory_estimate;
 
-/// Named presets: (name, size, cutn, iterations, coarse-to-fine schedule).
-pub const PRESETS: [(&str, usize, usize, usize, &str); 4] = [
-    ("Shapes world", 128, 16, 150, "2:100"),
-    ("Draft", 256, 16, 100, ""),
-    ("Standard", 512, 32, 300, ""),
-    ("Detailed", 512, 64, 500, ""),
-];
+/// Named presets: (name, size, cutn, iterations, coarse-to-fine schedule). The first is
+/// the shapes world's own preset, [`RunSettings::shapes_world`].
+fn presets() -> [(&'static str, usize, usize, usize, Vec<CoarseStage>); 4] {
+    let world = RunSettings::shapes_world();
+    [
+        ("Shapes world", world.width, world.cutn, world.iterations, world.coarse),
+        ("Draft", 256, 16, 100, Vec::new()),
+        ("Standard", 512, 32, 300, Vec::new()),
+        ("Detailed", 512, 64, 500, Vec::new()),
+    ]
+}
 
 /// Shows the settings; returns true if the learning rate changed (it steers a live run).
 pub fn show(ui: &mut egui::Ui, s: &mut RunSettings) -> bool {
     let mut lr_changed = false;
     ui.horizontal(|ui| {
         ui.label("Preset");
-        for (name, size, cutn, iterations, coarse) in PRESETS {
+        for (name, size, cutn, iterations, coarse) in presets() {
             if ui.small_button(name).clicked() {
                 s.width = size;
                 s.height = size;
                 s.cutn = cutn;
                 s.iterations = iterations;
-                s.coarse = parse_schedule(coarse).unwrap_or_default();
+                s.coarse = coarse;
             }
         }
     });
