@@ -100,7 +100,7 @@ fn augmentations_match_torch() {
     let text = std::fs::read_to_string(fixture("engine/augment.json")).unwrap();
     let cases: Cases = serde_json::from_str(&text).unwrap();
     let names: Vec<&str> = cases.cases.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["flip", "affine", "perspective", "jitter", "erase", "all"]);
+    assert_eq!(names, ["flip", "affine", "perspective", "jitter", "erase", "all", "blur", "blur_all"]);
     let (x, w) = (&t["input"], &t["weights"]);
     for case in &cases.cases {
         let name = &case.name;

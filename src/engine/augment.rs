@@ -1,5 +1,5 @@
 //! Per-cutout augmentations (spec §3): flip, affine, perspective, colour jitter,
-//! erasing and noise, each with explicit parameters drawn on the host from our
+//! erasing, blur and noise, each with explicit parameters drawn on the host from our
 //! [`Rng`], so a run repeats exactly across devices and a test can give them.
 //!
 //! Everything is differentiable with respect to the cutouts:
@@ -10,7 +10,9 @@
 //!   as a sparse linear map (`gather` on the flattened pixels and a weighted sum);
 //! - jitter is per-pixel arithmetic, a per-cutout mean and a 3×3 colour matmul, with
 //!   the final clamp's gradient passed where `0 ≤ x ≤ 1` (as `torch.clamp`);
-//! - erasing is a blend with a host-built mask.
+//! - erasing is a blend with a host-built mask;
+//! - blur is two matmuls with host-built Gaussian matrices, `B_H · X · B_Wᵀ`, with the
+//!   edges reflected as torchvision's `gaussian_blur` reflects them.
 //!
 //! Each augmentation is applied, batched, to just the cutouts that have it; the others
 //! pass through untouched.
@@ -26,7 +28,10 @@
 //!   kornia's 0; we give them the same small range);
 //! - erase: p = 0.7, area U(0.1, 0.4) of the cutout, aspect ratio `h/w` log-uniform in
 //!   (0.3, 3.3), sides rounded and clamped to `[1, S]` (no retries), position uniform
-//!   inside the cutout, fill value U[0, 1) (kornia fills with 0).
+//!   inside the cutout, fill value U[0, 1) (kornia fills with 0);
+//! - blur (ours, not the notebook's): p = 0.5, sigma U(0.5, 2.5) pixels of a 64-pixel
+//!   cutout, scaled with the side; kernel `2·⌈3σ⌉ + 1`. A blurred view cannot be pleased
+//!   by fine detail, so its gradient asks for broad regions of colour.
 //!
 //! Noise is separate ([`random_noise`], [`add_noise`]): the notebook adds
 //! `fac_i · N(0, 1)` with `fac_i ~ U[0, noise_fac)` after the augmentations.
@@ -75,6 +80,9 @@ pub struct AugmentParams {
     pub perspective: Option<[[f64; 2]; 4]>,
     pub jitter: Option<Jitter>,
     pub erase: Option<Erase>,
+    /// Gaussian blur's standard deviation in cutout pixels.
+    #[serde(default)]
+    pub blur: Option<f64>,
 }
 
 impl AugmentParams {
@@ -85,6 +93,7 @@ impl AugmentParams {
             && self.perspective.is_none()
             && self.jitter.is_none()
             && self.erase.is_none()
+            && self.blur.is_none()
     }
 }
 
@@ -97,12 +106,14 @@ pub enum Augment {
     Perspective,
     Jitter,
     Erase,
+    Blur,
     Noise,
 }
 
 impl Augment {
     /// All augmentations, in the order they are applied.
-    pub const ALL: [Augment; 6] = [Self::Flip, Self::Affine, Self::Perspective, Self::Jitter, Self::Erase, Self::Noise];
+    pub const ALL: [Augment; 7] =
+        [Self::Flip, Self::Affine, Self::Perspective, Self::Jitter, Self::Erase, Self::Blur, Self::Noise];
 
     /// The augmentation named `name` (its [`Augment::name`], case-insensitive).
     pub fn parse(name: &str) -> Option<Self> {
@@ -116,6 +127,7 @@ impl Augment {
             Self::Perspective => "perspective",
             Self::Jitter => "jitter",
             Self::Erase => "erase",
+            Self::Blur => "blur",
             Self::Noise => "noise",
         }
     }
@@ -176,6 +188,10 @@ pub fn random_params(enabled: &[Augment], cut_size: usize, rng: &mut Rng) -> Aug
         let x = rng.below(s - w + 1);
         let y = rng.below(s - h + 1);
         p.erase = Some(Erase { x, y, w, h, value: rng.uniform() });
+    }
+    if on(Augment::Blur) && rng.chance(0.5) {
+        // Sigma in cutout pixels, for a 64-pixel cutout 0.5 to 2.5; scaled with the side.
+        p.blur = Some(rng.range(0.5, 2.5) * as_f64(cut_size.max(1)) / 64.0);
     }
     p
 }
@@ -447,8 +463,64 @@ fn erase(x: &Tensor, params: &[Erase]) -> Result<Tensor> {
     x.broadcast_mul(&(1.0 - &mask)?)?.broadcast_add(&fill)
 }
 
+/// The blur kernel's radius for `sigma`: `⌈3σ⌉`, at least 1 and below `side` (the
+/// reflection needs a pixel to reflect from).
+fn blur_radius(sigma: f64, side: usize) -> usize {
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "finite, clamped below")]
+    let r = (3.0 * sigma).ceil().clamp(1.0, 1e6) as usize;
+    r.min(side.saturating_sub(1)).max(usize::from(side > 1))
+}
+
+/// The `n`×`n` matrix of a 1-D Gaussian blur with reflected edges, as
+/// `torchvision.transforms.functional.gaussian_blur` with kernel size `2·radius + 1`:
+/// row `i` holds the weights output pixel `i` gives each input pixel.
+fn blur_matrix(n: usize, sigma: f64) -> Vec<f64> {
+    let r = blur_radius(sigma, n);
+    let taps: Vec<f64> = (0..=2 * r).map(|k| (-0.5 * ((as_f64(k) - as_f64(r)) / sigma).powi(2)).exp()).collect();
+    let total: f64 = taps.iter().sum();
+    let mut m = vec![0.0; n * n];
+    for i in 0..n {
+        for (k, t) in taps.iter().enumerate() {
+            // Source index i + k − r, reflected about 0 and n − 1 (no edge repeat).
+            let mut j = i as i64 + k as i64 - r as i64;
+            let last = n as i64 - 1;
+            if j < 0 {
+                j = -j;
+            }
+            if j > last {
+                j = 2 * last - j;
+            }
+            let j = usize::try_from(j.clamp(0, last)).unwrap_or(0);
+            m[i * n + j] += t / total;
+        }
+    }
+    m
+}
+
+/// Gaussian blur of `x` `[m, C, H, W]`, one sigma (pixels) per cutout: `B_H · X · B_Wᵀ`.
+fn blur(x: &Tensor, sigmas: &[f64]) -> Result<Tensor> {
+    let (m, _, h, w) = x.dims4()?;
+    if sigmas.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        candle_core::bail!("blur augmentation needs positive sigmas, got {sigmas:?}")
+    }
+    let (dtype, device) = (x.dtype(), x.device());
+    let mats = |n: usize, transpose: bool| -> Result<Tensor> {
+        let mut data = Vec::with_capacity(m * n * n);
+        for &s in sigmas {
+            let b = blur_matrix(n, s);
+            if transpose {
+                data.extend((0..n * n).map(|k| b[(k % n) * n + k / n]));
+            } else {
+                data.extend(b);
+            }
+        }
+        Tensor::from_vec(data, (m, 1, n, n), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)
+    };
+    mats(h, false)?.broadcast_matmul(x)?.broadcast_matmul(&mats(w, true)?)
+}
+
 /// Applies each cutout's parameters, in the spec's order (flip, affine, perspective,
-/// jitter, erase), to `batch` `[n, 3, S, S]`; `params.len()` must be `n`. Cutouts with
+/// jitter, erase, blur), to `batch` `[n, 3, S, S]`; `params.len()` must be `n`. Cutouts with
 /// nothing to apply come out unchanged (and cost nothing). Errors on a singular affine
 /// or a degenerate perspective.
 pub fn apply(batch: &Tensor, params: &[AugmentParams]) -> Result<Tensor> {
@@ -492,6 +564,11 @@ pub fn apply(batch: &Tensor, params: &[AugmentParams]) -> Result<Tensor> {
     x = on_subset(&x, &which(&|p| p.erase.is_some()), |sub, ids| {
         let es: Vec<Erase> = ids.iter().filter_map(|&i| params[i].erase).collect();
         erase(sub, &es)
+    })?;
+
+    x = on_subset(&x, &which(&|p| p.blur.is_some()), |sub, ids| {
+        let sigmas: Vec<f64> = ids.iter().filter_map(|&i| params[i].blur).collect();
+        blur(sub, &sigmas)
     })?;
     Ok(x)
 }
@@ -564,23 +641,29 @@ mod tests {
             assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{}\"", a.name()));
         }
         assert_eq!(Augment::parse("Jitter"), Some(Augment::Jitter));
-        assert_eq!(Augment::parse("blur"), None);
+        assert_eq!(Augment::parse("Blur"), Some(Augment::Blur));
+        assert_eq!(Augment::parse("sharpen"), None);
         let p = AugmentParams {
             flip: true,
             affine: Some(IDENTITY_AFFINE),
             perspective: Some([[0.0, 0.5], [0.0; 2], [0.0; 2], [0.0; 2]]),
             jitter: None,
             erase: Some(Erase { x: 1, y: 2, w: 3, h: 4, value: 0.5 }),
+            blur: None,
         };
         let v: serde_json::Value = serde_json::to_value(&p).unwrap();
-        let want = serde_json::json!({
+        let mut want = serde_json::json!({
             "flip": true,
             "affine": {"angle_deg": 0.0, "translate_x": 0.0, "translate_y": 0.0, "scale": 1.0, "shear_deg": 0.0},
             "perspective": [[0.0, 0.5], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]],
             "jitter": null,
-            "erase": {"x": 1, "y": 2, "w": 3, "h": 4, "value": 0.5}
+            "erase": {"x": 1, "y": 2, "w": 3, "h": 4, "value": 0.5},
+            "blur": null
         });
         assert_eq!(v, want);
+        assert_eq!(serde_json::from_value::<AugmentParams>(want.clone()).unwrap(), p);
+        // Parameters written before blur existed still read.
+        want.as_object_mut().unwrap().remove("blur");
         assert_eq!(serde_json::from_value::<AugmentParams>(want).unwrap(), p);
     }
 
@@ -720,6 +803,51 @@ mod tests {
     }
 
     #[test]
+    fn blur_is_a_normalised_reflected_gaussian() {
+        // Each row of the 1-D matrix sums to one, and a constant image stays constant.
+        for (n, sigma) in [(5, 0.5), (8, 1.3), (32, 3.0), (3, 4.0)] {
+            let m = blur_matrix(n, sigma);
+            for i in 0..n {
+                let s: f64 = m[i * n..(i + 1) * n].iter().sum();
+                assert!((s - 1.0).abs() < 1e-12, "row {i} of {n}x{n} sigma {sigma}: {s}");
+            }
+        }
+        let flat = Tensor::full(0.3f64, (1, 3, 6, 6), &Device::Cpu).unwrap();
+        let y = host(&apply(&flat, &[only(|p| p.blur = Some(1.1))]).unwrap());
+        assert!(y.iter().all(|v| (v - 0.3).abs() < 1e-12));
+        // Against a direct convolution with reflected edges: one bright pixel at (0, 2).
+        let (n, sigma) = (7usize, 0.8);
+        let mut data = vec![0.0f64; 3 * n * n];
+        data[2] = 1.0;
+        let x = Tensor::from_vec(data, (1, 3, n, n), &Device::Cpu).unwrap();
+        let y = host(&apply(&x, &[only(|p| p.blur = Some(sigma))]).unwrap());
+        let r = 3i64; // ⌈3 · 0.8⌉
+        let g = |d: i64| (-0.5 * (d as f64 / sigma).powi(2)).exp();
+        let total: f64 = (-r..=r).map(g).sum();
+        let reflect = |i: i64| {
+            if i < 0 {
+                -i
+            } else if i >= n as i64 {
+                2 * (n as i64 - 1) - i
+            } else {
+                i
+            }
+        };
+        let weight =
+            |out: i64, src: i64| -> f64 { (-r..=r).filter(|&k| reflect(out + k) == src).map(|k| g(k) / total).sum() };
+        for yy in 0..n as i64 {
+            for xx in 0..n as i64 {
+                let want = weight(yy, 0) * weight(xx, 2);
+                let got = y[(yy * n as i64 + xx) as usize];
+                assert!((got - want).abs() < 1e-12, "({yy}, {xx}): {got} vs {want}");
+            }
+        }
+        // Sigma scales with the cutout; a zero or NaN sigma is refused.
+        assert!(apply(&x, &[only(|p| p.blur = Some(0.0))]).is_err());
+        assert!(apply(&x, &[only(|p| p.blur = Some(f64::NAN))]).is_err());
+    }
+
+    #[test]
     fn gradients() {
         let x = rand_tensor(&[2, 3, 5, 5], 7, 0.2, 0.8);
         let a = Affine { angle_deg: 17.0, translate_x: 0.07, translate_y: -0.05, scale: 1.1, shear_deg: 6.0 };
@@ -732,6 +860,7 @@ mod tests {
             ("perspective", vec![AugmentParams::default(), only(|p| p.perspective = Some(d))]),
             ("jitter", vec![only(|p| p.jitter = Some(j)), only(|p| p.jitter = Some(Jitter { hue: -0.03, ..j }))]),
             ("erase", vec![only(|p| p.erase = Some(e)), AugmentParams::default()]),
+            ("blur", vec![AugmentParams::default(), only(|p| p.blur = Some(1.4))]),
             (
                 "all",
                 vec![
@@ -741,6 +870,7 @@ mod tests {
                         perspective: Some(d),
                         jitter: Some(j),
                         erase: Some(e),
+                        blur: Some(0.9),
                     },
                     only(|p| p.affine = Some(Affine { angle_deg: -25.0, ..a })),
                 ],
@@ -800,6 +930,7 @@ mod tests {
             ("perspective", rate(&|p| p.perspective.is_some()), 0.4),
             ("jitter", rate(&|p| p.jitter.is_some()), 0.7),
             ("erase", rate(&|p| p.erase.is_some()), 0.7),
+            ("blur", rate(&|p| p.blur.is_some()), 0.5),
         ] {
             assert!((r - p).abs() < 0.04, "{name}: rate {r} vs {p}");
         }
@@ -814,6 +945,10 @@ mod tests {
             if let Some(j) = p.jitter {
                 assert!([j.brightness, j.contrast, j.saturation, j.hue].iter().all(|v| v.abs() <= 0.01));
             }
+            if let Some(b) = p.blur {
+                // 0.5 to 2.5 pixels of a 64-pixel cutout, scaled to this one's side.
+                assert!((0.25..1.25).contains(&b), "blur sigma {b}");
+            }
             if let Some(e) = p.erase {
                 assert!(e.w >= 1 && e.h >= 1 && e.x + e.w <= s && e.y + e.h <= s);
                 assert!((0.0..1.0).contains(&e.value));
@@ -822,6 +957,7 @@ mod tests {
         // Only the enabled ones are drawn.
         let q = random_params(&[Augment::Flip, Augment::Noise], s, &mut rng);
         assert!(q.affine.is_none() && q.perspective.is_none() && q.jitter.is_none() && q.erase.is_none());
+        assert!(q.blur.is_none());
         assert!(random_params(&[], s, &mut rng).is_identity());
         let a: Vec<_> = (0..20).map(|_| random_params(&Augment::ALL, s, &mut Rng::new(5))).collect();
         let mut r1 = Rng::new(5);

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 import yaml
 from safetensors.torch import save_file
 from notebook import (  # the notebook's pieces, shared by both reference scripts
@@ -241,7 +242,7 @@ def sample_grid(img: torch.Tensor, fn) -> torch.Tensor:
 
 
 def augment_one(x: torch.Tensor, p: dict) -> torch.Tensor:
-    """x: [1,3,S,S]; p: AugmentParams. Order: flip, affine, perspective, jitter, erase."""
+    """x: [1,3,S,S]; p: AugmentParams. Order: flip, affine, perspective, jitter, erase, blur."""
     if p["flip"]:
         x = sample_grid(x, lambda ux, uy: (-ux, uy))
     if p["affine"] is not None:
@@ -275,6 +276,12 @@ def augment_one(x: torch.Tensor, p: dict) -> torch.Tensor:
         mask = torch.zeros_like(x)
         mask[:, :, e["y"]:e["y"] + e["h"], e["x"]:e["x"] + e["w"]] = 1
         x = x * (1 - mask) + e["value"] * mask
+    if p.get("blur") is not None:
+        # torchvision's Gaussian blur (reflected edges), kernel 2*ceil(3*sigma)+1 clipped
+        # below the side, as clipcanvas's blur augmentation.
+        sigma = p["blur"]
+        r = max(1, min(math.ceil(3 * sigma), x.shape[-1] - 1))
+        x = TF.gaussian_blur(x, [2 * r + 1, 2 * r + 1], [sigma, sigma])
     return x
 
 
@@ -481,6 +488,10 @@ def augment_cases() -> list:
     case("erase", [dict(aug_none(), erase=rand_erase(rng, S)) for _ in range(3)])
     case("all", [{"flip": True, "affine": rand_affine(rng), "perspective": rand_perspective(rng),
                   "jitter": rand_jitter(rng), "erase": rand_erase(rng, S)} for _ in range(3)])
+    # Appended last, so the cases above draw the same numbers as before.
+    case("blur", [dict(aug_none(), blur=0.7), aug_none(), dict(aug_none(), blur=r4(rng.uniform(1.5, 3.5)))])
+    case("blur_all", [{"flip": False, "affine": rand_affine(rng), "perspective": None,
+                       "jitter": rand_jitter(rng), "erase": rand_erase(rng, S), "blur": 1.3} for _ in range(3)])
     return cases
 
 
@@ -543,12 +554,13 @@ def make_augment() -> None:
         "cases": cases,
         "notes": "augment.safetensors: input [3,3,32,32], weights [3,3,32,32]; per case out_<name> = "
                  "augment(input, params) (cutout i uses params[i]; order flip, affine, perspective, jitter, "
-                 "erase; each geometric step is a separate bilinear/border/align_corners=False grid_sample "
+                 "erase, blur; each geometric step is a separate bilinear/border/align_corners=False grid_sample "
                  "of the previous step's output, grid computed in float64 and rounded to float32) and "
                  "grad_<name> = d(sum(out * weights))/d(input). Hue: the RGB->RGB matrix "
                  "inv(T) @ [[1,0,0],[0,cos,-sin],[0,sin,cos]] @ T (angle 2*pi*hue) is computed in float64 "
                  "and applied once in float32; jitter ends with a plain clamp(0,1) (zero gradient outside). "
-                 "Erase rect: columns x..x+w, rows y..y+h. noise: out_noise = input + "
+                 "Erase rect: columns x..x+w, rows y..y+h. Blur: torchvision gaussian_blur, sigma = blur, "
+                 "kernel 2*ceil(3*sigma)+1 (clipped below the side), reflected edges. noise: out_noise = input + "
                  "noise_facs[:,None,None,None] * noise.",
     })
 
