@@ -145,6 +145,22 @@ fn a_coarse_schedule_changes_the_run_and_round_trips_through_the_png() {
 }
 
 #[test]
+fn the_blur_augmentation_changes_the_run_and_round_trips_through_the_png() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let base = ["-s", "64x64", "-i", "3", "--seed", "6", "--cutn", "4"];
+    ok(&generate(d, &[&base[..], &["--augment", "affine,noise", "-o", "plain.png"]].concat()));
+    ok(&generate(d, &[&base[..], &["--augment", "affine,blur,noise", "-o", "blur.png"]].concat()));
+    assert_ne!(bytes(&d.join("plain.png")), bytes(&d.join("blur.png")), "blurred views change the run");
+    let meta = clipcanvas::export::read_png_metadata(&d.join("blur.png")).expect("read").expect("metadata");
+    let v: serde_json::Value = serde_json::from_str(&meta).expect("json");
+    assert_eq!(v["settings"]["augments"], serde_json::json!(["affine", "blur", "noise"]));
+    let out = bin().args(["generate", "--settings", "blur.png", "-o", "again.png"]).current_dir(d).output();
+    ok(&out.expect("run"));
+    assert_eq!(bytes(&d.join("blur.png")), bytes(&d.join("again.png")), "the PNG restores the augmentations");
+}
+
+#[test]
 fn bad_input_gets_one_line_and_exit_code_2() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();

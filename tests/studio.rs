@@ -259,3 +259,26 @@ fn a_coarse_schedule_is_typed_checked_and_sent_with_the_run() {
     let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
     assert_eq!(settings.coarse, [CoarseStage { factor: 4, until: 30 }, CoarseStage { factor: 2, until: 90 }]);
 }
+
+#[test]
+fn ticking_blur_sends_it_with_the_run_and_unticking_takes_it_back() {
+    use clipcanvas::engine::augment::Augment;
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    assert!(!h.state().state.settings.augments.contains(&Augment::Blur), "blur is off by default");
+    h.get_by_label("Settings").click();
+    h.run_steps(2);
+    h.get_by_label("blur").scroll_to_me();
+    h.run_steps(2);
+    h.get_by_label("blur").click();
+    h.run_steps(2);
+    assert!(h.state().state.settings.augments.contains(&Augment::Blur));
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
+    assert!(settings.augments.contains(&Augment::Blur), "{:?}", settings.augments);
+    h.get_by_label("blur").click();
+    h.run_steps(2);
+    assert!(!h.state().state.settings.augments.contains(&Augment::Blur));
+}

@@ -68,7 +68,7 @@ pub struct GenerateArgs {
     /// adam, adamw, adagrad, adamax or rmsprop.
     #[arg(long)]
     pub optimizer: Option<String>,
-    /// Comma-separated augmentations (flip, affine, perspective, jitter, erase, noise), or "none".
+    /// Comma-separated augmentations (flip, affine, perspective, jitter, erase, blur, noise), or "none".
     #[arg(long)]
     pub augment: Option<String>,
     /// The cutout noise factor.
