@@ -282,3 +282,18 @@ fn ticking_blur_sends_it_with_the_run_and_unticking_takes_it_back() {
     h.run_steps(2);
     assert!(!h.state().state.settings.augments.contains(&Augment::Blur));
 }
+
+#[test]
+fn the_memory_estimate_is_for_the_models_in_use() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    h.get_by_label("Settings").click();
+    h.run_steps(2);
+    // No models named: the shapes world, whose preset run takes about 0.16 GB.
+    h.get_by_label("about 0.2 GB of memory at 128x128, cutn 16");
+    h.state_mut().state.settings.clip = Some("models/clip-vit-base-patch32".into());
+    h.state_mut().state.settings.vqgan = Some("models/vqgan.ckpt".into());
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("about 0.2 GB").is_none(), "real models need more");
+    h.get_by_label_contains("GB of memory at 128x128, cutn 16");
+}
