@@ -151,6 +151,11 @@ impl Default for RunSettings {
 }
 
 impl RunSettings {
+    /// True when no model is named: a run then uses the built-in shapes world.
+    pub fn names_no_models(&self) -> bool {
+        self.vqgan.is_none() && self.clip.is_none()
+    }
+
     /// The settings the shapes world's models were made for: 128×128, 150 iterations,
     /// 16 cutouts with affine and noise augmentation, the latent moving in 2×2 token
     /// blocks for the first 100 iterations (coarse-to-fine; on the meaning test's 36 runs

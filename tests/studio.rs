@@ -74,6 +74,14 @@ fn harness(link: &FakeLink) -> Harness<'static, StudioApp> {
     h
 }
 
+/// The studio with its Settings section opened, as a user opens it.
+fn harness_with_settings_open(link: &FakeLink) -> Harness<'static, StudioApp> {
+    let mut h = harness(link);
+    h.get_by_label("Settings").click();
+    h.run_steps(2);
+    h
+}
+
 fn frame(iteration: usize, w: u32, h: u32) -> Arc<FrameEvent> {
     let rgba = (0..w * h).flat_map(|i| [(i % 251) as u8, 100, 200, 255]).collect();
     Arc::new(FrameEvent::new(iteration, Frame { width: w, height: h, rgba }))
@@ -233,11 +241,9 @@ fn a_file_dropped_on_the_target_panel_becomes_a_target_image() {
 fn a_coarse_schedule_is_typed_checked_and_sent_with_the_run() {
     use clipcanvas::engine::coarse::CoarseStage;
     let link = FakeLink::default();
-    let mut h = harness(&link);
+    let mut h = harness_with_settings_open(&link);
     let preset = clipcanvas::settings::RunSettings::shapes_world().coarse;
     assert_eq!(h.state().state.settings.coarse, preset, "the studio starts on the shapes preset");
-    h.get_by_label("Settings").click();
-    h.run_steps(2);
     h.get_by_label("Coarse start").scroll_to_me();
     h.run_steps(2);
     let replace = |h: &mut Harness<'static, StudioApp>, text: &str| {
@@ -264,10 +270,8 @@ fn a_coarse_schedule_is_typed_checked_and_sent_with_the_run() {
 fn ticking_blur_sends_it_with_the_run_and_unticking_takes_it_back() {
     use clipcanvas::engine::augment::Augment;
     let link = FakeLink::default();
-    let mut h = harness(&link);
+    let mut h = harness_with_settings_open(&link);
     assert!(!h.state().state.settings.augments.contains(&Augment::Blur), "blur is off by default");
-    h.get_by_label("Settings").click();
-    h.run_steps(2);
     h.get_by_label("blur").scroll_to_me();
     h.run_steps(2);
     h.get_by_label("blur").click();
@@ -286,9 +290,7 @@ fn ticking_blur_sends_it_with_the_run_and_unticking_takes_it_back() {
 #[test]
 fn the_memory_estimate_is_for_the_models_in_use() {
     let link = FakeLink::default();
-    let mut h = harness(&link);
-    h.get_by_label("Settings").click();
-    h.run_steps(2);
+    let mut h = harness_with_settings_open(&link);
     // No models named: the shapes world, whose preset run takes about 0.16 GB.
     h.get_by_label("about 0.2 GB of memory at 128x128, cutn 16");
     h.state_mut().state.settings.clip = Some("models/clip-vit-base-patch32".into());

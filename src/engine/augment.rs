@@ -504,19 +504,11 @@ fn blur(x: &Tensor, sigmas: &[f64]) -> Result<Tensor> {
         candle_core::bail!("blur augmentation needs positive sigmas, got {sigmas:?}")
     }
     let (dtype, device) = (x.dtype(), x.device());
-    let mats = |n: usize, transpose: bool| -> Result<Tensor> {
-        let mut data = Vec::with_capacity(m * n * n);
-        for &s in sigmas {
-            let b = blur_matrix(n, s);
-            if transpose {
-                data.extend((0..n * n).map(|k| b[(k % n) * n + k / n]));
-            } else {
-                data.extend(b);
-            }
-        }
+    let mats = |n: usize| -> Result<Tensor> {
+        let data: Vec<f64> = sigmas.iter().flat_map(|&s| blur_matrix(n, s)).collect();
         Tensor::from_vec(data, (m, 1, n, n), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)
     };
-    mats(h, false)?.broadcast_matmul(x)?.broadcast_matmul(&mats(w, true)?)
+    mats(h)?.broadcast_matmul(x)?.broadcast_matmul(&mats(w)?.t()?)
 }
 
 /// Applies each cutout's parameters, in the spec's order (flip, affine, perspective,

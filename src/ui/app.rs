@@ -124,7 +124,7 @@ impl StudioApp {
     pub fn check_models(&mut self) {
         let mut missing = Vec::new();
         self.demo_models = false;
-        if self.state.settings.vqgan.is_none() && self.state.settings.clip.is_none() {
+        if self.state.settings.names_no_models() {
             if crate::worker::demo_models_available() {
                 self.demo_models = true;
             } else {

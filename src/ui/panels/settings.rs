@@ -116,8 +116,7 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings) -> bool {
         ui.add(egui::DragValue::new(&mut s.save_every).range(1..=10_000)).labelled_by(l.id);
         ui.end_row();
     });
-    // With no models named the built-in shapes world is used (as the worker resolves it).
-    let demo = s.vqgan.is_none() && s.clip.is_none();
+    let demo = s.names_no_models();
     #[expect(clippy::cast_precision_loss, reason = "display only")]
     let gb = memory_estimate(s.width, s.height, s.cutn, demo) as f64 / 1e9;
     ui.label(format!("about {gb:.1} GB of memory at {}x{}, cutn {}", s.width, s.height, s.cutn)).on_hover_text(
