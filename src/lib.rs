@@ -4,8 +4,10 @@
 //! - [`cli`]: the headless commands (`generate`, `score`, `models`).
 //! - [`worker`] and [`manager`]: the studio's background services (the engine thread;
 //!   model downloads), reached over bounded channels.
-//! - [`engine`]: images, scoring and the optimisation session; no UI types.
-//! - [`models`]: CLIP, VQGAN and the tokenizer in candle, the only code that reads
+//! - [`engine`]: images, scoring, one-step drafts and the optimisation session; no UI
+//!   types.
+//! - [`training`]: `train-onestep`, the one-step generator's trainer, with checkpoints.
+//! - [`models`]: CLIP, VQGAN, the one-step generator and the tokenizer in candle, the only code that reads
 //!   model weights; and the model manager's catalog, discovery, downloads and
 //!   verification.
 //!
@@ -20,5 +22,6 @@ pub mod models;
 pub mod process;
 pub mod settings;
 pub mod shapes;
+pub mod training;
 pub mod ui;
 pub mod worker;

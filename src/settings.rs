@@ -71,6 +71,68 @@ pub struct LrStep {
     pub gamma: f64,
 }
 
+/// How a one-step model draws its codes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sampling {
+    /// Logits are divided by this; 0 takes the likeliest code.
+    pub temperature: f64,
+    /// Keep only the k likeliest codes; 0 keeps all.
+    pub top_k: usize,
+    /// Keep the likeliest codes whose probabilities add up to this; 1 keeps all.
+    pub top_p: f64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self { temperature: 1.0, top_k: 0, top_p: 0.9 }
+    }
+}
+
+impl Sampling {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.temperature.is_finite() && (0.0..=100.0).contains(&self.temperature)) {
+            return Err(format!("temperature must be between 0 and 100, got {}", self.temperature));
+        }
+        if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("top-p must be above 0 and at most 1, got {}", self.top_p));
+        }
+        Ok(())
+    }
+}
+
+/// One-step drafting (CLIP-GEN): a one-step model draws candidate code grids for the
+/// prompts, CLIP ranks them, and the run starts from the chosen one (iteration 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OneStepSettings {
+    /// The one-step model's folder; none: the shapes world's.
+    pub model: Option<PathBuf>,
+    /// Candidates drawn and ranked.
+    pub candidates: usize,
+    pub sampling: Sampling,
+    /// Which ranked candidate the run starts from (0: CLIP's favourite).
+    pub pick: usize,
+}
+
+impl Default for OneStepSettings {
+    fn default() -> Self {
+        Self { model: None, candidates: 8, sampling: Sampling::default(), pick: 0 }
+    }
+}
+
+impl OneStepSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.candidates == 0 || self.candidates > 256 {
+            return Err(format!("candidates must be between 1 and 256, got {}", self.candidates));
+        }
+        if self.pick >= self.candidates {
+            return Err(format!("pick {} is not one of the {} candidates (0 to {})", self.pick, self.candidates, self.candidates - 1));
+        }
+        self.sampling.validate()
+    }
+}
+
 /// Everything a run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -113,6 +175,8 @@ pub struct RunSettings {
     pub device: String,
     /// Keep (and report) a frame every this many iterations.
     pub save_every: usize,
+    /// Start from a one-step draft instead of `init_noise`.
+    pub one_step: Option<OneStepSettings>,
 }
 
 impl Default for RunSettings {
@@ -146,6 +210,7 @@ impl Default for RunSettings {
             clip: None,
             device: "cpu".to_owned(),
             save_every: 50,
+            one_step: None,
         }
     }
 }
@@ -223,6 +288,12 @@ impl RunSettings {
             }
         }
         validate_schedule(&self.coarse)?;
+        if let Some(one) = &self.one_step {
+            one.validate()?;
+            if self.init_image.is_some() {
+                return Err("a one-step draft is the start of the run; it cannot be combined with an init image".into());
+            }
+        }
         if !self.story.is_empty() && self.story_every == 0 {
             return Err("story_every must be at least 1".into());
         }

@@ -64,6 +64,22 @@ pub fn demo_models_available() -> bool {
     crate::models::bundled::shapes_world().is_some()
 }
 
+/// Why a one-step draft cannot be made with `settings`' models, or `None` when a
+/// one-step model is there to try (whether it fits the models is checked on loading).
+pub fn draft_unavailable(settings: &RunSettings, one_step: &crate::settings::OneStepSettings) -> Option<String> {
+    const TRAIN: &str = "train one with `clipcanvas train-onestep --images DIR --clip CLIP --vqgan VQGAN` \
+                         and set it in Settings > One-step model";
+    match &one_step.model {
+        Some(dir) if dir.join("config.json").is_file() && dir.join("model.safetensors").is_file() => None,
+        Some(dir) => Some(format!("no one-step model in {}: {TRAIN}", dir.display())),
+        None if settings.names_no_models() => match crate::models::bundled::shapes_world() {
+            Some(w) if w.onestep.is_some() => None,
+            _ => Some("the shapes world's one-step model (models/shapes-world/onestep) is missing".to_owned()),
+        },
+        None => Some(format!("no one-step model for these models: {TRAIN}")),
+    }
+}
+
 /// How many commands may wait for the worker.
 pub const COMMAND_CAPACITY: usize = 64;
 /// How many events may wait for the UI on the event channel.
@@ -107,6 +123,12 @@ pub enum Command {
     BranchFrom { iteration: usize },
     /// Writes the session file (atomically).
     SaveSession(PathBuf),
+    /// Starts a run that began from a one-step draft over from another of its ranked
+    /// candidates (only before its first iteration).
+    PickDraft(usize),
+    /// Continues a finished or stopped run for this many more iterations (a draft's
+    /// refinement: the draft is iteration 0).
+    Refine(usize),
     /// Ends the worker thread (after the commands queued before it).
     Shutdown,
 }
@@ -158,6 +180,16 @@ pub enum Event {
         iteration: usize,
         change: String,
     },
+    /// The one-step candidates a run started from, best first.
+    Drafts(Arc<Vec<DraftFrame>>),
+}
+
+/// One ranked one-step candidate, for the studio's picker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftFrame {
+    pub frame: Frame,
+    /// CLIP's score against the prompts.
+    pub score: f64,
 }
 
 /// One live change of a run, as in [`Event::Steered`].
@@ -587,6 +619,8 @@ impl Engine {
             }),
             Command::BranchFrom { iteration } => self.branch(iteration),
             Command::SaveSession(path) => self.save(&path),
+            Command::PickDraft(rank) => self.pick_draft(rank),
+            Command::Refine(more) => self.refine(more),
             Command::Shutdown => {}
         }
     }
@@ -599,6 +633,14 @@ impl Engine {
             Ok(mut session) => {
                 for n in session.take_notices() {
                     self.notice(n);
+                }
+                if !session.drafts().is_empty() {
+                    let frames = session
+                        .drafts()
+                        .iter()
+                        .map(|c| DraftFrame { frame: Frame::from_rgb(&c.image), score: c.score })
+                        .collect();
+                    self.out.send(Event::Drafts(Arc::new(frames)));
                 }
                 self.session = Some(session);
                 if self.remaining() == 0 {
@@ -706,6 +748,41 @@ impl Engine {
             self.set_state(RunState::Running);
         } else if left == 0 {
             self.finish();
+        }
+    }
+
+    fn pick_draft(&mut self, rank: usize) {
+        let Some(session) = self.session.as_mut() else {
+            self.notice("no draft to pick from: make a draft first");
+            return;
+        };
+        if session.iteration() > 0 {
+            self.notice("the run has moved on from its draft; make a new draft to pick another");
+            return;
+        }
+        if let Err(e) = session.pick_draft(rank) {
+            self.error(e);
+            return;
+        }
+        self.kept.clear();
+        self.last_frame = None;
+        self.final_frame();
+        self.steered(0, format!("draft {rank} picked"));
+    }
+
+    fn refine(&mut self, more: usize) {
+        let Some(session) = self.session.as_mut() else {
+            self.notice("nothing to refine: make a draft or start a run first");
+            return;
+        };
+        if !matches!(self.state, RunState::Finished | RunState::Stopped | RunState::Paused) {
+            return;
+        }
+        let now = session.iteration();
+        session.extend_iterations(now + more);
+        if more > 0 {
+            self.notice(format!("refining from iteration {now} for {more} iterations"));
+            self.set_state(RunState::Running);
         }
     }
 
@@ -836,6 +913,47 @@ mod tests {
             clip: Some(fixture("clip-tiny")),
             ..RunSettings::default()
         }
+    }
+
+    #[test]
+    fn a_draft_reports_its_candidates_and_can_be_picked_and_refined() {
+        let dir = tempfile::tempdir().expect("temp");
+        let model = dir.path().join("onestep");
+        let config = crate::models::onestep::OneStepConfig {
+            clip_dim: 16,
+            n_codes: 64,
+            grid: [8, 8],
+            width: 16,
+            layers: 1,
+            heads: 2,
+            mlp: 32,
+            ..Default::default()
+        };
+        crate::training::onestep::write_untrained(&model, &config, 1).expect("model");
+        let (worker, _) = spawn();
+        let mut settings = tiny(0);
+        settings.one_step =
+            Some(crate::settings::OneStepSettings { model: Some(model), candidates: 3, ..Default::default() });
+        start(&worker, settings);
+        let events = until(&worker, is_state(RunState::Finished));
+        let drafts = events.iter().find_map(|e| match e {
+            Event::Drafts(d) => Some(Arc::clone(d)),
+            _ => None,
+        });
+        let drafts = drafts.expect("the candidates are reported");
+        assert_eq!(drafts.len(), 3);
+        assert!(drafts.windows(2).all(|w| w[0].score >= w[1].score), "ranked best first");
+        let frame = worker.take_frame().expect("the draft on the canvas");
+        assert_eq!((frame.iteration, &frame.frame), (0, &drafts[0].frame));
+        assert!(worker.send(Command::PickDraft(2)));
+        until(&worker, |e| matches!(e, Event::Steered { change, .. } if change.contains("draft 2")));
+        let frame = worker.take_frame().expect("the picked draft");
+        assert_eq!(frame.frame, drafts[2].frame);
+        assert!(worker.send(Command::Refine(2)));
+        let events = until(&worker, is_state(RunState::Finished));
+        assert_eq!(steps(&events).len(), 2, "two iterations of refinement");
+        assert!(worker.send(Command::PickDraft(0)));
+        until(&worker, |e| matches!(e, Event::Notice(m) if m.contains("moved on")));
     }
 
     fn spawn() -> (Worker, Arc<AtomicUsize>) {

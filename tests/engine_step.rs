@@ -74,7 +74,7 @@ fn models() -> Arc<Models> {
     let dev = Device::Cpu;
     let vqgan = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &dev).expect("vqgan");
     let (clip, tokenizer) = clip::load(&fixture("clip-tiny"), DType::F32, &dev).expect("clip");
-    Arc::new(Models { vqgan, clip, tokenizer, device: dev, source: None })
+    Arc::new(Models { vqgan, clip, tokenizer, device: dev, source: None, onestep: None })
 }
 
 fn scalar(t: &Tensor) -> f64 {

@@ -299,3 +299,72 @@ fn the_memory_estimate_is_for_the_models_in_use() {
     assert!(h.query_by_label_contains("about 0.2 GB").is_none(), "real models need more");
     h.get_by_label_contains("GB of memory at 128x128, cutn 16");
 }
+
+/// A one-step model folder the studio can point Draft at (its files are only checked to
+/// exist here; the worker loads them).
+fn onestep_folder(dir: &std::path::Path) -> PathBuf {
+    let m = dir.join("onestep");
+    std::fs::create_dir_all(&m).expect("mkdir");
+    std::fs::write(m.join("config.json"), "{}").expect("write");
+    std::fs::write(m.join("model.safetensors"), b"x").expect("write");
+    m
+}
+
+#[test]
+fn draft_sends_a_one_step_run_and_the_candidates_can_be_picked_and_refined() {
+    let dir = tempfile::tempdir().expect("temp");
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    h.state_mut().state.draft.model = Some(onestep_folder(dir.path()));
+    h.state_mut().state.draft.candidates = 3;
+    h.run_steps(2);
+    h.get_by_label("Draft").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Start(s)) = sent.first() else { panic!("expected Start, got {sent:?}") };
+    let one = s.one_step.as_ref().expect("a one-step run");
+    assert_eq!((one.candidates, one.pick, s.iterations), (3, 0, 0), "a draft is iteration 0 of 3 candidates");
+    assert_eq!(s.prompts, vec!["a big red circle on a blue background:1".to_owned()]);
+    // The worker's ranked candidates appear as thumbnails; picking one sends it.
+    let drafts = (0..3)
+        .map(|i| clipcanvas::worker::DraftFrame {
+            frame: Frame { width: 8, height: 8, rgba: vec![u8::try_from(i * 80).expect("small"); 256] },
+            score: 0.9 - f64::from(i) * 0.1,
+        })
+        .collect();
+    link.push(Event::Drafts(Arc::new(drafts)));
+    link.push(Event::State(RunState::Finished));
+    h.run_steps(2);
+    h.get_by_label("#3").click();
+    h.run_steps(2);
+    assert!(matches!(link.sent().last(), Some(Command::PickDraft(2))), "{:?}", link.sent());
+    assert_eq!(h.state().draft_pick, 2);
+    h.get_by_label("Refine").click();
+    h.run_steps(2);
+    let iterations = h.state().state.settings.iterations;
+    assert!(matches!(link.sent().last(), Some(Command::Refine(n)) if *n == iterations), "{:?}", link.sent());
+    // Ctrl+D drafts again.
+    let before = link.sent().len();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::D);
+    h.run_steps(2);
+    assert!(matches!(link.sent().get(before), Some(Command::Start(s)) if s.one_step.is_some()), "{:?}", link.sent());
+}
+
+#[test]
+fn draft_says_why_when_no_one_step_model_fits_the_models() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    h.state_mut().state.settings.vqgan = Some(fixture("vqgan-tiny/model.ckpt"));
+    h.state_mut().state.settings.clip = Some(fixture("clip-tiny"));
+    h.run_steps(2);
+    let why = h.state().draft_unavailable().expect("no one-step model for real models");
+    assert!(why.contains("train-onestep"), "{why}");
+    h.get_by_label("Draft").click();
+    h.run_steps(2);
+    assert!(link.sent().is_empty(), "a disabled Draft sent {:?}", link.sent());
+    // Pointing it at a model folder turns it on.
+    let dir = tempfile::tempdir().expect("temp");
+    h.state_mut().state.draft.model = Some(onestep_folder(dir.path()));
+    h.run_steps(2);
+    assert_eq!(h.state().draft_unavailable(), None);
+}

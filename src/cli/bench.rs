@@ -47,9 +47,17 @@ pub struct BenchArgs {
     /// A PyTorch report (bench_reference.py --json) to print beside these figures.
     #[arg(long)]
     pub compare: Option<PathBuf>,
+    /// Time one-step drafts instead: the shapes world at 128×128 with this many
+    /// candidates, drawn, decoded and ranked (its one-step model, or an untrained one
+    /// of the same size where it is missing: the time does not depend on the weights).
+    #[arg(long)]
+    pub drafts: Option<usize>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), CliError> {
+    if let Some(candidates) = args.drafts {
+        return drafts(args, candidates);
+    }
     let reference = match &args.compare {
         Some(path) => Some(read_report(path).map_err(CliError::Input)?),
         None => None,
@@ -74,6 +82,77 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     }
     let mut out = std::io::stdout().lock();
     write!(out, "{}", format_report(&report, reference.as_ref())).map_err(|e| CliError::Runtime(e.into()))?;
+    Ok(())
+}
+
+/// `bench --drafts K`: seconds per one-step draft of the shapes world.
+fn drafts(args: &BenchArgs, candidates: usize) -> Result<(), CliError> {
+    use crate::engine::draft::{draft_timed, embed_text, DraftTimes};
+    use crate::settings::{OneStepSettings, RunSettings};
+    let input = |e: String| CliError::Input(anyhow::anyhow!(e));
+    let runtime = |e: crate::engine::EngineError| CliError::Runtime(e.into());
+    let world = crate::models::bundled::shapes_world()
+        .ok_or_else(|| input("the shapes world (models/shapes-world) was not found".into()))?;
+    let tmp = std::env::temp_dir().join(format!("clipcanvas-bench-onestep-{}", std::process::id()));
+    let (dir, untrained) = match &world.onestep {
+        Some(dir) => (dir.clone(), false),
+        None => {
+            let clip = crate::models::clip::ClipFiles::locate(&world.clip).map_err(|e| input(e.to_string()))?;
+            let config = clip.read_config().map_err(|e| input(e.to_string()))?;
+            let arch = crate::training::onestep::Arch::SHAPES;
+            let c = crate::models::onestep::OneStepConfig {
+                clip_dim: config.projection_dim,
+                n_codes: 2048,
+                grid: [16, 16],
+                width: arch.width,
+                layers: arch.layers,
+                heads: arch.heads,
+                mlp: 4 * arch.width,
+                ..Default::default()
+            };
+            crate::training::onestep::write_untrained(&tmp, &c, 0).map_err(|e| CliError::Runtime(e.into()))?;
+            (tmp.clone(), true)
+        }
+    };
+    let one = OneStepSettings { model: Some(dir.clone()), candidates, ..OneStepSettings::default() };
+    one.validate().map_err(input)?;
+    let settings = RunSettings { one_step: Some(one.clone()), ..RunSettings::shapes_world() };
+    let device = parse_device(&args.device)?;
+    let models = crate::engine::session::load_models(&settings, &device);
+    if untrained {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    let models = models?;
+    let onestep = models.onestep.as_ref().ok_or_else(|| input("no one-step model loaded".into()))?;
+    let prompt = "a big red circle on a blue background";
+    let target = (embed_text(&models, prompt).map_err(runtime)?, 1.0);
+    eprintln!(
+        "bench: one-step drafts of the shapes world{} at 128x128, {candidates} candidates, on {}",
+        if untrained { " (untrained weights: its model is missing)" } else { "" },
+        args.device
+    );
+    let mut rng = crate::engine::rng::Rng::new(args.seed);
+    let mut sum = DraftTimes::default();
+    for i in 0..args.warmup + args.iterations {
+        let (_, t) = draft_timed(&models, onestep, std::slice::from_ref(&target), &one, &mut rng).map_err(runtime)?;
+        eprintln!("  draft {}: {:.3} s{}", i + 1, t.total(), if i < args.warmup { " (warm-up)" } else { "" });
+        if i >= args.warmup {
+            sum.sample += t.sample;
+            sum.decode += t.decode;
+            sum.rank += t.rank;
+        }
+    }
+    #[expect(clippy::cast_precision_loss, reason = "iteration counts")]
+    let n = args.iterations.max(1) as f64;
+    println!(
+        "one-step draft, 128x128, {candidates} candidates, {} threads: {:.3} s (sample {:.3}, decode {:.3}, rank {:.3}); mean of {}",
+        candle_core::utils::get_num_threads(),
+        sum.total() / n,
+        sum.sample / n,
+        sum.decode / n,
+        sum.rank / n,
+        args.iterations
+    );
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use crate::engine::observer::{Frame, Observer, StepStats};
 use crate::engine::prompt::split_story;
 use crate::engine::session::{load_models, ModelSource, RunEnd, Session};
 use crate::export::{self, FrameSequence};
-use crate::settings::{InitNoise, InitWeightMode, LrStep, OptimizerKind, RunSettings};
+use crate::settings::{InitNoise, InitWeightMode, LrStep, OneStepSettings, OptimizerKind, RunSettings};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -121,6 +121,32 @@ pub struct GenerateArgs {
     /// Continue a saved session.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Start from a one-step draft: a one-step model draws candidates for the prompts in
+    /// one pass and CLIP ranks them; --iterations then defaults to 0 (the draft alone).
+    #[arg(long)]
+    pub one_step: bool,
+    /// The one-step model's folder (default: the shapes world's); implies --one-step.
+    #[arg(long)]
+    pub onestep: Option<PathBuf>,
+    /// One-step candidates to draw and rank (default 8).
+    #[arg(long)]
+    pub candidates: Option<usize>,
+    /// Which ranked candidate to start from (0: CLIP's favourite).
+    #[arg(long)]
+    pub pick: Option<usize>,
+    /// One-step sampling temperature (0: always the likeliest code).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// One-step sampling: keep the k likeliest codes (0: all).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// One-step sampling: keep the likeliest codes holding this share of probability.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Also write each one-step candidate, best first, as OUT.candidate-N.png (each
+    /// reproduces itself with --settings).
+    #[arg(long)]
+    pub save_candidates: bool,
 }
 
 fn input(msg: impl std::fmt::Display) -> CliError {
@@ -270,8 +296,45 @@ pub fn merge_settings(a: &GenerateArgs, mut s: RunSettings) -> Result<RunSetting
     if let Some(v) = a.save_every {
         s.save_every = v;
     }
+    merge_one_step(a, &mut s)?;
     s.validate().map_err(input)?;
     Ok(s)
+}
+
+/// Applies the one-step flags: any of them turns drafting on (the sampling ones only
+/// with --one-step or settings that draft already).
+fn merge_one_step(a: &GenerateArgs, s: &mut RunSettings) -> Result<(), CliError> {
+    let sampling_flag = a.candidates.is_some() || a.pick.is_some() || a.temperature.is_some() || a.top_k.is_some() || a.top_p.is_some();
+    let asked = a.one_step || a.onestep.is_some();
+    if !asked && s.one_step.is_none() {
+        if sampling_flag || a.save_candidates {
+            return Err(input("--candidates, --pick, --temperature, --top-k, --top-p and --save-candidates need --one-step"));
+        }
+        return Ok(());
+    }
+    if asked && s.one_step.is_none() && a.iterations.is_none() {
+        s.iterations = 0;
+    }
+    let one = s.one_step.get_or_insert_with(OneStepSettings::default);
+    if a.onestep.is_some() {
+        one.model.clone_from(&a.onestep);
+    }
+    if let Some(v) = a.candidates {
+        one.candidates = v;
+    }
+    if let Some(v) = a.pick {
+        one.pick = v;
+    }
+    if let Some(v) = a.temperature {
+        one.sampling.temperature = v;
+    }
+    if let Some(v) = a.top_k {
+        one.sampling.top_k = v;
+    }
+    if let Some(v) = a.top_p {
+        one.sampling.top_p = v;
+    }
+    Ok(())
 }
 
 /// The observer of a command-line run: progress, frames on disk, frames kept for GIF/video.
@@ -348,7 +411,7 @@ fn metadata(settings: &RunSettings, iteration: usize, hashes: &serde_json::Value
     .to_string()
 }
 
-fn model_hashes(source: Option<&ModelSource>) -> Result<serde_json::Value, CliError> {
+fn model_hashes(source: Option<&ModelSource>, settings: &RunSettings) -> Result<serde_json::Value, CliError> {
     let describe = |path: &Path| -> Result<serde_json::Value, CliError> {
         Ok(serde_json::json!({
             "name": path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -367,7 +430,30 @@ fn model_hashes(source: Option<&ModelSource>) -> Result<serde_json::Value, CliEr
     if source.demo {
         out.insert("demo".into(), serde_json::Value::String(crate::models::bundled::SHAPES_WORLD.into()));
     }
+    if let Some(one) = &settings.one_step {
+        if let Some(dir) = one.model.as_ref().or(source.onestep.as_ref()) {
+            let mut d = describe(&dir.join("model.safetensors"))?;
+            d["name"] = serde_json::Value::String(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            out.insert("onestep".into(), d);
+        }
+    }
     Ok(serde_json::Value::Object(out))
+}
+
+/// Writes each one-step candidate, best first, as `OUT.candidate-N.png`, with the
+/// settings that start from it.
+fn save_candidates(session: &Session, settings: &RunSettings, hashes: &serde_json::Value, out: &Path) -> Result<(), CliError> {
+    for (rank, c) in session.drafts().iter().enumerate() {
+        let mut s = settings.clone();
+        if let Some(one) = &mut s.one_step {
+            one.pick = rank;
+        }
+        s.iterations = 0;
+        let path = out.with_extension(format!("candidate-{rank}.png"));
+        export::write_png(&path, &c.image, Some(&metadata(&s, 0, hashes))).map_err(runtime)?;
+        eprintln!("candidate {rank}: CLIP score {:.4} → {}", c.score, path.display());
+    }
+    Ok(())
 }
 
 pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
@@ -395,7 +481,10 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         None => Session::new(models, settings)?,
     };
     let settings = session.settings().clone();
-    let hashes = model_hashes(session.models().source.as_ref())?;
+    let hashes = model_hashes(session.models().source.as_ref(), &settings)?;
+    if args.save_candidates {
+        save_candidates(&session, &settings, &hashes, &args.out)?;
+    }
 
     let cancel = Arc::new(AtomicBool::new(false));
     {

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod models;
 pub mod score;
 pub mod train_demo;
+pub mod train_onestep;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,9 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Train the built-in shapes-world CLIP and VQGAN (about 40 minutes on 2 cores).
     TrainDemo(train_demo::TrainDemoArgs),
+    /// Train a one-step generator (text → image in one pass) for a CLIP + VQGAN pair,
+    /// from a folder of images or the shapes world.
+    TrainOnestep(Box<train_onestep::TrainOneStepArgs>),
     /// List, download and verify the pretrained models.
     Models(models::ModelsArgs),
     /// Time iterations at standard settings (random full-size weights), stage by stage.
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Score(args)) => score::run(&args),
         Some(Command::TrainDemo(args)) => train_demo::run(&args),
+        Some(Command::TrainOnestep(args)) => train_onestep::run(&args),
         Some(Command::Models(args)) => models::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
         None => {

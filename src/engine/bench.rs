@@ -199,7 +199,7 @@ pub fn random_models(arch: BenchArch, device: &Device, seed: u64) -> Result<Mode
     let clip = Clip::new(vb.clone(), &clip_cfg).map_err(EngineError::Candle)?;
     let vqgan = Vqgan::new(vb, &vqgan_cfg).map_err(EngineError::Candle)?;
     let tokenizer = ClipTokenizer::bundled(clip_cfg.text.max_position_embeddings)?;
-    Ok(Models { vqgan, clip, tokenizer, device: device.clone(), source: None })
+    Ok(Models { vqgan, clip, tokenizer, device: device.clone(), source: None, onestep: None })
 }
 
 fn describe_device(device: &Device) -> String {

@@ -1,5 +1,5 @@
 //! The engine: everything between a user's request and the models — image I/O and
-//! preprocessing, scoring, and (later) the optimisation session. It knows nothing of the
+//! preprocessing, scoring, one-step drafts and the optimisation session. It knows nothing of the
 //! UI and reports through return values and observers.
 
 pub mod augment;
@@ -7,6 +7,7 @@ pub mod bench;
 pub mod coarse;
 pub mod cutouts;
 pub mod device;
+pub mod draft;
 pub mod error;
 pub mod image;
 pub mod loss;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::{self, Augment, AugmentParams};
 use super::coarse::{block_average, factor_at};
+use super::draft::{check_fit, draft, embed_image_file, Candidate, Target};
 use super::cutouts::{self, Crop, CutMethod};
 use super::error::{EngineError, Result};
 use super::image::{load_rgb, resize_exact_lanczos, resize_keep_aspect, rgb_to_tensor, tensor_to_rgb};
@@ -24,9 +25,10 @@ use super::profile::{StageClock, StageTimes};
 use super::prompt::{parse_noise_prompt, parse_prompt};
 use super::rng::Rng;
 use crate::models::clip::Clip;
+use crate::models::onestep::OneStep;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::Vqgan;
-use crate::settings::{InitNoise, InitWeightMode, RunSettings};
+use crate::settings::{InitNoise, InitWeightMode, OneStepSettings, RunSettings};
 
 /// The loaded networks a session runs on.
 #[derive(Debug)]
@@ -37,6 +39,8 @@ pub struct Models {
     pub device: Device,
     /// Where the models were loaded from, when they came from files.
     pub source: Option<ModelSource>,
+    /// The one-step model, when the settings ask for drafts.
+    pub onestep: Option<OneStep>,
 }
 
 /// The random choices of one step: crops, augmentation parameters, noise. Drawn from the
@@ -133,6 +137,8 @@ pub struct Session {
     steering: Vec<SteerRecord>,
     /// Synchronise the device between stages so their times are exact.
     profiling: bool,
+    /// The one-step draft's candidates, best first, when the run started from one.
+    drafts: Vec<Candidate>,
 }
 
 impl Session {
@@ -166,6 +172,7 @@ impl Session {
         let mut init_rng = root.fork();
         let mut prompt_rng = root.fork();
         let rng = root.fork();
+        let mut draft_rng = root.fork();
 
         let z0 = initial_latent(&models, &settings, width, height, toks_x, toks_y, &mut init_rng)?;
         let mut session = Self {
@@ -186,11 +193,67 @@ impl Session {
             last_grad: None,
             steering: Vec::new(),
             profiling: false,
+            drafts: Vec::new(),
         };
         session.stages =
             session.settings.prompt_stages().iter().map(|stage| session.text_targets(stage)).collect::<Result<_>>()?;
         session.fixed = session.fixed_targets(&mut prompt_rng)?;
+        if let Some(one) = session.settings.one_step.clone() {
+            session.start_from_draft(&one, toks_x, toks_y, &mut draft_rng)?;
+        }
         Ok(session)
+    }
+
+    /// Draws the one-step candidates for the first prompt stage (or, without text
+    /// prompts, the image prompts) and starts the latent, and the init regulariser's
+    /// target, at the chosen one.
+    fn start_from_draft(&mut self, one: &OneStepSettings, toks_x: usize, toks_y: usize, rng: &mut Rng) -> Result<()> {
+        let models = Arc::clone(&self.models);
+        let onestep = models.onestep.as_ref().ok_or_else(|| {
+            EngineError::Input("this run asks for a one-step draft but no one-step model was loaded".into())
+        })?;
+        check_fit(onestep, &models, toks_x, toks_y)?;
+        let mut targets: Vec<Target> =
+            self.stages.first().map(|s| s.iter().map(|t| (t.target.embed.clone(), t.target.weight)).collect()).unwrap_or_default();
+        if targets.is_empty() {
+            for p in &self.settings.image_prompts {
+                let spec = parse_prompt(p).map_err(EngineError::Input)?;
+                targets.push((embed_image_file(&models, Path::new(&spec.text))?, spec.weight));
+            }
+        }
+        let drafts = draft(&models, onestep, &targets, one, rng)?;
+        let chosen = drafts.get(one.pick).ok_or_else(|| {
+            EngineError::Input(format!("pick {} is not one of the {} candidates", one.pick, drafts.len()))
+        })?;
+        let z = models.vqgan.embed_indices(&chosen.codes)?;
+        self.z = Var::from_tensor(&z)?;
+        self.z_orig = z;
+        self.drafts = drafts;
+        Ok(())
+    }
+
+    /// Starts over from another of the ranked draft candidates (before any iteration).
+    pub fn pick_draft(&mut self, rank: usize) -> Result<()> {
+        if self.iteration > 0 {
+            return Err(EngineError::Input("the run has moved on from its draft".into()));
+        }
+        let chosen = self.drafts.get(rank).ok_or_else(|| {
+            EngineError::Input(format!("draft {rank} is not one of the {} candidates", self.drafts.len()))
+        })?;
+        let z = self.models.vqgan.embed_indices(&chosen.codes)?;
+        self.z = Var::from_tensor(&z)?;
+        self.z_orig = z;
+        self.optimizer = Optimizer::new(self.settings.optimizer);
+        if let Some(one) = &mut self.settings.one_step {
+            one.pick = rank;
+        }
+        Ok(())
+    }
+
+    /// The one-step draft's candidates, best first (empty when the run did not start
+    /// from a draft).
+    pub fn drafts(&self) -> &[Candidate] {
+        &self.drafts
     }
 
     /// Notices for the user from setup (size rounding, truncated prompts).
@@ -686,6 +749,8 @@ pub struct ModelSource {
     pub clip: PathBuf,
     /// The built-in shapes world, used because no models were given.
     pub demo: bool,
+    /// The one-step model that comes with these models (the shapes world's), if any.
+    pub onestep: Option<PathBuf>,
 }
 
 /// Which models `settings` ask for: the given files, or with none given the built-in
@@ -697,6 +762,7 @@ pub fn resolve_models(settings: &RunSettings) -> Result<ModelSource> {
             vqgan_config: settings.vqgan_config.clone(),
             clip: clip.clone(),
             demo: false,
+            onestep: None,
         }),
         (None, None) => {
             let world = crate::models::bundled::shapes_world().ok_or_else(|| {
@@ -706,7 +772,7 @@ pub fn resolve_models(settings: &RunSettings) -> Result<ModelSource> {
                         .into(),
                 )
             })?;
-            Ok(ModelSource { vqgan: world.vqgan, vqgan_config: None, clip: world.clip, demo: true })
+            Ok(ModelSource { vqgan: world.vqgan, vqgan_config: None, clip: world.clip, demo: true, onestep: world.onestep })
         }
         (None, Some(_)) => Err(EngineError::Input(
             "no VQGAN given (--vqgan FILE); give both models, or neither for the built-in shapes world".into(),
@@ -722,5 +788,46 @@ pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
     let source = resolve_models(settings)?;
     let vqgan = crate::models::vqgan::load(&source.vqgan, source.vqgan_config.as_deref(), DType::F32, device)?;
     let (clip, tokenizer) = crate::models::clip::load(&source.clip, DType::F32, device)?;
-    Ok(Models { vqgan, clip, tokenizer, device: device.clone(), source: Some(source) })
+    let onestep = match &settings.one_step {
+        Some(one) => {
+            let dir = match (&one.model, &source.onestep) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(dir)) => dir.clone(),
+                (None, None) => {
+                    return Err(EngineError::Input(
+                        "no one-step model: give one (--onestep DIR), or train one for these models with \
+                         `clipcanvas train-onestep`"
+                            .into(),
+                    ))
+                }
+            };
+            let model = crate::models::onestep::load(&dir, DType::F32, device)?;
+            check_trained_with(&model, &dir, &source)?;
+            Some(model)
+        }
+        None => None,
+    };
+    Ok(Models { vqgan, clip, tokenizer, device: device.clone(), source: Some(source), onestep })
+}
+
+/// Refuses a one-step model trained for other CLIP or VQGAN files than `source`'s
+/// (their SHA-256 are in its config); a model with none recorded is taken on trust.
+fn check_trained_with(model: &OneStep, dir: &Path, source: &ModelSource) -> Result<()> {
+    let with = &model.config().trained_with;
+    let clip_weights = crate::models::clip::ClipFiles::locate(&source.clip)?.weights;
+    for (want, file, what) in [(&with.clip_sha256, &clip_weights, "CLIP"), (&with.vqgan_sha256, &source.vqgan, "VQGAN")] {
+        if want.is_empty() {
+            continue;
+        }
+        let have = crate::export::file_sha256(file).map_err(|e| EngineError::Input(e.to_string()))?;
+        if &have != want {
+            return Err(EngineError::Input(format!(
+                "the one-step model {} was trained for another {what} than {}; train one for it with \
+                 `clipcanvas train-onestep`",
+                dir.display(),
+                file.display()
+            )));
+        }
+    }
+    Ok(())
 }

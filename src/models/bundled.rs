@@ -17,13 +17,17 @@ pub struct ShapesWorld {
     pub clip: PathBuf,
     /// The VQGAN weights; its `model.yaml` sits beside them.
     pub vqgan: PathBuf,
+    /// The one-step model's folder, when it is there.
+    pub onestep: Option<PathBuf>,
 }
 
 impl ShapesWorld {
     /// The shapes world inside a models folder, if its files are all there.
     pub fn in_folder(models: &Path) -> Option<Self> {
         let root = models.join(SHAPES_WORLD);
-        let world = Self { clip: root.join("clip"), vqgan: root.join("vqgan").join("model.safetensors") };
+        let onestep = root.join("onestep");
+        let onestep = ["config.json", "model.safetensors"].iter().all(|f| onestep.join(f).is_file()).then_some(onestep);
+        let world = Self { clip: root.join("clip"), vqgan: root.join("vqgan").join("model.safetensors"), onestep };
         let complete =
             ["config.json", "model.safetensors", "tokenizer.json"].iter().all(|f| world.clip.join(f).is_file())
                 && world.vqgan.is_file()

@@ -11,6 +11,7 @@ pub mod error;
 pub mod frozen;
 pub mod kernels;
 pub mod nn;
+pub mod onestep;
 pub mod random;
 pub mod store;
 #[cfg(test)]

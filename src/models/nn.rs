@@ -294,6 +294,21 @@ pub fn conv2d_layer(
         if stride == 1 && padding < k {
             return frozen::conv2d(x, weight, bias, padding);
         }
+        if stride > 1 && padding < k && h + 2 * padding >= k && w + 2 * padding >= k {
+            // A strided convolution (the VQGAN encoder's downsampling) as the stride-1
+            // one on the fast kernels, then every stride-th row and column: four times
+            // the products at stride 2, still far cheaper than gathering patches.
+            let full = frozen::conv2d(x, weight, bias, padding)?;
+            let (_, cout, fh, fw) = full.dims4()?;
+            let (ho, wo) = ((fh - 1) / stride + 1, (fw - 1) / stride + 1);
+            let full = full.pad_with_zeros(2, 0, ho * stride - fh)?.pad_with_zeros(3, 0, wo * stride - fw)?;
+            return full
+                .reshape((b, cout, ho, stride, wo, stride))?
+                .narrow(3, 0, 1)?
+                .narrow(5, 0, 1)?
+                .contiguous()?
+                .reshape((b, cout, ho, wo));
+        }
         if stride == k && padding == 0 && h % k == 0 && w % k == 0 {
             // Non-overlapping patches (a ViT's patch embedding): a frozen linear layer
             // over the flattened patches.

@@ -6,6 +6,8 @@
 //!   candle and writes them in the real file formats;
 //! - [`harden`]: the last part of the CLIP's training, against `generate` itself;
 //! - [`eval`]: zero-shot accuracy of the CLIP, reconstruction PSNR of the VQGAN;
+//! - [`meaning`]: the meaning test, prompts judged from pixels;
+//! - [`silhouette`]: which shape an image's subject is, from its pixels;
 //! - [`stats`]: what an image shows, measured from its pixels alone (no CLIP), to check
 //!   that generated images match their prompts.
 //!
@@ -15,7 +17,9 @@
 pub mod error;
 pub mod eval;
 mod harden;
+pub mod meaning;
 pub mod scene;
+pub mod silhouette;
 pub mod stats;
 pub mod train;
 

@@ -67,7 +67,7 @@ impl Shape {
 
     /// Whether the point `(x, y)`, in units of the shape's radius about its centre
     /// (y down), is inside the shape.
-    fn contains(self, x: f64, y: f64) -> bool {
+    pub(crate) fn contains(self, x: f64, y: f64) -> bool {
         match self {
             Shape::Circle => x * x + y * y <= 1.0,
             Shape::Square => x.abs() <= 0.82 && y.abs() <= 0.82,

@@ -19,7 +19,7 @@ use super::state::StudioState;
 use crate::engine::observer::{Frame, StepStats};
 use crate::manager::ModelPaths;
 use crate::settings::RunSettings;
-use crate::worker::{Command, Event, FrameEvent, RunState};
+use crate::worker::{Command, DraftFrame, Event, FrameEvent, RunState};
 
 const STORAGE_KEY: &str = "clipcanvas-studio";
 /// How long one UI frame may spend draining worker events.
@@ -79,6 +79,10 @@ pub struct StudioApp {
     pub target_rect: Option<egui::Rect>,
     /// The model-manager window.
     pub models_window: ModelsWindow,
+    /// The last draft's ranked candidates and their thumbnails.
+    pub drafts: Vec<(DraftFrame, egui::TextureHandle)>,
+    /// The candidate on the canvas (its rank).
+    pub draft_pick: usize,
 }
 
 impl StudioApp {
@@ -112,6 +116,8 @@ impl StudioApp {
             show_log: false,
             target_rect: None,
             models_window: ModelsWindow::default(),
+            drafts: Vec::new(),
+            draft_pick: 0,
         };
         app.check_models();
         if let Some(path) = app.state.settings.init_image.clone() {
@@ -178,6 +184,7 @@ impl StudioApp {
                 self.sent_targets.clone_from(&settings.image_prompts);
                 self.loss_history.clear();
                 self.kept.clear();
+                self.drafts.clear();
                 self.selected = None;
                 self.banner = None;
                 if !self.link.send(Command::Start(Box::new(settings))) {
@@ -186,6 +193,49 @@ impl StudioApp {
             }
             Err(e) => self.say(e, true),
         }
+    }
+
+    /// Draft: a one-step draft of the prompts, ranked candidates to pick from.
+    pub fn draft(&mut self) {
+        if let Some(why) = self.draft_unavailable() {
+            self.say(why, true);
+            return;
+        }
+        match self.state.draft_settings() {
+            Ok(settings) => {
+                self.sent_prompts.clone_from(&settings.prompts);
+                self.sent_targets.clone_from(&settings.image_prompts);
+                self.loss_history.clear();
+                self.kept.clear();
+                self.drafts.clear();
+                self.draft_pick = 0;
+                self.selected = None;
+                self.banner = None;
+                if !self.link.send(Command::Start(Box::new(settings))) {
+                    self.say("the engine is not answering; restart the studio", true);
+                }
+            }
+            Err(e) => self.say(e, true),
+        }
+    }
+
+    /// Why Draft cannot run with the current models, if it cannot.
+    pub fn draft_unavailable(&self) -> Option<String> {
+        crate::worker::draft_unavailable(&self.state.settings, &self.state.draft)
+    }
+
+    /// Refine: continues the picked draft with the run's iterations.
+    pub fn refine(&mut self) {
+        let iterations = self.state.settings.iterations.max(1);
+        self.send(Command::Refine(iterations));
+    }
+
+    /// Shows another ranked candidate and starts from it.
+    fn pick_draft(&mut self, rank: usize) {
+        self.draft_pick = rank;
+        self.kept.clear();
+        self.selected = None;
+        self.send(Command::PickDraft(rank));
     }
 
     fn send(&mut self, cmd: Command) {
@@ -245,6 +295,15 @@ impl StudioApp {
             Event::Notice(m) => self.say(m, false),
             Event::Error(m) => self.say(m, true),
             Event::Steered { iteration, change } => self.push_log(format!("iteration {iteration}: {change}")),
+            Event::Drafts(frames) => {
+                self.push_log(format!("{} draft candidates", frames.len()));
+                self.drafts = frames
+                    .iter()
+                    .enumerate()
+                    .map(|(rank, d)| (d.clone(), thumbnail(ctx, &d.frame, rank)))
+                    .collect();
+                self.draft_pick = 0;
+            }
         }
     }
 
@@ -462,6 +521,10 @@ impl StudioApp {
         if ctx.input_mut(|i| i.consume_shortcut(&start)) {
             self.toggle_run();
         }
+        let draft = KeyboardShortcut::new(Modifiers::COMMAND, Key::D);
+        if ctx.input_mut(|i| i.consume_shortcut(&draft)) && !self.running() {
+            self.draft();
+        }
         let typing = ctx.memory(|m| m.focused().is_some());
         if !typing && ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Space)) {
             self.toggle_pause();
@@ -474,6 +537,25 @@ impl StudioApp {
             let label = if running { "Stop" } else { "Start" };
             if ui.button(label).on_hover_text("Ctrl+Enter").clicked() {
                 self.toggle_run();
+            }
+            let unavailable = self.draft_unavailable();
+            let draft = ui
+                .add_enabled(!running && unavailable.is_none(), egui::Button::new("Draft"))
+                .on_hover_text("A one-step draft of the prompts in about a second, with candidates to pick from (Ctrl+D)");
+            let draft = match &unavailable {
+                Some(why) => draft.on_disabled_hover_text(why.as_str()),
+                None => draft,
+            };
+            if draft.clicked() {
+                self.draft();
+            }
+            if !self.drafts.is_empty()
+                && ui
+                    .add_enabled(!running, egui::Button::new("Refine"))
+                    .on_hover_text("Continue the picked draft with VQGAN+CLIP for the run's iterations")
+                    .clicked()
+            {
+                self.refine();
             }
             let pause = match self.run_state {
                 RunState::Running => Some(("Pause", Command::Pause)),
@@ -489,6 +571,7 @@ impl StudioApp {
                 self.send(Command::Reset);
                 self.loss_history.clear();
                 self.kept.clear();
+                self.drafts.clear();
                 self.selected = None;
             }
             ui.separator();
@@ -541,7 +624,16 @@ impl StudioApp {
 
     fn banners(&mut self, ui: &mut egui::Ui) {
         if self.demo_models {
-            ui.label(RichText::new(crate::worker::DEMO_NOTICE).small().weak());
+            egui::Frame::new().fill(Color32::from_rgb(35, 55, 45)).inner_margin(6.0).show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(RichText::new("Shapes world").strong());
+                    ui.label(
+                        "- the built-in demo models know coloured shapes on plain backgrounds. Try \
+                         \"a big red circle on a blue background\", press Draft, then Refine. \
+                         For art, install real models (Models...).",
+                    );
+                });
+            });
         }
         if !self.missing_models.is_empty() {
             egui::Frame::new().fill(Color32::from_rgb(70, 55, 20)).inner_margin(6.0).show(ui, |ui| {
@@ -663,6 +755,29 @@ impl StudioApp {
         }
     }
 
+    /// The ranked draft candidates as thumbnails; returns the one clicked.
+    fn draft_strip(&self, ui: &mut egui::Ui) -> Option<usize> {
+        if self.drafts.is_empty() {
+            return None;
+        }
+        let mut clicked = None;
+        ui.horizontal(|ui| {
+            ui.label("Drafts");
+            for (rank, (d, tex)) in self.drafts.iter().enumerate() {
+                let picked = rank == self.draft_pick;
+                let image = egui::Image::new((tex.id(), egui::vec2(56.0, 56.0)));
+                let button = egui::Button::image_and_text(image, format!("#{}", rank + 1)).selected(picked);
+                let r = ui
+                    .add(button)
+                    .on_hover_text(format!("candidate {} - CLIP score {:.3}", rank + 1, d.score));
+                if r.clicked() && !picked {
+                    clicked = Some(rank);
+                }
+            }
+        });
+        clicked
+    }
+
     fn plot(&self, ui: &mut egui::Ui) {
         egui_plot::Plot::new("losses")
             .legend(egui_plot::Legend::default())
@@ -752,7 +867,7 @@ impl eframe::App for StudioApp {
                 let header = targets.header_response.rect;
                 self.target_rect = Some(targets.body_response.map_or(header, |body| header.union(body.rect)));
                 egui::CollapsingHeader::new("Settings").default_open(false).show(ui, |ui| {
-                    lr_changed = settings::show(ui, &mut self.state.settings);
+                    lr_changed = settings::show(ui, &mut self.state.settings, &mut self.state.draft);
                 });
             });
         });
@@ -804,6 +919,9 @@ impl eframe::App for StudioApp {
                     ui.label(format!("iteration {i}"));
                 }
             });
+            if let Some(rank) = self.draft_strip(ui) {
+                self.pick_draft(rank);
+            }
             self.canvas.ui(ui);
         });
         self.handle_image_actions(image_actions);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::prompt::parse_prompt;
-use crate::settings::RunSettings;
+use crate::settings::{OneStepSettings, RunSettings};
 
 /// One row of the prompt editor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +54,8 @@ pub struct StudioState {
     pub story: Vec<String>,
     pub targets: Vec<ImageRow>,
     pub settings: RunSettings,
+    /// How Draft draws: the one-step model, candidates and sampling.
+    pub draft: OneStepSettings,
 }
 
 impl Default for StudioState {
@@ -66,6 +68,7 @@ impl Default for StudioState {
             story: Vec::new(),
             targets: Vec::new(),
             settings,
+            draft: OneStepSettings::default(),
         }
     }
 }
@@ -82,6 +85,12 @@ impl StudioState {
 
     /// The settings of a run started now.
     pub fn run_settings(&self) -> Result<RunSettings, String> {
+        let s = self.run_settings_unchecked();
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn run_settings_unchecked(&self) -> RunSettings {
         let mut s = self.settings.clone();
         s.prompts = self.prompt_specs();
         s.story = self
@@ -91,6 +100,16 @@ impl StudioState {
             .filter(|stage| !stage.is_empty())
             .collect();
         s.image_prompts = self.target_specs();
+        s
+    }
+
+    /// The settings of a draft made now: the run's, starting from a one-step draft
+    /// (in place of any init image) with no iterations yet.
+    pub fn draft_settings(&self) -> Result<RunSettings, String> {
+        let mut s = self.run_settings_unchecked();
+        s.one_step = Some(OneStepSettings { pick: 0, ..self.draft.clone() });
+        s.init_image = None;
+        s.iterations = 0;
         s.validate()?;
         Ok(s)
     }
@@ -122,6 +141,9 @@ impl StudioState {
             })
             .collect();
         self.settings = s.clone();
+        if let Some(one) = &s.one_step {
+            self.draft = one.clone();
+        }
     }
 }
 

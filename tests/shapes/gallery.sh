@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Makes README's shapes-world gallery: `generate` with the built-in shapes world (no
-# model flags, so its preset: 128x128, 150 iterations, coarse-to-fine) for a few
-# prompts, fixed seeds.
+# Makes README's shapes-world gallery with the built-in shapes world (no model flags):
+# for each prompt, the one-step draft (N-draft.png), the draft refined for 50 iterations
+# (N-refined.png), and plain `generate` from random codes with the world's preset
+# (128x128, 150 iterations, coarse-to-fine: N.png), fixed seeds.
 #   tests/shapes/gallery.sh [OUT_DIR]     (default: assets/shapes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,13 +15,15 @@ while IFS='|' read -r prompt seed; do
   [ -z "$prompt" ] && continue
   i=$((i + 1))
   echo "[$i] $prompt (seed $seed)"
+  "$bin" generate -p "$prompt" --seed "$seed" --one-step -o "$out/$i-draft.png"
+  "$bin" generate -p "$prompt" --seed "$seed" --one-step -i 50 --init-weight 0.5 -o "$out/$i-refined.png"
   "$bin" generate -p "$prompt" --seed "$seed" -o "$out/$i.png"
 done <<'PROMPTS'
 a big red circle on a blue background|1
-a big yellow square on a black background|1
-a big white star on a purple background|1
-a big blue ring on a yellow background|1
-a big orange cross on a cyan background|1
-a big green triangle on a white background|1
+a small yellow square on the left on a green background|1
+a purple background with a big white star at the top|1
+big orange triangle, right, black background|1
+a tiny cyan ring in the centre on a pink background|1
+a large black cross at the bottom on a yellow background|1
 PROMPTS
 echo "wrote $out"

@@ -4,7 +4,7 @@
 use crate::engine::augment::Augment;
 use crate::engine::coarse::{format_schedule, parse_schedule, CoarseStage};
 use crate::engine::cutouts::CutMethod;
-use crate::settings::{OptimizerKind, RunSettings};
+use crate::settings::{OneStepSettings, OptimizerKind, RunSettings};
 use crate::ui::state::memory_estimate;
 
 /// Named presets: (name, size, cutn, iterations, coarse-to-fine schedule). The first is
@@ -19,8 +19,9 @@ fn presets() -> [(&'static str, usize, usize, usize, Vec<CoarseStage>); 4] {
     ]
 }
 
-/// Shows the settings; returns true if the learning rate changed (it steers a live run).
-pub fn show(ui: &mut egui::Ui, s: &mut RunSettings) -> bool {
+/// Shows the settings, and the one-step drafts' (`draft`); returns true if the learning
+/// rate changed (it steers a live run).
+pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings) -> bool {
     let mut lr_changed = false;
     ui.horizontal(|ui| {
         ui.label("Preset");
@@ -40,6 +41,15 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings) -> bool {
         ui.end_row();
         let l = ui.label("CLIP");
         path_edit(ui, l.id, &mut s.clip, "models/clip-vit-base-patch32");
+        ui.end_row();
+        let l = ui.label("One-step model")
+            .on_hover_text("The one-step generator Draft uses (clipcanvas train-onestep makes one); empty: the shapes world's");
+        path_edit(ui, l.id, &mut draft.model, "models/shapes-world/onestep");
+        ui.end_row();
+        let l = ui.label("Draft candidates");
+        ui.add(egui::DragValue::new(&mut draft.candidates).range(1..=64))
+            .labelled_by(l.id)
+            .on_hover_text("Drafts drawn for each Draft, ranked by CLIP");
         ui.end_row();
         let l = ui.label("Size");
         ui.horizontal(|ui| {
