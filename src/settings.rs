@@ -127,7 +127,12 @@ impl OneStepSettings {
             return Err(format!("candidates must be between 1 and 256, got {}", self.candidates));
         }
         if self.pick >= self.candidates {
-            return Err(format!("pick {} is not one of the {} candidates (0 to {})", self.pick, self.candidates, self.candidates - 1));
+            return Err(format!(
+                "pick {} is not one of the {} candidates (0 to {})",
+                self.pick,
+                self.candidates,
+                self.candidates - 1
+            ));
         }
         self.sampling.validate()
     }

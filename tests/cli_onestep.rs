@@ -106,7 +106,8 @@ fn a_folder_trains_deterministically_and_drafts_reproduce_from_their_png() {
     assert_eq!(meta["iteration"], 0);
     assert_eq!(meta["settings"]["one_step"]["candidates"], 3);
     assert_eq!(meta["models"]["onestep"]["sha256"].as_str().map(str::len), Some(64), "{meta}");
-    let again = bin().args(["generate", "--settings", "draft.png", "-o", "again.png"]).current_dir(d).output().expect("run");
+    let again =
+        bin().args(["generate", "--settings", "draft.png", "-o", "again.png"]).current_dir(d).output().expect("run");
     ok(&again);
     assert_eq!(bytes(&d.join("draft.png")), bytes(&d.join("again.png")), "--settings reproduces the draft");
     // Another ranked candidate, from its own PNG.
@@ -202,7 +203,8 @@ fn bad_input_gets_one_line_and_writes_nothing() {
         .expect("run");
     fails(&out, 2, "trained for another CLIP");
     // Sampling flags need --one-step.
-    let out = bin().arg("generate").args(models()).args(["-s", "32x32", "-p", "x", "--top-k", "5"]).current_dir(d).output();
+    let out =
+        bin().arg("generate").args(models()).args(["-s", "32x32", "-p", "x", "--top-k", "5"]).current_dir(d).output();
     fails(&out.expect("run"), 2, "need --one-step");
     fails(&draft(d, "m", "x.png", &["--top-p", "0"]), 2, "top-p");
     fails(&draft(d, "m", "x.png", &["--candidates", "2", "--pick", "2"]), 2, "pick 2");

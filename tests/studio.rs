@@ -218,7 +218,11 @@ fn with_no_models_set_the_studio_uses_the_shapes_world_and_says_so() {
     h.state_mut().check_models();
     h.run_steps(2);
     assert!(h.state().missing_models.is_empty());
-    h.get_by_label(clipcanvas::worker::DEMO_NOTICE);
+    // Issue 21: the notice is a banner of normal-sized text that says what to try and
+    // where real models come from (it was small grey text under the toolbar).
+    h.get_by_label("Shapes world");
+    h.get_by_label_contains("the built-in demo models know coloured shapes");
+    h.get_by_label_contains("install real models");
 }
 
 #[test]

@@ -304,11 +304,14 @@ pub fn merge_settings(a: &GenerateArgs, mut s: RunSettings) -> Result<RunSetting
 /// Applies the one-step flags: any of them turns drafting on (the sampling ones only
 /// with --one-step or settings that draft already).
 fn merge_one_step(a: &GenerateArgs, s: &mut RunSettings) -> Result<(), CliError> {
-    let sampling_flag = a.candidates.is_some() || a.pick.is_some() || a.temperature.is_some() || a.top_k.is_some() || a.top_p.is_some();
+    let sampling_flag =
+        a.candidates.is_some() || a.pick.is_some() || a.temperature.is_some() || a.top_k.is_some() || a.top_p.is_some();
     let asked = a.one_step || a.onestep.is_some();
     if !asked && s.one_step.is_none() {
         if sampling_flag || a.save_candidates {
-            return Err(input("--candidates, --pick, --temperature, --top-k, --top-p and --save-candidates need --one-step"));
+            return Err(input(
+                "--candidates, --pick, --temperature, --top-k, --top-p and --save-candidates need --one-step",
+            ));
         }
         return Ok(());
     }
@@ -433,7 +436,9 @@ fn model_hashes(source: Option<&ModelSource>, settings: &RunSettings) -> Result<
     if let Some(one) = &settings.one_step {
         if let Some(dir) = one.model.as_ref().or(source.onestep.as_ref()) {
             let mut d = describe(&dir.join("model.safetensors"))?;
-            d["name"] = serde_json::Value::String(dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            d["name"] = serde_json::Value::String(
+                dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            );
             out.insert("onestep".into(), d);
         }
     }
@@ -442,7 +447,12 @@ fn model_hashes(source: Option<&ModelSource>, settings: &RunSettings) -> Result<
 
 /// Writes each one-step candidate, best first, as `OUT.candidate-N.png`, with the
 /// settings that start from it.
-fn save_candidates(session: &Session, settings: &RunSettings, hashes: &serde_json::Value, out: &Path) -> Result<(), CliError> {
+fn save_candidates(
+    session: &Session,
+    settings: &RunSettings,
+    hashes: &serde_json::Value,
+    out: &Path,
+) -> Result<(), CliError> {
     for (rank, c) in session.drafts().iter().enumerate() {
         let mut s = settings.clone();
         if let Some(one) = &mut s.one_step {

@@ -97,9 +97,11 @@ pub struct TrainOneStepArgs {
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {
-    let v: Vec<usize> = s.split(',').map(|p| p.trim().parse::<usize>()).collect::<Result<_, _>>().map_err(|_| {
-        format!("'{s}' is not W,L,H (three whole numbers, e.g. 512,12,8)")
-    })?;
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("'{s}' is not W,L,H (three whole numbers, e.g. 512,12,8)"))?;
     match v.as_slice() {
         [w, l, h] if *w > 0 && *l > 0 && *h > 0 && w % h == 0 => Ok(Arch { width: *w, layers: *l, heads: *h }),
         [w, _, h] if *h > 0 && w % h != 0 => Err(format!("width {w} does not split into {h} heads")),
@@ -127,8 +129,10 @@ impl Progress for Bar {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(steps as u64);
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>7} {bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{prefix:>7} {bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.set_prefix(name.to_owned());
             bar.set_position(done as u64);
@@ -178,7 +182,8 @@ fn evaluate(a: &TrainOneStepArgs, out: &Path) -> Result<(), CliError> {
     if a.clip.is_some() || a.vqgan.is_some() {
         return Err(input("--evaluate runs the shapes world's meaning test: give no --clip or --vqgan"));
     }
-    let one = OneStepSettings { model: Some(out.to_path_buf()), candidates: a.candidates, ..OneStepSettings::default() };
+    let one =
+        OneStepSettings { model: Some(out.to_path_buf()), candidates: a.candidates, ..OneStepSettings::default() };
     one.validate().map_err(input)?;
     let settings = RunSettings { one_step: Some(one.clone()), ..RunSettings::shapes_world() };
     let models = Arc::new(crate::engine::session::load_models(&settings, &Device::Cpu)?);
@@ -257,8 +262,8 @@ pub fn run(a: &TrainOneStepArgs) -> Result<(), CliError> {
         return Err(input("--caption-share needs captions: only the shapes world has them"));
     }
     let (clip, tokenizer) = crate::models::clip::load(&clip_dir, DType::F32, &Device::Cpu).map_err(input)?;
-    let vqgan = crate::models::vqgan::load(&vqgan_path, a.vqgan_config.as_deref(), DType::F32, &Device::Cpu)
-        .map_err(input)?;
+    let vqgan =
+        crate::models::vqgan::load(&vqgan_path, a.vqgan_config.as_deref(), DType::F32, &Device::Cpu).map_err(input)?;
     // The model's config checks that the pair fits the options before any work.
     onestep::model_config(&opts, &clip, &vqgan).map_err(input)?;
 

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::{self, Augment, AugmentParams};
 use super::coarse::{block_average, factor_at};
-use super::draft::{check_fit, draft, embed_image_file, Candidate, Target};
 use super::cutouts::{self, Crop, CutMethod};
+use super::draft::{check_fit, draft, embed_image_file, Candidate, Target};
 use super::error::{EngineError, Result};
 use super::image::{load_rgb, resize_exact_lanczos, resize_keep_aspect, rgb_to_tensor, tensor_to_rgb};
 use super::loss::{clamp_with_grad, init_loss, tv_loss, PromptTarget};
@@ -213,8 +213,11 @@ impl Session {
             EngineError::Input("this run asks for a one-step draft but no one-step model was loaded".into())
         })?;
         check_fit(onestep, &models, toks_x, toks_y)?;
-        let mut targets: Vec<Target> =
-            self.stages.first().map(|s| s.iter().map(|t| (t.target.embed.clone(), t.target.weight)).collect()).unwrap_or_default();
+        let mut targets: Vec<Target> = self
+            .stages
+            .first()
+            .map(|s| s.iter().map(|t| (t.target.embed.clone(), t.target.weight)).collect())
+            .unwrap_or_default();
         if targets.is_empty() {
             for p in &self.settings.image_prompts {
                 let spec = parse_prompt(p).map_err(EngineError::Input)?;
@@ -772,7 +775,13 @@ pub fn resolve_models(settings: &RunSettings) -> Result<ModelSource> {
                         .into(),
                 )
             })?;
-            Ok(ModelSource { vqgan: world.vqgan, vqgan_config: None, clip: world.clip, demo: true, onestep: world.onestep })
+            Ok(ModelSource {
+                vqgan: world.vqgan,
+                vqgan_config: None,
+                clip: world.clip,
+                demo: true,
+                onestep: world.onestep,
+            })
         }
         (None, Some(_)) => Err(EngineError::Input(
             "no VQGAN given (--vqgan FILE); give both models, or neither for the built-in shapes world".into(),
@@ -815,7 +824,8 @@ pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
 fn check_trained_with(model: &OneStep, dir: &Path, source: &ModelSource) -> Result<()> {
     let with = &model.config().trained_with;
     let clip_weights = crate::models::clip::ClipFiles::locate(&source.clip)?.weights;
-    for (want, file, what) in [(&with.clip_sha256, &clip_weights, "CLIP"), (&with.vqgan_sha256, &source.vqgan, "VQGAN")] {
+    for (want, file, what) in [(&with.clip_sha256, &clip_weights, "CLIP"), (&with.vqgan_sha256, &source.vqgan, "VQGAN")]
+    {
         if want.is_empty() {
             continue;
         }

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use image::RgbImage;
 
 use super::scene::{colour_index, Position, Shape, Size};
+use super::silhouette::shape_of;
+use super::stats::analyse;
 use crate::engine::session::{Models, Session};
 use crate::engine::EngineError;
 use crate::settings::{OneStepSettings, RunSettings};
-use super::silhouette::shape_of;
-use super::stats::analyse;
 
 /// A prompt and what it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,14 @@ pub struct Case {
     pub size: Option<Size>,
 }
 
-fn case(prompt: &'static str, colour: &str, background: &str, shape: Shape, position: Option<Position>, size: Option<Size>) -> Case {
+fn case(
+    prompt: &'static str,
+    colour: &str,
+    background: &str,
+    shape: Shape,
+    position: Option<Position>,
+    size: Option<Size>,
+) -> Case {
     Case {
         prompt,
         colour: colour_index(colour).unwrap_or(0),
@@ -45,16 +52,37 @@ pub fn cases() -> Vec<Case> {
     use Size::{Big, Small};
     vec![
         case("a big red circle on a blue background", "red", "blue", Circle, None, Some(Big)),
-        case("a small yellow square on the left on a green background", "yellow", "green", Square, Some(Left), Some(Small)),
+        case(
+            "a small yellow square on the left on a green background",
+            "yellow",
+            "green",
+            Square,
+            Some(Left),
+            Some(Small),
+        ),
         case("a purple background with a big white star at the top", "white", "purple", Star, Some(Top), Some(Big)),
         case("big orange triangle, right, black background", "orange", "black", Triangle, Some(Right), Some(Big)),
         case("a tiny cyan ring in the centre on a pink background", "cyan", "pink", Ring, Some(Centre), Some(Small)),
-        case("a large black cross at the bottom on a yellow background", "black", "yellow", Cross, Some(Bottom), Some(Big)),
+        case(
+            "a large black cross at the bottom on a yellow background",
+            "black",
+            "yellow",
+            Cross,
+            Some(Bottom),
+            Some(Big),
+        ),
         case("a pink circle on the right on a white background", "pink", "white", Circle, Some(Right), None),
         case("a green star on the left on an orange background", "green", "orange", Star, Some(Left), None),
         case("a blue square at the top on a red background", "blue", "red", Square, Some(Top), None),
         case("white triangle, centre, cyan background", "white", "cyan", Triangle, Some(Centre), None),
-        case("a picture of a small purple cross on the right on a black background", "purple", "black", Cross, Some(Right), Some(Small)),
+        case(
+            "a picture of a small purple cross on the right on a black background",
+            "purple",
+            "black",
+            Cross,
+            Some(Right),
+            Some(Small),
+        ),
         case("a red background with a big green ring at the bottom", "green", "red", Ring, Some(Bottom), Some(Big)),
         case("a small blue star on a yellow background", "blue", "yellow", Star, None, Some(Small)),
         case("an orange circle at the bottom on a purple background", "orange", "purple", Circle, Some(Bottom), None),
@@ -204,12 +232,7 @@ fn save(img: &RgbImage, path: &Path) -> Result<(), EngineError> {
 fn verdict_words(v: Verdict) -> String {
     let mark = |b: bool| if b { "right" } else { "WRONG" };
     let place = v.position.map_or_else(|| "-".to_owned(), |p| mark(p).to_owned());
-    format!(
-        "background {}, colour {}, place {place}, shape {}",
-        mark(v.background),
-        mark(v.colour),
-        mark(v.shape)
-    )
+    format!("background {}, colour {}, place {place}, shape {}", mark(v.background), mark(v.colour), mark(v.shape))
 }
 
 #[cfg(test)]
@@ -237,7 +260,11 @@ mod tests {
         }
         // Every prompt names its colours and shape in words.
         for k in &cs {
-            assert!(k.prompt.contains(COLOURS[k.colour].name) && k.prompt.contains(COLOURS[k.background].name), "{}", k.prompt);
+            assert!(
+                k.prompt.contains(COLOURS[k.colour].name) && k.prompt.contains(COLOURS[k.background].name),
+                "{}",
+                k.prompt
+            );
             assert!(k.prompt.contains(k.shape.name()), "{}", k.prompt);
         }
     }

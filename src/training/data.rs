@@ -126,7 +126,8 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter(|p| {
             p.is_file()
                 && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"].contains(&e.to_ascii_lowercase().as_str())
+                    ["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"]
+                        .contains(&e.to_ascii_lowercase().as_str())
                 })
         })
         .collect();
@@ -232,8 +233,8 @@ pub fn build(spec: &DataSpec, files: &[PathBuf], enc: &Encoders, progress: &mut 
         for i in start..end {
             match &spec.source {
                 Source::Folder(_) => {
-                    let img = load_rgb(&files[i])?;
-                    images.push(img);
+                    let path = files.get(i).ok_or_else(|| TrainError::Input("fewer images than expected".into()))?;
+                    images.push(load_rgb(path)?);
                 }
                 Source::ShapesWorld { .. } => {
                     let scene = Scene::random(&mut rng, 0.15);
@@ -251,7 +252,11 @@ pub fn build(spec: &DataSpec, files: &[PathBuf], enc: &Encoders, progress: &mut 
         let mut views = Vec::with_capacity(images.len() * spec.views);
         for img in &images {
             for v in 0..spec.views {
-                views.push(if v == 0 { clip_resize_crop(img, clip_side) } else { random_view(img, clip_side, spec.flip, &mut rng) });
+                views.push(if v == 0 {
+                    clip_resize_crop(img, clip_side)
+                } else {
+                    random_view(img, clip_side, spec.flip, &mut rng)
+                });
             }
         }
         data.view_emb.extend(enc.image_embeddings(&views)?);

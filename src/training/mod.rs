@@ -220,7 +220,9 @@ impl AdamW {
                     .get(&format!("{prefix}{k}"))
                     .ok_or_else(|| TrainError::Input(format!("the checkpoint has no optimiser state for '{k}'")))?;
                 if saved.dims() != slot.dims() {
-                    return Err(TrainError::Input(format!("the checkpoint's optimiser state for '{k}' has another shape")));
+                    return Err(TrainError::Input(format!(
+                        "the checkpoint's optimiser state for '{k}' has another shape"
+                    )));
                 }
                 *slot = saved.to_dtype(DType::F32)?;
             }
@@ -247,7 +249,8 @@ pub fn save_with_state(path: &Path, tensors: &BTreeMap<String, Tensor>, state: &
     let mut meta = std::collections::HashMap::new();
     meta.insert("state".to_owned(), state.to_owned());
     let views: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
+    let bytes =
+        safetensors::serialize(views, Some(meta)).map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
     crate::export::write_atomic(path, |w| std::io::Write::write_all(w, &bytes))?;
     Ok(())
 }

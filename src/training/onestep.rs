@@ -100,7 +100,7 @@ pub fn checkpoint_dir(out: &Path) -> PathBuf {
 /// The model's config for these models and options.
 pub fn model_config(opts: &Options, clip: &Clip, vqgan: &Vqgan) -> Result<OneStepConfig> {
     let f = vqgan.config().downsample_factor();
-    if f == 0 || opts.data.side % f != 0 {
+    if f == 0 || !opts.data.side.is_multiple_of(f) {
         return Err(TrainError::Input(format!(
             "image side {} is not a multiple of the VQGAN's downsampling factor {f}",
             opts.data.side

@@ -297,11 +297,8 @@ impl StudioApp {
             Event::Steered { iteration, change } => self.push_log(format!("iteration {iteration}: {change}")),
             Event::Drafts(frames) => {
                 self.push_log(format!("{} draft candidates", frames.len()));
-                self.drafts = frames
-                    .iter()
-                    .enumerate()
-                    .map(|(rank, d)| (d.clone(), thumbnail(ctx, &d.frame, rank)))
-                    .collect();
+                self.drafts =
+                    frames.iter().enumerate().map(|(rank, d)| (d.clone(), thumbnail(ctx, &d.frame, rank))).collect();
                 self.draft_pick = 0;
             }
         }
@@ -539,9 +536,9 @@ impl StudioApp {
                 self.toggle_run();
             }
             let unavailable = self.draft_unavailable();
-            let draft = ui
-                .add_enabled(!running && unavailable.is_none(), egui::Button::new("Draft"))
-                .on_hover_text("A one-step draft of the prompts in about a second, with candidates to pick from (Ctrl+D)");
+            let draft = ui.add_enabled(!running && unavailable.is_none(), egui::Button::new("Draft")).on_hover_text(
+                "A one-step draft of the prompts in about a second, with candidates to pick from (Ctrl+D)",
+            );
             let draft = match &unavailable {
                 Some(why) => draft.on_disabled_hover_text(why.as_str()),
                 None => draft,
@@ -767,9 +764,7 @@ impl StudioApp {
                 let picked = rank == self.draft_pick;
                 let image = egui::Image::new((tex.id(), egui::vec2(56.0, 56.0)));
                 let button = egui::Button::image_and_text(image, format!("#{}", rank + 1)).selected(picked);
-                let r = ui
-                    .add(button)
-                    .on_hover_text(format!("candidate {} - CLIP score {:.3}", rank + 1, d.score));
+                let r = ui.add(button).on_hover_text(format!("candidate {} - CLIP score {:.3}", rank + 1, d.score));
                 if r.clicked() && !picked {
                     clicked = Some(rank);
                 }

@@ -63,11 +63,12 @@ impl OneStepConfig {
         if self.format != FORMAT {
             return Err(format!("not a one-step model config (format '{}', expected '{FORMAT}')", self.format));
         }
-        let sizes = [self.clip_dim, self.n_codes, self.grid[0], self.grid[1], self.width, self.layers, self.heads, self.mlp];
+        let sizes =
+            [self.clip_dim, self.n_codes, self.grid[0], self.grid[1], self.width, self.layers, self.heads, self.mlp];
         if sizes.contains(&0) {
             return Err("every size must be at least 1".into());
         }
-        if self.width % self.heads != 0 {
+        if !self.width.is_multiple_of(self.heads) {
             return Err(format!("width {} does not split into {} heads", self.width, self.heads));
         }
         if self.n_codes > u32::MAX as usize || self.cells() > 1 << 20 || self.width > 1 << 16 || self.layers > 1024 {
@@ -88,6 +89,7 @@ impl OneStepConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -112,7 +112,8 @@ impl Block {
 
 /// `[T, T]`: 0 on and below the diagonal, −∞ above.
 fn causal_mask(t: usize, dtype: DType, device: &Device) -> CResult<Tensor> {
-    let mask: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    let mask: Vec<f32> =
+        (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)
 }
 
@@ -281,14 +282,23 @@ mod tests {
     use crate::models::weights::RandomBackend;
 
     pub(crate) fn tiny() -> OneStepConfig {
-        OneStepConfig { clip_dim: 6, n_codes: 11, grid: [2, 3], width: 8, layers: 2, heads: 2, mlp: 16, ..Default::default() }
+        OneStepConfig {
+            clip_dim: 6,
+            n_codes: 11,
+            grid: [2, 3],
+            width: 8,
+            layers: 2,
+            heads: 2,
+            mlp: 16,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn cached_sampling_sees_what_the_full_forward_sees() {
         let model = OneStep::new(RandomBackend::var_builder(0.5, DType::F32), &tiny()).unwrap();
-        let cond = Tensor::new(&[[0.1f32, -0.3, 0.5, 0.2, 0.0, 0.7], [0.4, 0.4, -0.1, 0.0, 0.3, -0.2]], &Device::Cpu)
-            .unwrap();
+        let cond =
+            Tensor::new(&[[0.1f32, -0.3, 0.5, 0.2, 0.0, 0.7], [0.4, 0.4, -0.1, 0.0, 0.3, -0.2]], &Device::Cpu).unwrap();
         // Greedy sampling, recording each step's logits.
         let mut seen: Vec<Vec<f32>> = Vec::new();
         let grid = model

@@ -7,7 +7,8 @@ use crate::settings::Sampling;
 /// The code drawn from `logits` by `s` with the uniform number `u` in `[0, 1)`.
 pub fn pick(s: &Sampling, logits: &[f32], u: f64) -> u32 {
     let argmax = || {
-        let best = logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+        let best =
+            logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
         u32::try_from(best.0).unwrap_or(0)
     };
     if s.temperature == 0.0 || logits.len() < 2 {
@@ -21,7 +22,8 @@ pub fn pick(s: &Sampling, logits: &[f32], u: f64) -> u32 {
         return 0;
     }
     let floor = f64::from(max) - s.temperature * 1e9f64.ln();
-    let mut order: Vec<usize> = (0..logits.len()).filter(|&i| logits[i].is_finite() && f64::from(logits[i]) >= floor).collect();
+    let mut order: Vec<usize> =
+        (0..logits.len()).filter(|&i| logits[i].is_finite() && f64::from(logits[i]) >= floor).collect();
     order.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
     if s.top_k > 0 {
         order.truncate(s.top_k);

@@ -42,8 +42,9 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings)
         let l = ui.label("CLIP");
         path_edit(ui, l.id, &mut s.clip, "models/clip-vit-base-patch32");
         ui.end_row();
-        let l = ui.label("One-step model")
-            .on_hover_text("The one-step generator Draft uses (clipcanvas train-onestep makes one); empty: the shapes world's");
+        let l = ui.label("One-step model").on_hover_text(
+            "The one-step generator Draft uses (clipcanvas train-onestep makes one); empty: the shapes world's",
+        );
         path_edit(ui, l.id, &mut draft.model, "models/shapes-world/onestep");
         ui.end_row();
         let l = ui.label("Draft candidates");
