@@ -452,12 +452,16 @@ fn run_ffmpeg(
 
     // Drain stderr on a thread so a chatty ffmpeg can never block on a full pipe while we
     // block writing its stdin.
-    let stderr_thread = child.stderr.take().map(|mut err| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        })
+    // Should the thread not start, the pipe closes and ffmpeg fails with an error.
+    let stderr_thread = child.stderr.take().and_then(|mut err| {
+        std::thread::Builder::new()
+            .name("clipcanvas-ffmpeg-stderr".into())
+            .spawn(move || {
+                let mut s = String::new();
+                let _ = err.read_to_string(&mut s);
+                s
+            })
+            .ok()
     });
     let mut write_err = None;
     if let Some(stdin) = child.stdin.take() {
@@ -507,7 +511,6 @@ pub fn file_sha256(path: &Path) -> Result<String, ExportError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use image::codecs::gif::GifDecoder;

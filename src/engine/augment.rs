@@ -593,7 +593,6 @@ pub fn random_noise(n: usize, cut_size: usize, noise_fac: f64, rng: &mut Rng) ->
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::models::nn::tests::check_gradient;

@@ -102,7 +102,6 @@ pub fn block_average(t: &Tensor, factor: usize) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use candle_core::Device;

@@ -362,7 +362,6 @@ pub fn pooled(img: &Tensor, cutn: usize, cut_size: usize) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::models::nn::tests::check_gradient;

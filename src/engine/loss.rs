@@ -112,7 +112,6 @@ pub fn tv_loss(img: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use candle_core::{Device, Var};

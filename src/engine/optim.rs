@@ -122,7 +122,6 @@ impl Optimizer {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use candle_core::Device;

@@ -388,7 +388,6 @@ pub fn spherical_dist(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
     use candle_core::{Device, Var};

@@ -503,7 +503,6 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -163,7 +163,6 @@ pub(crate) fn embed(clip: &Clip, pixels: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::path::PathBuf;

@@ -236,7 +236,6 @@ fn verdict_words(v: Verdict) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::engine::rng::Rng;

@@ -125,7 +125,6 @@ pub fn shape_of(img: &RgbImage, colour: usize) -> Option<(Shape, f64)> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::engine::rng::Rng;

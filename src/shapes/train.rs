@@ -879,7 +879,6 @@ fn train_into(opts: &TrainOptions, dir: &Path, out: &Path, observer: &mut dyn Tr
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -270,7 +270,6 @@ pub fn load_with_state(path: &Path) -> Result<(std::collections::HashMap<String,
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -418,7 +418,6 @@ pub fn default_options(source: Source, seed: u64, clip_sha256: String, vqgan_sha
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -447,7 +447,6 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<(Clip, ClipToke
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::models::nn::tests::check_gradient;

@@ -276,7 +276,6 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<OneStep> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::models::weights::RandomBackend;

@@ -473,7 +473,6 @@ pub fn load(checkpoint: &Path, config: Option<&Path>, dtype: DType, device: &Dev
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::models::nn::tests::check_gradient;

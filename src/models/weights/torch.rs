@@ -443,11 +443,12 @@ fn key_list(keys: &[String]) -> String {
 /// The `data.pkl` entry: `<top>/data.pkl` with a single top folder, or `data.pkl`.
 fn find_pickle(zip: &ZipArchive<File>) -> Option<String> {
     zip.file_names()
+        .filter_map(Result::ok)
         .find(|name| {
             name.strip_suffix("data.pkl")
                 .is_some_and(|dir| dir.is_empty() || (dir.ends_with('/') && dir.matches('/').count() == 1))
         })
-        .map(str::to_owned)
+        .map(std::borrow::Cow::into_owned)
 }
 
 /// Sizes of a stored zip entry: what its header claims, and how much of that the file
@@ -483,7 +484,11 @@ fn stored_entry_size(
         });
     }
     let claimed = raw.size();
-    let available = file_len.saturating_sub(raw.data_start()).min(claimed);
+    let start = raw.data_start().ok_or_else(|| TorchError::Unsupported {
+        path: path.to_owned(),
+        reason: format!("zip entry '{entry}': where its data starts is not known"),
+    })?;
+    let available = file_len.saturating_sub(start).min(claimed);
     Ok(EntrySize { claimed, available })
 }
 
