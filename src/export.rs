@@ -204,6 +204,19 @@ fn find_settings(info: &png::Info<'_>) -> Result<Option<String>, png::DecodingEr
     Ok(None)
 }
 
+/// Settings from a settings file (JSON) or from a clipcanvas PNG's metadata
+/// ([`PngMeta`](crate::settings::png::PngMeta)).
+pub fn read_settings_file(path: &Path) -> Result<crate::settings::RunSettings, ExportError> {
+    let bad = |msg: String| ExportError::Input { path: path.to_path_buf(), msg };
+    let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let text = if is_png {
+        read_png_metadata(path)?.ok_or_else(|| bad("this PNG holds no clipcanvas settings".into()))?
+    } else {
+        std::fs::read_to_string(path).map_err(|source| ExportError::Read { path: path.to_path_buf(), source })?
+    };
+    crate::settings::png::settings_from_text(&text).map_err(bad)
+}
+
 /// Read back the clipcanvas metadata of a PNG (None if the PNG has none; an error if the
 /// file is not a readable PNG). The whole file is read, so a truncated PNG is an error and
 /// text chunks after the image data are found too.

@@ -15,13 +15,13 @@
 //! eframe or wgpu.
 
 pub mod cli;
+pub mod demo;
 pub mod engine;
 pub mod export;
 pub mod manager;
 pub mod models;
 pub mod process;
 pub mod settings;
-pub mod shapes;
 pub mod training;
 pub mod ui;
 pub mod worker;

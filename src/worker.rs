@@ -64,6 +64,13 @@ pub fn demo_models_available() -> bool {
     crate::models::bundled::shapes_world().is_some()
 }
 
+/// The model files (names and SHA-256) a run with `settings` uses, for a PNG's
+/// metadata. Reads whole weight files: call it off the UI thread.
+pub fn model_files(settings: &RunSettings) -> Result<crate::settings::png::ModelFiles, String> {
+    let source = crate::engine::session::resolve_models(settings).map_err(|e| e.to_string())?;
+    crate::engine::session::model_files(&source, settings).map_err(|e| e.to_string())
+}
+
 /// Why a one-step draft cannot be made with `settings`' models, or `None` when a
 /// one-step model is there to try (whether it fits the models is checked on loading).
 pub fn draft_unavailable(settings: &RunSettings, one_step: &crate::settings::OneStepSettings) -> Option<String> {
@@ -913,6 +920,19 @@ mod tests {
             clip: Some(fixture("clip-tiny")),
             ..RunSettings::default()
         }
+    }
+
+    #[test]
+    fn model_files_name_and_hash_the_models_a_run_uses() {
+        let files = model_files(&tiny(1)).expect("fixture models");
+        let clip = files.clip.expect("clip");
+        let vqgan = files.vqgan.expect("vqgan");
+        assert_eq!((clip.name.as_str(), vqgan.name.as_str()), ("clip-tiny", "model.ckpt"));
+        assert!(clip.sha256.len() == 64 && vqgan.sha256.len() == 64);
+        assert_eq!(vqgan.sha256, crate::export::file_sha256(&fixture("vqgan-tiny/model.ckpt")).expect("hash"));
+        assert!(files.demo.is_none() && files.onestep.is_none());
+        let missing = RunSettings { vqgan: Some(PathBuf::from("/nowhere/x.ckpt")), ..tiny(1) };
+        assert!(model_files(&missing).expect_err("no such file").contains("/nowhere/x.ckpt"));
     }
 
     #[test]

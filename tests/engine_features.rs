@@ -6,10 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use clipcanvas::engine::cutouts::CutMethod;
 use clipcanvas::engine::session::{Models, Session};
 use clipcanvas::engine::EngineError;
 use clipcanvas::models::{clip, vqgan};
+use clipcanvas::settings::CutMethod;
 use clipcanvas::settings::{InitNoise, LrStep, OptimizerKind, RunSettings};
 use common::fixture;
 
@@ -162,7 +162,7 @@ fn block_spread(z: &Tensor, f: usize) -> f32 {
 
 #[test]
 fn coarse_to_fine_moves_the_latent_in_blocks_then_frees_it() {
-    let coarse = clipcanvas::engine::coarse::parse_schedule("4:2,2:4").expect("schedule");
+    let coarse = clipcanvas::settings::coarse::parse_schedule("4:2,2:4").expect("schedule");
     let settings = RunSettings { width: 64, height: 64, coarse, iterations: 6, ..small(&["a red circle"]) };
     let mut s = Session::new(models(), settings.clone()).expect("session");
     let (_, _, h, w) = s.latent().dims4().expect("4d");

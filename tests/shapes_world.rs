@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device};
-use clipcanvas::shapes::scene::{colour_index, COLOURS};
-use clipcanvas::shapes::{eval, stats, train};
+use clipcanvas::demo::scene::{colour_index, COLOURS};
+use clipcanvas::demo::{eval, stats, train};
 
 fn world() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/shapes-world")
@@ -30,7 +30,8 @@ fn committed_models_meet_their_figures_on_held_out_scenes() {
     )
     .expect("shapes VQGAN loads like any VQGAN");
     let z = eval::zero_shot(&clip, &tok, 200, eval::EVAL_SEED).expect("zero-shot");
-    let psnr = eval::reconstruction_psnr(&vqgan, 24, train::SCENE_SIDE, eval::EVAL_SEED).expect("psnr");
+    let psnr =
+        eval::reconstruction_psnr(&vqgan, 24, clipcanvas::demo::data::SCENE_SIDE, eval::EVAL_SEED).expect("psnr");
     println!("{z:?} PSNR {psnr:.2} dB");
     assert!(z.colour >= MIN_COLOUR, "colour accuracy {:.3}", z.colour);
     assert!(z.shape >= MIN_SHAPE, "shape accuracy {:.3}", z.shape);
@@ -229,7 +230,7 @@ fn generate_without_model_flags_uses_the_shapes_world_and_says_so_once() {
 #[test]
 fn train_demo_is_deterministic_for_a_seed_and_writes_the_real_formats() {
     let dir = tempfile::tempdir().expect("temp dir");
-    // The last CLIP step hardens against two generate runs (see `shapes::harden`).
+    // The last CLIP step hardens against two generate runs (see `demo::harden`).
     let train = |out: &str, seed: &str, harden: &str| {
         let run = Command::new(env!("CARGO_BIN_EXE_clipcanvas"))
             .args(["train-demo", "--out", out, "--seed", seed, "--clip-steps", "2", "--clip-batch", "4"])

@@ -243,7 +243,7 @@ fn a_file_dropped_on_the_target_panel_becomes_a_target_image() {
 
 #[test]
 fn a_coarse_schedule_is_typed_checked_and_sent_with_the_run() {
-    use clipcanvas::engine::coarse::CoarseStage;
+    use clipcanvas::settings::CoarseStage;
     let link = FakeLink::default();
     let mut h = harness_with_settings_open(&link);
     let preset = clipcanvas::settings::RunSettings::shapes_world().coarse;
@@ -272,7 +272,7 @@ fn a_coarse_schedule_is_typed_checked_and_sent_with_the_run() {
 
 #[test]
 fn ticking_blur_sends_it_with_the_run_and_unticking_takes_it_back() {
-    use clipcanvas::engine::augment::Augment;
+    use clipcanvas::settings::Augment;
     let link = FakeLink::default();
     let mut h = harness_with_settings_open(&link);
     assert!(!h.state().state.settings.augments.contains(&Augment::Blur), "blur is off by default");

@@ -12,13 +12,14 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
-use crate::engine::augment::Augment;
-use crate::engine::cutouts::CutMethod;
 use crate::engine::device::parse_device;
 use crate::engine::observer::{Frame, Observer, StepStats};
-use crate::engine::prompt::split_story;
-use crate::engine::session::{load_models, ModelSource, RunEnd, Session};
+use crate::engine::session::{load_models, model_files, ModelSource, RunEnd, Session};
 use crate::export::{self, FrameSequence};
+use crate::settings::png::{ModelFiles, PngMeta};
+use crate::settings::prompt::split_story;
+use crate::settings::Augment;
+use crate::settings::CutMethod;
 use crate::settings::{InitNoise, InitWeightMode, LrStep, OneStepSettings, OptimizerKind, RunSettings};
 
 #[derive(Debug, Args)]
@@ -159,19 +160,7 @@ fn runtime(e: impl Into<anyhow::Error>) -> CliError {
 
 /// Reads settings from a JSON file or from a clipcanvas PNG's metadata.
 pub fn read_settings_file(path: &Path) -> Result<RunSettings, CliError> {
-    let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    if is_png {
-        let meta = export::read_png_metadata(path)
-            .map_err(input)?
-            .ok_or_else(|| input(format!("{}: this PNG holds no clipcanvas settings", path.display())))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&meta).map_err(|e| input(format!("{}: unreadable settings ({e})", path.display())))?;
-        let settings = value.get("settings").cloned().unwrap_or(value);
-        return serde_json::from_value(settings)
-            .map_err(|e| input(format!("{}: invalid settings ({e})", path.display())));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
-    RunSettings::from_json(&text).map_err(|e| input(format!("{}: {e}", path.display())))
+    export::read_settings_file(path).map_err(input)
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), CliError> {
@@ -276,7 +265,7 @@ pub fn merge_settings(a: &GenerateArgs, mut s: RunSettings) -> Result<RunSetting
         s.tv_weight = v;
     }
     if let Some(v) = &a.coarse {
-        s.coarse = crate::engine::coarse::parse_schedule(v).map_err(input)?;
+        s.coarse = crate::settings::coarse::parse_schedule(v).map_err(input)?;
     }
     if let Some(v) = a.story_every {
         s.story_every = v;
@@ -403,56 +392,20 @@ impl Observer for CliObserver {
 }
 
 /// The metadata stored in every PNG: settings, iteration, models and their hashes.
-fn metadata(settings: &RunSettings, iteration: usize, hashes: &serde_json::Value) -> String {
-    serde_json::json!({
-        "clipcanvas": env!("CARGO_PKG_VERSION"),
-        "iteration": iteration,
-        "seed": settings.seed,
-        "models": hashes,
-        "settings": settings,
-    })
-    .to_string()
+fn metadata(settings: &RunSettings, iteration: usize, models: &ModelFiles) -> String {
+    PngMeta::new(settings, iteration, models.clone()).to_json()
 }
 
-fn model_hashes(source: Option<&ModelSource>, settings: &RunSettings) -> Result<serde_json::Value, CliError> {
-    let describe = |path: &Path| -> Result<serde_json::Value, CliError> {
-        Ok(serde_json::json!({
-            "name": path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            "sha256": export::file_sha256(path).map_err(input)?,
-        }))
-    };
-    let mut out = serde_json::Map::new();
-    let Some(source) = source else { return Ok(serde_json::Value::Object(out)) };
-    out.insert("vqgan".into(), describe(&source.vqgan)?);
-    let weights = crate::models::clip::ClipFiles::locate(&source.clip).map_err(input)?.weights;
-    let mut d = describe(&weights)?;
-    d["name"] = serde_json::Value::String(
-        source.clip.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-    );
-    out.insert("clip".into(), d);
-    if source.demo {
-        out.insert("demo".into(), serde_json::Value::String(crate::models::bundled::SHAPES_WORLD.into()));
+fn model_hashes(source: Option<&ModelSource>, settings: &RunSettings) -> Result<ModelFiles, CliError> {
+    match source {
+        Some(source) => Ok(model_files(source, settings)?),
+        None => Ok(ModelFiles::default()),
     }
-    if let Some(one) = &settings.one_step {
-        if let Some(dir) = one.model.as_ref().or(source.onestep.as_ref()) {
-            let mut d = describe(&dir.join("model.safetensors"))?;
-            d["name"] = serde_json::Value::String(
-                dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            );
-            out.insert("onestep".into(), d);
-        }
-    }
-    Ok(serde_json::Value::Object(out))
 }
 
 /// Writes each one-step candidate, best first, as `OUT.candidate-N.png`, with the
 /// settings that start from it.
-fn save_candidates(
-    session: &Session,
-    settings: &RunSettings,
-    hashes: &serde_json::Value,
-    out: &Path,
-) -> Result<(), CliError> {
+fn save_candidates(session: &Session, settings: &RunSettings, hashes: &ModelFiles, out: &Path) -> Result<(), CliError> {
     for (rank, c) in session.drafts().iter().enumerate() {
         let mut s = settings.clone();
         if let Some(one) = &mut s.one_step {

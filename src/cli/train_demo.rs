@@ -1,5 +1,5 @@
 //! `clipcanvas train-demo`: trains the shapes world's CLIP and VQGAN (see
-//! [`crate::shapes`]), shows progress, then evaluates the written files through the
+//! [`crate::demo`]), shows progress, then evaluates the written files through the
 //! same loaders the studio uses and prints the figures.
 
 use std::io::IsTerminal;
@@ -13,8 +13,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
-use crate::shapes::train::{self, TrainObserver, TrainOptions};
-use crate::shapes::{eval, ShapesError};
+use crate::demo::train::{self, TrainObserver, TrainOptions};
+use crate::demo::{eval, DemoError};
 
 #[derive(Debug, Args)]
 pub struct TrainDemoArgs {
@@ -151,7 +151,7 @@ pub fn run(a: &TrainDemoArgs) -> Result<(), CliError> {
         let started = Instant::now();
         let log = match train::train_demo(&opts, &a.out, &mut progress) {
             Ok(log) => log,
-            Err(ShapesError::Cancelled) => {
+            Err(DemoError::Cancelled) => {
                 eprintln!("cancelled; nothing was written");
                 return Err(CliError::Interrupted);
             }
@@ -195,8 +195,8 @@ fn evaluate(dir: &Path, scenes: usize, seed: u64) -> Result<(), CliError> {
         crate::models::vqgan::load(&train::vqgan_dir(dir).join("model.safetensors"), None, DType::F32, &Device::Cpu)
             .map_err(load_err)?;
     let n = (scenes / 5).max(1);
-    let psnr =
-        eval::reconstruction_psnr(&vqgan, n, train::SCENE_SIDE, eval_seed).map_err(|e| CliError::Runtime(e.into()))?;
-    println!("VQGAN reconstruction PSNR on {n} held-out {0}x{0} scenes: {psnr:.2} dB", train::SCENE_SIDE);
+    let psnr = eval::reconstruction_psnr(&vqgan, n, crate::demo::data::SCENE_SIDE, eval_seed)
+        .map_err(|e| CliError::Runtime(e.into()))?;
+    println!("VQGAN reconstruction PSNR on {n} held-out {0}x{0} scenes: {psnr:.2} dB", crate::demo::data::SCENE_SIDE);
     Ok(())
 }

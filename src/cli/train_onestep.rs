@@ -177,8 +177,8 @@ fn hash(path: &Path) -> Result<String, CliError> {
 
 /// `--evaluate`: the meaning test of the shapes world's drafts.
 fn evaluate(a: &TrainOneStepArgs, out: &Path) -> Result<(), CliError> {
+    use crate::demo::meaning::{evaluate_drafts, DraftEvalOptions};
     use crate::settings::{OneStepSettings, RunSettings};
-    use crate::shapes::meaning::{evaluate_drafts, DraftEvalOptions};
     if a.clip.is_some() || a.vqgan.is_some() {
         return Err(input("--evaluate runs the shapes world's meaning test: give no --clip or --vqgan"));
     }

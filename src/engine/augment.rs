@@ -40,6 +40,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::rng::Rng;
+use crate::settings::Augment;
 
 /// Affine parameters: rotation and shear in degrees, translation in fractions of the side.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -94,42 +95,6 @@ impl AugmentParams {
             && self.jitter.is_none()
             && self.erase.is_none()
             && self.blur.is_none()
-    }
-}
-
-/// The switchable augmentations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Augment {
-    Flip,
-    Affine,
-    Perspective,
-    Jitter,
-    Erase,
-    Blur,
-    Noise,
-}
-
-impl Augment {
-    /// All augmentations, in the order they are applied.
-    pub const ALL: [Augment; 7] =
-        [Self::Flip, Self::Affine, Self::Perspective, Self::Jitter, Self::Erase, Self::Blur, Self::Noise];
-
-    /// The augmentation named `name` (its [`Augment::name`], case-insensitive).
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(name.trim()))
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Flip => "flip",
-            Self::Affine => "affine",
-            Self::Perspective => "perspective",
-            Self::Jitter => "jitter",
-            Self::Erase => "erase",
-            Self::Blur => "blur",
-            Self::Noise => "noise",
-        }
     }
 }
 

@@ -25,16 +25,6 @@ use serde::{Deserialize, Serialize};
 
 use super::rng::Rng;
 
-/// How the cutouts are made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CutMethod {
-    /// Random crops of random sizes, resampled (the z+quantize notebook).
-    Notebook,
-    /// The whole image, `(adaptive avg pool + adaptive max pool) / 2` (nerdyrodent).
-    Pooled,
-}
-
 /// One square crop: side `size` pixels, top-left corner at column `x`, row `y`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Crop {
@@ -528,8 +518,6 @@ mod tests {
 
     #[test]
     fn serde_forms() {
-        assert_eq!(serde_json::to_string(&CutMethod::Pooled).unwrap(), "\"pooled\"");
-        assert_eq!(serde_json::from_str::<CutMethod>("\"notebook\"").unwrap(), CutMethod::Notebook);
         let c = Crop { size: 3, x: 1, y: 2 };
         assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"size":3,"x":1,"y":2}"#);
     }

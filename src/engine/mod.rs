@@ -14,7 +14,6 @@ pub mod loss;
 pub mod observer;
 pub mod optim;
 pub mod profile;
-pub mod prompt;
 pub mod rng;
 pub mod score;
 pub mod session;

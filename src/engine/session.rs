@@ -12,9 +12,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::augment::{self, Augment, AugmentParams};
-use super::coarse::{block_average, factor_at};
-use super::cutouts::{self, Crop, CutMethod};
+use super::augment::{self, AugmentParams};
+use super::coarse::block_average;
+use super::cutouts::{self, Crop};
 use super::draft::{check_fit, draft, embed_image_file, Candidate, Target};
 use super::error::{EngineError, Result};
 use super::image::{load_rgb, resize_exact_lanczos, resize_keep_aspect, rgb_to_tensor, tensor_to_rgb};
@@ -22,13 +22,15 @@ use super::loss::{clamp_with_grad, init_loss, tv_loss, PromptTarget};
 use super::observer::{Frame, Observer, StepStats};
 use super::optim::{Optimizer, OptimizerMeta};
 use super::profile::{StageClock, StageTimes};
-use super::prompt::{parse_noise_prompt, parse_prompt};
 use super::rng::Rng;
 use crate::models::clip::Clip;
 use crate::models::onestep::OneStep;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::Vqgan;
-use crate::settings::{InitNoise, InitWeightMode, OneStepSettings, RunSettings};
+use crate::settings::coarse::factor_at;
+use crate::settings::png::{FileId, ModelFiles};
+use crate::settings::prompt::{parse_noise_prompt, parse_prompt};
+use crate::settings::{Augment, CutMethod, InitNoise, InitWeightMode, OneStepSettings, RunSettings};
 
 /// The loaded networks a session runs on.
 #[derive(Debug)]
@@ -817,6 +819,27 @@ pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
         None => None,
     };
     Ok(Models { vqgan, clip, tokenizer, device: device.clone(), source: Some(source), onestep })
+}
+
+/// The model files of a run (names and SHA-256), for its PNGs' metadata.
+pub fn model_files(source: &ModelSource, settings: &RunSettings) -> Result<ModelFiles> {
+    let id = |name: &Path, weights: &Path| -> Result<FileId> {
+        Ok(FileId {
+            name: name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            sha256: crate::export::file_sha256(weights).map_err(|e| EngineError::Input(e.to_string()))?,
+        })
+    };
+    let clip_weights = crate::models::clip::ClipFiles::locate(&source.clip)?.weights;
+    let onestep = match settings.one_step.as_ref().and_then(|one| one.model.as_ref().or(source.onestep.as_ref())) {
+        Some(dir) => Some(id(dir, &dir.join("model.safetensors"))?),
+        None => None,
+    };
+    Ok(ModelFiles {
+        clip: Some(id(&source.clip, &clip_weights)?),
+        demo: source.demo.then(|| crate::models::bundled::SHAPES_WORLD.to_owned()),
+        onestep,
+        vqgan: Some(id(&source.vqgan, &source.vqgan)?),
+    })
 }
 
 /// Refuses a one-step model trained for other CLIP or VQGAN files than `source`'s

@@ -1,4 +1,4 @@
-//! The models that come with clipcanvas: the shapes world (see `crate::shapes`), a tiny
+//! The models that come with clipcanvas: the shapes world (see `crate::demo`), a tiny
 //! CLIP and VQGAN trained by `clipcanvas train-demo` and kept in the repository's
 //! `models/shapes-world/`. They are the default when no models are given.
 

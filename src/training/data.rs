@@ -10,13 +10,13 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::{Progress, Result, TrainError};
+use crate::demo::scene::Scene;
 use crate::engine::image::{clip_resize_crop, load_rgb, rgb_to_tensor};
 use crate::engine::rng::Rng;
 use crate::models::clip::Clip;
 use crate::models::nn::l2_normalize;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::Vqgan;
-use crate::shapes::scene::Scene;
 
 /// Where the images come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ use super::panels::{prompts, settings};
 use super::state::StudioState;
 use crate::engine::observer::{Frame, StepStats};
 use crate::manager::ModelPaths;
+use crate::settings::png::{ModelFiles, PngMeta};
 use crate::settings::RunSettings;
 use crate::worker::{Command, DraftFrame, Event, FrameEvent, RunState};
 
@@ -83,6 +84,8 @@ pub struct StudioApp {
     pub drafts: Vec<(DraftFrame, egui::TextureHandle)>,
     /// The candidate on the canvas (its rank).
     pub draft_pick: usize,
+    /// The settings of the last run sent to the engine: an exported image records them.
+    last_run: Option<RunSettings>,
 }
 
 impl StudioApp {
@@ -118,6 +121,7 @@ impl StudioApp {
             models_window: ModelsWindow::default(),
             drafts: Vec::new(),
             draft_pick: 0,
+            last_run: None,
         };
         app.check_models();
         if let Some(path) = app.state.settings.init_image.clone() {
@@ -187,6 +191,7 @@ impl StudioApp {
                 self.drafts.clear();
                 self.selected = None;
                 self.banner = None;
+                self.last_run = Some(settings.clone());
                 if !self.link.send(Command::Start(Box::new(settings))) {
                     self.say("the engine is not answering; restart the studio", true);
                 }
@@ -211,6 +216,7 @@ impl StudioApp {
                 self.draft_pick = 0;
                 self.selected = None;
                 self.banner = None;
+                self.last_run = Some(settings.clone());
                 if !self.link.send(Command::Start(Box::new(settings))) {
                     self.say("the engine is not answering; restart the studio", true);
                 }
@@ -233,6 +239,9 @@ impl StudioApp {
     /// Shows another ranked candidate and starts from it.
     fn pick_draft(&mut self, rank: usize) {
         self.draft_pick = rank;
+        if let Some(one) = self.last_run.as_mut().and_then(|s| s.one_step.as_mut()) {
+            one.pick = rank;
+        }
         self.kept.clear();
         self.selected = None;
         self.send(Command::PickDraft(rank));
@@ -344,10 +353,7 @@ impl StudioApp {
         let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
         if is_png {
             if let Ok(Some(meta)) = crate::export::read_png_metadata(path) {
-                let settings = serde_json::from_str::<serde_json::Value>(&meta)
-                    .ok()
-                    .and_then(|v| serde_json::from_value::<RunSettings>(v.get("settings").cloned().unwrap_or(v)).ok());
-                if let Some(s) = settings {
+                if let Ok(s) = crate::settings::png::settings_from_text(&meta) {
                     self.state.restore(&s);
                     self.check_models();
                     self.say(format!("settings restored from {}", path.display()), false);
@@ -432,7 +438,14 @@ impl StudioApp {
             self.say("nothing to export yet", true);
             return;
         };
-        let settings = self.state.run_settings().unwrap_or_else(|_| self.state.settings.clone());
+        let mut settings = match &self.last_run {
+            Some(s) => s.clone(),
+            None => self.state.run_settings().unwrap_or_else(|_| self.state.settings.clone()),
+        };
+        if settings.one_step.is_some() {
+            // A draft, or a draft refined: the settings that make this very frame.
+            settings.iterations = frame.iteration;
+        }
         let tx = self.bg_tx.clone();
         dialog(move || {
             let Some(file) = pollster::block_on(
@@ -441,9 +454,15 @@ impl StudioApp {
                 return;
             };
             let path = file.path().to_path_buf();
-            let meta = serde_json::json!({"clipcanvas": env!("CARGO_PKG_VERSION"), "iteration": frame.iteration, "seed": settings.seed, "settings": settings}).to_string();
+            // The model files' names and hashes, as `generate` records them; without
+            // them (a model file gone since the run) the image is still saved.
+            let (models, note) = match crate::worker::model_files(&settings) {
+                Ok(m) => (m, String::new()),
+                Err(e) => (ModelFiles::default(), format!(" (without model hashes: {e})")),
+            };
+            let meta = PngMeta::new(&settings, frame.iteration, models).to_json();
             let result = crate::export::write_png(&path, &frame.frame.to_rgb(), Some(&meta))
-                .map(|()| format!("saved {}", path.display()))
+                .map(|()| format!("saved {}{note}", path.display()))
                 .map_err(|e| e.to_string());
             let _ = tx.send(Background::Done(result));
         });
@@ -508,7 +527,7 @@ impl StudioApp {
             ) else {
                 return;
             };
-            let result = crate::cli::generate::read_settings_file(file.path()).map_err(|e| e.to_string());
+            let result = crate::export::read_settings_file(file.path()).map_err(|e| e.to_string());
             let _ = tx.send(Background::SettingsLoaded(Box::new(result)));
         });
     }

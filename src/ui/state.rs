@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::prompt::parse_prompt;
+use crate::settings::prompt::parse_prompt;
 use crate::settings::{OneStepSettings, RunSettings};
 
 /// One row of the prompt editor.
@@ -96,7 +96,7 @@ impl StudioState {
         s.story = self
             .story
             .iter()
-            .map(|line| crate::engine::prompt::split_prompts(line))
+            .map(|line| crate::settings::prompt::split_prompts(line))
             .filter(|stage| !stage.is_empty())
             .collect();
         s.image_prompts = self.target_specs();

@@ -1,9 +1,9 @@
 //! Run settings: models, size, seed, learning rate, iterations, cutouts, optimiser,
 //! augmentations, coarse-to-fine schedule, device, with presets and a memory estimate.
 
-use crate::engine::augment::Augment;
-use crate::engine::coarse::{format_schedule, parse_schedule, CoarseStage};
-use crate::engine::cutouts::CutMethod;
+use crate::settings::coarse::{format_schedule, parse_schedule, CoarseStage};
+use crate::settings::Augment;
+use crate::settings::CutMethod;
 use crate::settings::{OneStepSettings, OptimizerKind, RunSettings};
 use crate::ui::state::memory_estimate;
 

@@ -2,6 +2,7 @@
 //!
 //! - [`scene`]: procedural scenes (shapes, colours, positions, sizes, counts) and their
 //!   captions;
+//! - [`data`]: scenes as training tensors, and the sizes the world is made at;
 //! - [`train`]: `train-demo`, which trains a tiny CLIP and an f8 VQGAN on them with
 //!   candle and writes them in the real file formats;
 //! - [`harden`]: the last part of the CLIP's training, against `generate` itself;
@@ -14,6 +15,7 @@
 //! The trained files live in the repository's `models/shapes-world/` and are the
 //! default models when none are given.
 
+pub mod data;
 pub mod error;
 pub mod eval;
 mod harden;
@@ -23,4 +25,4 @@ pub mod silhouette;
 pub mod stats;
 pub mod train;
 
-pub use error::{Result, ShapesError};
+pub use error::{DemoError, Result};

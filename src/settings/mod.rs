@@ -1,14 +1,65 @@
-//! `RunSettings`: everything a run needs, shared by the command line, the studio and
-//! session files. Plain data with serde and defaults; `validate` checks it without I/O.
+//! The data layer every other layer shares: `RunSettings` (everything a run needs, for the
+//! command line, the studio and session files), the prompt and schedule syntaxes, the
+//! augmentation and cutout choices, one-step sampling. Plain data with serde and
+//! defaults; `validate` checks it without I/O. Nothing here imports another layer.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::augment::Augment;
-use crate::engine::coarse::{validate_schedule, CoarseStage};
-use crate::engine::cutouts::CutMethod;
-use crate::engine::prompt::{parse_noise_prompt, parse_prompt};
+pub mod coarse;
+pub mod png;
+pub mod prompt;
+
+use coarse::validate_schedule;
+pub use coarse::CoarseStage;
+use prompt::{parse_noise_prompt, parse_prompt};
+
+/// The switchable augmentations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Augment {
+    Flip,
+    Affine,
+    Perspective,
+    Jitter,
+    Erase,
+    Blur,
+    Noise,
+}
+
+impl Augment {
+    /// All augmentations, in the order they are applied.
+    pub const ALL: [Augment; 7] =
+        [Self::Flip, Self::Affine, Self::Perspective, Self::Jitter, Self::Erase, Self::Blur, Self::Noise];
+
+    /// The augmentation named `name` (its [`Augment::name`], case-insensitive).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flip => "flip",
+            Self::Affine => "affine",
+            Self::Perspective => "perspective",
+            Self::Jitter => "jitter",
+            Self::Erase => "erase",
+            Self::Blur => "blur",
+            Self::Noise => "noise",
+        }
+    }
+}
+
+/// How the cutouts are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CutMethod {
+    /// Random crops of random sizes, resampled (the z+quantize notebook).
+    Notebook,
+    /// The whole image, `(adaptive avg pool + adaptive max pool) / 2` (nerdyrodent).
+    Pooled,
+}
 
 /// How the latent starts when there is no init image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -159,7 +210,7 @@ pub struct RunSettings {
     /// Weight of the total-variation (smoothness) loss on the image; 0 is off.
     pub tv_weight: f64,
     /// Coarse-to-fine search: the latent moves in blocks of `factor` tokens until each
-    /// stage's iteration (see [`crate::engine::coarse`]); empty is the notebook's search.
+    /// stage's iteration (see `engine::coarse`); empty is the notebook's search.
     pub coarse: Vec<CoarseStage>,
     pub width: usize,
     pub height: usize,
@@ -323,5 +374,18 @@ impl RunSettings {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_have_their_serde_forms() {
+        assert_eq!(serde_json::to_string(&CutMethod::Pooled).unwrap(), "\"pooled\"");
+        assert_eq!(serde_json::from_str::<CutMethod>("\"notebook\"").unwrap(), CutMethod::Notebook);
+        assert_eq!(serde_json::to_string(&Augment::Blur).unwrap(), "\"blur\"");
+        assert_eq!(Augment::parse(" Affine "), Some(Augment::Affine));
     }
 }

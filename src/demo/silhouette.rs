@@ -127,8 +127,8 @@ pub fn shape_of(img: &RgbImage, colour: usize) -> Option<(Shape, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo::scene::Scene;
     use crate::engine::rng::Rng;
-    use crate::shapes::scene::Scene;
 
     #[test]
     fn rendered_shapes_are_recognised() {

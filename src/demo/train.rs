@@ -12,27 +12,20 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 
-use super::error::{Result, ShapesError};
+use super::data::{scene_batch, scene_batch_covered, CLIP_SIDE, CONTEXT, SCENE_SIDE};
+use super::error::{DemoError, Result};
 use super::harden::{self, Pool};
 use super::scene::{CaptionStyle, Position, Scene, Shape, Size, COLOURS};
-use super::stats::distance2;
 use crate::engine::rng::Rng;
 use crate::models::clip::{Clip, ClipConfig};
 use crate::models::nn::l2_normalize;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::{nearest_indices, Vqgan, VqganConfig};
-use crate::models::weights::ShapeRecorder;
+use crate::models::weights::{ShapeRecorder, WeightFile};
 use crate::settings::RunSettings;
 
 /// The real CLIP BPE vocabulary, shipped with the binary.
 pub const TOKENIZER_JSON: &[u8] = crate::models::tokenizer::BUNDLED_JSON;
-
-/// Side of the scenes the VQGAN is trained on and the canvas the demo uses.
-pub const SCENE_SIDE: usize = 128;
-/// The shapes CLIP's input size.
-pub const CLIP_SIDE: usize = 64;
-/// Text context length of the shapes CLIP (captions are short).
-pub const CONTEXT: usize = 24;
 
 /// The shapes CLIP's `config.json` (the Hugging Face layout).
 pub fn clip_config_json() -> serde_json::Value {
@@ -172,7 +165,7 @@ fn init_vars(
     build(recorder.var_builder(device))?;
     let varmap = VarMap::new();
     {
-        let mut data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
+        let mut data = varmap.data().lock().map_err(|_| DemoError::Train("variable map poisoned".into()))?;
         for (name, shape) in recorder.requested() {
             let n: usize = shape.iter().product();
             let t = match rule(&name, &shape) {
@@ -229,91 +222,6 @@ fn vqgan_init(name: &str, shape: &[usize]) -> InitKind {
         InitKind::Normal(0.3 / fan_in(shape).sqrt())
     } else {
         InitKind::Normal(1.0 / fan_in(shape).sqrt())
-    }
-}
-
-/// Scenes rendered and converted to a `[B, 3, side, side]` tensor in `[0, 1]`, with the
-/// light blur and noise the CLIP sees in decoded images.
-pub(crate) fn scene_batch(
-    scenes: &[Scene],
-    side: usize,
-    rng: &mut Rng,
-    augment: bool,
-    device: &Device,
-) -> Result<Tensor> {
-    Ok(scene_batch_covered(scenes, side, None, rng, augment, device)?.0)
-}
-
-/// [`scene_batch`], and with `patch` also each `patch`×`patch` cell's foreground
-/// share, `[B·cells]` in row-major order: the fraction of its pixels nearer the shape's
-/// colour than the background's, before blur and noise.
-fn scene_batch_covered(
-    scenes: &[Scene],
-    side: usize,
-    patch: Option<usize>,
-    rng: &mut Rng,
-    augment: bool,
-    device: &Device,
-) -> Result<(Tensor, Vec<f32>)> {
-    let plane = side * side;
-    let mut data = vec![0f32; scenes.len() * 3 * plane];
-    let mut coverage = Vec::new();
-    for (i, s) in scenes.iter().enumerate() {
-        let img = s.render(side, rng);
-        if let Some(p) = patch.filter(|&p| p > 0) {
-            let (fg, bg) = (COLOURS[s.colour].rgb, COLOURS[s.background].rgb);
-            let cells = side / p;
-            let mut share = vec![0f32; cells * cells];
-            for (x, y, px) in img.enumerate_pixels() {
-                let (cx, cy) = (x as usize / p, y as usize / p);
-                if cx < cells && cy < cells && distance2(px.0, fg) < distance2(px.0, bg) {
-                    share[cy * cells + cx] += 1.0 / (p * p) as f32;
-                }
-            }
-            coverage.extend(share);
-        }
-        let out = &mut data[i * 3 * plane..(i + 1) * 3 * plane];
-        for (p, px) in img.pixels().enumerate() {
-            for c in 0..3 {
-                out[c * plane + p] = f32::from(px.0[c]) / 255.0;
-            }
-        }
-        if augment {
-            if rng.chance(0.3) {
-                box_blur(out, side);
-            }
-            if rng.chance(0.4) {
-                let std = rng.range(0.01, 0.06) as f32;
-                let noise = rng.normals_f32(out.len());
-                for (v, n) in out.iter_mut().zip(noise) {
-                    *v = (*v + n * std).clamp(0.0, 1.0);
-                }
-            }
-        }
-    }
-    Ok((Tensor::from_vec(data, (scenes.len(), 3, side, side), device)?, coverage))
-}
-
-fn box_blur(planes: &mut [f32], side: usize) {
-    let plane = side * side;
-    for c in 0..3 {
-        let src: Vec<f32> = planes[c * plane..(c + 1) * plane].to_vec();
-        for y in 0..side {
-            for x in 0..side {
-                let mut sum = 0.0;
-                let mut n = 0.0;
-                for dy in -1i64..=1 {
-                    for dx in -1i64..=1 {
-                        let (yy, xx) = (y as i64 + dy, x as i64 + dx);
-                        if (0..side as i64).contains(&yy) && (0..side as i64).contains(&xx) {
-                            sum += src[yy as usize * side + xx as usize];
-                            n += 1.0;
-                        }
-                    }
-                }
-                planes[c * plane + y * side + x] = sum / n;
-            }
-        }
     }
 }
 
@@ -468,27 +376,20 @@ const HARDEN_MARGIN: f64 = 0.1;
 /// shapes CLIP has, in its shape (checked before any training starts).
 fn read_clip_weights(dir: &Path) -> Result<HashMap<String, Tensor>> {
     let path = dir.join("model.safetensors");
-    let weights = candle_core::safetensors::load(&path, &Device::Cpu)
-        .map_err(|e| ShapesError::Train(format!("--clip-from {}: {e}", path.display())))?;
-    let config = ClipConfig::from_json(&clip_config_json().to_string()).map_err(ShapesError::Train)?;
+    let from = |msg: String| DemoError::Train(format!("--clip-from {}: {msg}", path.display()));
+    let file = WeightFile::open_safetensors(&path).map_err(|e| from(e.to_string()))?;
+    let config = ClipConfig::from_json(&clip_config_json().to_string()).map_err(DemoError::Train)?;
     let recorder = ShapeRecorder::default();
     Clip::new(recorder.var_builder(&Device::Cpu), &config)?;
+    let mut weights = HashMap::new();
     for (name, shape) in recorder.requested() {
-        match weights.get(&name) {
-            Some(w) if w.dims() == shape.as_slice() => {}
-            Some(w) => {
-                return Err(ShapesError::Train(format!(
-                    "--clip-from {}: '{name}' is {:?}, the shapes CLIP's is {shape:?}",
-                    path.display(),
-                    w.dims()
-                )))
+        match file.shape(&name) {
+            Some(s) if s == shape => {
+                let t = file.tensor(&name, &shape, DType::F32, &Device::Cpu).map_err(|e| from(e.to_string()))?;
+                weights.insert(name, t);
             }
-            None => {
-                return Err(ShapesError::Train(format!(
-                    "--clip-from {}: no tensor '{name}' (not a shapes-world CLIP)",
-                    path.display()
-                )))
-            }
+            Some(s) => return Err(from(format!("'{name}' is {s:?}, the shapes CLIP's is {shape:?}"))),
+            None => return Err(from(format!("no tensor '{name}' (not a shapes-world CLIP)"))),
         }
     }
     Ok(weights)
@@ -496,10 +397,10 @@ fn read_clip_weights(dir: &Path) -> Result<HashMap<String, Tensor>> {
 
 /// Sets every variable to the tensor of its name in `weights`.
 fn start_from(varmap: &VarMap, weights: &HashMap<String, Tensor>) -> Result<()> {
-    let data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
+    let data = varmap.data().lock().map_err(|_| DemoError::Train("variable map poisoned".into()))?;
     for (name, var) in data.iter() {
-        let w = weights.get(name).ok_or_else(|| ShapesError::Train(format!("--clip-from: no tensor '{name}'")))?;
-        var.set(&w.to_dtype(DType::F32)?).map_err(|e| ShapesError::Train(format!("--clip-from: '{name}': {e}")))?;
+        let w = weights.get(name).ok_or_else(|| DemoError::Train(format!("--clip-from: no tensor '{name}'")))?;
+        var.set(&w.to_dtype(DType::F32)?).map_err(|e| DemoError::Train(format!("--clip-from: '{name}': {e}")))?;
     }
     Ok(())
 }
@@ -516,7 +417,7 @@ pub fn train_clip(
     log: &mut Vec<f64>,
 ) -> Result<HashMap<String, Tensor>> {
     let device = Device::Cpu;
-    let config = ClipConfig::from_json(&clip_config_json().to_string()).map_err(ShapesError::Train)?;
+    let config = ClipConfig::from_json(&clip_config_json().to_string()).map_err(DemoError::Train)?;
     let mut rng = Rng::new(opts.seed ^ 0xC11B);
     let layers = config.vision.num_hidden_layers.max(config.text.num_hidden_layers);
     let varmap = init_vars(|vb| Clip::new(vb, &config).map(|_| ()), |n, s| clip_init(n, s, layers), &mut rng, &device)?;
@@ -539,11 +440,11 @@ pub fn train_clip(
     let b = opts.clip_batch;
     for step in 0..opts.clip_steps {
         if observer.cancelled() {
-            return Err(ShapesError::Cancelled);
+            return Err(DemoError::Cancelled);
         }
         opt.set_learning_rate(cosine_lr(step, opts.clip_steps, opts.clip_lr, opts.clip_steps / 20 + 1));
         if step == harden_from && opts.harden_steps > 0 && opts.harden_pool > 0 {
-            let file = vqgan.ok_or_else(|| ShapesError::Train("hardening the CLIP needs the VQGAN".into()))?;
+            let file = vqgan.ok_or_else(|| DemoError::Train("hardening the CLIP needs the VQGAN".into()))?;
             let v = crate::models::vqgan::load(file, None, DType::F32, &device)?;
             let models = (clip.clone(), tokenizer.clone(), v);
             let seed = harden_rng.next_u64();
@@ -598,7 +499,7 @@ pub fn train_clip(
         opt.backward_step(&loss)?;
         let l = f64::from(loss.to_scalar::<f32>()?);
         if !l.is_finite() {
-            return Err(ShapesError::Train(format!("CLIP loss became {l} at step {step}")));
+            return Err(DemoError::Train(format!("CLIP loss became {l} at step {step}")));
         }
         log.push(l);
         let acc = batch_accuracy(&logits, b)?;
@@ -622,8 +523,8 @@ pub fn train_clip(
 }
 
 fn variable(varmap: &VarMap, name: &str) -> Result<Var> {
-    let data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
-    data.get(name).cloned().ok_or_else(|| ShapesError::Train(format!("no variable '{name}'")))
+    let data = varmap.data().lock().map_err(|_| DemoError::Train("variable map poisoned".into()))?;
+    data.get(name).cloned().ok_or_else(|| DemoError::Train(format!("no variable '{name}'")))
 }
 
 /// The encoder's output vectors of a batch, `[B·h·w][C]`, for seeding codes.
@@ -645,7 +546,7 @@ fn batch_accuracy(logits: &Tensor, b: usize) -> Result<f64> {
 }
 
 fn collect(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
-    let data = varmap.data().lock().map_err(|_| ShapesError::Train("variable map poisoned".into()))?;
+    let data = varmap.data().lock().map_err(|_| DemoError::Train("variable map poisoned".into()))?;
     Ok(data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect())
 }
 
@@ -669,7 +570,7 @@ pub fn train_vqgan(
     log: &mut Vec<f64>,
 ) -> Result<HashMap<String, Tensor>> {
     let device = Device::Cpu;
-    let config = VqganConfig::from_yaml(&vqgan_yaml()).map_err(ShapesError::Train)?;
+    let config = VqganConfig::from_yaml(&vqgan_yaml()).map_err(DemoError::Train)?;
     let mut rng = Rng::new(opts.seed ^ 0x76A9);
     let varmap = init_vars(|vb| Vqgan::new(vb, &config).map(|_| ()), vqgan_init, &mut rng, &device)?;
     let model = Vqgan::new(VarBuilder::from_varmap(&varmap, DType::F32, &device), &config)?;
@@ -687,7 +588,7 @@ pub fn train_vqgan(
     observer.stage("vqgan", opts.vqgan_steps);
     for step in 0..opts.vqgan_steps {
         if observer.cancelled() {
-            return Err(ShapesError::Cancelled);
+            return Err(DemoError::Cancelled);
         }
         opt.set_learning_rate(cosine_lr(step, opts.vqgan_steps, 1e-3, opts.vqgan_steps / 20 + 1));
         let x = vqgan_batch(opts.vqgan_batch, opts.vqgan_crop, &mut rng, &device)?;
@@ -699,7 +600,7 @@ pub fn train_vqgan(
             opt.backward_step(&loss)?;
             let l = f64::from(loss.to_scalar::<f32>()?);
             if !l.is_finite() {
-                return Err(ShapesError::Train(format!("VQGAN loss became {l} at step {step}")));
+                return Err(DemoError::Train(format!("VQGAN loss became {l} at step {step}")));
             }
             log.push(l);
             let psnr = -10.0 * (f64::from(mse.to_scalar::<f32>()?) / 4.0).log10();
@@ -725,7 +626,7 @@ pub fn train_vqgan(
         opt.backward_step(&loss)?;
         let l = f64::from(loss.to_scalar::<f32>()?);
         if !l.is_finite() {
-            return Err(ShapesError::Train(format!("VQGAN loss became {l} at step {step}")));
+            return Err(DemoError::Train(format!("VQGAN loss became {l} at step {step}")));
         }
         log.push(l);
         let flat = idx.flatten_all()?.to_vec1::<u32>()?;
@@ -781,14 +682,14 @@ fn save_f16(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|e| ShapesError::io(path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|e| DemoError::io(path, e))?;
     }
     Ok(())
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::export::write_atomic(path, |w| std::io::Write::write_all(w, bytes))
-        .map_err(|e| ShapesError::Train(e.to_string()))
+        .map_err(|e| DemoError::Train(e.to_string()))
 }
 
 /// Trains both models and writes them under `out` (`clip/`, `vqgan/`). Nothing is
@@ -796,7 +697,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// temporary folder that replaces `out` at the end.
 pub fn train_demo(opts: &TrainOptions, out: &Path, observer: &mut dyn TrainObserver) -> Result<TrainLog> {
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| ShapesError::io(parent, e))?;
+    std::fs::create_dir_all(parent).map_err(|e| DemoError::io(parent, e))?;
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "shapes-world".into());
     let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
     let result = train_into(opts, &staging, out, observer);
@@ -809,13 +710,13 @@ pub fn train_demo(opts: &TrainOptions, out: &Path, observer: &mut dyn TrainObser
     };
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     if out.exists() {
-        std::fs::rename(out, &old).map_err(|e| ShapesError::io(out, e))?;
+        std::fs::rename(out, &old).map_err(|e| DemoError::io(out, e))?;
     }
     if let Err(e) = std::fs::rename(&staging, out) {
         if old.exists() {
             let _ = std::fs::rename(&old, out);
         }
-        return Err(ShapesError::io(out, e));
+        return Err(DemoError::io(out, e));
     }
     if old.exists() {
         let _ = std::fs::remove_dir_all(&old);
@@ -826,15 +727,15 @@ pub fn train_demo(opts: &TrainOptions, out: &Path, observer: &mut dyn TrainObser
 fn train_into(opts: &TrainOptions, dir: &Path, out: &Path, observer: &mut dyn TrainObserver) -> Result<TrainLog> {
     let (cdir, vdir) = (clip_dir(dir), vqgan_dir(dir));
     for d in [&cdir, &vdir] {
-        std::fs::create_dir_all(d).map_err(|e| ShapesError::io(d, e))?;
+        std::fs::create_dir_all(d).map_err(|e| DemoError::io(d, e))?;
     }
     // The model not being trained is kept as it is.
     let keep = |from: PathBuf, to: &Path| -> Result<()> {
-        let entries = std::fs::read_dir(&from).map_err(|e| ShapesError::io(&from, e))?;
+        let entries = std::fs::read_dir(&from).map_err(|e| DemoError::io(&from, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| ShapesError::io(&from, e))?;
+            let entry = entry.map_err(|e| DemoError::io(&from, e))?;
             let target = to.join(entry.file_name());
-            std::fs::copy(entry.path(), &target).map_err(|e| ShapesError::io(&target, e))?;
+            std::fs::copy(entry.path(), &target).map_err(|e| DemoError::io(&target, e))?;
         }
         Ok(())
     };
@@ -859,8 +760,7 @@ fn train_into(opts: &TrainOptions, dir: &Path, out: &Path, observer: &mut dyn Tr
     }
     if opts.only != Some(Part::Vqgan) {
         write(&cdir.join("tokenizer.json"), TOKENIZER_JSON)?;
-        let config =
-            serde_json::to_string_pretty(&clip_config_json()).map_err(|e| ShapesError::Train(e.to_string()))?;
+        let config = serde_json::to_string_pretty(&clip_config_json()).map_err(|e| DemoError::Train(e.to_string()))?;
         write(&cdir.join("config.json"), config.as_bytes())?;
         let tokenizer = ClipTokenizer::from_file(&cdir.join("tokenizer.json"), CONTEXT)?;
         let t0 = std::time::Instant::now();

@@ -129,8 +129,8 @@ pub fn analyse(img: &RgbImage) -> Analysis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo::scene::{Scene, Size};
     use crate::engine::rng::Rng;
-    use crate::shapes::scene::{Scene, Size};
 
     #[test]
     fn rendered_scenes_are_measured_as_drawn() {

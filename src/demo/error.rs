@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ShapesError {
+pub enum DemoError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -18,10 +18,10 @@ pub enum ShapesError {
     Cancelled,
 }
 
-impl ShapesError {
+impl DemoError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io { path: path.into(), source }
     }
 }
 
-pub type Result<T, E = ShapesError> = std::result::Result<T, E>;
+pub type Result<T, E = DemoError> = std::result::Result<T, E>;

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
+use super::data::scene_batch;
 use super::error::Result;
 use super::scene::{Position, Scene, Shape, Size, COLOURS};
-use super::train::scene_batch;
 use crate::engine::rng::Rng;
 use crate::models::clip::Clip;
 use crate::models::nn::l2_normalize;

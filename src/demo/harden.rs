@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::data::{scene_batch, CLIP_SIDE, SCENE_SIDE};
 use super::error::Result;
 use super::scene::{CaptionStyle, Scene};
-use super::train::{scene_batch, CLIP_SIDE, SCENE_SIDE};
 use crate::engine::cutouts;
 use crate::engine::rng::Rng;
 use crate::engine::session::{Models, Session};

@@ -238,8 +238,8 @@ fn verdict_words(v: Verdict) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demo::scene::{Scene, COLOURS};
     use crate::engine::rng::Rng;
-    use crate::shapes::scene::{Scene, COLOURS};
 
     #[test]
     fn the_cases_cover_every_colour_shape_place_and_size() {
