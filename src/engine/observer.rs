@@ -17,6 +17,36 @@ pub struct StepStats {
     pub lr: f64,
 }
 
+/// Iterations per second over the last [`StepRate::WINDOW`] steps: the one measure the
+/// command line's progress and the studio's worker both report.
+#[derive(Debug, Clone, Default)]
+pub struct StepRate {
+    recent: std::collections::VecDeque<f64>,
+}
+
+impl StepRate {
+    pub const WINDOW: usize = 10;
+
+    /// Records a step of `seconds` and returns the rate.
+    pub fn record(&mut self, seconds: f64) -> f64 {
+        self.recent.push_back(seconds);
+        while self.recent.len() > Self::WINDOW {
+            self.recent.pop_front();
+        }
+        #[expect(clippy::cast_precision_loss, reason = "a window of ten")]
+        let mean = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
+        if mean > 0.0 {
+            1.0 / mean
+        } else {
+            0.0
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.recent.clear();
+    }
+}
+
 /// A decoded image as RGBA8, row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {

@@ -19,7 +19,7 @@ use super::draft::{check_fit, draft, embed_image_file, Candidate, Target};
 use super::error::{EngineError, Result};
 use super::image::{load_rgb, resize_exact_lanczos, resize_keep_aspect, rgb_to_tensor, tensor_to_rgb};
 use super::loss::{clamp_with_grad, init_loss, tv_loss, PromptTarget};
-use super::observer::{Frame, Observer, StepStats};
+use super::observer::{Frame, Observer, StepRate, StepStats};
 use super::optim::{Optimizer, OptimizerMeta};
 use super::profile::{StageClock, StageTimes};
 use super::rng::Rng;
@@ -74,6 +74,20 @@ pub struct StepOutput {
     /// Where the step's time went (exact per stage only when profiling, see
     /// [`Session::set_profiling`]).
     pub stages: StageTimes,
+}
+
+impl StepOutput {
+    /// The step's statistics for an observer, in a run of `iterations`.
+    pub fn stats(self, iterations: usize, its_per_sec: f64) -> StepStats {
+        StepStats {
+            iteration: self.iteration,
+            iterations,
+            total_loss: self.total,
+            losses: self.losses,
+            its_per_sec,
+            lr: self.lr,
+        }
+    }
 }
 
 /// How a run ended.
@@ -560,30 +574,19 @@ impl Session {
         for notice in self.take_notices() {
             observer.notice(&notice);
         }
-        let mut recent: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
+        let mut rate = StepRate::default();
         while self.iteration < self.settings.iterations {
             if cancel.load(Ordering::Relaxed) {
                 return Ok(RunEnd::Cancelled);
             }
             let started = Instant::now();
             let out = self.step()?;
-            recent.push_back(started.elapsed().as_secs_f64());
-            if recent.len() > 10 {
-                recent.pop_front();
-            }
-            let mean: f64 = recent.iter().sum::<f64>() / recent.len() as f64;
+            let its_per_sec = rate.record(started.elapsed().as_secs_f64());
             let every = observer.frame_every();
             if every > 0 && out.iteration % every == 0 {
                 observer.on_frame(out.iteration, &Frame::from_rgb(&tensor_to_rgb(&out.image)?));
             }
-            observer.on_step(&StepStats {
-                iteration: out.iteration,
-                iterations: self.settings.iterations,
-                total_loss: out.total,
-                losses: out.losses,
-                its_per_sec: if mean > 0.0 { 1.0 / mean } else { 0.0 },
-                lr: out.lr,
-            });
+            observer.on_step(&out.stats(self.settings.iterations, its_per_sec));
         }
         Ok(RunEnd::Finished)
     }

@@ -1,0 +1,500 @@
+//! The engine thread's loop: commands in, one step at a time while running, events out.
+//! It owns the models (cached by their files and device), the session and the timeline
+//! of kept latents, and turns every failure, panics included, into one error line.
+
+use std::fmt::Display;
+use std::io::Write;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+
+use super::outbox::{one_line, Outbox};
+use super::protocol::{Command, DraftFrame, Event, FrameEvent, RunState, Steer};
+use super::timeline::Timeline;
+use super::{lock, FRAME_EVERY, OVERFLOW_RETRY};
+use crate::engine::device::parse_device;
+use crate::engine::image::tensor_to_rgb;
+use crate::engine::observer::{Frame, StepRate};
+use crate::engine::session::{load_models, Models, Session, StepOutput};
+use crate::engine::EngineError;
+use crate::export::write_atomic;
+use crate::settings::RunSettings;
+
+/// What the model cache is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ModelKey {
+    vqgan: Option<PathBuf>,
+    vqgan_config: Option<PathBuf>,
+    clip: Option<PathBuf>,
+    device: String,
+    /// The one-step model loaded with them (`Some(None)`: the built-in world's), if any.
+    onestep: Option<Option<PathBuf>>,
+}
+
+impl ModelKey {
+    /// Whether models loaded for `self` serve a run that needs `wanted`: the same files
+    /// and device, and the one-step model it asks for (models loaded with one serve runs
+    /// without).
+    fn serves(&self, wanted: &Self) -> bool {
+        (&self.vqgan, &self.vqgan_config, &self.clip, &self.device)
+            == (&wanted.vqgan, &wanted.vqgan_config, &wanted.clip, &wanted.device)
+            && (wanted.onestep.is_none() || self.onestep == wanted.onestep)
+    }
+
+    fn of(settings: &RunSettings) -> Self {
+        let mut device = settings.device.trim().to_ascii_lowercase();
+        if device == "cuda" || device == "metal" {
+            device.push_str(":0");
+        }
+        Self {
+            vqgan: settings.vqgan.clone(),
+            vqgan_config: settings.vqgan_config.clone(),
+            clip: settings.clip.clone(),
+            device,
+            onestep: settings.one_step.as_ref().map(|o| o.model.clone()),
+        }
+    }
+}
+
+enum Flow {
+    Continue,
+    Exit,
+}
+
+/// The thread's state: models, session, kept latents.
+pub(super) struct Engine {
+    pub(super) out: Outbox,
+    pub(super) models: Option<(ModelKey, Arc<Models>)>,
+    pub(super) session: Option<Session>,
+    pub(super) state: RunState,
+    /// The latents behind the kept frames.
+    pub(super) kept: Timeline,
+    /// The iteration of the last frame sent, so a final frame is not sent twice.
+    pub(super) last_frame: Option<usize>,
+    pub(super) rate: StepRate,
+}
+
+/// What one step produced.
+struct Advance {
+    out: StepOutput,
+    latent: Option<Tensor>,
+    frame: Option<Frame>,
+}
+
+/// A copy of a latent on the CPU that later updates of the session do not change (the
+/// session's latent is a `Var` updated in place, and `to_device` on the same device
+/// shares storage).
+fn cpu_copy(t: &Tensor) -> Result<Tensor, EngineError> {
+    let t = t.detach();
+    Ok(if t.device().is_cpu() { t.copy()? } else { t.to_device(&Device::Cpu)? })
+}
+
+fn advance(session: &mut Session, keep: bool, frame: bool) -> Result<Advance, EngineError> {
+    let latent = if keep { Some(cpu_copy(session.latent())?) } else { None };
+    let out = session.step()?;
+    let frame = if frame { Some(Frame::from_rgb(&tensor_to_rgb(&out.image)?)) } else { None };
+    Ok(Advance { out, latent, frame })
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+impl Engine {
+    pub(super) fn new(out: Outbox) -> Self {
+        Self {
+            out,
+            models: None,
+            session: None,
+            state: RunState::Idle,
+            kept: Timeline::default(),
+            last_frame: None,
+            rate: StepRate::default(),
+        }
+    }
+
+    pub(super) fn run(mut self, rx: &Receiver<Command>) {
+        loop {
+            let flow = if self.state == RunState::Running {
+                match self.drain(rx) {
+                    Flow::Exit => Flow::Exit,
+                    Flow::Continue => {
+                        if self.state == RunState::Running {
+                            self.guarded(Self::step_once);
+                        }
+                        Flow::Continue
+                    }
+                }
+            } else if self.out.has_backlog() {
+                match rx.recv_timeout(OVERFLOW_RETRY) {
+                    Ok(cmd) => self.handle_guarded(cmd),
+                    Err(RecvTimeoutError::Timeout) => Flow::Continue,
+                    Err(RecvTimeoutError::Disconnected) => Flow::Exit,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(cmd) => self.handle_guarded(cmd),
+                    Err(_) => Flow::Exit,
+                }
+            };
+            if matches!(flow, Flow::Exit) {
+                break;
+            }
+            self.out.flush();
+        }
+        self.out.flush();
+    }
+
+    /// Handles every queued command without waiting.
+    fn drain(&mut self, rx: &Receiver<Command>) -> Flow {
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => {
+                    if let Flow::Exit = self.handle_guarded(cmd) {
+                        return Flow::Exit;
+                    }
+                }
+                Err(TryRecvError::Empty) => return Flow::Continue,
+                Err(TryRecvError::Disconnected) => return Flow::Exit,
+            }
+        }
+    }
+
+    fn handle_guarded(&mut self, cmd: Command) -> Flow {
+        if let Command::Shutdown = cmd {
+            return Flow::Exit;
+        }
+        self.guarded(|engine| engine.handle(cmd));
+        Flow::Continue
+    }
+
+    /// Runs `f`, turning a panic into an error event and a reset (the session may be
+    /// inconsistent after one).
+    fn guarded(&mut self, f: impl FnOnce(&mut Self)) {
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
+            self.error(format!("internal error: {}", panic_message(payload.as_ref())));
+            self.clear_session();
+            self.set_state(RunState::Idle);
+        }
+    }
+
+    fn notice(&mut self, msg: impl Display) {
+        self.out.send(Event::Notice(one_line(msg)));
+    }
+
+    fn error(&mut self, msg: impl Display) {
+        self.out.send(Event::Error(one_line(msg)));
+    }
+
+    fn set_state(&mut self, state: RunState) {
+        if state != RunState::Running {
+            // Between runs the memory an iteration reuses goes back to the system.
+            crate::process::release_free_memory();
+        }
+        self.state = state;
+        self.out.send(Event::State(state));
+    }
+
+    fn steered(&mut self, iteration: usize, change: String) {
+        lock(&self.out.shared.steering).push(Steer { iteration, change: change.clone() });
+        self.out.send(Event::Steered { iteration, change });
+    }
+
+    fn clear_session(&mut self) {
+        self.session = None;
+        self.kept.clear();
+        self.last_frame = None;
+        self.rate.clear();
+        lock(&self.out.shared.steering).clear();
+    }
+
+    pub(super) fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Start(settings) => self.start(*settings),
+            Command::Pause => {
+                if self.state == RunState::Running {
+                    self.set_state(RunState::Paused);
+                }
+            }
+            Command::Resume => self.resume(),
+            Command::Stop => {
+                if self.session.is_some() && matches!(self.state, RunState::Running | RunState::Paused) {
+                    self.final_frame();
+                    self.set_state(RunState::Stopped);
+                }
+            }
+            Command::Reset => {
+                self.clear_session();
+                self.out.clear_frame();
+                self.set_state(RunState::Idle);
+            }
+            Command::SetPrompts(prompts) => self.steer(|s| {
+                s.set_prompts(&prompts)?;
+                Ok(format!("prompts: {}", prompts.join(" | ")))
+            }),
+            Command::SetLr(lr) => self.steer(|s| {
+                s.set_lr(lr)?;
+                Ok(format!("lr: {lr}"))
+            }),
+            Command::SetImagePrompts(prompts) => self.steer(|s| {
+                s.set_image_prompts(&prompts)?;
+                Ok(format!("image prompts: {}", prompts.join(" | ")))
+            }),
+            Command::BranchFrom { iteration } => self.branch(iteration),
+            Command::SaveSession(path) => self.save(&path),
+            Command::PickDraft(rank) => self.pick_draft(rank),
+            Command::Refine(more) => self.refine(more),
+            Command::Shutdown => {}
+        }
+    }
+
+    pub(super) fn start(&mut self, settings: RunSettings) {
+        self.clear_session();
+        self.out.clear_frame();
+        self.set_state(RunState::Loading);
+        match self.build(settings) {
+            Ok(mut session) => {
+                for n in session.take_notices() {
+                    self.notice(n);
+                }
+                if !session.drafts().is_empty() {
+                    let frames = session
+                        .drafts()
+                        .iter()
+                        .map(|c| DraftFrame { frame: Frame::from_rgb(&c.image), score: c.score })
+                        .collect();
+                    self.out.send(Event::Drafts(Arc::new(frames)));
+                }
+                self.session = Some(session);
+                if self.remaining() == 0 {
+                    self.finish();
+                } else {
+                    self.set_state(RunState::Running);
+                }
+            }
+            Err(msg) => {
+                self.error(msg);
+                self.set_state(RunState::Idle);
+            }
+        }
+    }
+
+    fn build(&mut self, settings: RunSettings) -> Result<Session, String> {
+        settings.validate().map_err(|e| format!("invalid settings: {e}"))?;
+        let key = ModelKey::of(&settings);
+        let models = match &self.models {
+            Some((k, m)) if k.serves(&key) => Arc::clone(m),
+            _ => {
+                // Free the old models before loading others.
+                self.models = None;
+                let device = parse_device(&settings.device).map_err(|e| e.to_string())?;
+                let started = Instant::now();
+                let models = Arc::new(load_models(&settings, &device).map_err(|e| e.to_string())?);
+                self.notice(format!("models loaded in {:.1} s", started.elapsed().as_secs_f64()));
+                self.models = Some((key, Arc::clone(&models)));
+                models
+            }
+        };
+        Session::new(models, settings).map_err(|e| e.to_string())
+    }
+
+    /// Iterations left in the current run.
+    fn remaining(&self) -> usize {
+        self.session.as_ref().map_or(0, |s| s.settings().iterations.saturating_sub(s.iteration()))
+    }
+
+    fn resume(&mut self) {
+        match self.state {
+            RunState::Paused | RunState::Stopped if self.session.is_some() => {
+                if self.remaining() == 0 {
+                    self.finish();
+                } else {
+                    self.set_state(RunState::Running);
+                }
+            }
+            RunState::Finished => self.notice("the run is finished; branch from a frame or start a new run"),
+            RunState::Idle => self.notice("nothing to resume: start a run first"),
+            _ => {}
+        }
+    }
+
+    /// Applies a live change to the session and records it.
+    fn steer(&mut self, f: impl FnOnce(&mut Session) -> Result<String, EngineError>) {
+        let Some(session) = self.session.as_mut() else {
+            self.notice("nothing to steer: start a run first");
+            return;
+        };
+        let iteration = session.iteration();
+        let result = f(session);
+        let notices = session.take_notices();
+        for n in notices {
+            self.notice(n);
+        }
+        match result {
+            Ok(change) => self.steered(iteration, change),
+            Err(e) => self.error(e),
+        }
+    }
+
+    pub(super) fn branch(&mut self, from: usize) {
+        if self.session.is_none() {
+            self.notice("nothing to branch from: start a run first");
+            return;
+        }
+        let Some(latent) = self.kept.get(from).cloned() else {
+            let kept = self.kept.describe();
+            self.error(format!("no kept frame at iteration {from} ({kept})"));
+            return;
+        };
+        let Some(session) = self.session.as_mut() else { return };
+        if let Err(e) = session.set_latent(&latent) {
+            self.error(e);
+            return;
+        }
+        let now = session.iteration();
+        let left = session.settings().iterations.saturating_sub(from);
+        session.extend_iterations(now + left);
+        let frame = session.render_rgb().map(|rgb| Frame::from_rgb(&rgb));
+        match frame {
+            Ok(frame) => {
+                self.out.frame(FrameEvent::new(now, frame));
+                self.last_frame = Some(now);
+            }
+            Err(e) => self.error(e),
+        }
+        self.steered(now, format!("branched from iteration {from}"));
+        self.notice(format!("branched from iteration {from}; {left} iterations to go from {now}"));
+        if self.state != RunState::Paused && left > 0 {
+            self.set_state(RunState::Running);
+        } else if left == 0 {
+            self.finish();
+        }
+    }
+
+    fn pick_draft(&mut self, rank: usize) {
+        let Some(session) = self.session.as_mut() else {
+            self.notice("no draft to pick from: make a draft first");
+            return;
+        };
+        if session.iteration() > 0 {
+            self.notice("the run has moved on from its draft; make a new draft to pick another");
+            return;
+        }
+        if let Err(e) = session.pick_draft(rank) {
+            self.error(e);
+            return;
+        }
+        self.kept.clear();
+        self.last_frame = None;
+        self.final_frame();
+        self.steered(0, format!("draft {rank} picked"));
+    }
+
+    fn refine(&mut self, more: usize) {
+        let Some(session) = self.session.as_mut() else {
+            self.notice("nothing to refine: make a draft or start a run first");
+            return;
+        };
+        if !matches!(self.state, RunState::Finished | RunState::Stopped | RunState::Paused) {
+            return;
+        }
+        let now = session.iteration();
+        session.extend_iterations(now + more);
+        if more > 0 {
+            self.notice(format!("refining from iteration {now} for {more} iterations"));
+            self.set_state(RunState::Running);
+        }
+    }
+
+    fn save(&mut self, path: &std::path::Path) {
+        let Some(session) = self.session.as_ref() else {
+            self.error("no session to save: start a run first");
+            return;
+        };
+        let result = session
+            .to_bytes()
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| write_atomic(path, |w| w.write_all(&bytes)).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => self.notice(format!("session saved to {}", path.display())),
+            Err(e) => self.error(e),
+        }
+    }
+
+    pub(super) fn keep_latent(&mut self, iteration: usize, latent: Tensor) {
+        self.kept.keep(iteration, latent);
+    }
+
+    /// One iteration: step, frame, statistics; finishes the run at its end.
+    pub(super) fn step_once(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            self.set_state(RunState::Idle);
+            return;
+        };
+        let it = session.iteration();
+        let total = session.settings().iterations;
+        if it >= total {
+            self.finish();
+            return;
+        }
+        let save_every = session.settings().save_every;
+        let keep = it == 0 || (save_every > 0 && it % save_every == 0);
+        let started = Instant::now();
+        match advance(session, keep, keep || it % FRAME_EVERY.max(1) == 0) {
+            Ok(Advance { out, latent, frame }) => {
+                if let Some(latent) = latent {
+                    self.keep_latent(it, latent);
+                }
+                if let Some(frame) = frame {
+                    self.out.frame(FrameEvent::new(it, frame));
+                    self.last_frame = Some(it);
+                }
+                let its_per_sec = self.rate.record(started.elapsed().as_secs_f64());
+                self.out.step(out.stats(total, its_per_sec));
+                if self.remaining() == 0 {
+                    self.finish();
+                }
+            }
+            Err(e) => {
+                self.error(e);
+                self.set_state(RunState::Stopped);
+            }
+        }
+    }
+
+    /// Sends (and keeps) the frame of the current latent unless it was the last one sent.
+    fn final_frame(&mut self) {
+        let Some(session) = self.session.as_ref() else { return };
+        let it = session.iteration();
+        if self.last_frame == Some(it) {
+            return;
+        }
+        let result = session.render_rgb().and_then(|rgb| Ok((Frame::from_rgb(&rgb), cpu_copy(session.latent())?)));
+        match result {
+            Ok((frame, latent)) => {
+                self.keep_latent(it, latent);
+                self.out.frame(FrameEvent::new(it, frame));
+                self.last_frame = Some(it);
+            }
+            Err(e) => self.error(e),
+        }
+    }
+
+    pub(super) fn finish(&mut self) {
+        self.final_frame();
+        let steering = lock(&self.out.shared.steering).clone();
+        if !steering.is_empty() {
+            let summary: Vec<String> = steering.iter().map(|s| format!("{}: {}", s.iteration, s.change)).collect();
+            self.notice(format!("steered {} times: {}", steering.len(), summary.join("; ")));
+        }
+        self.set_state(RunState::Finished);
+    }
+}
