@@ -67,13 +67,16 @@ impl PngMeta {
 }
 
 /// Settings from the text of a settings file (bare [`RunSettings`]) or of a PNG's
-/// metadata ([`PngMeta`]).
+/// metadata ([`PngMeta`], or any envelope with a `settings` field).
 pub fn settings_from_text(text: &str) -> Result<RunSettings, String> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("unreadable settings ({e})"))?;
-    if value.get("settings").is_some() && value.get("clipcanvas").is_some() {
-        return PngMeta::from_json(text).map(|m| m.settings);
+    match value.get("settings") {
+        // The envelope (its other fields are not needed to run again).
+        Some(settings) => {
+            serde_json::from_value(settings.clone()).map_err(|e| format!("invalid settings ({e})"))
+        }
+        None => RunSettings::from_json(text),
     }
-    RunSettings::from_json(text)
 }
 
 #[cfg(test)]
@@ -91,7 +94,8 @@ mod tests {
         let meta = PngMeta::new(&settings, 7, models);
         let text = meta.to_json();
         assert_eq!(PngMeta::from_json(&text), Ok(meta));
-        assert!(text.starts_with("{\"clipcanvas\":") && !text.contains("vqgan"), "{text}");
+        // Fields in name order; a model that did not run is left out.
+        assert!(text.starts_with("{\"clipcanvas\":") && !text.contains("\"onestep\":"), "{text}");
         assert_eq!(settings_from_text(&text), Ok(settings.clone()));
         assert_eq!(settings_from_text(&settings.to_json()), Ok(settings.clone()));
         // Studios before this type wrote no models.

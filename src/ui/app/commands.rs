@@ -1,0 +1,291 @@
+//! The studio's one command type: everything a user can ask for — from the top bar, a
+//! shortcut, a panel, the timeline or the draft strip — is a [`UiCommand`], queued while
+//! the frame is drawn and carried out in one place, [`StudioApp::execute`], at the start
+//! of the next frame's logic.
+
+use std::sync::Arc;
+
+use egui::{Key, KeyboardShortcut, Modifiers};
+
+use super::{dialog, image_dialog, Background, StudioApp};
+use crate::manager::ModelPaths;
+use crate::worker::{Command, RunState};
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UiCommand {
+    /// Start a run, or stop the one going (the Start/Stop button, Ctrl+Enter).
+    ToggleRun,
+    /// Pause a running run, resume a paused one (Space).
+    TogglePause,
+    Pause,
+    /// Continue a paused or stopped run.
+    Resume,
+    /// Drop the session, its kept frames and the plot.
+    Reset,
+    /// A one-step draft of the prompts (Ctrl+D).
+    Draft,
+    /// Continue the picked draft for the run's iterations.
+    Refine,
+    /// Start over from another ranked draft candidate.
+    PickDraft(usize),
+    /// Show a kept frame on the canvas.
+    ShowKept(usize),
+    /// Show the live frame again.
+    ShowLive,
+    /// Continue the run from the latent of the kept frame of this iteration.
+    BranchFrom(usize),
+    /// The learning rate was edited (steers a live run).
+    LrChanged,
+    OpenModels,
+    /// Point the run at an installed model (the model manager's Use).
+    UseModel {
+        name: String,
+        paths: ModelPaths,
+    },
+    /// A download finished: use it where the settings point at a missing model.
+    ModelInstalled {
+        name: String,
+        paths: Option<ModelPaths>,
+    },
+    CheckModels,
+    OpenInit,
+    ClearInit,
+    AddTargets,
+    ExportImage,
+    ExportFrames {
+        gif: bool,
+    },
+    SaveSettings,
+    LoadSettings,
+    FitCanvas,
+    CloseBanner,
+}
+
+impl StudioApp {
+    /// Queues a command for the next frame's logic.
+    pub(super) fn ask(&mut self, cmd: UiCommand) {
+        self.pending.push(cmd);
+    }
+
+    /// Carries out a command.
+    pub fn execute(&mut self, cmd: UiCommand) {
+        match cmd {
+            UiCommand::ToggleRun => self.toggle_run(),
+            UiCommand::TogglePause => self.toggle_pause(),
+            UiCommand::Pause => self.send(Command::Pause),
+            UiCommand::Resume => self.send(Command::Resume),
+            UiCommand::Reset => {
+                self.send(Command::Reset);
+                self.loss_history.clear();
+                self.kept.clear();
+                self.drafts.clear();
+                self.selected = None;
+            }
+            UiCommand::Draft => {
+                if !self.running() {
+                    self.draft();
+                }
+            }
+            UiCommand::Refine => self.refine(),
+            UiCommand::PickDraft(rank) => self.pick_draft(rank),
+            UiCommand::ShowKept(i) => {
+                self.selected = Some(i);
+                if let Some(k) = self.kept.get(i) {
+                    self.canvas.set_frame(Arc::clone(&k.frame));
+                }
+            }
+            UiCommand::ShowLive => {
+                self.selected = None;
+                if let Some(live) = self.live.clone() {
+                    self.canvas.set_frame(live);
+                }
+            }
+            UiCommand::BranchFrom(iteration) => {
+                self.selected = None;
+                self.send(Command::BranchFrom { iteration });
+            }
+            UiCommand::LrChanged => {
+                if self.running() {
+                    let lr = self.state.settings.lr;
+                    self.send(Command::SetLr(lr));
+                }
+            }
+            UiCommand::OpenModels => self.open_models = true,
+            UiCommand::UseModel { name, paths } => {
+                self.use_model(paths);
+                self.say(format!("the next run uses {name}"), false);
+            }
+            UiCommand::ModelInstalled { name, paths } => self.model_installed(name, paths),
+            UiCommand::CheckModels => self.check_models(),
+            UiCommand::OpenInit => {
+                let tx = self.bg_tx.clone();
+                dialog(move || {
+                    let file = pollster::block_on(image_dialog().pick_file());
+                    if let Some(f) = file {
+                        let _ = tx.send(Background::InitChosen(f.path().to_path_buf()));
+                    }
+                });
+            }
+            UiCommand::ClearInit => {
+                self.state.settings.init_image = None;
+                self.init_thumb = None;
+                self.canvas.set_init(None);
+            }
+            UiCommand::AddTargets => {
+                let tx = self.bg_tx.clone();
+                dialog(move || {
+                    if let Some(files) = pollster::block_on(image_dialog().pick_files()) {
+                        let _ =
+                            tx.send(Background::TargetsChosen(files.iter().map(|f| f.path().to_path_buf()).collect()));
+                    }
+                });
+            }
+            UiCommand::ExportImage => self.export_image(),
+            UiCommand::ExportFrames { gif } => self.export_frames(gif),
+            UiCommand::SaveSettings => self.save_settings(),
+            UiCommand::LoadSettings => self.load_settings(),
+            UiCommand::FitCanvas => self.canvas.fit(),
+            UiCommand::CloseBanner => self.banner = None,
+        }
+    }
+
+    /// The commands the keyboard asks for this frame.
+    pub(super) fn shortcuts(&mut self, ctx: &egui::Context) {
+        let start = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
+        if ctx.input_mut(|i| i.consume_shortcut(&start)) {
+            self.ask(UiCommand::ToggleRun);
+        }
+        let draft = KeyboardShortcut::new(Modifiers::COMMAND, Key::D);
+        if ctx.input_mut(|i| i.consume_shortcut(&draft)) {
+            self.ask(UiCommand::Draft);
+        }
+        let typing = ctx.memory(|m| m.focused().is_some());
+        if !typing && ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Space)) {
+            self.ask(UiCommand::TogglePause);
+        }
+    }
+
+    /// Start: the current settings as a new run.
+    pub fn start(&mut self) {
+        match self.state.run_settings() {
+            Ok(settings) => {
+                self.sent_prompts.clone_from(&settings.prompts);
+                self.sent_targets.clone_from(&settings.image_prompts);
+                self.loss_history.clear();
+                self.kept.clear();
+                self.drafts.clear();
+                self.selected = None;
+                self.banner = None;
+                self.last_run = Some(settings.clone());
+                if !self.link.send(Command::Start(Box::new(settings))) {
+                    self.say("the engine is not answering; restart the studio", true);
+                }
+            }
+            Err(e) => self.say(e, true),
+        }
+    }
+
+    /// Draft: a one-step draft of the prompts, ranked candidates to pick from.
+    pub fn draft(&mut self) {
+        if let Some(why) = self.draft_unavailable() {
+            self.say(why, true);
+            return;
+        }
+        match self.state.draft_settings() {
+            Ok(settings) => {
+                self.sent_prompts.clone_from(&settings.prompts);
+                self.sent_targets.clone_from(&settings.image_prompts);
+                self.loss_history.clear();
+                self.kept.clear();
+                self.drafts.clear();
+                self.draft_pick = 0;
+                self.selected = None;
+                self.banner = None;
+                self.last_run = Some(settings.clone());
+                if !self.link.send(Command::Start(Box::new(settings))) {
+                    self.say("the engine is not answering; restart the studio", true);
+                }
+            }
+            Err(e) => self.say(e, true),
+        }
+    }
+
+    /// Why Draft cannot run with the current models, if it cannot.
+    pub fn draft_unavailable(&self) -> Option<String> {
+        crate::worker::draft_unavailable(&self.state.settings, &self.state.draft)
+    }
+
+    /// Refine: continues the picked draft with the run's iterations.
+    pub fn refine(&mut self) {
+        let iterations = self.state.settings.iterations.max(1);
+        self.send(Command::Refine(iterations));
+    }
+
+    /// Shows another ranked candidate and starts from it.
+    pub(super) fn pick_draft(&mut self, rank: usize) {
+        self.draft_pick = rank;
+        if let Some(one) = self.last_run.as_mut().and_then(|s| s.one_step.as_mut()) {
+            one.pick = rank;
+        }
+        self.kept.clear();
+        self.selected = None;
+        self.send(Command::PickDraft(rank));
+    }
+
+    pub(super) fn send(&mut self, cmd: Command) {
+        if !self.link.send(cmd) {
+            self.say("the engine is busy or gone; try again", true);
+        }
+    }
+
+    pub(super) fn toggle_run(&mut self) {
+        if self.running() {
+            self.send(Command::Stop);
+        } else {
+            self.start();
+        }
+    }
+
+    pub(super) fn toggle_pause(&mut self) {
+        match self.run_state {
+            RunState::Running => self.send(Command::Pause),
+            RunState::Paused => self.send(Command::Resume),
+            _ => {}
+        }
+    }
+
+    /// Points the run's settings at an installed model.
+    pub(super) fn use_model(&mut self, paths: ModelPaths) {
+        match paths {
+            ModelPaths::Clip(dir) => self.state.settings.clip = Some(dir),
+            ModelPaths::Vqgan { config, checkpoint } => {
+                self.state.settings.vqgan = Some(checkpoint);
+                self.state.settings.vqgan_config = Some(config);
+            }
+        }
+        self.check_models();
+    }
+
+    /// A download finished: where the settings point at a model that is not there, use
+    /// this one.
+    pub(super) fn model_installed(&mut self, name: String, paths: Option<ModelPaths>) {
+        self.push_log(format!("model {name} installed"));
+        let settings = &self.state.settings;
+        let wanted = match &paths {
+            Some(ModelPaths::Clip(_)) => !settings.clip.as_ref().is_some_and(|c| c.join("config.json").is_file()),
+            Some(ModelPaths::Vqgan { .. }) => !settings.vqgan.as_ref().is_some_and(|v| v.is_file()),
+            None => false,
+        };
+        match paths {
+            Some(paths) if wanted => {
+                self.use_model(paths);
+                self.say(format!("{name} installed; the next run uses it"), false);
+            }
+            _ => {
+                self.check_models();
+                self.say(format!("{name} installed"), false);
+            }
+        }
+    }
+}

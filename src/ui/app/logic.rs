@@ -1,0 +1,210 @@
+//! The studio's per-frame logic, run before drawing (and while the window is hidden):
+//! the commands queued last frame, events and frames from the worker, results of
+//! background work, dropped files, shortcuts, live steering, timing figures.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{percentile, thumbnail, Background, StudioApp, EVENT_BUDGET, MAX_KEPT};
+use crate::ui::panels::images;
+use crate::ui::panels::timeline::KeptFrame;
+use crate::worker::{Command, Event, FrameEvent, RunState};
+
+impl StudioApp {
+    /// One frame's logic (see the module docs).
+    pub(super) fn run_logic(&mut self, ctx: &egui::Context, frame: &mut eframe::Frame) {
+        for cmd in std::mem::take(&mut self.pending) {
+            self.execute(cmd);
+        }
+        // eframe's measure of the previous frame: app code, tessellation and paint.
+        if let Some(cpu) = frame.info().cpu_usage {
+            self.record_frame_time(f64::from(cpu) * 1000.0);
+        }
+        let now = Instant::now();
+        if let Some(prev) = self.last_logic.replace(now) {
+            self.frame_interval_ms.push_back(now.duration_since(prev).as_secs_f64() * 1000.0);
+            while self.frame_interval_ms.len() > 600 {
+                self.frame_interval_ms.pop_front();
+            }
+        }
+        self.write_stats();
+        let started = Instant::now();
+        while started.elapsed() < EVENT_BUDGET {
+            let Some(event) = self.link.try_event() else { break };
+            self.handle_event(ctx, event);
+        }
+        if let Some(frame) = self.link.take_frame() {
+            self.accept_frame(ctx, frame);
+        }
+        while let Ok(msg) = self.bg_rx.try_recv() {
+            self.handle_background(ctx, msg);
+        }
+        let (dropped, pointer): (Vec<PathBuf>, Option<egui::Pos2>) = ctx.input(|i| {
+            let paths = i
+                .raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect();
+            (paths, i.pointer.latest_pos())
+        });
+        let on_targets = matches!((pointer, self.target_rect), (Some(p), Some(r)) if r.contains(p));
+        if on_targets && !dropped.is_empty() {
+            self.push_log(format!("{} target image(s) added", dropped.len()));
+            images::add_targets(&mut self.state, dropped);
+        } else {
+            for path in dropped {
+                self.accept_dropped(&path);
+            }
+        }
+        for action in self.models_window.logic() {
+            let cmd = super::layout::model_command(action);
+            self.execute(cmd);
+        }
+        self.shortcuts(ctx);
+        for cmd in std::mem::take(&mut self.pending) {
+            self.execute(cmd);
+        }
+        self.steer();
+        if self.running() {
+            ctx.request_repaint_after(Duration::from_millis(250));
+        }
+    }
+
+    /// Live steering: sends what changed since the last send.
+    pub(super) fn steer(&mut self) {
+        if !self.running() {
+            return;
+        }
+        let prompts = self.state.prompt_specs();
+        if prompts != self.sent_prompts {
+            self.sent_prompts.clone_from(&prompts);
+            self.send(Command::SetPrompts(prompts));
+        }
+        let targets = self.state.target_specs();
+        if targets != self.sent_targets {
+            self.sent_targets.clone_from(&targets);
+            self.send(Command::SetImagePrompts(targets));
+        }
+    }
+
+    pub(super) fn handle_event(&mut self, ctx: &egui::Context, event: Event) {
+        match event {
+            Event::State(s) => {
+                self.run_state = s;
+                self.push_log(format!("{s:?}"));
+            }
+            Event::Step(stats) => {
+                #[expect(clippy::cast_precision_loss, reason = "plot axis")]
+                let x = stats.iteration as f64;
+                for (label, loss) in &stats.losses {
+                    self.loss_history.entry(label.clone()).or_default().push([x, *loss]);
+                }
+                self.stats = Some(stats);
+            }
+            Event::Frame(frame) => self.accept_frame(ctx, frame),
+            Event::Notice(m) => self.say(m, false),
+            Event::Error(m) => self.say(m, true),
+            Event::Steered { iteration, change } => self.push_log(format!("iteration {iteration}: {change}")),
+            Event::Drafts(frames) => {
+                self.push_log(format!("{} draft candidates", frames.len()));
+                self.drafts =
+                    frames.iter().enumerate().map(|(rank, d)| (d.clone(), thumbnail(ctx, &d.frame, rank))).collect();
+                self.draft_pick = 0;
+            }
+        }
+    }
+
+    pub(super) fn accept_frame(&mut self, ctx: &egui::Context, frame: Arc<FrameEvent>) {
+        let every = self.state.settings.save_every.max(1);
+        let last = self.kept.last().map(|k| k.frame.iteration);
+        // Keep the frames whose latents the worker keeps: every save_every iterations,
+        // and the final frame of a run that stopped or finished.
+        let keep = frame.iteration.is_multiple_of(every) || self.run_state != RunState::Running;
+        if keep && last != Some(frame.iteration) {
+            let thumb = thumbnail(ctx, &frame.frame, frame.iteration);
+            self.kept.push(KeptFrame { frame: Arc::clone(&frame), thumb });
+            if self.kept.len() > MAX_KEPT {
+                self.kept.remove(0);
+                self.selected = self.selected.and_then(|s| s.checked_sub(1));
+            }
+        }
+        if self.selected.is_none() {
+            self.canvas.set_frame(Arc::clone(&frame));
+        }
+        self.live = Some(frame);
+    }
+
+    pub(super) fn handle_background(&mut self, ctx: &egui::Context, msg: Background) {
+        match msg {
+            Background::InitChosen(path) => self.set_init(path),
+            Background::InitDecoded(decoded) => {
+                let (path, result) = *decoded;
+                let current = self.state.settings.init_image.as_deref() == Some(path.as_path());
+                match result {
+                    Ok(frame) if current => {
+                        self.init_thumb = Some(thumbnail(ctx, &frame, 0));
+                        self.canvas.set_init(Some(Arc::new(frame)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if current {
+                            self.state.settings.init_image = None;
+                            self.init_thumb = None;
+                            self.canvas.set_init(None);
+                        }
+                        self.say(e, true);
+                    }
+                }
+            }
+            Background::TargetsChosen(paths) => images::add_targets(&mut self.state, paths),
+            Background::SettingsLoaded(result) => match *result {
+                Ok(s) => {
+                    self.state.restore(&s);
+                    self.check_models();
+                    self.say("settings loaded", false);
+                }
+                Err(e) => self.say(e, true),
+            },
+            Background::Done(Err(e)) => self.say(e, true),
+            Background::Done(Ok(m)) => self.say(m, false),
+        }
+    }
+
+    /// Writes the timing figures to the `CLIPCANVAS_UI_STATS` file (the measurement
+    /// behind README's frame-time figures). Failing to write is not worth a banner.
+    pub(super) fn write_stats(&mut self) {
+        let Some((path, last)) = &mut self.stats_file else { return };
+        if last.elapsed().as_secs_f64() < 5.0 {
+            return;
+        }
+        *last = Instant::now();
+        let uploads: VecDeque<f64> = self.canvas.upload_latencies_ms().into();
+        let q = |v: &VecDeque<f64>, p: f64| percentile(v, p).unwrap_or(f64::NAN);
+        let size = self.canvas.frame().map(|f| (f.frame.width, f.frame.height));
+        let text = format!(
+            "{{\"ui_cpu_ms\": {{\"n\": {}, \"p50\": {:.2}, \"p95\": {:.2}, \"max\": {:.2}}}, \
+             \"ui_interval_ms\": {{\"n\": {}, \"p50\": {:.2}, \"p95\": {:.2}, \"max\": {:.2}}}, \
+             \"upload_latency_ms\": {{\"n\": {}, \"p50\": {:.2}, \"p95\": {:.2}, \"max\": {:.2}}}, \
+             \"frames_shown\": {}, \"frame_size\": {:?}}}\n",
+            self.frame_ms.len(),
+            q(&self.frame_ms, 0.5),
+            q(&self.frame_ms, 0.95),
+            q(&self.frame_ms, 1.0),
+            self.frame_interval_ms.len(),
+            q(&self.frame_interval_ms, 0.5),
+            q(&self.frame_interval_ms, 0.95),
+            q(&self.frame_interval_ms, 1.0),
+            uploads.len(),
+            q(&uploads, 0.5),
+            q(&uploads, 0.95),
+            q(&uploads, 1.0),
+            self.canvas.version(),
+            size.map(|(w, h)| [w, h]),
+        );
+        let _ = std::fs::write(path, text);
+    }
+}
