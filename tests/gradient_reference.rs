@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Var};
 use clipcanvas::models::clip::{self, Clip};
-use clipcanvas::models::nn::{l2_normalize, spherical_dist};
+use clipcanvas::models::ops::composed::{l2_normalize, spherical_dist};
 use clipcanvas::models::vqgan;
 use common::{assert_close, cosine, fixture, golden};
 

@@ -15,7 +15,7 @@ use super::error::Result;
 use super::scene::{Position, Scene, Shape, Size, COLOURS};
 use crate::engine::rng::Rng;
 use crate::models::clip::Clip;
-use crate::models::nn::l2_normalize;
+use crate::models::ops::composed::l2_normalize;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::Vqgan;
 

@@ -22,7 +22,7 @@ use crate::engine::cutouts;
 use crate::engine::rng::Rng;
 use crate::engine::session::{Models, Session};
 use crate::models::clip::Clip;
-use crate::models::nn::l2_normalize;
+use crate::models::ops::composed::l2_normalize;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::Vqgan;
 use crate::settings::RunSettings;

@@ -18,7 +18,7 @@ use super::harden::{self, Pool};
 use super::scene::{CaptionStyle, Position, Scene, Shape, Size, COLOURS};
 use crate::engine::rng::Rng;
 use crate::models::clip::{Clip, ClipConfig};
-use crate::models::nn::l2_normalize;
+use crate::models::ops::composed::l2_normalize;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::{nearest_indices, Vqgan, VqganConfig};
 use crate::models::weights::{ShapeRecorder, WeightFile};

@@ -560,7 +560,7 @@ pub fn random_noise(n: usize, cut_size: usize, noise_fac: f64, rng: &mut Rng) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::nn::tests::check_gradient;
+    use crate::models::testing::check_gradient;
 
     fn rand_tensor(shape: &[usize], seed: u64, lo: f64, hi: f64) -> Tensor {
         let mut rng = Rng::new(seed);

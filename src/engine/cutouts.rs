@@ -354,7 +354,7 @@ pub fn pooled(img: &Tensor, cutn: usize, cut_size: usize) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::nn::tests::check_gradient;
+    use crate::models::testing::check_gradient;
 
     fn ramp_tensor(shape: &[usize], seed: u64) -> Tensor {
         let mut rng = Rng::new(seed);

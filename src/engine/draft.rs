@@ -14,8 +14,8 @@ use super::image::{clip_resize_crop, rgb_to_tensor, tensor_to_rgb};
 use super::rng::Rng;
 use super::session::Models;
 use crate::models::clip::Clip;
-use crate::models::nn::l2_normalize;
 use crate::models::onestep::{pick, OneStep};
+use crate::models::ops::composed::l2_normalize;
 use crate::settings::OneStepSettings;
 
 /// One drawn grid, decoded and scored.

@@ -5,7 +5,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use crate::models::nn::{l2_normalize, spherical_dist};
+use crate::models::ops::composed::{l2_normalize, spherical_dist};
 
 /// The notebook's `ClampWithGrad`: the value is clamped to `[min, max]`; the gradient
 /// passes where it would move the input back toward the range (or the input is inside it):

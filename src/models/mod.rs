@@ -8,16 +8,15 @@ pub mod catalog;
 pub mod clip;
 pub mod download;
 pub mod error;
-pub mod frozen;
 pub mod kernels;
 pub mod nn;
 pub mod onestep;
+pub mod ops;
 pub mod random;
 pub mod store;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod tokenizer;
-pub mod trained;
 pub mod vqgan;
 pub mod weights;
 

@@ -1,16 +1,15 @@
-//! Differentiable building blocks shared by the CLIP and VQGAN models.
-//!
-//! Every layer here is written from candle primitives that have a backward pass, so
-//! gradients flow from a CLIP loss back to the VQGAN latent. Some fused candle-nn ops
-//! (`layer_norm`, `softmax_last_dim`) have no backward; they are deliberately not used.
-//! Frozen weights (plain tensors: generation) go through the custom ops of
-//! `models::frozen`; weights being trained (`Var`s: train-demo) through those of
-//! `models::trained` on the CPU, and through the compositions here elsewhere.
+//! The layers shared by the CLIP, VQGAN and one-step models: Linear, LayerNorm,
+//! GroupNorm and Conv2d (with `conv2d_layer`, a convolution's forward pass for weights
+//! held outside a layer). Each runs as [`ops::path`] picks for its input and weights:
+//! frozen weights (plain tensors: generation) through the custom ops of `models::ops`
+//! that make no weight gradients; weights being trained (`Var`s: train-demo) through
+//! those of `ops::training` on the CPU; anything else through compositions of candle
+//! ops with backward passes (`ops::composed`, and the norms' own here).
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::{frozen, trained};
+use super::ops::{self, composed, conv, group_norm, linear, resnet, training, upsample, Path};
 
 /// A fully connected layer, `y = x·Wᵀ + b`.
 #[derive(Debug, Clone)]
@@ -50,22 +49,34 @@ impl Linear {
 
     /// Whether the layer's weights are frozen f32 (generation, not training).
     pub fn is_frozen(&self) -> bool {
-        frozen::is_frozen(&self.weight) && self.bias.as_ref().is_none_or(frozen::is_frozen)
+        match &self.bias {
+            Some(b) => ops::frozen(&[&self.weight, b]),
+            None => ops::frozen(&[&self.weight]),
+        }
+    }
+
+    /// The form the layer runs as on `x` (and, as the model's frozen or trained state,
+    /// the ops that follow it).
+    pub fn path(&self, x: &Tensor) -> Path {
+        match &self.bias {
+            Some(b) => ops::path(x, &[&self.weight, b]),
+            None => ops::path(x, &[&self.weight]),
+        }
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.is_frozen() && x.dtype() == DType::F32 {
-            return frozen::linear(x, &self.weight, self.bias.as_ref());
-        }
-        if trained::applies(x, &self.weight) {
-            return trained::linear(x, &self.weight, self.bias.as_ref());
-        }
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+        match self.path(x) {
+            Path::Frozen => linear::linear(x, &self.weight, self.bias.as_ref()),
+            Path::Trained => training::linear(x, &self.weight, self.bias.as_ref()),
+            Path::Composed => {
+                let y = x.broadcast_matmul(&self.weight.t()?)?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
         }
     }
 }
@@ -91,20 +102,30 @@ impl Module for LayerNorm {
         let c = x.dim(D::Minus1)?;
         if x.dtype() == DType::F32 && c > 0 {
             let rows = x.elem_count() / c;
-            if frozen::is_frozen(&self.weight) && frozen::is_frozen(&self.bias) {
-                return frozen::group_norm(&x.reshape((rows, c, 1, 1))?, &self.weight, &self.bias, 1, self.eps, false)?
+            match ops::path(x, &[&self.weight, &self.bias]) {
+                Path::Frozen => {
+                    return group_norm::group_norm(
+                        &x.reshape((rows, c, 1, 1))?,
+                        &self.weight,
+                        &self.bias,
+                        1,
+                        self.eps,
+                        false,
+                    )?
                     .reshape(x.shape());
-            }
-            if trained::applies(x, &self.weight) {
-                return trained::group_norm(
-                    &x.reshape((rows, c, 1, 1))?,
-                    &self.weight,
-                    &self.bias,
-                    1,
-                    self.eps,
-                    false,
-                )?
-                .reshape(x.shape());
+                }
+                Path::Trained => {
+                    return training::group_norm(
+                        &x.reshape((rows, c, 1, 1))?,
+                        &self.weight,
+                        &self.bias,
+                        1,
+                        self.eps,
+                        false,
+                    )?
+                    .reshape(x.shape());
+                }
+                Path::Composed => {}
             }
         }
         let mean = x.mean_keepdim(D::Minus1)?;
@@ -134,34 +155,40 @@ impl GroupNorm {
 }
 
 impl GroupNorm {
-    /// The weights, for the fused ops of `models::frozen`.
-    pub fn weights(&self) -> frozen::NormWeights {
-        frozen::NormWeights { weight: self.weight.clone(), bias: self.bias.clone(), groups: self.groups, eps: self.eps }
+    /// The weights, for the fused resnet block of `ops::resnet`.
+    pub fn weights(&self) -> resnet::NormWeights {
+        resnet::NormWeights { weight: self.weight.clone(), bias: self.bias.clone(), groups: self.groups, eps: self.eps }
     }
 
-    /// `silu(norm(x))`, in one pass when the weights are frozen.
+    /// `silu(norm(x))`, in one pass when the weights are frozen or trained.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        if self.frozen(x) {
-            return frozen::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true);
+        match self.path(x) {
+            Path::Frozen => group_norm::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true),
+            Path::Trained => training::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true),
+            Path::Composed => self.forward(x)?.silu(),
         }
-        if x.rank() == 4 && trained::applies(x, &self.weight) {
-            return trained::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true);
-        }
-        self.forward(x)?.silu()
     }
 
-    fn frozen(&self, x: &Tensor) -> bool {
-        frozen::is_frozen(&self.weight) && frozen::is_frozen(&self.bias) && x.dtype() == DType::F32 && x.rank() == 4
+    /// The form the norm runs as on `x`: the custom ops take `[B, C, H, W]` only.
+    fn path(&self, x: &Tensor) -> Path {
+        if x.rank() == 4 {
+            ops::path(x, &[&self.weight, &self.bias])
+        } else {
+            Path::Composed
+        }
     }
 }
 
 impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.frozen(x) {
-            return frozen::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false);
-        }
-        if x.rank() == 4 && trained::applies(x, &self.weight) {
-            return trained::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false);
+        match self.path(x) {
+            Path::Frozen => {
+                return group_norm::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false);
+            }
+            Path::Trained => {
+                return training::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false);
+            }
+            Path::Composed => {}
         }
         let (b, c, h, w) = x.dims4()?;
         let grouped = x.reshape((b, self.groups, (c / self.groups) * h * w))?;
@@ -199,72 +226,19 @@ impl Conv2d {
     }
 }
 
-/// A 2-D convolution (`[B, Cin, H, W]` by `[Cout, Cin, k, k]`) as one matrix product
-/// over gathered patches (im2col), built from ops with cheap backward passes: the
-/// shifted views are `narrow`s, the gather a `cat`, the product a batched `matmul`.
-/// candle's own conv2d backward goes through a direct `conv_transpose2d` that is an
-/// order of magnitude slower on the CPU.
-pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (b, cin, _, _) = x.dims4()?;
-    let (cout, wcin, k, k2) = w.dims4()?;
-    if wcin != cin || k != k2 || stride == 0 {
-        candle_core::bail!("conv2d: input {:?} does not fit kernel {:?} (stride {stride})", x.dims(), w.dims());
-    }
-    let x = if padding > 0 {
-        x.pad_with_zeros(2, padding, padding)?.pad_with_zeros(3, padding, padding)?
-    } else {
-        x.clone()
-    };
-    let (_, _, hp, wp) = x.dims4()?;
-    if hp < k || wp < k {
-        candle_core::bail!("conv2d: input {hp}x{wp} is smaller than the {k}x{k} kernel");
-    }
-    let (ho, wo) = ((hp - k) / stride + 1, (wp - k) / stride + 1);
-    let cols = if k == 1 && stride == 1 {
-        x.reshape((b, cin, ho * wo))?
-    } else if k == stride && hp == ho * k && wp == wo * k {
-        // Non-overlapping patches (a ViT's patch embedding): a reshape and a permute.
-        x.reshape((b, cin, ho, k, wo, k))?.permute((0, 1, 3, 5, 2, 4))?.reshape((b, cin * k * k, ho * wo))?
-    } else {
-        let mut views = Vec::with_capacity(k * k);
-        for ky in 0..k {
-            for kx in 0..k {
-                let mut v = x.narrow(2, ky, (ho - 1) * stride + 1)?.narrow(3, kx, (wo - 1) * stride + 1)?;
-                if stride > 1 {
-                    // Every stride-th row and column: pad to a multiple, fold, take index 0.
-                    v = v.pad_with_zeros(2, 0, stride - 1)?.pad_with_zeros(3, 0, stride - 1)?;
-                    v = v.reshape((b, cin, ho, stride, wo, stride))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?;
-                    v = v.reshape((b, cin, ho, wo))?;
-                }
-                views.push(v);
-            }
-        }
-        // Order (ky, kx, cin) — the weight is permuted to match.
-        Tensor::cat(&views, 1)?.reshape((b, k * k * cin, ho * wo))?
-    };
-    let wmat = if k == 1 {
-        w.reshape((cout, cin))?
-    } else if k == stride && hp == ho * k && wp == wo * k {
-        w.reshape((cout, cin * k * k))?
-    } else {
-        w.permute((0, 2, 3, 1))?.reshape((cout, k * k * cin))?
-    };
-    wmat.broadcast_matmul(&cols.contiguous()?)?.reshape((b, cout, ho, wo))
-}
-
 impl Conv2d {
-    /// The weights of a stride-1 convolution with a bias, for the fused ops of
-    /// `models::frozen`.
-    pub fn weights(&self) -> Option<frozen::ConvWeights> {
+    /// The weights of a stride-1 convolution with a bias, for the fused resnet block of
+    /// `ops::resnet`.
+    pub fn weights(&self) -> Option<resnet::ConvWeights> {
         let bias = self.bias.clone()?;
-        (self.stride == 1).then(|| frozen::ConvWeights { weight: self.weight.clone(), bias, padding: self.padding })
+        (self.stride == 1).then(|| resnet::ConvWeights { weight: self.weight.clone(), bias, padding: self.padding })
     }
 
     /// Nearest-neighbour 2× upsampling, then this convolution (taming's `Upsample` with
-    /// `with_conv`). Frozen weights upsample through `models::frozen`.
+    /// `with_conv`). Frozen weights upsample through `ops::upsample`.
     pub fn forward_upsampled(&self, x: &Tensor) -> Result<Tensor> {
-        let up = if frozen::is_frozen(&self.weight) && x.dtype() == DType::F32 {
-            frozen::upsample_nearest2x(x)?
+        let up = if ops::path(x, &[&self.weight]) == Path::Frozen {
+            upsample::upsample_nearest2x(x)?
         } else {
             let (_, _, h, w) = x.dims4()?;
             x.upsample_nearest2d(2 * h, 2 * w)?
@@ -279,8 +253,9 @@ impl Module for Conv2d {
     }
 }
 
-/// A convolution layer's forward pass: frozen weights go through `models::frozen` (no
-/// weight gradients, CPU kernels); trained ones through [`conv2d`].
+/// A convolution layer's forward pass: frozen weights go through `ops::conv` (no weight
+/// gradients, CPU kernels); trained ones through `ops::training` on the CPU (stride 1)
+/// or else through the composed [`composed::conv2d`].
 pub fn conv2d_layer(
     x: &Tensor,
     weight: &Tensor,
@@ -288,17 +263,21 @@ pub fn conv2d_layer(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
-    if frozen::is_frozen(weight) && bias.is_none_or(frozen::is_frozen) && x.dtype() == DType::F32 {
+    let path = match bias {
+        Some(b) => ops::path(x, &[weight, b]),
+        None => ops::path(x, &[weight]),
+    };
+    if path == Path::Frozen {
         let (_, _, k, _) = weight.dims4()?;
         let (b, cin, h, w) = x.dims4()?;
         if stride == 1 && padding < k {
-            return frozen::conv2d(x, weight, bias, padding);
+            return conv::conv2d(x, weight, bias, padding);
         }
         if stride > 1 && padding < k && h + 2 * padding >= k && w + 2 * padding >= k {
             // A strided convolution (the VQGAN encoder's downsampling) as the stride-1
             // one on the fast kernels, then every stride-th row and column: four times
             // the products at stride 2, still far cheaper than gathering patches.
-            let full = frozen::conv2d(x, weight, bias, padding)?;
+            let full = conv::conv2d(x, weight, bias, padding)?;
             let (_, cout, fh, fw) = full.dims4()?;
             let (ho, wo) = ((fh - 1) / stride + 1, (fw - 1) / stride + 1);
             let full = full.pad_with_zeros(2, 0, ho * stride - fh)?.pad_with_zeros(3, 0, wo * stride - fw)?;
@@ -316,15 +295,15 @@ pub fn conv2d_layer(
             let patches =
                 x.reshape((b, cin, ho, k, wo, k))?.permute((0, 2, 4, 1, 3, 5))?.reshape((b, ho * wo, cin * k * k))?;
             let cout = weight.dim(0)?;
-            let y = frozen::linear(&patches, &weight.reshape((cout, cin * k * k))?, bias)?;
+            let y = linear::linear(&patches, &weight.reshape((cout, cin * k * k))?, bias)?;
             return y.transpose(1, 2)?.reshape((b, cout, ho, wo));
         }
     }
     let (_, _, k, _) = weight.dims4()?;
-    let y = if stride == 1 && padding < k && trained::applies(x, weight) {
-        trained::conv2d(x, weight, padding)?
+    let y = if stride == 1 && padding < k && path == Path::Trained {
+        training::conv2d(x, weight, padding)?
     } else {
-        conv2d(x, weight, stride, padding)?
+        composed::conv2d(x, weight, stride, padding)?
     };
     match bias {
         Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
@@ -332,130 +311,10 @@ pub fn conv2d_layer(
     }
 }
 
-/// Softmax over the last dimension, built from ops that have a backward pass.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
-}
-
-/// `x · sigmoid(1.702 x)`, OpenAI CLIP's activation.
-pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
-    let s = ((x * -1.702)?.exp()? + 1.0)?;
-    x.div(&s)
-}
-
-/// The activations a CLIP `config.json` can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    QuickGelu,
-    Gelu,
-}
-
-impl Activation {
-    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::QuickGelu => quick_gelu(x),
-            Self::Gelu => x.gelu_erf(),
-        }
-    }
-}
-
-/// Normalises along the last dimension to unit L2 length.
-pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
-    x.broadcast_div(&norm)
-}
-
-/// `arcsin`, differentiable: the value comes from the host (the tensors it is used on
-/// are small: one distance per cutout and prompt), and one Newton step from that
-/// detached value restores the exact derivative `1/√(1−x²)` in the graph.
-pub fn asin(x: &Tensor) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let host: Vec<f64> = x.detach().to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-    let y0: Vec<f64> = host.iter().map(|v| v.clamp(-1.0, 1.0).asin()).collect();
-    let y0 = Tensor::from_vec(y0, x.shape(), x.device())?.to_dtype(dtype)?;
-    // y = y0 + (x − sin y0) / cos y0: equal to y0 in value, d y / d x = 1 / cos y0.
-    let correction = (x - y0.sin()?)?.div(&y0.cos()?)?;
-    y0 + correction
-}
-
-/// The spherical distance loss of the z+quantize notebook:
-/// `2·arcsin(‖a−b‖/2)²` for unit vectors `a`, `b` along the last dimension.
-pub fn spherical_dist(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let d = a.broadcast_sub(b)?.sqr()?.sum(D::Minus1)?.sqrt()?;
-    asin(&(d / 2.0)?)?.sqr()? * 2.0
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use candle_core::{Device, Var};
-
-    /// Checks autograd's gradient of the scalar `f(x)` against central finite
-    /// differences, in f64, at every element of `x`.
-    pub(crate) fn check_gradient(name: &str, x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) {
-        let var = Var::from_tensor(&x.to_dtype(DType::F64).unwrap()).unwrap();
-        let grads = f(var.as_tensor()).unwrap().backward().unwrap();
-        let analytic: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        let h = 1e-6;
-        for i in 0..base.len() {
-            let eval = |delta: f64| -> f64 {
-                let mut v = base.clone();
-                v[i] += delta;
-                let t = Tensor::from_vec(v, x.shape(), x.device()).unwrap();
-                f(&t).unwrap().to_scalar::<f64>().unwrap()
-            };
-            let numeric = (eval(h) - eval(-h)) / (2.0 * h);
-            let tol = 1e-5 * (1.0 + numeric.abs());
-            assert!(
-                (numeric - analytic[i]).abs() <= tol,
-                "{name}: d/dx[{i}] autograd {} vs numeric {numeric}",
-                analytic[i]
-            );
-        }
-    }
-
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        // A small deterministic generator keeps these tests independent of candle's RNG.
-        let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        let n: usize = shape.iter().product();
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                #[expect(clippy::cast_precision_loss, reason = "test data")]
-                let u = (s >> 11) as f64 / (1u64 << 53) as f64;
-                u * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn weighted_sum(y: &Tensor, seed: u64) -> Result<Tensor> {
-        let w = randn(y.dims(), seed);
-        y.mul(&w)?.sum_all()
-    }
-
-    #[test]
-    fn conv2d_matches_candles_convolution_and_its_gradient_is_exact() {
-        // (k, stride, padding, input side): 3x3 same, 1x1, taming's stride-2 downsample
-        // (after its own asymmetric pad), a ViT patch embedding, an odd size.
-        for (i, (k, stride, pad, side)) in
-            [(3, 1, 1, 6), (1, 1, 0, 5), (3, 2, 0, 7), (4, 4, 0, 8), (3, 2, 1, 5)].into_iter().enumerate()
-        {
-            let seed = i as u64 * 10;
-            let x = randn(&[2, 3, side, side], seed);
-            let w = randn(&[4, 3, k, k], seed + 1);
-            let ours = conv2d(&x, &w, stride, pad).unwrap();
-            let theirs = x.conv2d(&w, pad, stride, 1, 1).unwrap();
-            assert_eq!(ours.dims(), theirs.dims(), "k{k} s{stride} p{pad}");
-            let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-            assert!(diff < 1e-12, "k{k} s{stride} p{pad}: {diff}");
-            check_gradient("conv2d input", &x, |x| weighted_sum(&conv2d(x, &w, stride, pad)?, seed + 2));
-            check_gradient("conv2d weight", &w, |w| weighted_sum(&conv2d(&x, w, stride, pad)?, seed + 3));
-        }
-    }
+    use crate::models::testing::{check_gradient, randn, weighted_sum};
 
     #[test]
     fn layer_norm_gradient() {
@@ -467,18 +326,6 @@ pub(crate) mod tests {
     fn group_norm_gradient() {
         let gn = GroupNorm { weight: randn(&[4], 1), bias: randn(&[4], 2), groups: 2, eps: 1e-6 };
         check_gradient("group_norm", &randn(&[1, 4, 3, 3], 5), |x| weighted_sum(&gn.forward(x)?, 6));
-    }
-
-    #[test]
-    fn softmax_gradient() {
-        check_gradient("softmax", &randn(&[2, 5], 7), |x| weighted_sum(&softmax_last_dim(&(x * 3.0)?)?, 8));
-    }
-
-    #[test]
-    fn activations_gradient() {
-        check_gradient("quick_gelu", &randn(&[10], 9), |x| weighted_sum(&quick_gelu(&(x * 3.0)?)?, 10));
-        check_gradient("gelu", &randn(&[10], 11), |x| weighted_sum(&Activation::Gelu.forward(&(x * 3.0)?)?, 12));
-        check_gradient("silu", &randn(&[10], 13), |x| weighted_sum(&(x * 3.0)?.silu()?, 14));
     }
 
     #[test]
@@ -495,22 +342,5 @@ pub(crate) mod tests {
         check_gradient("pad", &randn(&[1, 2, 3, 3], 3), |x| {
             weighted_sum(&x.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?, 4)
         });
-    }
-
-    #[test]
-    fn asin_and_spherical_distance_gradient() {
-        let x = (randn(&[8], 1) * 0.9).unwrap();
-        check_gradient("asin", &x, |x| weighted_sum(&asin(x)?, 2));
-        let b = l2_normalize(&randn(&[3, 5], 3)).unwrap();
-        check_gradient("spherical_dist", &randn(&[3, 5], 4), |a| spherical_dist(&l2_normalize(a)?, &b)?.mean_all());
-    }
-
-    #[test]
-    fn asin_value_is_exact() {
-        let x = Tensor::new(&[-0.99f64, -0.5, 0.0, 0.3, 0.999], &Device::Cpu).unwrap();
-        let got: Vec<f64> = asin(&x).unwrap().to_vec1().unwrap();
-        for (g, v) in got.iter().zip([-0.99f64, -0.5, 0.0, 0.3, 0.999]) {
-            assert!((g - v.asin()).abs() < 1e-12);
-        }
     }
 }

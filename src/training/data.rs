@@ -14,7 +14,7 @@ use crate::demo::scene::Scene;
 use crate::engine::image::{clip_resize_crop, load_rgb, rgb_to_tensor};
 use crate::engine::rng::Rng;
 use crate::models::clip::Clip;
-use crate::models::nn::l2_normalize;
+use crate::models::ops::composed::l2_normalize;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::Vqgan;
 

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::models::nn::Activation;
+use crate::models::ops::composed::Activation;
 
 /// The text transformer's shape.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,8 +15,9 @@ use candle_nn::VarBuilder;
 pub use config::{ClipConfig, TextConfig, VisionConfig};
 
 use crate::models::error::{ModelError, Result};
-use crate::models::frozen;
-use crate::models::nn::{softmax_last_dim, Activation, LayerNorm, Linear};
+use crate::models::nn::{LayerNorm, Linear};
+use crate::models::ops::composed::{softmax_last_dim, Activation};
+use crate::models::ops::{self, Path as OpPath};
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::weights::WeightFile;
 
@@ -29,7 +30,7 @@ pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 #[derive(Debug, Clone)]
 enum Projections {
     /// Frozen f32 weights on the CPU: one product makes all three side by side, and
-    /// [`frozen::attention`] reads the heads from it in place.
+    /// [`ops::attention::attention`] reads the heads from it in place.
     Packed(Linear),
     /// Anything else (training, a GPU): three products and tensor ops.
     Separate { q: Linear, k: Linear, v: Linear },
@@ -67,7 +68,7 @@ impl Attention {
         let scale = (self.head_dim as f64).powf(-0.5);
         let out = match &self.projections {
             #[expect(clippy::cast_possible_truncation, reason = "the scale of an f32 model")]
-            Projections::Packed(qkv) => frozen::attention(&qkv.forward(x)?, self.heads, scale as f32, causal)?,
+            Projections::Packed(qkv) => ops::attention::attention(&qkv.forward(x)?, self.heads, scale as f32, causal)?,
             Projections::Separate { q, k, v } => {
                 self.attend(&q.forward(x)?, &k.forward(x)?, &v.forward(x)?, scale, causal)?
             }
@@ -118,8 +119,8 @@ impl EncoderLayer {
         let h = self.fc1.forward(&self.layer_norm2.forward(&x)?)?;
         // Frozen layers (generation) take the fused activation; training keeps the
         // composition its committed models were made with.
-        let h = if self.activation == Activation::QuickGelu && self.fc1.is_frozen() && h.dtype() == DType::F32 {
-            frozen::quick_gelu(&h)?
+        let h = if self.activation == Activation::QuickGelu && self.fc1.path(&h) == OpPath::Frozen {
+            ops::quick_gelu::quick_gelu(&h)?
         } else {
             self.activation.forward(&h)?
         };
@@ -375,8 +376,8 @@ impl Clip {
 
     /// Cosine similarity of each image embedding row with each text embedding row.
     pub fn cosine(image: &Tensor, text: &Tensor) -> CResult<Tensor> {
-        let a = crate::models::nn::l2_normalize(image)?;
-        let b = crate::models::nn::l2_normalize(text)?;
+        let a = ops::composed::l2_normalize(image)?;
+        let b = ops::composed::l2_normalize(text)?;
         a.matmul(&b.t()?)
     }
 }
@@ -449,8 +450,8 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<(Clip, ClipToke
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::nn::tests::check_gradient;
-    use crate::models::nn::{l2_normalize, spherical_dist};
+    use crate::models::ops::composed::{l2_normalize, spherical_dist};
+    use crate::models::testing::check_gradient;
     use crate::models::weights::RandomBackend;
 
     fn tiny_config(act: Activation) -> ClipConfig {

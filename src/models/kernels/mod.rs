@@ -1,9 +1,10 @@
-//! CPU kernels of the layers in `models::frozen` (generation) and `models::trained`
-//! (train-demo): the packed matrix product ([`gemm`]); a stride-1 convolution as one
-//! product over `K = Cin·k·k` whose right-hand side is read straight from the zero-padded
-//! input through a table of per-(channel, tap) offsets — an implicit im2col: nothing but
-//! the padded input and the output is allocated — and its weight gradient the same way;
-//! group normalisation (+SiLU) forward and backward in one pass each.
+//! CPU kernels of the custom ops of `models::ops`, frozen (generation) and trained
+//! (`ops::training`, train-demo): the packed matrix product ([`gemm`]); a stride-1
+//! convolution as one product over `K = Cin·k·k` whose right-hand side is read straight
+//! from the zero-padded input through a table of per-(channel, tap) offsets — an
+//! implicit im2col: nothing but the padded input and the output is allocated — and its
+//! weight gradient the same way; group normalisation (+SiLU) forward and backward in one
+//! pass each.
 
 use candle_core::{bail, Result};
 

@@ -23,8 +23,9 @@ pub use config::OneStepConfig;
 pub use sample::pick;
 
 use crate::models::error::{ModelError, Result};
-use crate::models::frozen;
-use crate::models::nn::{softmax_last_dim, Activation, LayerNorm, Linear};
+use crate::models::nn::{LayerNorm, Linear};
+use crate::models::ops::composed::{softmax_last_dim, Activation};
+use crate::models::ops::{self, Path as OpPath};
 use crate::models::weights::WeightFile;
 
 /// Layer-norm epsilon of every norm in the model.
@@ -63,8 +64,8 @@ impl Block {
 
     fn mlp(&self, x: &Tensor) -> CResult<Tensor> {
         let h = self.fc1.forward(&self.ln2.forward(x)?)?;
-        let h = if self.fc1.is_frozen() && h.dtype() == DType::F32 {
-            frozen::quick_gelu(&h)?
+        let h = if self.fc1.path(&h) == OpPath::Frozen {
+            ops::quick_gelu::quick_gelu(&h)?
         } else {
             Activation::QuickGelu.forward(&h)?
         };
@@ -78,7 +79,7 @@ impl Block {
         let scale = self.scale(w);
         let attended = if qkv.device().is_cpu() && qkv.dtype() == DType::F32 {
             #[expect(clippy::cast_possible_truncation, reason = "the scale of an f32 model")]
-            frozen::attention(&qkv, self.heads, scale as f32, true)?
+            ops::attention::attention(&qkv, self.heads, scale as f32, true)?
         } else {
             let hd = w / self.heads;
             let split = |i: usize| -> CResult<Tensor> {

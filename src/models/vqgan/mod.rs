@@ -14,8 +14,9 @@ use candle_nn::VarBuilder;
 pub use config::{DdConfig, QuantizerKind, VqganConfig};
 
 use crate::models::error::{ModelError, Result};
-use crate::models::frozen;
-use crate::models::nn::{softmax_last_dim, Conv2d, GroupNorm};
+use crate::models::nn::{Conv2d, GroupNorm};
+use crate::models::ops::composed::softmax_last_dim;
+use crate::models::ops::{self, resnet, Path as OpPath};
 use crate::models::weights::WeightFile;
 
 fn normalize(groups: usize, channels: usize, vb: VarBuilder) -> CResult<GroupNorm> {
@@ -38,7 +39,7 @@ struct ResnetBlock {
     conv2: Conv2d,
     nin_shortcut: Option<Conv2d>,
     /// The same weights for the fused CPU op, when they are all frozen f32.
-    fused: Option<frozen::ResnetWeights>,
+    fused: Option<resnet::ResnetWeights>,
 }
 
 impl ResnetBlock {
@@ -55,12 +56,12 @@ impl ResnetBlock {
         Ok(block)
     }
 
-    fn fused_weights(&self) -> Option<frozen::ResnetWeights> {
+    fn fused_weights(&self) -> Option<resnet::ResnetWeights> {
         let shortcut = match &self.nin_shortcut {
             Some(s) => Some(s.weights()?),
             None => None,
         };
-        frozen::ResnetWeights::new(
+        resnet::ResnetWeights::new(
             self.norm1.weights(),
             self.conv1.weights()?,
             self.norm2.weights(),
@@ -73,8 +74,9 @@ impl ResnetBlock {
 impl Module for ResnetBlock {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         if let Some(fused) = &self.fused {
-            if x.device().is_cpu() && x.dtype() == DType::F32 {
-                return frozen::resnet_block(x, fused);
+            // `fused` is made from frozen weights only; the fused op runs on the CPU.
+            if x.device().is_cpu() && ops::path(x, &fused.tensors()) == OpPath::Frozen {
+                return resnet::resnet_block(x, fused);
             }
         }
         let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
@@ -475,7 +477,7 @@ pub fn load(checkpoint: &Path, config: Option<&Path>, dtype: DType, device: &Dev
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::nn::tests::check_gradient;
+    use crate::models::testing::check_gradient;
     use crate::models::weights::RandomBackend;
 
     #[test]

@@ -6,16 +6,9 @@
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::frozen::{conv2d_input_grad, dense, input_slice, with_cpu_slice};
-use super::kernels::{self, ConvShape, GroupSpec, MatMut, MatRef};
-
-/// Whether the trained ops can run `x` with this weight: f32 on the CPU.
-pub fn applies(x: &Tensor, weight: &Tensor) -> bool {
-    x.device().is_cpu()
-        && weight.device().is_cpu()
-        && x.dtype() == candle_core::DType::F32
-        && weight.dtype() == candle_core::DType::F32
-}
+use super::conv::conv2d_input_grad;
+use super::storage::{dense, input_slice, with_cpu_slice};
+use crate::models::kernels::{self, ConvShape, GroupSpec, MatMut, MatRef};
 
 /// `y = x·Wᵀ + b` over the last dimension of `x`, with gradients for all three. The
 /// bias gradient is a product with a row of ones: candle's broadcast-add backward sums

@@ -1,0 +1,119 @@
+//! OpenAI CLIP's QuickGELU as one candle custom op, forward and backward each one
+//! threaded pass on the CPU, with the values of its composition to the bit.
+
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+
+use super::composed;
+use super::storage::{dense, gpu_forwards, input_slice, with_cpu_slice};
+
+/// OpenAI CLIP's `x · sigmoid(1.702 x)`, computed as `composed::quick_gelu` computes it
+/// (`x / (1 + exp(−1.702 x))`, the same values to the bit), as one op: one threaded pass
+/// forward and one back, where the composition is four tensor ops and a backward of ten.
+pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    dense(x)?.apply_op1(QuickGelu { backward: None })
+}
+
+/// With `backward`, the gradient instead: the op's input is the upstream gradient and
+/// `backward` the forward pass's input.
+struct QuickGelu {
+    backward: Option<Tensor>,
+}
+
+/// `(e, s)` of `x / s` with `s = 1 + e`, `e = exp(−1.702 x)`, rounded as candle's affine,
+/// exp and add round them.
+fn quick_gelu_parts(v: f32) -> (f32, f32) {
+    let e = (v * -1.702f32 + 0.0).exp();
+    (e, e * 1.0 + 1.0)
+}
+
+impl QuickGelu {
+    /// Either way with tensor ops (any device).
+    fn forward_tensor(&self, t: &Tensor) -> Result<Tensor> {
+        match &self.backward {
+            None => composed::quick_gelu(t),
+            Some(x) => {
+                let e = (x * -1.702)?.exp()?;
+                let s = (&e + 1.0)?;
+                // d/dx x/s = 1/s + 1.702·x·e/s²
+                let d = (s.recip()? + ((x * 1.702)? * e)?.div(&s.sqr()?)?)?;
+                t.mul(&d)
+            }
+        }
+    }
+}
+
+impl CustomOp1 for QuickGelu {
+    fn name(&self) -> &'static str {
+        if self.backward.is_some() {
+            "quick-gelu-backward"
+        } else {
+            "quick-gelu"
+        }
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 16_384;
+        let t = input_slice(storage, layout)?;
+        let mut y = vec![0.0f32; t.len()];
+        match &self.backward {
+            None => y.par_chunks_mut(CHUNK).zip(t.par_chunks(CHUNK)).for_each(|(ys, xs)| {
+                for (o, &v) in ys.iter_mut().zip(xs) {
+                    *o = v / quick_gelu_parts(v).1;
+                }
+            }),
+            Some(x) => with_cpu_slice(&dense(x)?, |x| {
+                if x.len() != t.len() {
+                    bail!("quick-gelu backward: {} gradients for {} inputs", t.len(), x.len())
+                }
+                y.par_chunks_mut(CHUNK).zip(t.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(|(ys, (gs, xs))| {
+                    for ((o, &g), &v) in ys.iter_mut().zip(gs).zip(xs) {
+                        let (e, s) = quick_gelu_parts(v);
+                        *o = g * (1.0 / s + 1.702 * v * e / (s * s));
+                    }
+                });
+                Ok(())
+            })?,
+        }
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    gpu_forwards!();
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if self.backward.is_some() {
+            bail!("quick-gelu: no second-order gradients")
+        }
+        let op = QuickGelu { backward: Some(arg.detach()) };
+        if grad.device().is_cpu() {
+            Ok(Some(dense(grad)?.apply_op1_no_bwd(&op)?))
+        } else {
+            Ok(Some(op.forward_tensor(grad)?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::testing::close;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn quick_gelu_matches_its_composition_forward_and_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 3.0, (3, 40_000), &dev)?)?;
+        let upstream = Tensor::randn(0f32, 1.0, (3, 40_000), &dev)?;
+        let ours = quick_gelu(x.as_tensor())?;
+        let theirs = composed::quick_gelu(x.as_tensor())?;
+        close(&ours, &theirs, 0.0)?;
+        let g_ours = (ours * &upstream)?.sum_all()?.backward()?;
+        let g_theirs = (theirs * &upstream)?.sum_all()?.backward()?;
+        let (Some(a), Some(e)) = (g_ours.get(&x), g_theirs.get(&x)) else { bail!("no gradient for x") };
+        close(a, e, 1e-5)?;
+        // The tensor-op path (what a GPU runs) gives the same gradient.
+        let op = QuickGelu { backward: Some(x.as_tensor().detach()) };
+        close(&op.forward_tensor(&upstream)?, e, 1e-5)?;
+        Ok(())
+    }
+}
