@@ -72,9 +72,7 @@ pub fn settings_from_text(text: &str) -> Result<RunSettings, String> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("unreadable settings ({e})"))?;
     match value.get("settings") {
         // The envelope (its other fields are not needed to run again).
-        Some(settings) => {
-            serde_json::from_value(settings.clone()).map_err(|e| format!("invalid settings ({e})"))
-        }
+        Some(settings) => serde_json::from_value(settings.clone()).map_err(|e| format!("invalid settings ({e})")),
         None => RunSettings::from_json(text),
     }
 }
