@@ -9,16 +9,15 @@
 //! This module sits beside the engine: it knows images (`image::RgbImage`) and files,
 //! nothing of models, tensors or the UI.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::files::{commit, create_temp_sibling};
 use image::buffer::ConvertBuffer;
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::{Delay, Frame, RgbImage, RgbaImage};
-use sha2::{Digest, Sha256};
 
 /// The text-chunk keyword clipcanvas stores its settings under.
 pub const SETTINGS_KEY: &str = "clipcanvas";
@@ -53,101 +52,32 @@ pub enum ExportError {
     Ffmpeg { path: PathBuf, msg: String },
 }
 
-// ---------------------------------------------------------------------------------------
-// Atomic writes
-// ---------------------------------------------------------------------------------------
-
-/// Distinguishes temporary names within this process; the pid distinguishes processes.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// The folder a path lives in (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Creates a fresh, empty temporary sibling of `path`: `.<name>.<pid>.<n>.tmp` in the
-/// same folder (so the final rename never crosses filesystems). `create_new` guarantees
-/// it is ours; a stale leftover of the same name is skipped, not clobbered.
-fn create_temp_sibling(path: &Path) -> Result<(PathBuf, File), ExportError> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| ExportError::Input { path: path.to_path_buf(), msg: "not a file path".to_string() })?;
-    let dir = parent_dir(path);
-    let pid = std::process::id();
-    let mut last_err = None;
-    for _ in 0..16 {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".{pid}.{n}.tmp"));
-        let temp = dir.join(temp_name);
-        match OpenOptions::new().write(true).create_new(true).open(&temp) {
-            Ok(file) => return Ok((temp, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
-            Err(e) => return Err(ExportError::Write { path: path.to_path_buf(), source: e }),
-        }
-    }
-    let source = last_err.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists));
-    Err(ExportError::Write { path: path.to_path_buf(), source })
-}
-
-/// Makes a finished rename durable by syncing the folder's entry. Best effort: some
-/// filesystems (and all non-Unix systems) cannot sync a directory, and the data itself is
-/// already on disk by then.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-}
-
-/// Moves a complete, synced temporary file into place; on failure removes it.
-fn commit(temp: &Path, path: &Path) -> Result<(), ExportError> {
-    if let Err(e) = std::fs::rename(temp, path) {
-        let _ = std::fs::remove_file(temp);
-        return Err(ExportError::Write { path: path.to_path_buf(), source: e });
-    }
-    sync_dir(parent_dir(path));
-    Ok(())
-}
-
-/// The core of [`write_atomic`], for writers whose errors are already [`ExportError`]s
-/// (encoders that tell format errors from I/O ones).
+/// Writes through [`crate::files::write_atomic_with`], for writers whose errors are
+/// already [`ExportError`]s (encoders that tell format errors from I/O ones).
 fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
-    let (temp, file) = create_temp_sibling(path)?;
-    let io_err = |source: io::Error| ExportError::Write { path: path.to_path_buf(), source };
-    let result = (|| {
-        let mut w = BufWriter::with_capacity(1 << 16, file);
-        write(&mut w)?;
-        let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
-        file.sync_all().map_err(io_err)?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => commit(&temp, path),
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            Err(e)
-        }
-    }
+    crate::files::write_atomic_with(path, write)
 }
 
-/// An atomic file writer helper other modules can reuse: write bytes via
-/// temp+fsync+rename; on any error the temp file is removed and the destination is
-/// untouched. Errors (the closure's included) become [`ExportError::Write`] naming `path`.
+/// Writes a file atomically (see [`crate::files::write_atomic`]).
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
 ) -> Result<(), ExportError> {
-    write_atomic_with(path, |w| write(w).map_err(|source| ExportError::Write { path: path.to_path_buf(), source }))
+    Ok(crate::files::write_atomic(path, write)?)
+}
+
+impl From<crate::files::FileError> for ExportError {
+    fn from(e: crate::files::FileError) -> Self {
+        use crate::files::FileError;
+        match e {
+            FileError::Write { path, source } => Self::Write { path, source },
+            FileError::Read { path, source } => Self::Read { path, source },
+            FileError::NotAFile { path } => Self::Input { path, msg: "not a file path".to_owned() },
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -416,7 +346,7 @@ fn write_video_with(
         synced.map_err(|source| ExportError::Write { path: path.to_path_buf(), source })
     });
     match result {
-        Ok(()) => commit(&temp, path),
+        Ok(()) => Ok(commit(&temp, path)?),
         Err(e) => {
             let _ = std::fs::remove_file(&temp);
             Err(e)
@@ -505,22 +435,9 @@ fn run_ffmpeg(
 // Hashing
 // ---------------------------------------------------------------------------------------
 
-/// sha256 of a file as lowercase hex, streaming through a 1 MiB buffer (model files can
-/// be gigabytes).
+/// sha256 of a file as lowercase hex (see [`crate::files::file_sha256`]).
 pub fn file_sha256(path: &Path) -> Result<String, ExportError> {
-    let read_err = |source| ExportError::Read { path: path.to_path_buf(), source };
-    let mut file = File::open(path).map_err(read_err)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_err(e)),
-        }
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::files::file_sha256(path)?)
 }
 
 #[cfg(test)]
@@ -668,7 +585,7 @@ mod tests {
         let path = dir.path().join("frame.png");
         let err = write_atomic(&path, |w| {
             w.write_all(b"partial")?;
-            let mut dev = OpenOptions::new().write(true).open(full)?;
+            let mut dev = std::fs::OpenOptions::new().write(true).open(full)?;
             dev.write_all(&[0u8; 4096])?;
             dev.flush()
         })
@@ -887,22 +804,5 @@ mod tests {
         let err = write_video_with(&lazy, &dir.path().join("c.mp4"), &big, (512, 512), 12).unwrap_err();
         assert!(err.to_string().contains("cannot stream frames"), "{err}");
         assert_eq!(listing(dir.path()), ["run.mp4"]);
-    }
-
-    #[test]
-    fn temp_names_are_hidden_siblings() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.png");
-        let (t1, _f1) = create_temp_sibling(&path).unwrap();
-        let (t2, _f2) = create_temp_sibling(&path).unwrap();
-        assert_ne!(t1, t2);
-        for t in [&t1, &t2] {
-            assert_eq!(t.parent(), path.parent());
-            let name = t.file_name().unwrap().to_string_lossy().into_owned();
-            assert!(name.starts_with(".a.png.") && name.ends_with(".tmp"), "{name}");
-            assert!(name.contains(&std::process::id().to_string()), "{name}");
-        }
-        // A bare file name lives in the current folder.
-        assert_eq!(parent_dir(Path::new("x.png")), Path::new("."));
     }
 }

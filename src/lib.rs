@@ -14,11 +14,12 @@
 //! Lower layers never import higher ones, and nothing below the UI imports egui,
 //! eframe or wgpu.
 
+pub mod catalog;
 pub mod cli;
 pub mod demo;
 pub mod engine;
 pub mod export;
-pub mod manager;
+pub mod files;
 pub mod models;
 pub mod process;
 pub mod settings;

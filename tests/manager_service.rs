@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clipcanvas::manager::{ManagerEvent, ModelManager, ModelPaths, ModelStatus};
-use clipcanvas::models::catalog::Catalog;
-use clipcanvas::models::download::DownloadOptions;
-use clipcanvas::models::store::{Root, RootKind, Store};
+use clipcanvas::catalog::download::DownloadOptions;
+use clipcanvas::catalog::entries::Catalog;
+use clipcanvas::catalog::service::{ManagerEvent, ModelManager, ModelPaths, ModelStatus};
+use clipcanvas::catalog::store::{Root, RootKind, Store};
 use http_server::{bytes, Mode, Server};
 
 fn entry(name: &str, base: &str) -> String {

@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clipcanvas::models::catalog::Catalog;
-use clipcanvas::models::download::{DownloadObserver, DownloadOptions, Downloader, Progress};
-use clipcanvas::models::store::{Record, Root, RootKind, Store};
-use clipcanvas::models::ManagerError;
+use clipcanvas::catalog::download::{DownloadObserver, DownloadOptions, Downloader, Progress};
+use clipcanvas::catalog::entries::Catalog;
+use clipcanvas::catalog::store::{Record, Root, RootKind, Store};
+use clipcanvas::catalog::CatalogError;
 use http_server::{bytes, sha256, Mode, Request, Server};
 
 const WEIGHTS_LEN: usize = 300_000;
@@ -113,7 +113,7 @@ impl Setup {
         cat: &Catalog,
         opts: DownloadOptions,
         seen: &mut Seen,
-    ) -> Result<std::path::PathBuf, ManagerError> {
+    ) -> Result<std::path::PathBuf, CatalogError> {
         let entry = cat.find("test-vqgan").expect("entry");
         Downloader::new(opts).install(entry, self.root.path(), seen, &AtomicBool::new(false))
     }
@@ -234,7 +234,7 @@ fn a_wrong_hash_is_rejected_and_nothing_is_installed() {
     let cat = catalog(&s.yaml_urls(), &urls, &checked(&s.weights));
     let err = s.install(&cat, fast(), &mut Seen::default()).expect_err("hash mismatch");
     let msg = err.to_string();
-    assert!(matches!(err, ManagerError::Download { .. }), "{msg}");
+    assert!(matches!(err, CatalogError::Download { .. }), "{msg}");
     assert_eq!(msg.matches("sha256 mismatch").count(), 2, "both mirrors named: {msg}");
     assert!(msg.contains(&urls[0]) && msg.contains(&urls[1]), "{msg}");
     assert!(!msg.contains('\n'), "one line: {msg}");
@@ -367,7 +367,7 @@ fn cancel_stops_the_download_and_leaves_no_partial_file() {
     cancel.store(true, Ordering::Relaxed);
     let result = worker.join().expect("join");
     assert!(asked.elapsed() < Duration::from_secs(2), "cancel took {:?}", asked.elapsed());
-    assert!(matches!(result, Err(ManagerError::Cancelled)), "{result:?}");
+    assert!(matches!(result, Err(CatalogError::Cancelled)), "{result:?}");
     assert!(!s.dir().join("last.ckpt.part").exists(), "no partial file");
     assert!(!s.dir().join("last.ckpt").exists());
     assert_eq!(read(&s.dir().join("model.yaml")), s.yaml, "the file completed before the cancel stays");

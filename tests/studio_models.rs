@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clipcanvas::manager::ModelManager;
-use clipcanvas::models::catalog::Catalog;
-use clipcanvas::models::download::DownloadOptions;
-use clipcanvas::models::store::{Root, RootKind, Store};
+use clipcanvas::catalog::download::DownloadOptions;
+use clipcanvas::catalog::entries::Catalog;
+use clipcanvas::catalog::service::ModelManager;
+use clipcanvas::catalog::store::{Root, RootKind, Store};
 use clipcanvas::ui::link::EngineLink;
 use clipcanvas::ui::StudioApp;
 use clipcanvas::worker::{Command, Event, FrameEvent};

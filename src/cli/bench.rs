@@ -78,7 +78,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let report = bench::run(&cfg, &mut |line| eprintln!("  {line}"))?;
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| CliError::Runtime(e.into()))?;
-        crate::export::write_atomic(path, |w| w.write_all(text.as_bytes())).map_err(|e| CliError::Runtime(e.into()))?;
+        crate::files::write_atomic(path, |w| w.write_all(text.as_bytes())).map_err(|e| CliError::Runtime(e.into()))?;
     }
     let mut out = std::io::stdout().lock();
     write!(out, "{}", format_report(&report, reference.as_ref())).map_err(|e| CliError::Runtime(e.into()))?;
@@ -91,7 +91,7 @@ fn drafts(args: &BenchArgs, candidates: usize) -> Result<(), CliError> {
     use crate::settings::{OneStepSettings, RunSettings};
     let input = |e: String| CliError::Input(anyhow::anyhow!(e));
     let runtime = |e: crate::engine::EngineError| CliError::Runtime(e.into());
-    let world = crate::models::bundled::shapes_world()
+    let world = crate::catalog::bundled::shapes_world()
         .ok_or_else(|| input("the shapes world (models/shapes-world) was not found".into()))?;
     let tmp = std::env::temp_dir().join(format!("clipcanvas-bench-onestep-{}", std::process::id()));
     let (dir, untrained) = match &world.onestep {

@@ -433,7 +433,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let device = parse_device(&settings.device)?;
     let models = Arc::new(load_models(&settings, &device)?);
     if models.source.as_ref().is_some_and(|s| s.demo) {
-        eprintln!("note: {}", crate::models::bundled::DEMO_NOTICE);
+        eprintln!("note: {}", crate::catalog::bundled::DEMO_NOTICE);
     }
     let mut session = match &args.resume {
         Some(path) => {

@@ -15,10 +15,10 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
-use crate::models::catalog::ModelEntry;
-use crate::models::download::{human_duration, DownloadObserver, DownloadOptions, Downloader, Progress};
-use crate::models::store::{human_bytes, CheckOutcome, ModelStatus, Store, MODELS_ENV};
-use crate::models::ManagerError;
+use crate::catalog::download::{human_duration, DownloadObserver, DownloadOptions, Downloader, Progress};
+use crate::catalog::entries::ModelEntry;
+use crate::catalog::store::{human_bytes, CheckOutcome, ModelStatus, Store, MODELS_ENV};
+use crate::catalog::CatalogError;
 use crate::settings::RunSettings;
 
 #[derive(Debug, Args)]
@@ -84,16 +84,16 @@ fn runtime(e: impl Into<anyhow::Error>) -> CliError {
 
 /// A manager error as a command-line error: bad names are bad input; the rest failed at
 /// run time. Help (the files, URLs and folder) follows the message on its own lines.
-fn cli_error(e: ManagerError) -> CliError {
+fn cli_error(e: CatalogError) -> CliError {
     let text = match e.help() {
         Some(help) => format!("{e}\n{help}"),
         None => e.to_string(),
     };
     match e {
-        ManagerError::UnknownModel { .. }
-        | ManagerError::WrongKind { .. }
-        | ManagerError::Bundled { .. }
-        | ManagerError::NotInstalled { .. } => CliError::Input(anyhow::anyhow!(text)),
+        CatalogError::UnknownModel { .. }
+        | CatalogError::WrongKind { .. }
+        | CatalogError::Bundled { .. }
+        | CatalogError::NotInstalled { .. } => CliError::Input(anyhow::anyhow!(text)),
         _ => CliError::Runtime(anyhow::anyhow!(text)),
     }
 }
@@ -253,7 +253,7 @@ fn download(args: &DownloadArgs) -> Result<(), CliError> {
     let store = Store::open(&explicit).map_err(cli_error)?;
     let wanted = entries(&store, &args.names)?;
     if let Some(bundled) = wanted.iter().find(|e| e.bundled) {
-        return Err(cli_error(ManagerError::Bundled { name: bundled.name.clone() }));
+        return Err(cli_error(CatalogError::Bundled { name: bundled.name.clone() }));
     }
     let root = match &args.dir {
         Some(dir) => {
@@ -286,7 +286,7 @@ fn download(args: &DownloadArgs) -> Result<(), CliError> {
         progress.finish();
         match result {
             Ok(dir) => out(&format!("installed {} in {}", entry.name, dir.display()))?,
-            Err(ManagerError::Cancelled) => {
+            Err(CatalogError::Cancelled) => {
                 eprintln!("download of {} cancelled; no partial file left behind", entry.name);
                 return Err(CliError::Interrupted);
             }

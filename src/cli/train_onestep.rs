@@ -13,7 +13,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
-use crate::models::bundled;
+use crate::catalog::bundled;
 use crate::models::clip::ClipFiles;
 use crate::training::data::{image_files, Source};
 use crate::training::onestep::{self, Arch, Models};
@@ -172,7 +172,7 @@ fn input(msg: impl std::fmt::Display) -> CliError {
 }
 
 fn hash(path: &Path) -> Result<String, CliError> {
-    crate::export::file_sha256(path).map_err(input)
+    crate::files::file_sha256(path).map_err(input)
 }
 
 /// `--evaluate`: the meaning test of the shapes world's drafts.

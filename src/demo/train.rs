@@ -688,7 +688,7 @@ fn save_f16(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::export::write_atomic(path, |w| std::io::Write::write_all(w, bytes))
+    crate::files::write_atomic(path, |w| std::io::Write::write_all(w, bytes))
         .map_err(|e| DemoError::Train(e.to_string()))
 }
 

@@ -773,7 +773,7 @@ pub fn resolve_models(settings: &RunSettings) -> Result<ModelSource> {
             onestep: None,
         }),
         (None, None) => {
-            let world = crate::models::bundled::shapes_world().ok_or_else(|| {
+            let world = crate::catalog::bundled::shapes_world().ok_or_else(|| {
                 EngineError::Input(
                     "no models given and the built-in shapes world (models/shapes-world) was not found; \
                      give --clip DIR and --vqgan FILE (see README)"
@@ -829,7 +829,7 @@ pub fn model_files(source: &ModelSource, settings: &RunSettings) -> Result<Model
     let id = |name: &Path, weights: &Path| -> Result<FileId> {
         Ok(FileId {
             name: name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            sha256: crate::export::file_sha256(weights).map_err(|e| EngineError::Input(e.to_string()))?,
+            sha256: crate::files::file_sha256(weights).map_err(|e| EngineError::Input(e.to_string()))?,
         })
     };
     let clip_weights = crate::models::clip::ClipFiles::locate(&source.clip)?.weights;
@@ -839,7 +839,7 @@ pub fn model_files(source: &ModelSource, settings: &RunSettings) -> Result<Model
     };
     Ok(ModelFiles {
         clip: Some(id(&source.clip, &clip_weights)?),
-        demo: source.demo.then(|| crate::models::bundled::SHAPES_WORLD.to_owned()),
+        demo: source.demo.then(|| crate::catalog::bundled::SHAPES_WORLD.to_owned()),
         onestep,
         vqgan: Some(id(&source.vqgan, &source.vqgan)?),
     })
@@ -855,7 +855,7 @@ fn check_trained_with(model: &OneStep, dir: &Path, source: &ModelSource) -> Resu
         if want.is_empty() {
             continue;
         }
-        let have = crate::export::file_sha256(file).map_err(|e| EngineError::Input(e.to_string()))?;
+        let have = crate::files::file_sha256(file).map_err(|e| EngineError::Input(e.to_string()))?;
         if &have != want {
             return Err(EngineError::Input(format!(
                 "the one-step model {} was trained for another {what} than {}; train one for it with \

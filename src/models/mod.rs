@@ -3,21 +3,17 @@
 //! artists have on disk — and the model manager that finds, downloads and verifies
 //! those files (`catalog`, `store`, `download`). Nothing here knows about the UI.
 
-pub mod bundled;
-pub mod catalog;
 pub mod clip;
-pub mod download;
 pub mod error;
 pub mod kernels;
 pub mod nn;
 pub mod onestep;
 pub mod ops;
 pub mod random;
-pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod tokenizer;
 pub mod vqgan;
 pub mod weights;
 
-pub use error::{ManagerError, ModelError, Result};
+pub use error::{ModelError, Result};

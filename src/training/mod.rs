@@ -30,7 +30,7 @@ pub enum TrainError {
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
-    Write(#[from] crate::export::ExportError),
+    Write(#[from] crate::files::FileError),
     #[error("training failed: {0}")]
     Candle(#[from] candle_core::Error),
     /// Stopped between steps; the last checkpoint stays.
@@ -251,7 +251,7 @@ pub fn save_with_state(path: &Path, tensors: &BTreeMap<String, Tensor>, state: &
     let views: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let bytes =
         safetensors::serialize(views, Some(meta)).map_err(|e| TrainError::Input(format!("{}: {e}", path.display())))?;
-    crate::export::write_atomic(path, |w| std::io::Write::write_all(w, &bytes))?;
+    crate::files::write_atomic(path, |w| std::io::Write::write_all(w, &bytes))?;
     Ok(())
 }
 

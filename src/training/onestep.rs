@@ -368,7 +368,7 @@ pub fn write_model(out: &Path, config: &OneStepConfig, vars: &Vars) -> Result<()
     }
     std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     let json = config.to_json();
-    crate::export::write_atomic(&tmp.join("config.json"), |w| std::io::Write::write_all(w, json.as_bytes()))?;
+    crate::files::write_atomic(&tmp.join("config.json"), |w| std::io::Write::write_all(w, json.as_bytes()))?;
     let tensors = vars.tensors("", DType::F16)?;
     save_with_state(&tmp.join("model.safetensors"), &tensors, "clipcanvas one-step model")?;
     if out.exists() {

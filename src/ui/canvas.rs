@@ -11,7 +11,7 @@ use std::time::Instant;
 use eframe::egui_wgpu::{self, wgpu};
 use egui::{Rect, Sense, Vec2};
 
-use crate::engine::observer::Frame;
+use crate::worker::Frame;
 use crate::worker::FrameEvent;
 
 /// The uniform block of shaders/canvas.wgsl (64 bytes, WGSL layout).

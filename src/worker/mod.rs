@@ -4,6 +4,8 @@
 //! - `outbox`: the worker's side of the channels and the frame slot, with the drop policy;
 //! - `run`: the thread's loop (models, session, steering, drafts, branching);
 //! - `timeline`: the latents behind the kept frames;
+//! - `files`: the studio's file work (decoding, exports, settings files);
+//! - `downloads`: the model manager's service (from `catalog`), the studio's other thread;
 //! - here: the [`Worker`] handle the UI keeps, and what the UI may ask without a thread
 //!   (whether the demo models or a one-step model are there, model files' hashes).
 //!
@@ -43,6 +45,7 @@
 //! by the state the worker is left in. It leaves its loop only on [`Command::Shutdown`] or
 //! when the [`Worker`] is dropped.
 
+pub mod files;
 mod outbox;
 mod protocol;
 mod run;
@@ -57,17 +60,19 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-pub use protocol::{Command, DraftFrame, Dropped, Event, FrameEvent, RunState, Steer};
+/// The model manager's download service, the studio's other background thread.
+pub use crate::catalog::service as downloads;
+pub use protocol::{Command, DraftFrame, Dropped, Event, Frame, FrameEvent, RunState, Steer, StepStats};
 
 use crate::settings::RunSettings;
 use outbox::Outbox;
 use run::Engine;
 
-pub use crate::models::bundled::DEMO_NOTICE;
+pub use crate::catalog::bundled::DEMO_NOTICE;
 
 /// Whether the built-in shapes world can stand in when no models are set.
 pub fn demo_models_available() -> bool {
-    crate::models::bundled::shapes_world().is_some()
+    crate::catalog::bundled::shapes_world().is_some()
 }
 
 /// The model files (names and SHA-256) a run with `settings` uses, for a PNG's
@@ -85,7 +90,7 @@ pub fn draft_unavailable(settings: &RunSettings, one_step: &crate::settings::One
     match &one_step.model {
         Some(dir) if dir.join("config.json").is_file() && dir.join("model.safetensors").is_file() => None,
         Some(dir) => Some(format!("no one-step model in {}: {TRAIN}", dir.display())),
-        None if settings.names_no_models() => match crate::models::bundled::shapes_world() {
+        None if settings.names_no_models() => match crate::catalog::bundled::shapes_world() {
             Some(w) if w.onestep.is_some() => None,
             _ => Some("the shapes world's one-step model (models/shapes-world/onestep) is missing".to_owned()),
         },

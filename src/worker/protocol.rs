@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::engine::observer::{Frame, StepStats};
+pub use crate::engine::observer::{Frame, StepStats};
 use crate::settings::RunSettings;
 
 /// What the UI asks of the worker.

@@ -21,7 +21,7 @@ use crate::engine::image::tensor_to_rgb;
 use crate::engine::observer::{Frame, StepRate};
 use crate::engine::session::{load_models, Models, Session, StepOutput};
 use crate::engine::EngineError;
-use crate::export::write_atomic;
+use crate::files::write_atomic;
 use crate::settings::RunSettings;
 
 /// What the model cache is keyed by.

@@ -44,7 +44,7 @@ fn model_files_name_and_hash_the_models_a_run_uses() {
     let vqgan = files.vqgan.expect("vqgan");
     assert_eq!((clip.name.as_str(), vqgan.name.as_str()), ("clip-tiny", "model.ckpt"));
     assert!(clip.sha256.len() == 64 && vqgan.sha256.len() == 64);
-    assert_eq!(vqgan.sha256, crate::export::file_sha256(&fixture("vqgan-tiny/model.ckpt")).expect("hash"));
+    assert_eq!(vqgan.sha256, crate::files::file_sha256(&fixture("vqgan-tiny/model.ckpt")).expect("hash"));
     assert!(files.demo.is_none() && files.onestep.is_none());
     let missing = RunSettings { vqgan: Some(PathBuf::from("/nowhere/x.ckpt")), ..tiny(1) };
     assert!(model_files(&missing).expect_err("no such file").contains("/nowhere/x.ckpt"));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use egui::{Key, KeyboardShortcut, Modifiers};
 
 use super::{dialog, image_dialog, Background, StudioApp};
-use crate::manager::ModelPaths;
+use crate::worker::downloads::ModelPaths;
 use crate::worker::{Command, RunState};
 
 /// What the user asked for.

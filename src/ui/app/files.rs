@@ -7,16 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{dialog, spawn_named, Background, StudioApp};
-use crate::engine::observer::Frame;
 use crate::settings::png::{ModelFiles, PngMeta};
-use crate::worker::FrameEvent;
+use crate::worker::{files, FrameEvent};
 
 impl StudioApp {
     pub(super) fn decode_init(&mut self, path: PathBuf) {
         let tx = self.bg_tx.clone();
         spawn_named("clipcanvas-decode", move || {
-            let result =
-                crate::engine::image::load_rgb(&path).map(|rgb| Frame::from_rgb(&rgb)).map_err(|e| e.to_string());
+            let result = files::decode_image(&path);
             let _ = tx.send(Background::InitDecoded(Box::new((path, result))));
         });
     }
@@ -31,13 +29,11 @@ impl StudioApp {
     pub fn accept_dropped(&mut self, path: &Path) {
         let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
         if is_png {
-            if let Ok(Some(meta)) = crate::export::read_png_metadata(path) {
-                if let Ok(s) = crate::settings::png::settings_from_text(&meta) {
-                    self.state.restore(&s);
-                    self.check_models();
-                    self.say(format!("settings restored from {}", path.display()), false);
-                    return;
-                }
+            if let Some(s) = files::png_settings(path) {
+                self.state.restore(&s);
+                self.check_models();
+                self.say(format!("settings restored from {}", path.display()), false);
+                return;
             }
         }
         self.set_init(path.to_path_buf());
@@ -71,10 +67,9 @@ impl StudioApp {
                 Ok(m) => (m, String::new()),
                 Err(e) => (ModelFiles::default(), format!(" (without model hashes: {e})")),
             };
-            let meta = PngMeta::new(&settings, frame.iteration, models).to_json();
-            let result = crate::export::write_png(&path, &frame.frame.to_rgb(), Some(&meta))
-                .map(|()| format!("saved {}{note}", path.display()))
-                .map_err(|e| e.to_string());
+            let meta = PngMeta::new(&settings, frame.iteration, models);
+            let result =
+                files::write_png(&path, &frame.frame, &meta).map(|()| format!("saved {}{note}", path.display()));
             let _ = tx.send(Background::Done(result));
         });
     }
@@ -93,21 +88,11 @@ impl StudioApp {
                 ) else {
                     return;
                 };
-                let images: Vec<image::RgbImage> = frames.iter().map(|f| f.frame.to_rgb()).collect();
-                crate::export::write_gif(file.path(), &images, 100)
-                    .map(|()| format!("saved {}", file.path().display()))
-                    .map_err(|e| e.to_string())
+                files::write_gif(file.path(), &frames).map(|()| format!("saved {}", file.path().display()))
             } else {
                 let Some(dir) = pollster::block_on(rfd::AsyncFileDialog::new().pick_folder()) else { return };
-                crate::export::FrameSequence::create(dir.path())
-                    .and_then(|mut seq| {
-                        for f in &frames {
-                            seq.push(f.iteration, &f.frame.to_rgb(), None)?;
-                        }
-                        Ok(seq.paths().len())
-                    })
+                files::write_sequence(dir.path(), &frames)
                     .map(|n| format!("saved {n} frames to {}", dir.path().display()))
-                    .map_err(|e| e.to_string())
             };
             let _ = tx.send(Background::Done(result));
         });
@@ -122,10 +107,8 @@ impl StudioApp {
             ) else {
                 return;
             };
-            let json = settings.to_json();
-            let result = crate::export::write_atomic(file.path(), |w| std::io::Write::write_all(w, json.as_bytes()))
-                .map(|()| format!("saved {}", file.path().display()))
-                .map_err(|e| e.to_string());
+            let result =
+                files::write_settings(file.path(), &settings).map(|()| format!("saved {}", file.path().display()));
             let _ = tx.send(Background::Done(result));
         });
     }
@@ -138,7 +121,7 @@ impl StudioApp {
             ) else {
                 return;
             };
-            let result = crate::export::read_settings_file(file.path()).map_err(|e| e.to_string());
+            let result = files::read_settings(file.path());
             let _ = tx.send(Background::SettingsLoaded(Box::new(result)));
         });
     }

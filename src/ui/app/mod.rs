@@ -23,9 +23,9 @@ use super::link::EngineLink;
 use super::panels::models::ModelsWindow;
 use super::panels::timeline::KeptFrame;
 use super::state::StudioState;
-use crate::engine::observer::{Frame, StepStats};
 use crate::settings::RunSettings;
 use crate::worker::{DraftFrame, FrameEvent, RunState};
+use crate::worker::{Frame, StepStats};
 
 const STORAGE_KEY: &str = "clipcanvas-studio";
 /// How long one UI frame may spend draining worker events.

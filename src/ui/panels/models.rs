@@ -2,7 +2,7 @@
 //! corrupt), Download and Cancel, a progress bar with bytes, rate and time left, the
 //! folder each model is in, what to download by hand when offline, and "Use" to point the
 //! run's settings at an installed model. The downloads themselves run in the
-//! [`crate::manager`] service, started the first time the window opens.
+//! [`crate::worker::downloads`] service, started the first time the window opens.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use egui::{Color32, RichText};
 
-use crate::manager::{
+use crate::worker::downloads::{
     human_bytes, human_duration, ManagerEvent, ModelKind, ModelManager, ModelPaths, ModelRow, ModelStatus, Progress,
 };
 

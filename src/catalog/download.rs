@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::catalog::{CatalogFile, ModelEntry};
-use super::error::ManagerError;
+use super::entries::{CatalogFile, ModelEntry};
+use super::error::CatalogError;
 use super::store::{self, Record, RecordedFile};
 
 /// A private mirror laid out like the catalog, tried before the catalog's URLs.
@@ -138,13 +138,13 @@ impl Downloader {
         root: &Path,
         observer: &mut dyn DownloadObserver,
         cancel: &AtomicBool,
-    ) -> Result<PathBuf, ManagerError> {
+    ) -> Result<PathBuf, CatalogError> {
         if entry.bundled {
-            return Err(ManagerError::Bundled { name: entry.name.clone() });
+            return Err(CatalogError::Bundled { name: entry.name.clone() });
         }
         let dir = root.join(entry.rel_dir());
         let fresh = !dir.exists();
-        std::fs::create_dir_all(&dir).map_err(|e| ManagerError::io(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| CatalogError::io(&dir, e))?;
         let result = self.install_files(entry, &dir, observer, cancel);
         if result.is_err() && fresh {
             // Leave no empty folder behind (a folder with files in it is kept).
@@ -159,7 +159,7 @@ impl Downloader {
         dir: &Path,
         observer: &mut dyn DownloadObserver,
         cancel: &AtomicBool,
-    ) -> Result<(), ManagerError> {
+    ) -> Result<(), CatalogError> {
         for (index, file) in entry.files.iter().enumerate() {
             let target = dir.join(&file.name);
             if let Some(size) = already_present(&target, file, dir) {
@@ -199,7 +199,7 @@ impl Downloader {
         dir: &Path,
         ctx: &mut Ctx<'_>,
         cancel: &AtomicBool,
-    ) -> Result<(), ManagerError> {
+    ) -> Result<(), CatalogError> {
         let target = dir.join(&file.name);
         let part = dir.join(format!("{}.part", file.name));
         let urls: Vec<String> = store::mirror_url(self.opts.mirror.as_deref(), entry, file)
@@ -224,7 +224,7 @@ impl Downloader {
                 }
                 Err(Fetch::Cancelled) => {
                     remove_if_exists(&part);
-                    return Err(ManagerError::Cancelled);
+                    return Err(CatalogError::Cancelled);
                 }
                 Err(Fetch::Failed(reason)) => {
                     if i + 1 < urls.len() {
@@ -239,7 +239,7 @@ impl Downloader {
             // Kept bytes are resumed from the first address on the next run.
             remove_if_exists(&part);
         }
-        Err(ManagerError::Download {
+        Err(CatalogError::Download {
             name: entry.name.clone(),
             file: file.name.clone(),
             attempts: attempts.join("; "),
@@ -427,11 +427,11 @@ fn already_present(target: &Path, file: &CatalogFile, dir: &Path) -> Option<u64>
 }
 
 /// Syncs the part and renames it over the target, then syncs the folder.
-fn finish(part: &Path, target: &Path) -> Result<(), ManagerError> {
-    File::open(part).and_then(|f| f.sync_all()).map_err(|e| ManagerError::io(part, e))?;
+fn finish(part: &Path, target: &Path) -> Result<(), CatalogError> {
+    File::open(part).and_then(|f| f.sync_all()).map_err(|e| CatalogError::io(part, e))?;
     std::fs::rename(part, target).map_err(|e| {
         remove_if_exists(part);
-        ManagerError::io(target, e)
+        CatalogError::io(target, e)
     })?;
     #[cfg(unix)]
     if let Some(dir) = target.parent() {

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::error::ManagerError;
+use super::error::CatalogError;
 
 /// The catalog that ships with clipcanvas.
 pub const BUILTIN_CATALOG: &str = include_str!("../../models/catalog.toml");
@@ -128,13 +128,13 @@ pub struct Catalog {
 
 impl Catalog {
     /// The catalog compiled into the binary.
-    pub fn builtin() -> Result<Self, ManagerError> {
+    pub fn builtin() -> Result<Self, CatalogError> {
         Self::parse(BUILTIN_CATALOG, "built-in catalog")
     }
 
     /// Parses and checks a catalog; `origin` names it in errors (a path, "built-in catalog").
-    pub fn parse(text: &str, origin: &str) -> Result<Self, ManagerError> {
-        let err = |msg: String| ManagerError::Catalog { origin: origin.to_owned(), msg };
+    pub fn parse(text: &str, origin: &str) -> Result<Self, CatalogError> {
+        let err = |msg: String| CatalogError::Catalog { origin: origin.to_owned(), msg };
         let parsed: CatalogToml = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
             let msg = e.message().lines().next().unwrap_or("invalid TOML").trim().to_owned();
@@ -212,8 +212,8 @@ impl Catalog {
     }
 
     /// The model called `name`, or an error listing the known names.
-    pub fn find(&self, name: &str) -> Result<&ModelEntry, ManagerError> {
-        self.get(name).ok_or_else(|| ManagerError::UnknownModel { name: name.to_owned(), known: self.names() })
+    pub fn find(&self, name: &str) -> Result<&ModelEntry, CatalogError> {
+        self.get(name).ok_or_else(|| CatalogError::UnknownModel { name: name.to_owned(), known: self.names() })
     }
 
     /// The known names, comma-separated.

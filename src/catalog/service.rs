@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam_channel::{Receiver, Sender};
 
-pub use crate::models::catalog::ModelKind;
-pub use crate::models::download::{human_duration, Progress};
-use crate::models::download::{DownloadObserver, DownloadOptions, Downloader};
-pub use crate::models::store::human_bytes;
-pub use crate::models::store::ModelStatus;
-use crate::models::store::{self, Store};
-use crate::models::ManagerError;
+pub use crate::catalog::download::{human_duration, Progress};
+use crate::catalog::download::{DownloadObserver, DownloadOptions, Downloader};
+pub use crate::catalog::entries::ModelKind;
+pub use crate::catalog::store::human_bytes;
+pub use crate::catalog::store::ModelStatus;
+use crate::catalog::store::{self, Store};
+use crate::catalog::CatalogError;
 
 /// Pending downloads the queue holds at most.
 const MAX_QUEUED: usize = 32;
@@ -238,7 +238,7 @@ impl ModelManager {
     }
 
     /// The files a run needs for an installed model.
-    pub fn paths(&self, name: &str) -> Result<ModelPaths, ManagerError> {
+    pub fn paths(&self, name: &str) -> Result<ModelPaths, CatalogError> {
         let entry = self.shared.store.catalog().find(name)?;
         match entry.kind {
             ModelKind::Clip => self.shared.store.resolve_clip(name).map(ModelPaths::Clip),
@@ -270,7 +270,7 @@ fn run_jobs(shared: &Shared, jobs: &Receiver<Job>, events: &Sender<ManagerEvent>
         } else {
             match download(shared, events, downloader, &job) {
                 Ok(dir) => ManagerEvent::Finished { model: job.name.clone(), dir },
-                Err(ManagerError::Cancelled) => ManagerEvent::Cancelled { model: job.name.clone() },
+                Err(CatalogError::Cancelled) => ManagerEvent::Cancelled { model: job.name.clone() },
                 Err(e) => ManagerEvent::Failed {
                     model: job.name.clone(),
                     message: e.to_string(),
@@ -293,7 +293,7 @@ fn download(
     events: &Sender<ManagerEvent>,
     downloader: &Downloader,
     job: &Job,
-) -> Result<PathBuf, ManagerError> {
+) -> Result<PathBuf, CatalogError> {
     let entry = shared.store.catalog().find(&job.name)?;
     if let ModelStatus::Installed { dir } = shared.store.status(entry) {
         return Ok(dir);

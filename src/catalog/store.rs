@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::catalog::{Catalog, CatalogFile, ModelEntry, ModelKind};
-use super::error::ManagerError;
+use super::entries::{Catalog, CatalogFile, ModelEntry, ModelKind};
+use super::error::CatalogError;
 
 /// Extra model folders, separated like `PATH`.
 pub const MODELS_ENV: &str = "CLIPCANVAS_MODELS";
@@ -140,12 +140,12 @@ impl Record {
     }
 
     /// Adds one file to a folder's record, atomically.
-    pub fn add(dir: &Path, file: &str, entry: RecordedFile) -> Result<(), ManagerError> {
+    pub fn add(dir: &Path, file: &str, entry: RecordedFile) -> Result<(), CatalogError> {
         let mut record = Self::read(dir);
         record.files.insert(file.to_owned(), entry);
         let path = dir.join(RECORD_FILE);
-        let json = serde_json::to_string_pretty(&record).map_err(|e| ManagerError::io(&path, e.into()))?;
-        crate::export::write_atomic(&path, |w| std::io::Write::write_all(w, json.as_bytes()))?;
+        let json = serde_json::to_string_pretty(&record).map_err(|e| CatalogError::io(&path, e.into()))?;
+        crate::files::write_atomic(&path, |w| std::io::Write::write_all(w, json.as_bytes()))?;
         Ok(())
     }
 }
@@ -236,7 +236,7 @@ impl Store {
     }
 
     /// The built-in catalog and the default roots, `explicit` first.
-    pub fn open(explicit: &[PathBuf]) -> Result<Self, ManagerError> {
+    pub fn open(explicit: &[PathBuf]) -> Result<Self, CatalogError> {
         Ok(Self::new(Catalog::builtin()?, default_roots(explicit)))
     }
 
@@ -310,7 +310,7 @@ impl Store {
 
     /// Where downloads go: the first explicit, `CLIPCANVAS_MODELS` or data-folder root that
     /// can be created and written to.
-    pub fn install_root(&self) -> Result<PathBuf, ManagerError> {
+    pub fn install_root(&self) -> Result<PathBuf, CatalogError> {
         let mut reasons = Vec::new();
         for root in self.roots.iter().filter(|r| r.kind.installable()) {
             match probe_writable(&root.path) {
@@ -321,7 +321,7 @@ impl Store {
         if reasons.is_empty() {
             reasons.push("the platform has no data folder".into());
         }
-        Err(ManagerError::NoInstallFolder { reasons: reasons.join("; ") })
+        Err(CatalogError::NoInstallFolder { reasons: reasons.join("; ") })
     }
 
     /// The folder a model would be installed in by default, for messages: under the first
@@ -335,7 +335,7 @@ impl Store {
         root.join(entry.rel_dir())
     }
 
-    fn not_installed(&self, entry: &ModelEntry) -> ManagerError {
+    fn not_installed(&self, entry: &ModelEntry) -> CatalogError {
         let (reason, help) = match self.status(entry) {
             ModelStatus::Corrupt { dir, file, reason } => {
                 (format!("damaged: {} ({reason})", dir.join(&file).display()), manual_help(entry, &dir, None))
@@ -349,13 +349,13 @@ impl Store {
                 manual_help(entry, &self.install_dir_hint(entry), None),
             ),
         };
-        ManagerError::NotInstalled { name: entry.name.clone(), reason, help }
+        CatalogError::NotInstalled { name: entry.name.clone(), reason, help }
     }
 
-    fn installed(&self, name: &str, kind: ModelKind) -> Result<(&ModelEntry, PathBuf), ManagerError> {
+    fn installed(&self, name: &str, kind: ModelKind) -> Result<(&ModelEntry, PathBuf), CatalogError> {
         let entry = self.catalog.find(name)?;
         if entry.kind != kind {
-            return Err(ManagerError::WrongKind {
+            return Err(CatalogError::WrongKind {
                 name: name.to_owned(),
                 expected: kind.name(),
                 found: entry.kind.name(),
@@ -368,17 +368,17 @@ impl Store {
     }
 
     /// The folder of an installed CLIP model.
-    pub fn resolve_clip(&self, name: &str) -> Result<PathBuf, ManagerError> {
+    pub fn resolve_clip(&self, name: &str) -> Result<PathBuf, CatalogError> {
         self.installed(name, ModelKind::Clip).map(|(_, dir)| dir)
     }
 
     /// The YAML and the checkpoint of an installed VQGAN model.
-    pub fn resolve_vqgan(&self, name: &str) -> Result<(PathBuf, PathBuf), ManagerError> {
+    pub fn resolve_vqgan(&self, name: &str) -> Result<(PathBuf, PathBuf), CatalogError> {
         let (entry, dir) = self.installed(name, ModelKind::Vqgan)?;
         match (entry.config_file(), entry.checkpoint_file()) {
             (Some(c), Some(k)) => Ok((dir.join(&c.name), dir.join(&k.name))),
             // The catalog's rules make this unreachable; say so rather than panic.
-            _ => Err(ManagerError::Catalog {
+            _ => Err(CatalogError::Catalog {
                 origin: "catalog".into(),
                 msg: format!("VQGAN model '{name}' lacks a .yaml or a checkpoint"),
             }),
@@ -426,7 +426,7 @@ fn check_file(path: &Path, want: &Expected, on_file: &mut dyn FnMut(&Path)) -> C
         return CheckOutcome::Corrupt { reason };
     }
     on_file(path);
-    let found = match crate::export::file_sha256(path) {
+    let found = match crate::files::file_sha256(path) {
         Ok(h) => h,
         Err(e) => return CheckOutcome::Corrupt { reason: format!("unreadable ({e})") },
     };
@@ -600,7 +600,7 @@ urls = ["http://127.0.0.1:9/c/tokenizer.json"]
         let dir = a.path().join("v");
         put(&dir, "model.yaml", b"yaml!");
         put(&dir, "last.ckpt", b"1234");
-        let sha = crate::export::file_sha256(&dir.join("model.yaml")).unwrap();
+        let sha = crate::files::file_sha256(&dir.join("model.yaml")).unwrap();
         Record::add(&dir, "model.yaml", RecordedFile { size: 5, sha256: sha.clone(), url: "u".into() }).unwrap();
         let checks = s.verify(v, &mut |_| {});
         assert_eq!(checks[0].outcome, CheckOutcome::Ok { sha256: sha.clone(), against: "download record" });

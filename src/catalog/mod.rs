@@ -1,0 +1,14 @@
+//! Model files on disk: the catalog of known models (`models/catalog.toml`, built in),
+//! where installed models are found ([`store`]), resumable checked downloads
+//! ([`download`]), the built-in shapes world ([`bundled`]), and the download service the
+//! studio's model manager runs on a thread ([`service`]). The networks themselves are
+//! `crate::models`; this module only knows files.
+
+pub mod bundled;
+pub mod download;
+pub mod entries;
+pub mod error;
+pub mod service;
+pub mod store;
+
+pub use error::CatalogError;
