@@ -6,43 +6,14 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::fixture;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_clipcanvas"))
-}
-
-fn models() -> Vec<String> {
-    vec![
-        "--vqgan".into(),
-        fixture("vqgan-tiny/model.ckpt").display().to_string(),
-        "--clip".into(),
-        fixture("clip-tiny").display().to_string(),
-    ]
-}
+use common::{bin, fails, fixture, model_args, ok, read};
 
 /// A small, fast run: 32×32, 2 cutouts.
 fn generate(dir: &Path, extra: &[&str]) -> Output {
     let mut cmd = bin();
-    cmd.arg("generate").args(models()).args(["-s", "32x32", "--cutn", "2", "-p", "a lighthouse at dusk"]);
+    cmd.arg("generate").args(model_args()).args(["-s", "32x32", "--cutn", "2", "-p", "a lighthouse at dusk"]);
     cmd.args(extra).current_dir(dir);
     cmd.output().expect("run clipcanvas")
-}
-
-fn ok(out: &Output) {
-    assert!(out.status.success(), "failed ({:?}): {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
-}
-
-fn fails(out: &Output, code: i32, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {stderr}");
-}
-
-fn bytes(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 #[test]
@@ -52,8 +23,8 @@ fn same_seed_same_png_and_settings_round_trip_through_the_png() {
     ok(&generate(d, &["-i", "3", "--seed", "7", "-o", "a.png"]));
     ok(&generate(d, &["-i", "3", "--seed", "7", "-o", "b.png"]));
     ok(&generate(d, &["-i", "3", "--seed", "8", "-o", "c.png"]));
-    assert_eq!(bytes(&d.join("a.png")), bytes(&d.join("b.png")), "same settings, same bytes");
-    assert_ne!(bytes(&d.join("a.png")), bytes(&d.join("c.png")), "another seed, another image");
+    assert_eq!(read(&d.join("a.png")), read(&d.join("b.png")), "same settings, same bytes");
+    assert_ne!(read(&d.join("a.png")), read(&d.join("c.png")), "another seed, another image");
 
     // The PNG carries everything: settings, seed, model names and hashes.
     let meta = clipcanvas::export::read_png_metadata(&d.join("a.png")).expect("read").expect("metadata");
@@ -66,7 +37,7 @@ fn same_seed_same_png_and_settings_round_trip_through_the_png() {
     // --settings accepts that PNG and restores the run.
     let out = bin().args(["generate", "--settings", "a.png", "-o", "d.png"]).current_dir(d).output().expect("run");
     ok(&out);
-    assert_eq!(bytes(&d.join("a.png")), bytes(&d.join("d.png")));
+    assert_eq!(read(&d.join("a.png")), read(&d.join("d.png")));
 }
 
 #[test]
@@ -128,20 +99,20 @@ fn a_coarse_schedule_changes_the_run_and_round_trips_through_the_png() {
     let d = dir.path();
     ok(&generate(d, &["-s", "64x64", "-i", "3", "--seed", "5", "-o", "plain.png"]));
     ok(&generate(d, &["-s", "64x64", "-i", "3", "--seed", "5", "--coarse", "2:2", "-o", "coarse.png"]));
-    assert_ne!(bytes(&d.join("plain.png")), bytes(&d.join("coarse.png")), "the schedule changes the run");
+    assert_ne!(read(&d.join("plain.png")), read(&d.join("coarse.png")), "the schedule changes the run");
     let meta = clipcanvas::export::read_png_metadata(&d.join("coarse.png")).expect("read").expect("metadata");
     let v: serde_json::Value = serde_json::from_str(&meta).expect("json");
     assert_eq!(v["settings"]["coarse"], serde_json::json!([{"factor": 2, "until": 2}]));
     let out = bin().args(["generate", "--settings", "coarse.png", "-o", "again.png"]).current_dir(d).output();
     ok(&out.expect("run"));
-    assert_eq!(bytes(&d.join("coarse.png")), bytes(&d.join("again.png")), "the PNG restores the schedule");
+    assert_eq!(read(&d.join("coarse.png")), read(&d.join("again.png")), "the PNG restores the schedule");
     // "none" turns off a schedule that a settings file gives.
     let out = bin()
         .args(["generate", "--settings", "coarse.png", "--coarse", "none", "-o", "off.png"])
         .current_dir(d)
         .output();
     ok(&out.expect("run"));
-    assert_eq!(bytes(&d.join("plain.png")), bytes(&d.join("off.png")));
+    assert_eq!(read(&d.join("plain.png")), read(&d.join("off.png")));
 }
 
 #[test]
@@ -151,13 +122,13 @@ fn the_blur_augmentation_changes_the_run_and_round_trips_through_the_png() {
     let base = ["-s", "64x64", "-i", "3", "--seed", "6", "--cutn", "4"];
     ok(&generate(d, &[&base[..], &["--augment", "affine,noise", "-o", "plain.png"]].concat()));
     ok(&generate(d, &[&base[..], &["--augment", "affine,blur,noise", "-o", "blur.png"]].concat()));
-    assert_ne!(bytes(&d.join("plain.png")), bytes(&d.join("blur.png")), "blurred views change the run");
+    assert_ne!(read(&d.join("plain.png")), read(&d.join("blur.png")), "blurred views change the run");
     let meta = clipcanvas::export::read_png_metadata(&d.join("blur.png")).expect("read").expect("metadata");
     let v: serde_json::Value = serde_json::from_str(&meta).expect("json");
     assert_eq!(v["settings"]["augments"], serde_json::json!(["affine", "blur", "noise"]));
     let out = bin().args(["generate", "--settings", "blur.png", "-o", "again.png"]).current_dir(d).output();
     ok(&out.expect("run"));
-    assert_eq!(bytes(&d.join("blur.png")), bytes(&d.join("again.png")), "the PNG restores the augmentations");
+    assert_eq!(read(&d.join("blur.png")), read(&d.join("again.png")), "the PNG restores the augmentations");
 }
 
 #[test]
@@ -207,7 +178,9 @@ fn video_without_ffmpeg_says_so_clearly() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();
     let mut cmd = bin();
-    cmd.arg("generate").args(models()).args(["-s", "32x32", "--cutn", "2", "-p", "x", "-i", "1", "--video", "v.mp4"]);
+    cmd.arg("generate")
+        .args(model_args())
+        .args(["-s", "32x32", "--cutn", "2", "-p", "x", "-i", "1", "--video", "v.mp4"]);
     let out = cmd.env("PATH", d).current_dir(d).output().expect("run");
     fails(&out, 1, "ffmpeg not found on PATH");
     assert!(d.join("output.png").exists(), "the image is kept");
@@ -219,7 +192,7 @@ fn ctrl_c_saves_the_last_frame_and_the_session() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();
     let mut cmd = bin();
-    cmd.arg("generate").args(models()).args([
+    cmd.arg("generate").args(model_args()).args([
         "-s",
         "32x32",
         "--cutn",

@@ -7,20 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::fixture;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_clipcanvas"))
-}
-
-fn models() -> Vec<String> {
-    vec![
-        "--vqgan".into(),
-        fixture("vqgan-tiny/model.ckpt").display().to_string(),
-        "--clip".into(),
-        fixture("clip-tiny").display().to_string(),
-    ]
-}
+use common::{bin, fails, fixture, model_args, ok, read};
 
 /// Six small images of different colours and layouts, one not square.
 fn image_folder(dir: &Path) -> PathBuf {
@@ -42,34 +29,16 @@ fn train(dir: &Path, out: &str, steps: usize, extra: &[&str]) -> Command {
     let mut cmd = bin();
     cmd.args(["train-onestep", "--images", "imgs", "--out", out, "--size", "32", "--arch", "16,1,2"])
         .args(["--batch", "4", "--views", "2", "--steps", &steps.to_string()])
-        .args(models())
+        .args(model_args())
         .args(extra)
         .current_dir(dir);
     cmd
 }
 
-fn ok(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "failed ({:?}): {stderr}", out.status.code());
-    stderr
-}
-
-fn fails(out: &Output, code: i32, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {stderr}");
-}
-
-fn bytes(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
 fn draft(dir: &Path, model: &str, out: &str, extra: &[&str]) -> Output {
     bin()
         .arg("generate")
-        .args(models())
+        .args(model_args())
         .args(["--one-step", "--onestep", model, "-s", "32x32", "--cutn", "2", "-p", "a lighthouse at dusk", "-o", out])
         .args(extra)
         .current_dir(dir)
@@ -84,23 +53,23 @@ fn a_folder_trains_deterministically_and_drafts_reproduce_from_their_png() {
     image_folder(d);
     ok(&train(d, "a", 8, &[]).output().expect("run"));
     ok(&train(d, "b", 8, &[]).output().expect("run"));
-    assert_eq!(bytes(&d.join("a/model.safetensors")), bytes(&d.join("b/model.safetensors")), "one seed, one model");
+    assert_eq!(read(&d.join("a/model.safetensors")), read(&d.join("b/model.safetensors")), "one seed, one model");
     ok(&train(d, "c", 8, &["--seed", "5"]).output().expect("run"));
-    assert_ne!(bytes(&d.join("a/model.safetensors")), bytes(&d.join("c/model.safetensors")), "another seed");
+    assert_ne!(read(&d.join("a/model.safetensors")), read(&d.join("c/model.safetensors")), "another seed");
     // Sizes come from the models: CLIP width 16, 64 codes, an f4 VQGAN at 32².
-    let config: serde_json::Value = serde_json::from_slice(&bytes(&d.join("a/config.json"))).expect("json");
+    let config: serde_json::Value = serde_json::from_slice(&read(&d.join("a/config.json"))).expect("json");
     assert_eq!(config["clip_dim"], 16);
     assert_eq!(config["n_codes"], 64);
     assert_eq!(config["grid"], serde_json::json!([8, 8]));
     assert!(!d.join("a.checkpoint").exists(), "the checkpoint is removed when training ends");
 
     // A draft: iteration 0, the model and its hash in the PNG, reproduced byte for byte.
-    let stderr = ok(&draft(d, "a", "draft.png", &["--candidates", "3", "--save-candidates"]));
+    let stderr = ok(&draft(d, "a", "draft.png", &["--candidates", "3", "--save-candidates"])).stderr;
     assert_eq!(stderr.matches("candidate ").count(), 3, "{stderr}");
     for rank in 0..3 {
         assert!(d.join(format!("draft.candidate-{rank}.png")).is_file());
     }
-    assert_eq!(bytes(&d.join("draft.png")), bytes(&d.join("draft.candidate-0.png")), "the draft is the best candidate");
+    assert_eq!(read(&d.join("draft.png")), read(&d.join("draft.candidate-0.png")), "the draft is the best candidate");
     let meta = clipcanvas::export::read_png_metadata(&d.join("draft.png")).expect("read").expect("metadata");
     let meta: serde_json::Value = serde_json::from_str(&meta).expect("json");
     assert_eq!(meta["iteration"], 0);
@@ -109,16 +78,16 @@ fn a_folder_trains_deterministically_and_drafts_reproduce_from_their_png() {
     let again =
         bin().args(["generate", "--settings", "draft.png", "-o", "again.png"]).current_dir(d).output().expect("run");
     ok(&again);
-    assert_eq!(bytes(&d.join("draft.png")), bytes(&d.join("again.png")), "--settings reproduces the draft");
+    assert_eq!(read(&d.join("draft.png")), read(&d.join("again.png")), "--settings reproduces the draft");
     // Another ranked candidate, from its own PNG.
     let second =
         bin().args(["generate", "--settings", "draft.candidate-1.png", "-o", "second.png"]).current_dir(d).output();
     ok(&second.expect("run"));
-    assert_eq!(bytes(&d.join("draft.candidate-1.png")), bytes(&d.join("second.png")));
+    assert_eq!(read(&d.join("draft.candidate-1.png")), read(&d.join("second.png")));
 
     // Refinement continues from the draft as iteration 0.
     ok(&draft(d, "a", "refined.png", &["--candidates", "3", "-i", "2", "--init-weight", "0.5"]));
-    assert_ne!(bytes(&d.join("draft.png")), bytes(&d.join("refined.png")), "two iterations changed nothing");
+    assert_ne!(read(&d.join("draft.png")), read(&d.join("refined.png")), "two iterations changed nothing");
     let meta = clipcanvas::export::read_png_metadata(&d.join("refined.png")).expect("read").expect("metadata");
     assert!(meta.contains("\"iteration\":2"), "{meta}");
 }
@@ -151,11 +120,11 @@ fn ctrl_c_keeps_the_checkpoint_and_resume_reaches_the_same_model() {
     fails(&train(d, "stopped", 400, &[]).output().expect("run"), 2, "--resume");
     // With other options it is refused.
     fails(&train(d, "stopped", 401, &["--resume"]).output().expect("run"), 2, "other options");
-    let resumed = ok(&train(d, "stopped", 400, &["--resume"]).output().expect("run"));
+    let resumed = ok(&train(d, "stopped", 400, &["--resume"]).output().expect("run")).stderr;
     assert!(resumed.contains("resuming at step"), "{resumed}");
     assert_eq!(
-        bytes(&d.join("straight/model.safetensors")),
-        bytes(&d.join("stopped/model.safetensors")),
+        read(&d.join("straight/model.safetensors")),
+        read(&d.join("stopped/model.safetensors")),
         "a resumed run ends where the uninterrupted one does"
     );
     assert!(!d.join("stopped.checkpoint").exists());
@@ -190,7 +159,7 @@ fn bad_input_gets_one_line_and_writes_nothing() {
     for f in ["config.json", "tokenizer.json", "model.safetensors"] {
         std::fs::copy(fixture("clip-tiny").join(f), other.join(f)).expect("copy");
     }
-    let mut w = bytes(&other.join("model.safetensors"));
+    let mut w = read(&other.join("model.safetensors"));
     let last = w.len() - 1;
     w[last] ^= 1;
     std::fs::write(other.join("model.safetensors"), w).expect("write");
@@ -203,8 +172,12 @@ fn bad_input_gets_one_line_and_writes_nothing() {
         .expect("run");
     fails(&out, 2, "trained for another CLIP");
     // Sampling flags need --one-step.
-    let out =
-        bin().arg("generate").args(models()).args(["-s", "32x32", "-p", "x", "--top-k", "5"]).current_dir(d).output();
+    let out = bin()
+        .arg("generate")
+        .args(model_args())
+        .args(["-s", "32x32", "-p", "x", "--top-k", "5"])
+        .current_dir(d)
+        .output();
     fails(&out.expect("run"), 2, "need --one-step");
     fails(&draft(d, "m", "x.png", &["--top-p", "0"]), 2, "top-p");
     fails(&draft(d, "m", "x.png", &["--candidates", "2", "--pick", "2"]), 2, "pick 2");

@@ -5,20 +5,12 @@ mod common;
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
-use clipcanvas::engine::session::{Models, Session};
+use candle_core::{Device, Tensor};
+use clipcanvas::engine::session::Session;
 use clipcanvas::engine::EngineError;
-use clipcanvas::models::{clip, vqgan};
 use clipcanvas::settings::CutMethod;
 use clipcanvas::settings::{InitNoise, LrStep, OptimizerKind, RunSettings};
-use common::fixture;
-
-fn models() -> Arc<Models> {
-    let dev = Device::Cpu;
-    let vqgan = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &dev).expect("vqgan");
-    let (clip, tokenizer) = clip::load(&fixture("clip-tiny"), DType::F32, &dev).expect("clip");
-    Arc::new(Models { vqgan, clip, tokenizer, device: dev, source: None, onestep: None })
-}
+use common::fixture_models;
 
 fn small(prompts: &[&str]) -> RunSettings {
     RunSettings {
@@ -43,7 +35,7 @@ fn story_mode_switches_prompt_sets_every_n_iterations() {
         story_every: 2,
         ..small(&[])
     };
-    let mut s = Session::new(models(), settings).expect("session");
+    let mut s = Session::new(fixture_models(), settings).expect("session");
     assert_eq!(labels(&mut s), ["a cat"]);
     assert_eq!(labels(&mut s), ["a cat"]);
     assert_eq!(labels(&mut s), ["a dog", "a bird"]);
@@ -54,7 +46,7 @@ fn story_mode_switches_prompt_sets_every_n_iterations() {
 #[test]
 fn step_schedule_lowers_the_learning_rate() {
     let settings = RunSettings { lr: 0.2, lr_step: Some(LrStep { every: 2, gamma: 0.5 }), ..small(&["x"]) };
-    let mut s = Session::new(models(), settings).expect("session");
+    let mut s = Session::new(fixture_models(), settings).expect("session");
     let lrs: Vec<f64> = (0..5).map(|_| s.step().expect("step").lr).collect();
     assert_eq!(lrs, [0.2, 0.2, 0.1, 0.1, 0.05]);
 }
@@ -69,10 +61,11 @@ fn noise_prompts_init_modes_tv_and_pooled_cutouts_all_run() {
         init_weight: 0.3,
         ..small(&["a cat"])
     };
-    let mut s = Session::new(models(), settings.clone()).expect("session");
+    let mut s = Session::new(fixture_models(), settings.clone()).expect("session");
     assert_eq!(labels(&mut s), ["init", "a cat", "noise: 42", "tv"]);
     let pixels = s.latent().clone();
-    let g = Session::new(models(), RunSettings { init_noise: InitNoise::Gradient, ..settings }).expect("session");
+    let g =
+        Session::new(fixture_models(), RunSettings { init_noise: InitNoise::Gradient, ..settings }).expect("session");
     let diff = (pixels - g.latent()).expect("d").abs().expect("a").sum_all().expect("s").to_scalar::<f32>().expect("f");
     assert!(diff > 0.0, "pixel and gradient noise start differently");
 }
@@ -80,7 +73,8 @@ fn noise_prompts_init_modes_tv_and_pooled_cutouts_all_run() {
 #[test]
 fn every_optimizer_steps_and_lowers_nothing_to_nan() {
     for kind in OptimizerKind::ALL {
-        let mut s = Session::new(models(), RunSettings { optimizer: kind, ..small(&["a cat"]) }).expect("session");
+        let mut s =
+            Session::new(fixture_models(), RunSettings { optimizer: kind, ..small(&["a cat"]) }).expect("session");
         let before = s.latent().copy().expect("copy"); // the latent is updated in place
         let out = s.step().expect("step");
         assert!(out.total.is_finite());
@@ -93,7 +87,7 @@ fn every_optimizer_steps_and_lowers_nothing_to_nan() {
 
 #[test]
 fn a_nan_loss_is_an_error_not_a_picture() {
-    let mut s = Session::new(models(), small(&["a cat"])).expect("session");
+    let mut s = Session::new(fixture_models(), small(&["a cat"])).expect("session");
     let nan = Tensor::full(f32::NAN, s.latent().dims(), &Device::Cpu).expect("nan");
     s.set_latent(&nan).expect("set");
     let err = s.step().expect_err("NaN");
@@ -102,7 +96,8 @@ fn a_nan_loss_is_an_error_not_a_picture() {
 
 #[test]
 fn canvas_rounds_down_to_the_vqgan_factor_with_a_notice() {
-    let mut s = Session::new(models(), RunSettings { width: 37, height: 42, ..small(&["x"]) }).expect("session");
+    let mut s =
+        Session::new(fixture_models(), RunSettings { width: 37, height: 42, ..small(&["x"]) }).expect("session");
     assert_eq!(s.size(), (36, 40));
     let notices = s.take_notices();
     assert!(notices.iter().any(|n| n.contains("rounded down to 36x40")), "{notices:?}");
@@ -110,7 +105,7 @@ fn canvas_rounds_down_to_the_vqgan_factor_with_a_notice() {
 
 #[test]
 fn prompts_and_learning_rate_change_mid_run() {
-    let mut s = Session::new(models(), small(&["a cat"])).expect("session");
+    let mut s = Session::new(fixture_models(), small(&["a cat"])).expect("session");
     s.step().expect("step");
     s.set_prompts(&["a dog:2".into(), "rain:-1".into()]).expect("prompts");
     s.set_lr(0.05).expect("lr");
@@ -123,7 +118,7 @@ fn prompts_and_learning_rate_change_mid_run() {
 #[test]
 fn live_changes_are_recorded_in_the_session_file() {
     use clipcanvas::engine::session::SteerChange;
-    let models = models();
+    let models = fixture_models();
     let mut s = Session::new(Arc::clone(&models), small(&["a cat"])).expect("session");
     s.step().expect("step");
     s.set_prompts(&["a dog".into()]).expect("prompts");
@@ -164,7 +159,7 @@ fn block_spread(z: &Tensor, f: usize) -> f32 {
 fn coarse_to_fine_moves_the_latent_in_blocks_then_frees_it() {
     let coarse = clipcanvas::settings::coarse::parse_schedule("4:2,2:4").expect("schedule");
     let settings = RunSettings { width: 64, height: 64, coarse, iterations: 6, ..small(&["a red circle"]) };
-    let mut s = Session::new(models(), settings.clone()).expect("session");
+    let mut s = Session::new(fixture_models(), settings.clone()).expect("session");
     let (_, _, h, w) = s.latent().dims4().expect("4d");
     assert!(h >= 8 && w >= 8, "the test needs at least 8×8 tokens, got {h}×{w}");
     assert_eq!(block_spread(s.latent(), 4), 0.0, "random codes are drawn per 4×4 block");
@@ -186,6 +181,6 @@ fn coarse_to_fine_moves_the_latent_in_blocks_then_frees_it() {
     assert!(block_spread(s.latent(), 2) > 0.0, "single tokens move after the schedule");
 
     // Without a schedule the start is one random code per token, as the notebook draws.
-    let plain = Session::new(models(), RunSettings { coarse: Vec::new(), ..settings }).expect("session");
+    let plain = Session::new(fixture_models(), RunSettings { coarse: Vec::new(), ..settings }).expect("session");
     assert!(block_spread(plain.latent(), 4) > 0.0);
 }

@@ -3,15 +3,12 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use clipcanvas::engine::augment::AugmentParams;
 use clipcanvas::engine::cutouts::Crop;
-use clipcanvas::engine::session::{LabelledTarget, Models, Session, StepPlan};
-use clipcanvas::models::{clip, vqgan};
+use clipcanvas::engine::session::{LabelledTarget, Session, StepPlan};
 use clipcanvas::settings::RunSettings;
-use common::{assert_close, cosine, fixture, golden, values};
+use common::{assert_close, cosine, fixture, fixture_models, golden, values};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -70,13 +67,6 @@ struct CurveJson {
     steps: Vec<CurveStep>,
 }
 
-fn models() -> Arc<Models> {
-    let dev = Device::Cpu;
-    let vqgan = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &dev).expect("vqgan");
-    let (clip, tokenizer) = clip::load(&fixture("clip-tiny"), DType::F32, &dev).expect("clip");
-    Arc::new(Models { vqgan, clip, tokenizer, device: dev, source: None, onestep: None })
-}
-
 fn scalar(t: &Tensor) -> f64 {
     f64::from(values(t)[0])
 }
@@ -101,7 +91,7 @@ fn one_step_matches_the_reference() {
         iterations: 1,
         ..RunSettings::default()
     };
-    let mut session = Session::new(models(), settings).expect("session");
+    let mut session = Session::new(fixture_models(), settings).expect("session");
     session.set_latent(&g["z0"]).expect("z0");
     session.set_init_latent(&g["z0"]).expect("z_orig");
     let no_aug = vec![AugmentParams::default(); j.image_prompt.crops.len()];
@@ -160,7 +150,7 @@ fn twenty_steps_track_the_reference_loss_curve() {
     // The curve starts from the codes at its own indices.
     let (h, w) = (j.z_indices.len(), j.z_indices[0].len());
     let idx = Tensor::from_vec(j.z_indices.concat(), (1, h, w), &Device::Cpu).expect("indices");
-    let models = models();
+    let models = fixture_models();
     let z0 = models.vqgan.embed_indices(&idx).expect("embed");
     let mut session = Session::new(models, settings).expect("session");
     session.set_latent(&z0).expect("z0");

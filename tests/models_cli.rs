@@ -5,6 +5,10 @@
 //! when a named model is not installed). Each process gets its own HOME, so the user's
 //! real data folder is never read or written.
 
+mod common;
+
+use common::{fails, ok, read};
+
 #[path = "support/http_server.rs"]
 mod http_server;
 
@@ -16,10 +20,6 @@ use http_server::{Mode, Server};
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
-}
-
-fn read(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// A temporary home (so the platform data folder is inside it) and a models folder.
@@ -58,24 +58,6 @@ impl Env {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "failed ({:?}): {}{}", out.status.code(), text(&out.stdout), text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn fails(out: &Output, code: i32, needle: &str) -> String {
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stdout: {} stderr: {stderr}", text(&out.stdout));
-    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {stderr}");
-    stderr
-}
-
 /// The `models list` line of one model.
 fn line_of(list: &str, name: &str) -> String {
     list.lines()
@@ -103,10 +85,11 @@ fn download_then_list_and_verify_find_installed_corrupt_and_truncated_files() {
     let dest = env.tmp.path().join("dest");
     let out =
         env.run(&["models", "download", "vqgan-sflckr", "--mirror", &server.base(), "--dir", &dest.to_string_lossy()]);
-    let stdout = ok(&out);
+    let stdout = ok(&out).stdout;
     let dir = dest.join("vqgan-sflckr");
     assert!(stdout.contains(&format!("installed vqgan-sflckr in {}", dir.display())), "{stdout}");
-    assert!(text(&out.stderr).contains("downloading vqgan-sflckr/last.ckpt (2/2)"), "{}", text(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("downloading vqgan-sflckr/last.ckpt (2/2)"), "{stderr}");
     assert_eq!(read(&dir.join("last.ckpt")), read(&fixture("vqgan-tiny/model.ckpt")));
     assert_eq!(read(&dir.join("model.yaml")), read(&fixture("vqgan-tiny/model.yaml")));
     assert!(!dir.join("last.ckpt.part").exists() && !dir.join("model.yaml.part").exists());
@@ -117,7 +100,7 @@ fn download_then_list_and_verify_find_installed_corrupt_and_truncated_files() {
     let list = |env: &Env| {
         let mut c = env.bin();
         c.env("CLIPCANVAS_MODELS", &dest);
-        ok(&c.args(["models", "list"]).output().expect("run"))
+        ok(&c.args(["models", "list"]).output().expect("run")).stdout
     };
     let listed = list(&env);
     let header = listed.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>();
@@ -133,7 +116,7 @@ fn download_then_list_and_verify_find_installed_corrupt_and_truncated_files() {
         c.env("CLIPCANVAS_MODELS", &dest);
         c.args(["models", "verify", "vqgan-sflckr"]).output().expect("run")
     };
-    let checked = ok(&verify(&env));
+    let checked = ok(&verify(&env)).stdout;
     assert!(checked.contains("ok       vqgan-sflckr/last.ckpt (sha256 matches the download record)"), "{checked}");
 
     // One flipped byte: same size, so `list` still says installed; `verify` names it.
@@ -145,7 +128,7 @@ fn download_then_list_and_verify_find_installed_corrupt_and_truncated_files() {
     let out = verify(&env);
     let stderr = fails(&out, 1, &ckpt.display().to_string());
     assert!(stderr.contains("1 damaged or missing file(s)"), "{stderr}");
-    let stdout = text(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(stdout.contains("CORRUPT  vqgan-sflckr/last.ckpt: sha256 mismatch"), "{stdout}");
     assert!(stdout.contains("ok       vqgan-sflckr/model.yaml"), "{stdout}");
 
@@ -164,7 +147,7 @@ fn download_then_list_and_verify_find_installed_corrupt_and_truncated_files() {
 #[test]
 fn bundled_models_are_listed_as_bundled_and_not_downloadable() {
     let env = Env::new();
-    let listed = ok(&env.run(&["models", "list"]));
+    let listed = ok(&env.run(&["models", "list"])).stdout;
     let line = line_of(&listed, "shapes-clip");
     let bundled_here = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/shapes-world/clip/config.json").is_file();
     if bundled_here {
@@ -244,7 +227,7 @@ fn generate_takes_catalog_names_for_installed_models() {
         "--dir",
         &models.to_string_lossy(),
     ]);
-    let stdout = ok(&out);
+    let stdout = ok(&out).stdout;
     assert!(stdout.contains("installed clip-vit-l-14") && stdout.contains("installed vqgan-sflckr"), "{stdout}");
     let out = env.run(&[
         "generate",

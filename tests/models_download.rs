@@ -6,6 +6,10 @@
 //! progress; a stalled server timing out; cancel leaving no partial file behind; and the
 //! offline message when every address fails.
 
+mod common;
+
+use common::read;
+
 #[path = "support/http_server.rs"]
 mod http_server;
 
@@ -129,10 +133,6 @@ fn files_in(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
-}
-
-fn read(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 #[test]

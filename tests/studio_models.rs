@@ -4,6 +4,10 @@
 //! started from it (from a server on 127.0.0.1) shows a progress bar and Cancel, and the
 //! finished model replaces the missing one in the run's settings.
 
+mod common;
+
+use common::read;
+
 #[path = "support/http_server.rs"]
 mod http_server;
 
@@ -24,10 +28,6 @@ use http_server::{Mode, Server};
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
-}
-
-fn read(p: &Path) -> Vec<u8> {
-    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// No engine: the model manager does not need one.

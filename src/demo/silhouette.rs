@@ -6,7 +6,7 @@
 use image::RgbImage;
 
 use super::scene::Shape;
-use super::stats::classify;
+use super::stats::{classify, component};
 
 /// A shape's unit silhouette (radius 1): its area and centroid, measured on a grid.
 fn unit_stats(shape: Shape) -> (f64, f64, f64) {
@@ -41,38 +41,12 @@ pub fn largest_region(img: &RgbImage, colour: usize) -> Vec<bool> {
     let of: Vec<bool> = img.pixels().map(|p| classify(p.0) == colour).collect();
     let mut seen = vec![false; w * h];
     let mut best: Vec<usize> = Vec::new();
-    let mut stack = Vec::new();
     for start in 0..w * h {
-        if !of[start] || seen[start] {
-            continue;
-        }
-        let mut region = Vec::new();
-        seen[start] = true;
-        stack.push(start);
-        while let Some(i) = stack.pop() {
-            region.push(i);
-            let (x, y) = (i % w, i / w);
-            let mut visit = |j: usize| {
-                if of[j] && !seen[j] {
-                    seen[j] = true;
-                    stack.push(j);
-                }
-            };
-            if x > 0 {
-                visit(i - 1);
+        if of[start] && !seen[start] {
+            let region = component(w, h, start, |j| of[j], &mut seen);
+            if region.len() > best.len() {
+                best = region;
             }
-            if x + 1 < w {
-                visit(i + 1);
-            }
-            if y > 0 {
-                visit(i - w);
-            }
-            if y + 1 < h {
-                visit(i + w);
-            }
-        }
-        if region.len() > best.len() {
-            best = region;
         }
     }
     let mut mask = vec![false; w * h];

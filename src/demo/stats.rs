@@ -69,6 +69,43 @@ pub fn hue(p: [u8; 3]) -> Option<f64> {
     Some(h * 60.0)
 }
 
+/// The 4-connected region of pixels `inside` says belong with `start` (which must be
+/// one of them), as pixel indices in visiting order; marks them in `seen`.
+pub(crate) fn component(
+    w: usize,
+    h: usize,
+    start: usize,
+    inside: impl Fn(usize) -> bool,
+    seen: &mut [bool],
+) -> Vec<usize> {
+    let mut region = Vec::new();
+    let mut stack = vec![start];
+    seen[start] = true;
+    while let Some(i) = stack.pop() {
+        region.push(i);
+        let (x, y) = (i % w, i / w);
+        let mut visit = |j: usize| {
+            if inside(j) && !seen[j] {
+                seen[j] = true;
+                stack.push(j);
+            }
+        };
+        if x > 0 {
+            visit(i - 1);
+        }
+        if x + 1 < w {
+            visit(i + 1);
+        }
+        if y > 0 {
+            visit(i - w);
+        }
+        if y + 1 < h {
+            visit(i + w);
+        }
+    }
+    region
+}
+
 /// Measures an image.
 pub fn analyse(img: &RgbImage) -> Analysis {
     let (w, h) = (img.width() as usize, img.height() as usize);
@@ -80,41 +117,20 @@ pub fn analyse(img: &RgbImage) -> Analysis {
     let total = (w * h).max(1) as f64;
     let background = (0..COLOURS.len()).max_by_key(|&c| (counts[c], usize::MAX - c)).unwrap_or(0);
     // Connected components (4-neighbour) of every non-background class.
-    let mut label = vec![usize::MAX; w * h];
+    let mut seen = vec![false; w * h];
     let mut best: Option<(usize, usize, f64, f64)> = None; // (size, class, sx, sy)
-    let mut stack = Vec::new();
     for start in 0..w * h {
-        if classes[start] == background || label[start] != usize::MAX {
+        if classes[start] == background || seen[start] {
             continue;
         }
         let class = classes[start];
-        label[start] = start;
-        stack.push(start);
-        let (mut n, mut sx, mut sy) = (0usize, 0.0, 0.0);
-        while let Some(i) = stack.pop() {
-            n += 1;
-            let (x, y) = (i % w, i / w);
-            sx += x as f64 + 0.5;
-            sy += y as f64 + 0.5;
-            let mut visit = |j: usize| {
-                if classes[j] == class && label[j] == usize::MAX {
-                    label[j] = start;
-                    stack.push(j);
-                }
-            };
-            if x > 0 {
-                visit(i - 1);
-            }
-            if x + 1 < w {
-                visit(i + 1);
-            }
-            if y > 0 {
-                visit(i - w);
-            }
-            if y + 1 < h {
-                visit(i + w);
-            }
+        let region = component(w, h, start, |j| classes[j] == class, &mut seen);
+        let (mut sx, mut sy) = (0.0, 0.0);
+        for &i in &region {
+            sx += (i % w) as f64 + 0.5;
+            sy += (i / w) as f64 + 0.5;
         }
+        let n = region.len();
         if best.is_none_or(|b| n > b.0) {
             best = Some((n, class, sx, sy));
         }

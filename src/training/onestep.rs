@@ -224,7 +224,7 @@ pub fn train(
     resume: bool,
     progress: &mut dyn Progress,
 ) -> Result<Report> {
-    let result = train_in(opts, files, models, out, resume, progress);
+    let result = Run { opts, files, models, out, resume }.go(progress);
     // A run that failed or stopped before its first checkpoint leaves no empty folder.
     let dir = checkpoint_dir(out);
     if result.is_err() && std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) {
@@ -233,128 +233,133 @@ pub fn train(
     result
 }
 
-fn train_in(
-    opts: &Options,
-    files: &[PathBuf],
-    models: &Models,
-    out: &Path,
+/// One call of [`train`].
+struct Run<'a> {
+    opts: &'a Options,
+    files: &'a [PathBuf],
+    models: &'a Models<'a>,
+    out: &'a Path,
     resume: bool,
-    progress: &mut dyn Progress,
-) -> Result<Report> {
-    let device = Device::Cpu;
-    let config = model_config(opts, models.clip, models.vqgan)?;
-    let ckpt_dir = checkpoint_dir(out);
-    let state_path = ckpt_dir.join("state.safetensors");
-    let data_path = ckpt_dir.join("data.safetensors");
-    if !resume && ckpt_dir.exists() {
-        return Err(TrainError::Input(format!(
-            "{} holds an earlier run's checkpoint: add --resume to continue it, or delete the folder",
-            ckpt_dir.display()
-        )));
-    }
-    if resume && !state_path.is_file() && !data_path.is_file() {
-        return Err(TrainError::Input(format!("--resume: no checkpoint in {}", ckpt_dir.display())));
-    }
-    std::fs::create_dir_all(&ckpt_dir).map_err(|e| TrainError::io(&ckpt_dir, e))?;
+}
 
-    // The data, made once.
-    let data_started = Instant::now();
-    let spec_json = serde_json::to_string(&opts.data).unwrap_or_default();
-    let data = if data_path.is_file() {
-        let (tensors, state) = load_with_state(&data_path)?;
-        if state != spec_json {
+impl Run<'_> {
+    fn go(&self, progress: &mut dyn Progress) -> Result<Report> {
+        let Run { opts, files, models, out, resume } = *self;
+        let device = Device::Cpu;
+        let config = model_config(opts, models.clip, models.vqgan)?;
+        let ckpt_dir = checkpoint_dir(out);
+        let state_path = ckpt_dir.join("state.safetensors");
+        let data_path = ckpt_dir.join("data.safetensors");
+        if !resume && ckpt_dir.exists() {
             return Err(TrainError::Input(format!(
-                "{} was made from other data or models than these options give; start again without --resume",
-                data_path.display()
-            )));
-        }
-        Dataset::from_tensors(&tensors)?
-    } else {
-        let enc = Encoders { clip: models.clip, tokenizer: models.tokenizer, vqgan: models.vqgan, device: &device };
-        let d = data::build(&opts.data, files, &enc, progress)?;
-        save_with_state(&data_path, &d.tensors()?, &spec_json)?;
-        d
-    };
-    let data_seconds = data_started.elapsed().as_secs_f64();
-    if data.cells != config.cells() || data.dim != config.clip_dim {
-        return Err(TrainError::Input("the data's grid or embedding width does not fit the models".into()));
-    }
-    let held = opts.held_out.min(data.n / 2);
-    let train_rows = data.n - held;
-    let held_rows: Vec<usize> = (train_rows..data.n).collect();
-
-    // The model and its optimiser, fresh or from the checkpoint.
-    let mut rng = Rng::new(opts.data.seed ^ 0x0005_7E90);
-    let vars = init_vars(|vb| OneStep::new(vb, &config).map(|_| ()), init_rule(config.layers), &mut rng, &device)?;
-    let model = OneStep::new(vars.var_builder(&device)?, &config)?;
-    let parameters = vars.0.values().map(|v| v.elem_count()).sum();
-    let mut opt = AdamW::new(&vars, 0.9, 0.95, opts.weight_decay, 1.0)?;
-    let mut state = State {
-        options: opts.clone(),
-        step: 0,
-        rng: rng.fork(),
-        losses: Vec::new(),
-        held_out: Vec::new(),
-        seconds: 0.0,
-    };
-    if state_path.is_file() {
-        let (tensors, json) = load_with_state(&state_path)?;
-        let saved: State = serde_json::from_str(&json)
-            .map_err(|e| TrainError::Input(format!("{}: unreadable state ({e})", state_path.display())))?;
-        if saved.options != *opts {
-            return Err(TrainError::Input(format!(
-                "the checkpoint in {} was made with other options; use the same ones to resume, or delete it",
+                "{} holds an earlier run's checkpoint: add --resume to continue it, or delete the folder",
                 ckpt_dir.display()
             )));
         }
-        vars.load(&tensors, "w.")?;
-        opt.load(&tensors, saved.step)?;
-        state = saved;
-        progress.note(&format!("resuming at step {}", state.step));
-    }
-
-    let write_checkpoint = |state: &State, vars: &Vars, opt: &AdamW| -> Result<()> {
-        let mut t = vars.tensors("w.", DType::F32)?;
-        t.extend(opt.tensors());
-        save_with_state(&state_path, &t, &serde_json::to_string(state).unwrap_or_default())
-    };
-
-    progress.stage("train", opts.steps, state.step);
-    let started = Instant::now();
-    let base_seconds = state.seconds;
-    while state.step < opts.steps {
-        if progress.cancelled() {
-            state.seconds = base_seconds + started.elapsed().as_secs_f64();
-            write_checkpoint(&state, &vars, &opt)?;
-            return Err(TrainError::Cancelled);
+        if resume && !state_path.is_file() && !data_path.is_file() {
+            return Err(TrainError::Input(format!("--resume: no checkpoint in {}", ckpt_dir.display())));
         }
-        let rows: Vec<usize> = (0..opts.batch).map(|_| state.rng.below(train_rows)).collect();
-        let (cond, tokens) = batch(&data, &rows, opts, &mut state.rng, &device)?;
-        let l = loss(&model, &cond, &tokens)?;
-        let value = f64::from(l.to_scalar::<f32>()?);
-        if !value.is_finite() {
-            return Err(TrainError::Input(format!("the loss is not finite at step {}; lower --lr", state.step)));
-        }
-        let grads = l.backward()?;
-        let lr = cosine_lr(state.step, opts.steps, opts.lr, opts.warmup);
-        let norm = opt.step(&vars, &grads, lr, decayed)?;
-        state.losses.push(value);
-        state.step += 1;
-        progress.step(state.step - 1, value, &format!("lr {lr:.2e} · |g| {norm:.2}"));
-        if state.step.is_multiple_of(CHECKPOINT_EVERY) || state.step == opts.steps {
-            if !held_rows.is_empty() {
-                let h = held_out_loss(&model, &data, &held_rows, &device)?;
-                state.held_out.push((state.step, h));
-                progress.note(&format!("step {}: held-out loss {h:.4}", state.step));
+        std::fs::create_dir_all(&ckpt_dir).map_err(|e| TrainError::io(&ckpt_dir, e))?;
+
+        // The data, made once.
+        let data_started = Instant::now();
+        let spec_json = serde_json::to_string(&opts.data).unwrap_or_default();
+        let data = if data_path.is_file() {
+            let (tensors, state) = load_with_state(&data_path)?;
+            if state != spec_json {
+                return Err(TrainError::Input(format!(
+                    "{} was made from other data or models than these options give; start again without --resume",
+                    data_path.display()
+                )));
             }
-            state.seconds = base_seconds + started.elapsed().as_secs_f64();
-            write_checkpoint(&state, &vars, &opt)?;
+            Dataset::from_tensors(&tensors)?
+        } else {
+            let enc = Encoders { clip: models.clip, tokenizer: models.tokenizer, vqgan: models.vqgan, device: &device };
+            let d = data::build(&opts.data, files, &enc, progress)?;
+            save_with_state(&data_path, &d.tensors()?, &spec_json)?;
+            d
+        };
+        let data_seconds = data_started.elapsed().as_secs_f64();
+        if data.cells != config.cells() || data.dim != config.clip_dim {
+            return Err(TrainError::Input("the data's grid or embedding width does not fit the models".into()));
         }
+        let held = opts.held_out.min(data.n / 2);
+        let train_rows = data.n - held;
+        let held_rows: Vec<usize> = (train_rows..data.n).collect();
+
+        // The model and its optimiser, fresh or from the checkpoint.
+        let mut rng = Rng::new(opts.data.seed ^ 0x0005_7E90);
+        let vars = init_vars(|vb| OneStep::new(vb, &config).map(|_| ()), init_rule(config.layers), &mut rng, &device)?;
+        let model = OneStep::new(vars.var_builder(&device)?, &config)?;
+        let parameters = vars.0.values().map(|v| v.elem_count()).sum();
+        let mut opt = AdamW::new(&vars, 0.9, 0.95, opts.weight_decay, 1.0)?;
+        let mut state = State {
+            options: opts.clone(),
+            step: 0,
+            rng: rng.fork(),
+            losses: Vec::new(),
+            held_out: Vec::new(),
+            seconds: 0.0,
+        };
+        if state_path.is_file() {
+            let (tensors, json) = load_with_state(&state_path)?;
+            let saved: State = serde_json::from_str(&json)
+                .map_err(|e| TrainError::Input(format!("{}: unreadable state ({e})", state_path.display())))?;
+            if saved.options != *opts {
+                return Err(TrainError::Input(format!(
+                    "the checkpoint in {} was made with other options; use the same ones to resume, or delete it",
+                    ckpt_dir.display()
+                )));
+            }
+            vars.load(&tensors, "w.")?;
+            opt.load(&tensors, saved.step)?;
+            state = saved;
+            progress.note(&format!("resuming at step {}", state.step));
+        }
+
+        let write_checkpoint = |state: &State, vars: &Vars, opt: &AdamW| -> Result<()> {
+            let mut t = vars.tensors("w.", DType::F32)?;
+            t.extend(opt.tensors());
+            save_with_state(&state_path, &t, &serde_json::to_string(state).unwrap_or_default())
+        };
+
+        progress.stage("train", opts.steps, state.step);
+        let started = Instant::now();
+        let base_seconds = state.seconds;
+        while state.step < opts.steps {
+            if progress.cancelled() {
+                state.seconds = base_seconds + started.elapsed().as_secs_f64();
+                write_checkpoint(&state, &vars, &opt)?;
+                return Err(TrainError::Cancelled);
+            }
+            let rows: Vec<usize> = (0..opts.batch).map(|_| state.rng.below(train_rows)).collect();
+            let (cond, tokens) = batch(&data, &rows, opts, &mut state.rng, &device)?;
+            let l = loss(&model, &cond, &tokens)?;
+            let value = f64::from(l.to_scalar::<f32>()?);
+            if !value.is_finite() {
+                return Err(TrainError::Input(format!("the loss is not finite at step {}; lower --lr", state.step)));
+            }
+            let grads = l.backward()?;
+            let lr = cosine_lr(state.step, opts.steps, opts.lr, opts.warmup);
+            let norm = opt.step(&vars, &grads, lr, decayed)?;
+            state.losses.push(value);
+            state.step += 1;
+            progress.step(state.step - 1, value, &format!("lr {lr:.2e} · |g| {norm:.2}"));
+            if state.step.is_multiple_of(CHECKPOINT_EVERY) || state.step == opts.steps {
+                if !held_rows.is_empty() {
+                    let h = held_out_loss(&model, &data, &held_rows, &device)?;
+                    state.held_out.push((state.step, h));
+                    progress.note(&format!("step {}: held-out loss {h:.4}", state.step));
+                }
+                state.seconds = base_seconds + started.elapsed().as_secs_f64();
+                write_checkpoint(&state, &vars, &opt)?;
+            }
+        }
+        let seconds = state.seconds;
+        write_model(out, &config, &vars)?;
+        std::fs::remove_dir_all(&ckpt_dir).map_err(|e| TrainError::io(&ckpt_dir, e))?;
+        Ok(Report { losses: state.losses, held_out: state.held_out, seconds, data_seconds, parameters })
     }
-    let seconds = state.seconds;
-    write_model(out, &config, &vars)?;
-    std::fs::remove_dir_all(&ckpt_dir).map_err(|e| TrainError::io(&ckpt_dir, e))?;
-    Ok(Report { losses: state.losses, held_out: state.held_out, seconds, data_seconds, parameters })
 }
 
 /// Writes `config.json` and `model.safetensors` (f16) to a new folder beside `out`,

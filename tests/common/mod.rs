@@ -1,8 +1,11 @@
-//! Shared helpers for the integration tests: fixture paths, golden tensors, tolerances.
+//! Shared helpers for the integration tests: fixture paths and models, golden tensors,
+//! tolerances, and running the binary as a process (`bin`, `ok`, `fails`, `read`).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -37,4 +40,64 @@ pub fn cosine(a: &Tensor, b: &Tensor) -> f64 {
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
+}
+
+/// The clipcanvas binary, as a command to run.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_clipcanvas"))
+}
+
+/// The flags naming the tiny fixture models.
+pub fn model_args() -> Vec<String> {
+    vec![
+        "--vqgan".into(),
+        fixture("vqgan-tiny/model.ckpt").display().to_string(),
+        "--clip".into(),
+        fixture("clip-tiny").display().to_string(),
+    ]
+}
+
+/// The tiny fixture models, loaded for the engine on the CPU.
+pub fn fixture_models() -> Arc<clipcanvas::engine::session::Models> {
+    use clipcanvas::models::{clip, vqgan};
+    let dev = Device::Cpu;
+    let vqgan = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &dev).expect("vqgan");
+    let (clip, tokenizer) = clip::load(&fixture("clip-tiny"), DType::F32, &dev).expect("clip");
+    Arc::new(clipcanvas::engine::session::Models { vqgan, clip, tokenizer, device: dev, source: None, onestep: None })
+}
+
+/// A finished process's output as text.
+pub struct Streams {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn streams(out: &Output) -> Streams {
+    Streams {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Asserts the process succeeded; its output.
+pub fn ok(out: &Output) -> Streams {
+    let s = streams(out);
+    assert!(out.status.success(), "failed ({:?}): {}{}", out.status.code(), s.stdout, s.stderr);
+    s
+}
+
+/// Asserts the process failed with `code` and one error line containing `needle`, and
+/// did not panic; its stderr.
+pub fn fails(out: &Output, code: i32, needle: &str) -> String {
+    let Streams { stdout, stderr } = streams(out);
+    assert_eq!(out.status.code(), Some(code), "stdout: {stdout} stderr: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {stderr}");
+    stderr
+}
+
+/// A file's bytes (the test fails naming the file if it cannot be read).
+pub fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

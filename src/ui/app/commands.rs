@@ -168,22 +168,8 @@ impl StudioApp {
 
     /// Start: the current settings as a new run.
     pub fn start(&mut self) {
-        match self.state.run_settings() {
-            Ok(settings) => {
-                self.sent_prompts.clone_from(&settings.prompts);
-                self.sent_targets.clone_from(&settings.image_prompts);
-                self.loss_history.clear();
-                self.kept.clear();
-                self.drafts.clear();
-                self.selected = None;
-                self.banner = None;
-                self.last_run = Some(settings.clone());
-                if !self.link.send(Command::Start(Box::new(settings))) {
-                    self.say("the engine is not answering; restart the studio", true);
-                }
-            }
-            Err(e) => self.say(e, true),
-        }
+        let settings = self.state.run_settings();
+        self.begin(settings);
     }
 
     /// Draft: a one-step draft of the prompts, ranked candidates to pick from.
@@ -192,22 +178,28 @@ impl StudioApp {
             self.say(why, true);
             return;
         }
-        match self.state.draft_settings() {
-            Ok(settings) => {
-                self.sent_prompts.clone_from(&settings.prompts);
-                self.sent_targets.clone_from(&settings.image_prompts);
-                self.loss_history.clear();
-                self.kept.clear();
-                self.drafts.clear();
-                self.draft_pick = 0;
-                self.selected = None;
-                self.banner = None;
-                self.last_run = Some(settings.clone());
-                if !self.link.send(Command::Start(Box::new(settings))) {
-                    self.say("the engine is not answering; restart the studio", true);
-                }
-            }
-            Err(e) => self.say(e, true),
+        let settings = self.state.draft_settings();
+        self.begin(settings);
+    }
+
+    /// Sends a new run (or reports why its settings are refused) and clears what the last
+    /// one left on screen: plot, kept frames, drafts, banner.
+    fn begin(&mut self, settings: Result<crate::settings::RunSettings, String>) {
+        let settings = match settings {
+            Ok(s) => s,
+            Err(e) => return self.say(e, true),
+        };
+        self.sent_prompts.clone_from(&settings.prompts);
+        self.sent_targets.clone_from(&settings.image_prompts);
+        self.loss_history.clear();
+        self.kept.clear();
+        self.drafts.clear();
+        self.draft_pick = 0;
+        self.selected = None;
+        self.banner = None;
+        self.last_run = Some(settings.clone());
+        if !self.link.send(Command::Start(Box::new(settings))) {
+            self.say("the engine is not answering; restart the studio", true);
         }
     }
 
