@@ -118,7 +118,7 @@ fn drafts(args: &BenchArgs, candidates: usize) -> Result<(), CliError> {
     one.validate().map_err(input)?;
     let settings = RunSettings { one_step: Some(one.clone()), ..RunSettings::shapes_world() };
     let device = parse_device(&args.device)?;
-    let models = crate::engine::session::load_models(&settings, &device);
+    let models = crate::engine::loaded::load_models(&settings, &device);
     if untrained {
         let _ = std::fs::remove_dir_all(&tmp);
     }

@@ -13,8 +13,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::CliError;
 use crate::engine::device::parse_device;
+use crate::engine::loaded::{load_models, model_files, ModelSource};
 use crate::engine::observer::{Frame, Observer, StepStats};
-use crate::engine::session::{load_models, model_files, ModelSource, RunEnd, Session};
+use crate::engine::session::{RunEnd, Session};
 use crate::export::{self, FrameSequence};
 use crate::settings::png::{ModelFiles, PngMeta};
 use crate::settings::prompt::split_story;

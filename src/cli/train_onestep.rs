@@ -186,7 +186,7 @@ fn evaluate(a: &TrainOneStepArgs, out: &Path) -> Result<(), CliError> {
         OneStepSettings { model: Some(out.to_path_buf()), candidates: a.candidates, ..OneStepSettings::default() };
     one.validate().map_err(input)?;
     let settings = RunSettings { one_step: Some(one.clone()), ..RunSettings::shapes_world() };
-    let models = Arc::new(crate::engine::session::load_models(&settings, &Device::Cpu)?);
+    let models = Arc::new(crate::engine::loaded::load_models(&settings, &Device::Cpu)?);
     if let Some(dir) = &a.keep {
         std::fs::create_dir_all(dir).map_err(|e| input(format!("{}: {e}", dir.display())))?;
     }

@@ -11,7 +11,8 @@ use image::RgbImage;
 use super::scene::{colour_index, Position, Shape, Size};
 use super::silhouette::shape_of;
 use super::stats::analyse;
-use crate::engine::session::{Models, Session};
+use crate::engine::loaded::Models;
+use crate::engine::session::Session;
 use crate::engine::EngineError;
 use crate::settings::{OneStepSettings, RunSettings};
 

@@ -11,8 +11,9 @@ use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
 use super::error::{EngineError, Result};
+use super::loaded::Models;
 use super::profile::StageTimes;
-use super::session::{Models, Session};
+use super::session::Session;
 use crate::models::clip::{Clip, ClipConfig};
 use crate::models::random::RandomWeights;
 use crate::models::tokenizer::ClipTokenizer;

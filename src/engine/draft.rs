@@ -11,8 +11,8 @@ use candle_core::{Tensor, D};
 
 use super::error::{EngineError, Result};
 use super::image::{clip_resize_crop, rgb_to_tensor, tensor_to_rgb};
+use super::loaded::Models;
 use super::rng::Rng;
-use super::session::Models;
 use crate::models::clip::Clip;
 use crate::models::onestep::{pick, OneStep};
 use crate::models::ops::composed::l2_normalize;

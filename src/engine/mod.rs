@@ -10,6 +10,7 @@ pub mod device;
 pub mod draft;
 pub mod error;
 pub mod image;
+pub mod loaded;
 pub mod loss;
 pub mod observer;
 pub mod optim;

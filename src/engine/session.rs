@@ -18,32 +18,16 @@ use super::cutouts::{self, Crop};
 use super::draft::{check_fit, draft, embed_image_file, Candidate, Target};
 use super::error::{EngineError, Result};
 use super::image::{load_rgb, resize_exact_lanczos, resize_keep_aspect, rgb_to_tensor, tensor_to_rgb};
+use super::loaded::Models;
 use super::loss::{clamp_with_grad, init_loss, tv_loss, PromptTarget};
 use super::observer::{Frame, Observer, StepRate, StepStats};
 use super::optim::{Optimizer, OptimizerMeta};
 use super::profile::{StageClock, StageTimes};
 use super::rng::Rng;
 use crate::models::clip::Clip;
-use crate::models::onestep::OneStep;
-use crate::models::tokenizer::ClipTokenizer;
-use crate::models::vqgan::Vqgan;
 use crate::settings::coarse::factor_at;
-use crate::settings::png::{FileId, ModelFiles};
 use crate::settings::prompt::{parse_noise_prompt, parse_prompt};
 use crate::settings::{Augment, CutMethod, InitNoise, InitWeightMode, OneStepSettings, RunSettings};
-
-/// The loaded networks a session runs on.
-#[derive(Debug)]
-pub struct Models {
-    pub vqgan: Vqgan,
-    pub clip: Clip,
-    pub tokenizer: ClipTokenizer,
-    pub device: Device,
-    /// Where the models were loaded from, when they came from files.
-    pub source: Option<ModelSource>,
-    /// The one-step model, when the settings ask for drafts.
-    pub onestep: Option<OneStep>,
-}
 
 /// The random choices of one step: crops, augmentation parameters, noise. Drawn from the
 /// session's generator, or given (tests against the reference, replays).
@@ -746,124 +730,4 @@ fn gradient_image(width: u32, height: u32, rng: &mut Rng) -> image::RgbImage {
         }
     }
     img
-}
-
-/// Loads the models a run's settings name, on the settings' device.
-/// The files a run's models come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelSource {
-    pub vqgan: PathBuf,
-    pub vqgan_config: Option<PathBuf>,
-    pub clip: PathBuf,
-    /// The built-in shapes world, used because no models were given.
-    pub demo: bool,
-    /// The one-step model that comes with these models (the shapes world's), if any.
-    pub onestep: Option<PathBuf>,
-}
-
-/// Which models `settings` ask for: the given files, or with none given the built-in
-/// shapes world.
-pub fn resolve_models(settings: &RunSettings) -> Result<ModelSource> {
-    match (&settings.vqgan, &settings.clip) {
-        (Some(vqgan), Some(clip)) => Ok(ModelSource {
-            vqgan: vqgan.clone(),
-            vqgan_config: settings.vqgan_config.clone(),
-            clip: clip.clone(),
-            demo: false,
-            onestep: None,
-        }),
-        (None, None) => {
-            let world = crate::catalog::bundled::shapes_world().ok_or_else(|| {
-                EngineError::Input(
-                    "no models given and the built-in shapes world (models/shapes-world) was not found; \
-                     give --clip DIR and --vqgan FILE (see README)"
-                        .into(),
-                )
-            })?;
-            Ok(ModelSource {
-                vqgan: world.vqgan,
-                vqgan_config: None,
-                clip: world.clip,
-                demo: true,
-                onestep: world.onestep,
-            })
-        }
-        (None, Some(_)) => Err(EngineError::Input(
-            "no VQGAN given (--vqgan FILE); give both models, or neither for the built-in shapes world".into(),
-        )),
-        (Some(_), None) => Err(EngineError::Input(
-            "no CLIP given (--clip DIR); give both models, or neither for the built-in shapes world".into(),
-        )),
-    }
-}
-
-/// Loads the models `settings` ask for (see [`resolve_models`]).
-pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
-    let source = resolve_models(settings)?;
-    let vqgan = crate::models::vqgan::load(&source.vqgan, source.vqgan_config.as_deref(), DType::F32, device)?;
-    let (clip, tokenizer) = crate::models::clip::load(&source.clip, DType::F32, device)?;
-    let onestep = match &settings.one_step {
-        Some(one) => {
-            let dir = match (&one.model, &source.onestep) {
-                (Some(dir), _) => dir.clone(),
-                (None, Some(dir)) => dir.clone(),
-                (None, None) => {
-                    return Err(EngineError::Input(
-                        "no one-step model: give one (--onestep DIR), or train one for these models with \
-                         `clipcanvas train-onestep`"
-                            .into(),
-                    ))
-                }
-            };
-            let model = crate::models::onestep::load(&dir, DType::F32, device)?;
-            check_trained_with(&model, &dir, &source)?;
-            Some(model)
-        }
-        None => None,
-    };
-    Ok(Models { vqgan, clip, tokenizer, device: device.clone(), source: Some(source), onestep })
-}
-
-/// The model files of a run (names and SHA-256), for its PNGs' metadata.
-pub fn model_files(source: &ModelSource, settings: &RunSettings) -> Result<ModelFiles> {
-    let id = |name: &Path, weights: &Path| -> Result<FileId> {
-        Ok(FileId {
-            name: name.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            sha256: crate::files::file_sha256(weights).map_err(|e| EngineError::Input(e.to_string()))?,
-        })
-    };
-    let clip_weights = crate::models::clip::ClipFiles::locate(&source.clip)?.weights;
-    let onestep = match settings.one_step.as_ref().and_then(|one| one.model.as_ref().or(source.onestep.as_ref())) {
-        Some(dir) => Some(id(dir, &dir.join("model.safetensors"))?),
-        None => None,
-    };
-    Ok(ModelFiles {
-        clip: Some(id(&source.clip, &clip_weights)?),
-        demo: source.demo.then(|| crate::catalog::bundled::SHAPES_WORLD.to_owned()),
-        onestep,
-        vqgan: Some(id(&source.vqgan, &source.vqgan)?),
-    })
-}
-
-/// Refuses a one-step model trained for other CLIP or VQGAN files than `source`'s
-/// (their SHA-256 are in its config); a model with none recorded is taken on trust.
-fn check_trained_with(model: &OneStep, dir: &Path, source: &ModelSource) -> Result<()> {
-    let with = &model.config().trained_with;
-    let clip_weights = crate::models::clip::ClipFiles::locate(&source.clip)?.weights;
-    for (want, file, what) in [(&with.clip_sha256, &clip_weights, "CLIP"), (&with.vqgan_sha256, &source.vqgan, "VQGAN")]
-    {
-        if want.is_empty() {
-            continue;
-        }
-        let have = crate::files::file_sha256(file).map_err(|e| EngineError::Input(e.to_string()))?;
-        if &have != want {
-            return Err(EngineError::Input(format!(
-                "the one-step model {} was trained for another {what} than {}; train one for it with \
-                 `clipcanvas train-onestep`",
-                dir.display(),
-                file.display()
-            )));
-        }
-    }
-    Ok(())
 }

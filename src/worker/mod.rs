@@ -78,8 +78,8 @@ pub fn demo_models_available() -> bool {
 /// The model files (names and SHA-256) a run with `settings` uses, for a PNG's
 /// metadata. Reads whole weight files: call it off the UI thread.
 pub fn model_files(settings: &RunSettings) -> Result<crate::settings::png::ModelFiles, String> {
-    let source = crate::engine::session::resolve_models(settings).map_err(|e| e.to_string())?;
-    crate::engine::session::model_files(&source, settings).map_err(|e| e.to_string())
+    let source = crate::engine::loaded::resolve_models(settings).map_err(|e| e.to_string())?;
+    crate::engine::loaded::model_files(&source, settings).map_err(|e| e.to_string())
 }
 
 /// Why a one-step draft cannot be made with `settings`' models, or `None` when a

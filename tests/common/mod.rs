@@ -58,12 +58,12 @@ pub fn model_args() -> Vec<String> {
 }
 
 /// The tiny fixture models, loaded for the engine on the CPU.
-pub fn fixture_models() -> Arc<clipcanvas::engine::session::Models> {
+pub fn fixture_models() -> Arc<clipcanvas::engine::loaded::Models> {
     use clipcanvas::models::{clip, vqgan};
     let dev = Device::Cpu;
     let vqgan = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &dev).expect("vqgan");
     let (clip, tokenizer) = clip::load(&fixture("clip-tiny"), DType::F32, &dev).expect("clip");
-    Arc::new(clipcanvas::engine::session::Models { vqgan, clip, tokenizer, device: dev, source: None, onestep: None })
+    Arc::new(clipcanvas::engine::loaded::Models { vqgan, clip, tokenizer, device: dev, source: None, onestep: None })
 }
 
 /// A finished process's output as text.

@@ -1,191 +1,25 @@
-//! `train-demo`: trains the shapes world's CLIP and VQGAN from scratch with candle, on
-//! scenes drawn by [`super::scene`], and writes them in the real formats (a Hugging
-//! Face CLIP folder; a taming YAML with safetensors weights) so they load through the
-//! same code as downloaded models.
-//!
-//! Training is deterministic for a seed on a given machine: every random choice is
-//! drawn from the seeded host [`Rng`], and candle's CPU kernels are deterministic.
+//! The shapes CLIP's training: contrastive loss with hard-negative captions, the
+//! training-only probe heads and per-patch foreground loss, and optionally hardening
+//! against `generate` itself (see `demo::harden`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 
-use super::data::{scene_batch, scene_batch_covered, CLIP_SIDE, CONTEXT, SCENE_SIDE};
-use super::error::{DemoError, Result};
-use super::harden::{self, Pool};
-use super::scene::{CaptionStyle, Position, Scene, Shape, Size, COLOURS};
+use super::super::data::{scene_batch_covered, CLIP_SIDE};
+use super::super::error::{DemoError, Result};
+use super::super::harden::{self, Pool};
+use super::super::scene::{CaptionStyle, Position, Scene, Shape, Size, COLOURS};
 use crate::engine::rng::Rng;
 use crate::models::clip::{Clip, ClipConfig};
 use crate::models::ops::composed::l2_normalize;
 use crate::models::tokenizer::ClipTokenizer;
-use crate::models::vqgan::{nearest_indices, Vqgan, VqganConfig};
 use crate::models::weights::{ShapeRecorder, WeightFile};
 use crate::settings::RunSettings;
 
-/// The real CLIP BPE vocabulary, shipped with the binary.
-pub const TOKENIZER_JSON: &[u8] = crate::models::tokenizer::BUNDLED_JSON;
-
-/// The shapes CLIP's `config.json` (the Hugging Face layout).
-pub fn clip_config_json() -> serde_json::Value {
-    serde_json::json!({
-        "architectures": ["CLIPModel"],
-        "model_type": "clip",
-        "projection_dim": 64,
-        "logit_scale_init_value": 2.6592,
-        "text_config": {
-            "model_type": "clip_text_model",
-            "vocab_size": 49408,
-            "hidden_size": 64,
-            "intermediate_size": 256,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "max_position_embeddings": CONTEXT,
-            "hidden_act": "quick_gelu",
-            "layer_norm_eps": 1e-5,
-            "bos_token_id": 49406,
-            "eos_token_id": 49407,
-            "pad_token_id": 1
-        },
-        "vision_config": {
-            "model_type": "clip_vision_model",
-            "hidden_size": 96,
-            "intermediate_size": 384,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "image_size": CLIP_SIDE,
-            "patch_size": 8,
-            "num_channels": 3,
-            "hidden_act": "quick_gelu",
-            "layer_norm_eps": 1e-5
-        }
-    })
-}
-
-/// The shapes VQGAN's taming YAML: f8, 2048 codes of 16 dimensions. Its GroupNorms
-/// have one group: with taming's 32 groups of one or two channels, a flat-coloured
-/// region normalises to zero and its colour is lost, and this world is all flat colour.
-pub fn vqgan_yaml() -> String {
-    "# The shapes world's VQGAN, trained by `clipcanvas train-demo`.\n\
-model:\n  target: taming.models.vqgan.VQModel\n  params:\n    embed_dim: 16\n    n_embed: 2048\n    ddconfig:\n      \
-double_z: false\n      z_channels: 64\n      resolution: 128\n      in_channels: 3\n      out_ch: 3\n      ch: 32\n      \
-ch_mult:\n      - 1\n      - 1\n      - 2\n      - 2\n      num_res_blocks: 1\n      attn_resolutions: []\n      num_groups: 1\n      \
-dropout: 0.0\n"
-        .to_owned()
-}
-
-/// How long to train each model, and with what.
-#[derive(Debug, Clone)]
-pub struct TrainOptions {
-    pub seed: u64,
-    pub clip_steps: usize,
-    pub clip_batch: usize,
-    pub vqgan_steps: usize,
-    pub vqgan_batch: usize,
-    /// Side of the VQGAN's training crops.
-    pub vqgan_crop: usize,
-    /// Train only this model and keep the other from the output folder.
-    pub only: Option<Part>,
-    /// The CLIP's peak learning rate.
-    pub clip_lr: f64,
-    /// The last this many CLIP steps also train against `generate` runs (see
-    /// [`super::harden`]); they need the VQGAN, which is then trained first.
-    pub harden_steps: usize,
-    /// `generate` runs chasing captions while the CLIP hardens.
-    pub harden_pool: usize,
-    /// Crops of each run's image (and of its real scene) the hardening loss sees.
-    pub harden_views: usize,
-    /// Start the CLIP from these weights (a CLIP folder) instead of at random.
-    pub clip_from: Option<PathBuf>,
-}
-
-/// One of the two models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Part {
-    Clip,
-    Vqgan,
-}
-
-impl Default for TrainOptions {
-    fn default() -> Self {
-        Self {
-            seed: 0,
-            clip_steps: 1800,
-            clip_batch: 64,
-            vqgan_steps: 2800,
-            vqgan_batch: 4,
-            vqgan_crop: 64,
-            only: None,
-            clip_lr: CLIP_LR,
-            harden_steps: 0,
-            harden_pool: 8,
-            harden_views: 4,
-            clip_from: None,
-        }
-    }
-}
-
-/// Progress of a training run, and its cancellation.
-pub trait TrainObserver {
-    /// A stage ("clip", "vqgan", "evaluate") begins with this many steps.
-    fn stage(&mut self, name: &str, steps: usize);
-    /// One step finished with this loss; `detail` is a short line of extra figures.
-    fn step(&mut self, step: usize, loss: f64, detail: &str);
-    /// Checked between steps: true stops the run without writing anything.
-    fn cancelled(&self) -> bool {
-        false
-    }
-}
-
-/// Loss curves of a finished training, for the report.
-#[derive(Debug, Clone, Default)]
-pub struct TrainLog {
-    pub clip_loss: Vec<f64>,
-    pub vqgan_loss: Vec<f64>,
-    pub clip_seconds: f64,
-    pub vqgan_seconds: f64,
-}
-
-enum InitKind {
-    Zeros,
-    Ones,
-    Normal(f64),
-    Const(f64),
-}
-
-/// Builds a `VarMap` holding every tensor the model asks for, initialised by `rule`.
-fn init_vars(
-    build: impl Fn(VarBuilder) -> candle_core::Result<()>,
-    rule: impl Fn(&str, &[usize]) -> InitKind,
-    rng: &mut Rng,
-    device: &Device,
-) -> Result<VarMap> {
-    let recorder = ShapeRecorder::default();
-    build(recorder.var_builder(device))?;
-    let varmap = VarMap::new();
-    {
-        let mut data = varmap.data().lock().map_err(|_| DemoError::Train("variable map poisoned".into()))?;
-        for (name, shape) in recorder.requested() {
-            let n: usize = shape.iter().product();
-            let t = match rule(&name, &shape) {
-                InitKind::Zeros => Tensor::zeros(shape.as_slice(), DType::F32, device)?,
-                InitKind::Ones => Tensor::ones(shape.as_slice(), DType::F32, device)?,
-                InitKind::Const(v) => (Tensor::ones(shape.as_slice(), DType::F32, device)? * v)?,
-                InitKind::Normal(std) => {
-                    let v: Vec<f32> = rng.normals_f32(n).into_iter().map(|x| x * std as f32).collect();
-                    Tensor::from_vec(v, shape.as_slice(), device)?
-                }
-            };
-            data.insert(name, Var::from_tensor(&t)?);
-        }
-    }
-    Ok(varmap)
-}
-
-fn fan_in(shape: &[usize]) -> f64 {
-    shape.iter().skip(1).product::<usize>().max(1) as f64
-}
+use super::{clip_config_json, collect, cosine_lr, fan_in, init_vars, variable, InitKind, TrainObserver, TrainOptions};
 
 fn clip_init(name: &str, shape: &[usize], layers: usize) -> InitKind {
     let is_norm = name.contains("norm") || name.contains("layrnorm");
@@ -206,20 +40,6 @@ fn clip_init(name: &str, shape: &[usize], layers: usize) -> InitKind {
         InitKind::Normal(0.02)
     } else if name.ends_with("out_proj.weight") || name.ends_with("fc2.weight") {
         InitKind::Normal(1.0 / fan_in(shape).sqrt() / (2.0 * layers as f64).sqrt())
-    } else {
-        InitKind::Normal(1.0 / fan_in(shape).sqrt())
-    }
-}
-
-fn vqgan_init(name: &str, shape: &[usize]) -> InitKind {
-    if shape.len() == 1 && name.ends_with(".bias") {
-        InitKind::Zeros
-    } else if name.contains("norm") && name.ends_with(".weight") {
-        InitKind::Ones
-    } else if name.ends_with("embedding.weight") {
-        InitKind::Normal(0.1)
-    } else if name.ends_with("conv2.weight") || name.ends_with("proj_out.weight") {
-        InitKind::Normal(0.3 / fan_in(shape).sqrt())
     } else {
         InitKind::Normal(1.0 / fan_in(shape).sqrt())
     }
@@ -272,14 +92,6 @@ fn tokenize(tok: &ClipTokenizer, captions: &[String], device: &Device) -> Result
     Ok(Tensor::from_vec(ids, (captions.len(), tok.context_length()), device)?)
 }
 
-fn cosine_lr(step: usize, steps: usize, peak: f64, warmup: usize) -> f64 {
-    if step < warmup {
-        return peak * (step + 1) as f64 / warmup as f64;
-    }
-    let t = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
-    peak * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
-}
-
 /// Negatives per image in the contrastive loss, beyond the rest of the batch.
 const HARD_NEGATIVES: usize = 3;
 
@@ -288,7 +100,7 @@ const HARD_NEGATIVES: usize = 3;
 const PROBES: [usize; 6] = [COLOURS.len(), COLOURS.len(), Shape::ALL.len(), Position::ALL.len(), Size::ALL.len(), 2];
 
 /// The CLIP's peak learning rate.
-const CLIP_LR: f64 = 1e-3;
+pub(super) const CLIP_LR: f64 = 1e-3;
 
 /// Weight of the per-patch foreground loss.
 const DENSE_WEIGHT: f64 = 1.0;
@@ -370,11 +182,12 @@ const HARDEN_WEIGHT: f64 = 0.5;
 /// The hardening loss's temperature and the cosine margin by which a `generate` run's
 /// image must fall below its real scene to stop costing (see [`harden::chase_loss`]).
 const HARDEN_SCALE: f64 = 20.0;
+
 const HARDEN_MARGIN: f64 = 0.1;
 
 /// The weights of the CLIP folder `dir`, to start training from: every tensor the
 /// shapes CLIP has, in its shape (checked before any training starts).
-fn read_clip_weights(dir: &Path) -> Result<HashMap<String, Tensor>> {
+pub(super) fn read_clip_weights(dir: &Path) -> Result<HashMap<String, Tensor>> {
     let path = dir.join("model.safetensors");
     let from = |msg: String| DemoError::Train(format!("--clip-from {}: {msg}", path.display()));
     let file = WeightFile::open_safetensors(&path).map_err(|e| from(e.to_string()))?;
@@ -522,264 +335,15 @@ pub fn train_clip(
     collect(&varmap)
 }
 
-fn variable(varmap: &VarMap, name: &str) -> Result<Var> {
-    let data = varmap.data().lock().map_err(|_| DemoError::Train("variable map poisoned".into()))?;
-    data.get(name).cloned().ok_or_else(|| DemoError::Train(format!("no variable '{name}'")))
-}
-
-/// The encoder's output vectors of a batch, `[B·h·w][C]`, for seeding codes.
-fn encoder_vectors(h: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let (b, c, hh, ww) = h.dims4()?;
-    Ok(h.detach().permute((0, 2, 3, 1))?.reshape((b * hh * ww, c))?.to_vec2::<f32>()?)
-}
-
-/// A code drawn at a random encoder output, with a little noise.
-fn code_near(vectors: &[Vec<f32>], rng: &mut Rng) -> Vec<f32> {
-    let v = &vectors[rng.below(vectors.len())];
-    v.iter().map(|x| x + rng.normal() as f32 * 0.01).collect()
-}
-
 fn batch_accuracy(logits: &Tensor, b: usize) -> Result<f64> {
     let best = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let hits = best.iter().enumerate().filter(|(i, &j)| *i == j as usize).count();
     Ok(hits as f64 / b as f64)
 }
 
-fn collect(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
-    let data = varmap.data().lock().map_err(|_| DemoError::Train("variable map poisoned".into()))?;
-    Ok(data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect())
-}
-
-/// Random crops of rendered scenes, as `[B, 3, crop, crop]` in `[-1, 1]`.
-fn vqgan_batch(b: usize, crop: usize, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-    let scenes: Vec<Scene> = (0..b).map(|_| Scene::random(rng, 0.15)).collect();
-    let full = scene_batch(&scenes, SCENE_SIDE, rng, false, device)?;
-    let mut crops = Vec::with_capacity(b);
-    for i in 0..b {
-        let x = rng.below(SCENE_SIDE - crop + 1);
-        let y = rng.below(SCENE_SIDE - crop + 1);
-        crops.push(full.get(i)?.narrow(1, y, crop)?.narrow(2, x, crop)?);
-    }
-    Ok(((Tensor::stack(&crops, 0)? * 2.0)? - 1.0)?)
-}
-
-/// Trains the shapes VQGAN; returns its weights by name.
-pub fn train_vqgan(
-    opts: &TrainOptions,
-    observer: &mut dyn TrainObserver,
-    log: &mut Vec<f64>,
-) -> Result<HashMap<String, Tensor>> {
-    let device = Device::Cpu;
-    let config = VqganConfig::from_yaml(&vqgan_yaml()).map_err(DemoError::Train)?;
-    let mut rng = Rng::new(opts.seed ^ 0x76A9);
-    let varmap = init_vars(|vb| Vqgan::new(vb, &config).map(|_| ()), vqgan_init, &mut rng, &device)?;
-    let model = Vqgan::new(VarBuilder::from_varmap(&varmap, DType::F32, &device), &config)?;
-    let codebook_var = variable(&varmap, "quantize.embedding.weight")?;
-    let mut opt =
-        AdamW::new(varmap.all_vars(), ParamsAdamW { lr: 1e-3, beta1: 0.5, beta2: 0.9, eps: 1e-8, weight_decay: 0.0 })?;
-    let n_embed = config.n_embed;
-    let mut usage = vec![0usize; n_embed];
-    let restart_every = 50;
-    let restarts_until = opts.vqgan_steps * 4 / 5;
-    // The first steps train a plain autoencoder (no quantisation), so the encoder's
-    // outputs carry information before the codebook is drawn from them; a codebook
-    // learnt from a blank encoder collapses to a few codes and the decoder to the mean.
-    let warmup = opts.vqgan_steps / 8;
-    observer.stage("vqgan", opts.vqgan_steps);
-    for step in 0..opts.vqgan_steps {
-        if observer.cancelled() {
-            return Err(DemoError::Cancelled);
-        }
-        opt.set_learning_rate(cosine_lr(step, opts.vqgan_steps, 1e-3, opts.vqgan_steps / 20 + 1));
-        let x = vqgan_batch(opts.vqgan_batch, opts.vqgan_crop, &mut rng, &device)?;
-        let h = model.encode_prequant(&x)?;
-        if step < warmup {
-            let diff = (model.decode(&h)? - &x)?;
-            let mse = diff.sqr()?.mean_all()?;
-            let loss = (&mse + (diff.abs()?.mean_all()? * 0.5)?)?;
-            opt.backward_step(&loss)?;
-            let l = f64::from(loss.to_scalar::<f32>()?);
-            if !l.is_finite() {
-                return Err(DemoError::Train(format!("VQGAN loss became {l} at step {step}")));
-            }
-            log.push(l);
-            let psnr = -10.0 * (f64::from(mse.to_scalar::<f32>()?) / 4.0).log10();
-            observer.step(step, l, &format!("PSNR {psnr:.1} dB (autoencoder warm-up)"));
-            if step + 1 == warmup {
-                // Every code starts at an encoder output of this batch.
-                let vectors = encoder_vectors(&h)?;
-                let book: Vec<f32> = (0..n_embed).flat_map(|_| code_near(&vectors, &mut rng)).collect();
-                codebook_var.set(&Tensor::from_vec(book, (n_embed, config.embed_dim), &device)?)?;
-            }
-            continue;
-        }
-        let idx = nearest_indices(&h, model.codebook())?;
-        let zq = model.embed_indices(&idx)?;
-        let codebook_loss = (&zq - h.detach())?.sqr()?.mean_all()?;
-        let commit = (zq.detach() - &h)?.sqr()?.mean_all()?;
-        let z = (&h + (&zq - &h)?.detach())?;
-        let xr = model.decode(&z)?;
-        let diff = (&xr - &x)?;
-        let mse = diff.sqr()?.mean_all()?;
-        let l1 = diff.abs()?.mean_all()?;
-        let loss = (((&mse + (l1 * 0.5)?)? + codebook_loss)? + (commit * 0.25)?)?;
-        opt.backward_step(&loss)?;
-        let l = f64::from(loss.to_scalar::<f32>()?);
-        if !l.is_finite() {
-            return Err(DemoError::Train(format!("VQGAN loss became {l} at step {step}")));
-        }
-        log.push(l);
-        let flat = idx.flatten_all()?.to_vec1::<u32>()?;
-        for &i in &flat {
-            usage[i as usize] += 1;
-        }
-        // Codes nobody used since the last restart start again at encoder outputs.
-        let mut restarted = 0;
-        if (step + 1 - warmup).is_multiple_of(restart_every) && step < restarts_until {
-            let vectors = encoder_vectors(&h)?;
-            let mut book = codebook_var.as_tensor().to_vec2::<f32>()?;
-            for (code, used) in usage.iter().enumerate() {
-                if *used == 0 {
-                    book[code] = code_near(&vectors, &mut rng);
-                    restarted += 1;
-                }
-            }
-            if restarted > 0 {
-                let flat: Vec<f32> = book.into_iter().flatten().collect();
-                codebook_var.set(&Tensor::from_vec(flat, (n_embed, config.embed_dim), &device)?)?;
-            }
-            usage.iter_mut().for_each(|u| *u = 0);
-        }
-        let psnr = -10.0 * (f64::from(mse.to_scalar::<f32>()?) / 4.0).log10();
-        let detail = if restarted > 0 {
-            format!("PSNR {psnr:.1} dB, {restarted} codes restarted")
-        } else {
-            format!("PSNR {psnr:.1} dB")
-        };
-        observer.step(step, l, &detail);
-    }
-    collect(&varmap)
-}
-
-/// Where the two models go inside an output folder.
-pub fn clip_dir(out: &Path) -> PathBuf {
-    out.join("clip")
-}
-
-pub fn vqgan_dir(out: &Path) -> PathBuf {
-    out.join("vqgan")
-}
-
-/// Saves tensors as f16 safetensors (the shipped files stay small). The writer goes
-/// through a sibling temporary file and a rename; that file is private (0600), so the
-/// result is given the usual permissions.
-fn save_f16(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let mut half = HashMap::new();
-    for (k, v) in tensors {
-        half.insert(k.clone(), v.to_dtype(DType::F16)?);
-    }
-    candle_core::safetensors::save(&half, path)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|e| DemoError::io(path, e))?;
-    }
-    Ok(())
-}
-
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::files::write_atomic(path, |w| std::io::Write::write_all(w, bytes))
-        .map_err(|e| DemoError::Train(e.to_string()))
-}
-
-/// Trains both models and writes them under `out` (`clip/`, `vqgan/`). Nothing is
-/// written into `out` until both are trained: the files are made in a sibling
-/// temporary folder that replaces `out` at the end.
-pub fn train_demo(opts: &TrainOptions, out: &Path, observer: &mut dyn TrainObserver) -> Result<TrainLog> {
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| DemoError::io(parent, e))?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "shapes-world".into());
-    let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    let result = train_into(opts, &staging, out, observer);
-    let log = match result {
-        Ok(log) => log,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    if out.exists() {
-        std::fs::rename(out, &old).map_err(|e| DemoError::io(out, e))?;
-    }
-    if let Err(e) = std::fs::rename(&staging, out) {
-        if old.exists() {
-            let _ = std::fs::rename(&old, out);
-        }
-        return Err(DemoError::io(out, e));
-    }
-    if old.exists() {
-        let _ = std::fs::remove_dir_all(&old);
-    }
-    Ok(log)
-}
-
-fn train_into(opts: &TrainOptions, dir: &Path, out: &Path, observer: &mut dyn TrainObserver) -> Result<TrainLog> {
-    let (cdir, vdir) = (clip_dir(dir), vqgan_dir(dir));
-    for d in [&cdir, &vdir] {
-        std::fs::create_dir_all(d).map_err(|e| DemoError::io(d, e))?;
-    }
-    // The model not being trained is kept as it is.
-    let keep = |from: PathBuf, to: &Path| -> Result<()> {
-        let entries = std::fs::read_dir(&from).map_err(|e| DemoError::io(&from, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| DemoError::io(&from, e))?;
-            let target = to.join(entry.file_name());
-            std::fs::copy(entry.path(), &target).map_err(|e| DemoError::io(&target, e))?;
-        }
-        Ok(())
-    };
-    match opts.only {
-        Some(Part::Vqgan) => keep(clip_dir(out), &cdir)?,
-        Some(Part::Clip) => keep(vqgan_dir(out), &vdir)?,
-        None => {}
-    }
-    let mut log = TrainLog::default();
-    // Read now, so a wrong --clip-from fails before any training.
-    let start = match (&opts.clip_from, opts.only) {
-        (Some(dir), only) if only != Some(Part::Vqgan) => Some(read_clip_weights(dir)?),
-        _ => None,
-    };
-    // The VQGAN first: hardening the CLIP runs `generate` through it, as saved.
-    if opts.only != Some(Part::Clip) {
-        write(&vdir.join("model.yaml"), vqgan_yaml().as_bytes())?;
-        let t1 = std::time::Instant::now();
-        let vqgan = train_vqgan(opts, observer, &mut log.vqgan_loss)?;
-        log.vqgan_seconds = t1.elapsed().as_secs_f64();
-        save_f16(&vqgan, &vdir.join("model.safetensors"))?;
-    }
-    if opts.only != Some(Part::Vqgan) {
-        write(&cdir.join("tokenizer.json"), TOKENIZER_JSON)?;
-        let config = serde_json::to_string_pretty(&clip_config_json()).map_err(|e| DemoError::Train(e.to_string()))?;
-        write(&cdir.join("config.json"), config.as_bytes())?;
-        let tokenizer = ClipTokenizer::from_file(&cdir.join("tokenizer.json"), CONTEXT)?;
-        let t0 = std::time::Instant::now();
-        let clip = train_clip(
-            opts,
-            &tokenizer,
-            start.as_ref(),
-            Some(&vdir.join("model.safetensors")),
-            observer,
-            &mut log.clip_loss,
-        )?;
-        log.clip_seconds = t0.elapsed().as_secs_f64();
-        save_f16(&clip, &cdir.join("model.safetensors"))?;
-    }
-    Ok(log)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::super::data::scene_batch;
     use super::*;
 
     fn scene(count: usize) -> Scene {
