@@ -49,14 +49,14 @@ pub mod files;
 mod outbox;
 mod protocol;
 mod run;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod timeline;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -67,6 +67,8 @@ pub use protocol::{Command, DraftFrame, Dropped, Event, Frame, FrameEvent, RunSt
 use crate::settings::RunSettings;
 use outbox::Outbox;
 use run::Engine;
+use shared::{lock, Shared};
+pub use shared::{COMMAND_CAPACITY, EVENT_CAPACITY, FRAME_EVERY, KEPT_LATENTS, OVERFLOW_CAPACITY, OVERFLOW_RETRY};
 
 pub use crate::catalog::bundled::DEMO_NOTICE;
 
@@ -96,33 +98,6 @@ pub fn draft_unavailable(settings: &RunSettings, one_step: &crate::settings::One
         },
         None => Some(format!("no one-step model for these models: {TRAIN}")),
     }
-}
-
-/// How many commands may wait for the worker.
-pub const COMMAND_CAPACITY: usize = 64;
-/// How many events may wait for the UI on the event channel.
-pub const EVENT_CAPACITY: usize = 256;
-/// How many non-droppable events the worker holds back while the event channel is full.
-pub const OVERFLOW_CAPACITY: usize = 1024;
-/// How many kept latents (timeline entries) the worker holds.
-pub const KEPT_LATENTS: usize = 500;
-/// A live frame every this many iterations.
-pub const FRAME_EVERY: usize = 1;
-/// How often an idle worker retries sending held-back events.
-pub const OVERFLOW_RETRY: Duration = Duration::from_millis(50);
-
-/// State shared between the handle and the thread.
-#[derive(Default)]
-pub(crate) struct Shared {
-    pub(crate) frame: Mutex<Option<Arc<FrameEvent>>>,
-    pub(crate) steering: Mutex<Vec<Steer>>,
-    pub(crate) dropped_frames: AtomicU64,
-    pub(crate) dropped_steps: AtomicU64,
-    pub(crate) dropped_events: AtomicU64,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The UI's handle on the engine thread. Dropping it shuts the thread down and joins it.

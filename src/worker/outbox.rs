@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::protocol::{Event, FrameEvent};
-use super::{lock, Shared, OVERFLOW_CAPACITY};
+use super::shared::{lock, Shared, OVERFLOW_CAPACITY};
 use crate::engine::observer::StepStats;
 
 /// Makes any message one line.

@@ -14,8 +14,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::outbox::{one_line, Outbox};
 use super::protocol::{Command, DraftFrame, Event, FrameEvent, RunState, Steer};
+use super::shared::{lock, FRAME_EVERY, OVERFLOW_RETRY};
 use super::timeline::Timeline;
-use super::{lock, FRAME_EVERY, OVERFLOW_RETRY};
 use crate::engine::device::parse_device;
 use crate::engine::image::tensor_to_rgb;
 use crate::engine::loaded::{load_models, Models};

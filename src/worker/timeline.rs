@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use candle_core::Tensor;
 
-use super::KEPT_LATENTS;
+use super::shared::KEPT_LATENTS;
 
 #[derive(Debug, Default)]
 pub(super) struct Timeline {

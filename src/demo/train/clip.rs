@@ -19,7 +19,9 @@ use crate::models::tokenizer::ClipTokenizer;
 use crate::models::weights::{ShapeRecorder, WeightFile};
 use crate::settings::RunSettings;
 
-use super::{clip_config_json, collect, cosine_lr, fan_in, init_vars, variable, InitKind, TrainObserver, TrainOptions};
+use super::common::{
+    clip_config_json, collect, cosine_lr, fan_in, init_vars, variable, InitKind, TrainObserver, TrainOptions,
+};
 
 fn clip_init(name: &str, shape: &[usize], layers: usize) -> InitKind {
     let is_norm = name.contains("norm") || name.contains("layrnorm");
@@ -98,9 +100,6 @@ const HARD_NEGATIVES: usize = 3;
 /// The attributes the training-only probe heads read from the embeddings, and how many
 /// values each has: colour, background, shape, position, size, count.
 const PROBES: [usize; 6] = [COLOURS.len(), COLOURS.len(), Shape::ALL.len(), Position::ALL.len(), Size::ALL.len(), 2];
-
-/// The CLIP's peak learning rate.
-pub(super) const CLIP_LR: f64 = 1e-3;
 
 /// Weight of the per-patch foreground loss.
 const DENSE_WEIGHT: f64 = 1.0;

@@ -12,7 +12,9 @@ use super::super::scene::Scene;
 use crate::engine::rng::Rng;
 use crate::models::vqgan::{nearest_indices, Vqgan, VqganConfig};
 
-use super::{collect, cosine_lr, fan_in, init_vars, variable, vqgan_yaml, InitKind, TrainObserver, TrainOptions};
+use super::common::{
+    collect, cosine_lr, fan_in, init_vars, variable, vqgan_yaml, InitKind, TrainObserver, TrainOptions,
+};
 
 fn vqgan_init(name: &str, shape: &[usize]) -> InitKind {
     if shape.len() == 1 && name.ends_with(".bias") {
