@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::CliError;
+use super::error::CliError;
 use crate::engine::bench::{self, BenchArch, BenchConfig, BenchReport};
 use crate::engine::device::parse_device;
 

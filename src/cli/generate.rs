@@ -11,7 +11,7 @@ use std::sync::Arc;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::CliError;
+use super::error::CliError;
 use crate::engine::device::parse_device;
 use crate::engine::loaded::{load_models, model_files, ModelSource};
 use crate::engine::observer::{Frame, Observer, StepStats};

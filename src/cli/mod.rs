@@ -3,6 +3,7 @@
 //! once.
 
 pub mod bench;
+mod error;
 pub mod generate;
 pub mod models;
 pub mod score;
@@ -10,6 +11,8 @@ pub mod train_demo;
 pub mod train_onestep;
 
 use clap::{Parser, Subcommand};
+
+pub use error::CliError;
 
 /// clipcanvas: a studio for VQGAN+CLIP text-to-image art.
 #[derive(Debug, Parser)]
@@ -40,39 +43,6 @@ pub enum Command {
     Models(models::ModelsArgs),
     /// Time iterations at standard settings (random full-size weights), stage by stage.
     Bench(bench::BenchArgs),
-}
-
-/// How a failed command should exit: 2 for bad input, 1 for failures at run time.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("{0}")]
-    Input(anyhow::Error),
-    #[error("{0}")]
-    Runtime(anyhow::Error),
-    /// Stopped by Ctrl-C after saving; the message was already printed.
-    #[error("interrupted")]
-    Interrupted,
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Self::Input(_) => 2,
-            Self::Runtime(_) => 1,
-            Self::Interrupted => 130,
-        }
-    }
-}
-
-impl From<crate::engine::EngineError> for CliError {
-    fn from(e: crate::engine::EngineError) -> Self {
-        use crate::engine::EngineError as E;
-        match e {
-            E::Candle(_) | E::NanLoss { .. } => Self::Runtime(e.into()),
-            E::Model(crate::models::ModelError::Candle(_)) => Self::Runtime(e.into()),
-            _ => Self::Input(e.into()),
-        }
-    }
 }
 
 /// Runs a parsed command line.

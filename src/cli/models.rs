@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::CliError;
+use super::error::CliError;
 use crate::catalog::download::{human_duration, DownloadObserver, DownloadOptions, Downloader, Progress};
 use crate::catalog::entries::ModelEntry;
 use crate::catalog::store::{human_bytes, CheckOutcome, ModelStatus, Store, MODELS_ENV};

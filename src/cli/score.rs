@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::CliError;
+use super::error::CliError;
 use crate::engine::device::parse_device;
 use crate::engine::score::Scorer;
 

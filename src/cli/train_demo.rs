@@ -12,7 +12,7 @@ use candle_core::{DType, Device};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::CliError;
+use super::error::CliError;
 use crate::demo::train::{self, TrainObserver, TrainOptions};
 use crate::demo::{eval, DemoError};
 

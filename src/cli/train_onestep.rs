@@ -12,7 +12,7 @@ use candle_core::{DType, Device};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::CliError;
+use super::error::CliError;
 use crate::catalog::bundled;
 use crate::models::clip::ClipFiles;
 use crate::training::data::{image_files, Source};

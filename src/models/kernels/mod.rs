@@ -9,29 +9,11 @@
 use candle_core::{bail, Result};
 
 pub mod gemm;
+mod shape;
 pub mod winograd;
 
 pub use gemm::{gemm, matmul, Axis, MatMut, MatRef, Operand};
-
-/// The shape of a stride-1 convolution with square `k×k` kernels and zero padding `p`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvShape {
-    pub batch: usize,
-    pub cin: usize,
-    pub cout: usize,
-    pub h: usize,
-    pub w: usize,
-    pub k: usize,
-    pub padding: usize,
-}
-
-impl ConvShape {
-    pub fn out_hw(&self) -> Option<(usize, usize)> {
-        let hp = self.h + 2 * self.padding;
-        let wp = self.w + 2 * self.padding;
-        (hp >= self.k && wp >= self.k).then(|| (hp - self.k + 1, wp - self.k + 1))
-    }
-}
+pub use shape::ConvShape;
 
 /// The offsets of the implicit im2col rows `(ci, ky, kx)` in a zero-padded input whose
 /// channels are `plane` apart and rows `wp` apart.

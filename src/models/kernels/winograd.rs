@@ -13,7 +13,7 @@
 use candle_core::{bail, Result};
 
 use super::gemm::{gemm_with, Kernel, MatMut, MatRef};
-use super::ConvShape;
+use super::shape::ConvShape;
 
 /// Tiles per band, about: enough columns for the products to run at full speed.
 const BAND_TILES: usize = 128;

@@ -1,66 +1,15 @@
-//! The studio's one command type: everything a user can ask for — from the top bar, a
-//! shortcut, a panel, the timeline or the draft strip — is a [`UiCommand`], queued while
-//! the frame is drawn and carried out in one place, [`StudioApp::execute`], at the start
-//! of the next frame's logic.
+//! Where every [`UiCommand`] is carried out ([`StudioApp::execute`]), at the start of
+//! the frame after the one it was asked for in, and the keyboard shortcuts that ask.
 
 use std::sync::Arc;
 
 use egui::{Key, KeyboardShortcut, Modifiers};
 
-use super::{dialog, image_dialog, Background, StudioApp};
+use super::studio::StudioApp;
+use super::support::{dialog, image_dialog, Background};
+use super::ui_command::UiCommand;
 use crate::worker::downloads::ModelPaths;
 use crate::worker::{Command, RunState};
-
-/// What the user asked for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum UiCommand {
-    /// Start a run, or stop the one going (the Start/Stop button, Ctrl+Enter).
-    ToggleRun,
-    /// Pause a running run, resume a paused one (Space).
-    TogglePause,
-    Pause,
-    /// Continue a paused or stopped run.
-    Resume,
-    /// Drop the session, its kept frames and the plot.
-    Reset,
-    /// A one-step draft of the prompts (Ctrl+D).
-    Draft,
-    /// Continue the picked draft for the run's iterations.
-    Refine,
-    /// Start over from another ranked draft candidate.
-    PickDraft(usize),
-    /// Show a kept frame on the canvas.
-    ShowKept(usize),
-    /// Show the live frame again.
-    ShowLive,
-    /// Continue the run from the latent of the kept frame of this iteration.
-    BranchFrom(usize),
-    /// The learning rate was edited (steers a live run).
-    LrChanged,
-    OpenModels,
-    /// Point the run at an installed model (the model manager's Use).
-    UseModel {
-        name: String,
-        paths: ModelPaths,
-    },
-    /// A download finished: use it where the settings point at a missing model.
-    ModelInstalled {
-        name: String,
-        paths: Option<ModelPaths>,
-    },
-    CheckModels,
-    OpenInit,
-    ClearInit,
-    AddTargets,
-    ExportImage,
-    ExportFrames {
-        gif: bool,
-    },
-    SaveSettings,
-    LoadSettings,
-    FitCanvas,
-    CloseBanner,
-}
 
 impl StudioApp {
     /// Queues a command for the next frame's logic.

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{dialog, spawn_named, Background, StudioApp};
+use super::studio::StudioApp;
+use super::support::{dialog, spawn_named, Background};
 use crate::settings::png::{ModelFiles, PngMeta};
 use crate::worker::{files, FrameEvent};
 

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use egui::{Color32, RichText};
 
-use super::commands::UiCommand;
-use super::{percentile, StudioApp};
+use super::studio::StudioApp;
+use super::support::percentile;
+use super::ui_command::UiCommand;
 use crate::ui::panels::images::{self, ImageAction};
 use crate::ui::panels::models::ModelsAction;
 use crate::ui::panels::timeline::{self, TimelineAction};

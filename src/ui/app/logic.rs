@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{percentile, thumbnail, Background, StudioApp, EVENT_BUDGET, MAX_KEPT};
+use super::studio::{StudioApp, EVENT_BUDGET, MAX_KEPT};
+use super::support::{percentile, thumbnail, Background};
 use crate::ui::panels::images;
 use crate::ui::panels::timeline::KeptFrame;
 use crate::worker::{Command, Event, FrameEvent, RunState};

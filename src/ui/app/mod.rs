@@ -1,203 +1,23 @@
-//! The studio app, split by role: this file holds its state and the eframe glue;
-//! [`commands`] the one [`UiCommand`] type and where every command is carried out;
-//! `logic` the per-frame work before drawing (worker events, frames, background results,
-//! dropped files, shortcuts, steering); `layout` the drawing, which only queues
-//! commands; `files` the exports, settings files and dropped files.
+//! The studio app, split by role: `studio` holds its state; [`UiCommand`] (in
+//! `ui_command`) is the one command type and `commands` where every command is carried
+//! out; `logic` is the per-frame work before drawing (worker events, frames, background
+//! results, dropped files, shortcuts, steering); `layout` the drawing, which only queues
+//! commands; `files` the exports, settings files and dropped files; `support` the small
+//! things they share. Here: the eframe glue.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use crossbeam_channel::{Receiver, Sender};
-
-pub mod commands;
+mod commands;
 mod files;
 mod layout;
 mod logic;
+mod studio;
+mod support;
+mod ui_command;
 
-pub use commands::UiCommand;
+pub use studio::{Banner, StudioApp};
+pub use support::percentile;
+pub use ui_command::UiCommand;
 
-use super::canvas::Canvas;
-use super::link::EngineLink;
-use super::panels::models::ModelsWindow;
-use super::panels::timeline::KeptFrame;
-use super::state::StudioState;
-use crate::settings::RunSettings;
-use crate::worker::{DraftFrame, FrameEvent, RunState};
-use crate::worker::{Frame, StepStats};
-
-const STORAGE_KEY: &str = "clipcanvas-studio";
-/// How long one UI frame may spend draining worker events.
-const EVENT_BUDGET: Duration = Duration::from_millis(8);
-const MAX_KEPT: usize = 500;
-const MAX_LOG: usize = 500;
-
-/// Results of work done off the UI thread (dialogs, decoding, exports).
-#[derive(Debug)]
-enum Background {
-    InitChosen(PathBuf),
-    InitDecoded(Box<(PathBuf, Result<Frame, String>)>),
-    TargetsChosen(Vec<PathBuf>),
-    SettingsLoaded(Box<Result<RunSettings, String>>),
-    Done(Result<String, String>),
-}
-
-/// A message shown in the banner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Banner {
-    pub text: String,
-    pub error: bool,
-}
-
-/// The studio.
-pub struct StudioApp {
-    pub state: StudioState,
-    link: Box<dyn EngineLink>,
-    pub canvas: Canvas,
-    pub run_state: RunState,
-    stats: Option<StepStats>,
-    /// Loss per prompt label over the iterations.
-    pub loss_history: BTreeMap<String, Vec<[f64; 2]>>,
-    kept: Vec<KeptFrame>,
-    /// The kept frame on the canvas; `None` shows the live frame.
-    selected: Option<usize>,
-    live: Option<Arc<FrameEvent>>,
-    pub log: VecDeque<String>,
-    pub banner: Option<Banner>,
-    init_thumb: Option<egui::TextureHandle>,
-    bg_tx: Sender<Background>,
-    bg_rx: Receiver<Background>,
-    pub missing_models: Vec<String>,
-    /// No models are set and the built-in shapes world will be used.
-    pub demo_models: bool,
-    sent_prompts: Vec<String>,
-    sent_targets: Vec<String>,
-    /// CPU time of recent UI frames (layout, tessellation, paint submission), milliseconds.
-    pub frame_ms: VecDeque<f64>,
-    /// Wall time between UI frames while frames stream in, in milliseconds.
-    frame_interval_ms: VecDeque<f64>,
-    last_logic: Option<Instant>,
-    /// `CLIPCANVAS_UI_STATS`: a file the UI timing figures are written to every 5 s.
-    stats_file: Option<(std::path::PathBuf, Instant)>,
-    show_log: bool,
-    /// Where the target-image panel was drawn: files dropped there become targets.
-    pub target_rect: Option<egui::Rect>,
-    /// The model-manager window.
-    pub models_window: ModelsWindow,
-    /// The last draft's ranked candidates and their thumbnails.
-    pub drafts: Vec<(DraftFrame, egui::TextureHandle)>,
-    /// The candidate on the canvas (its rank).
-    pub draft_pick: usize,
-    /// The settings of the last run sent to the engine: an exported image records them.
-    last_run: Option<RunSettings>,
-    /// Commands asked for while drawing, carried out by the next frame's logic.
-    pending: Vec<UiCommand>,
-    /// The model manager opens at the next draw.
-    open_models: bool,
-}
-
-impl StudioApp {
-    /// Builds the studio on an engine link (the worker, or a fake in tests).
-    pub fn new(cc: &eframe::CreationContext<'_>, link: Box<dyn EngineLink>) -> Self {
-        let state: StudioState = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
-        let (bg_tx, bg_rx) = crossbeam_channel::bounded(64);
-        let mut app = Self {
-            state,
-            link,
-            canvas: Canvas::new(cc.wgpu_render_state.as_ref()),
-            run_state: RunState::Idle,
-            stats: None,
-            loss_history: BTreeMap::new(),
-            kept: Vec::new(),
-            selected: None,
-            live: None,
-            log: VecDeque::new(),
-            banner: None,
-            init_thumb: None,
-            bg_tx,
-            bg_rx,
-            missing_models: Vec::new(),
-            demo_models: false,
-            sent_prompts: Vec::new(),
-            sent_targets: Vec::new(),
-            frame_ms: VecDeque::new(),
-            frame_interval_ms: VecDeque::new(),
-            last_logic: None,
-            stats_file: std::env::var_os("CLIPCANVAS_UI_STATS").map(|p| (p.into(), Instant::now())),
-            show_log: false,
-            target_rect: None,
-            models_window: ModelsWindow::default(),
-            drafts: Vec::new(),
-            draft_pick: 0,
-            last_run: None,
-            pending: Vec::new(),
-            open_models: false,
-        };
-        app.check_models();
-        if let Some(path) = app.state.settings.init_image.clone() {
-            app.decode_init(path);
-        }
-        app
-    }
-
-    /// Notes which model files are missing, for the banner.
-    pub fn check_models(&mut self) {
-        let mut missing = Vec::new();
-        self.demo_models = false;
-        if self.state.settings.names_no_models() {
-            if crate::worker::demo_models_available() {
-                self.demo_models = true;
-            } else {
-                missing.push("the built-in shapes world (models/shapes-world), or a VQGAN and a CLIP".to_owned());
-            }
-            self.missing_models = missing;
-            return;
-        }
-        match &self.state.settings.vqgan {
-            Some(p) if p.is_file() => {
-                let yaml = self.state.settings.vqgan_config.clone().unwrap_or_else(|| p.with_extension("yaml"));
-                if !yaml.is_file() {
-                    missing.push(format!("VQGAN config {}", yaml.display()));
-                }
-            }
-            Some(p) => missing.push(format!("VQGAN checkpoint {}", p.display())),
-            None => missing.push("a VQGAN checkpoint (Settings > VQGAN)".to_owned()),
-        }
-        match &self.state.settings.clip {
-            Some(p) if p.join("config.json").is_file() => {}
-            Some(p) => {
-                missing.push(format!("CLIP folder {} (config.json, model.safetensors, tokenizer.json)", p.display()))
-            }
-            None => missing.push("a CLIP folder (Settings > CLIP)".to_owned()),
-        }
-        self.missing_models = missing;
-    }
-
-    pub(super) fn say(&mut self, text: impl Into<String>, error: bool) {
-        let text = text.into();
-        self.push_log(if error { format!("error: {text}") } else { text.clone() });
-        self.banner = Some(Banner { text, error });
-    }
-
-    pub(super) fn push_log(&mut self, line: String) {
-        self.log.push_back(line);
-        while self.log.len() > MAX_LOG {
-            self.log.pop_front();
-        }
-    }
-
-    pub(super) fn running(&self) -> bool {
-        matches!(self.run_state, RunState::Running | RunState::Paused | RunState::Loading)
-    }
-
-    pub(super) fn record_frame_time(&mut self, ms: f64) {
-        self.frame_ms.push_back(ms);
-        while self.frame_ms.len() > 600 {
-            self.frame_ms.pop_front();
-        }
-    }
-}
+use studio::STORAGE_KEY;
 
 impl eframe::App for StudioApp {
     fn logic(&mut self, ctx: &egui::Context, frame: &mut eframe::Frame) {
@@ -215,45 +35,4 @@ impl eframe::App for StudioApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, STORAGE_KEY, &self.state);
     }
-}
-
-fn image_dialog() -> rfd::AsyncFileDialog {
-    rfd::AsyncFileDialog::new().add_filter("images", &["png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff"])
-}
-
-/// Runs blocking work (a dialog, an export) on its own named thread.
-fn dialog(f: impl FnOnce() + Send + 'static) {
-    spawn_named("clipcanvas-dialog", f);
-}
-
-fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) {
-    // If a thread cannot be started the action is skipped; there is nothing to undo.
-    let _ = std::thread::Builder::new().name(name.to_owned()).spawn(f);
-}
-
-/// A small texture of a frame for thumbnails.
-fn thumbnail(ctx: &egui::Context, frame: &Frame, iteration: usize) -> egui::TextureHandle {
-    let rgba = image::RgbaImage::from_raw(frame.width, frame.height, frame.rgba.clone())
-        .unwrap_or_else(|| image::RgbaImage::new(1, 1));
-    let small = image::imageops::thumbnail(&rgba, 96.min(frame.width.max(1)), 96.min(frame.height.max(1)));
-    let image =
-        egui::ColorImage::from_rgba_unmultiplied([small.width() as usize, small.height() as usize], small.as_raw());
-    ctx.load_texture(format!("thumb-{iteration}"), image, egui::TextureOptions::LINEAR)
-}
-
-/// The `q` quantile of the values, if any.
-pub fn percentile(values: &VecDeque<f64>, q: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut v: Vec<f64> = values.iter().copied().collect();
-    v.sort_by(f64::total_cmp);
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "an index"
-    )]
-    let i = ((v.len() - 1) as f64 * q).round() as usize;
-    v.get(i).copied()
 }

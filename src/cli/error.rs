@@ -1,0 +1,35 @@
+//! The command line's one error type: how a failed command exits (2 for bad input, 1
+//! for a failure at run time, 130 when stopped by Ctrl-C after saving).
+
+/// How a failed command should exit: 2 for bad input, 1 for failures at run time.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Input(anyhow::Error),
+    #[error("{0}")]
+    Runtime(anyhow::Error),
+    /// Stopped by Ctrl-C after saving; the message was already printed.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Input(_) => 2,
+            Self::Runtime(_) => 1,
+            Self::Interrupted => 130,
+        }
+    }
+}
+
+impl From<crate::engine::EngineError> for CliError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        use crate::engine::EngineError as E;
+        match e {
+            E::Candle(_) | E::NanLoss { .. } => Self::Runtime(e.into()),
+            E::Model(crate::models::ModelError::Candle(_)) => Self::Runtime(e.into()),
+            _ => Self::Input(e.into()),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The studio's state: what it shows (frames, kept frames, drafts, the plot, the log,
+//! banners), its line to the engine, and the commands waiting for the next frame.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::support::Background;
+use super::ui_command::UiCommand;
+use crate::settings::RunSettings;
+use crate::ui::canvas::Canvas;
+use crate::ui::link::EngineLink;
+use crate::ui::panels::models::ModelsWindow;
+use crate::ui::panels::timeline::KeptFrame;
+use crate::ui::state::StudioState;
+use crate::worker::{DraftFrame, FrameEvent, RunState, StepStats};
+
+pub(super) const STORAGE_KEY: &str = "clipcanvas-studio";
+/// How long one UI frame may spend draining worker events.
+pub(super) const EVENT_BUDGET: Duration = Duration::from_millis(8);
+pub(super) const MAX_KEPT: usize = 500;
+pub(super) const MAX_LOG: usize = 500;
+
+/// A message shown in the banner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Banner {
+    pub text: String,
+    pub error: bool,
+}
+
+/// The studio.
+pub struct StudioApp {
+    pub state: StudioState,
+    pub(super) link: Box<dyn EngineLink>,
+    pub canvas: Canvas,
+    pub run_state: RunState,
+    pub(super) stats: Option<StepStats>,
+    /// Loss per prompt label over the iterations.
+    pub loss_history: BTreeMap<String, Vec<[f64; 2]>>,
+    pub(super) kept: Vec<KeptFrame>,
+    /// The kept frame on the canvas; `None` shows the live frame.
+    pub(super) selected: Option<usize>,
+    pub(super) live: Option<Arc<FrameEvent>>,
+    pub log: VecDeque<String>,
+    pub banner: Option<Banner>,
+    pub(super) init_thumb: Option<egui::TextureHandle>,
+    pub(super) bg_tx: Sender<Background>,
+    pub(super) bg_rx: Receiver<Background>,
+    pub missing_models: Vec<String>,
+    /// No models are set and the built-in shapes world will be used.
+    pub demo_models: bool,
+    pub(super) sent_prompts: Vec<String>,
+    pub(super) sent_targets: Vec<String>,
+    /// CPU time of recent UI frames (layout, tessellation, paint submission), milliseconds.
+    pub frame_ms: VecDeque<f64>,
+    /// Wall time between UI frames while frames stream in, in milliseconds.
+    pub(super) frame_interval_ms: VecDeque<f64>,
+    pub(super) last_logic: Option<Instant>,
+    /// `CLIPCANVAS_UI_STATS`: a file the UI timing figures are written to every 5 s.
+    pub(super) stats_file: Option<(std::path::PathBuf, Instant)>,
+    pub(super) show_log: bool,
+    /// Where the target-image panel was drawn: files dropped there become targets.
+    pub target_rect: Option<egui::Rect>,
+    /// The model-manager window.
+    pub models_window: ModelsWindow,
+    /// The last draft's ranked candidates and their thumbnails.
+    pub drafts: Vec<(DraftFrame, egui::TextureHandle)>,
+    /// The candidate on the canvas (its rank).
+    pub draft_pick: usize,
+    /// The settings of the last run sent to the engine: an exported image records them.
+    pub(super) last_run: Option<RunSettings>,
+    /// Commands asked for while drawing, carried out by the next frame's logic.
+    pub(super) pending: Vec<UiCommand>,
+    /// The model manager opens at the next draw.
+    pub(super) open_models: bool,
+}
+
+impl StudioApp {
+    /// Builds the studio on an engine link (the worker, or a fake in tests).
+    pub fn new(cc: &eframe::CreationContext<'_>, link: Box<dyn EngineLink>) -> Self {
+        let state: StudioState = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
+        let (bg_tx, bg_rx) = crossbeam_channel::bounded(64);
+        let mut app = Self {
+            state,
+            link,
+            canvas: Canvas::new(cc.wgpu_render_state.as_ref()),
+            run_state: RunState::Idle,
+            stats: None,
+            loss_history: BTreeMap::new(),
+            kept: Vec::new(),
+            selected: None,
+            live: None,
+            log: VecDeque::new(),
+            banner: None,
+            init_thumb: None,
+            bg_tx,
+            bg_rx,
+            missing_models: Vec::new(),
+            demo_models: false,
+            sent_prompts: Vec::new(),
+            sent_targets: Vec::new(),
+            frame_ms: VecDeque::new(),
+            frame_interval_ms: VecDeque::new(),
+            last_logic: None,
+            stats_file: std::env::var_os("CLIPCANVAS_UI_STATS").map(|p| (p.into(), Instant::now())),
+            show_log: false,
+            target_rect: None,
+            models_window: ModelsWindow::default(),
+            drafts: Vec::new(),
+            draft_pick: 0,
+            last_run: None,
+            pending: Vec::new(),
+            open_models: false,
+        };
+        app.check_models();
+        if let Some(path) = app.state.settings.init_image.clone() {
+            app.decode_init(path);
+        }
+        app
+    }
+
+    /// Notes which model files are missing, for the banner.
+    pub fn check_models(&mut self) {
+        let mut missing = Vec::new();
+        self.demo_models = false;
+        if self.state.settings.names_no_models() {
+            if crate::worker::demo_models_available() {
+                self.demo_models = true;
+            } else {
+                missing.push("the built-in shapes world (models/shapes-world), or a VQGAN and a CLIP".to_owned());
+            }
+            self.missing_models = missing;
+            return;
+        }
+        match &self.state.settings.vqgan {
+            Some(p) if p.is_file() => {
+                let yaml = self.state.settings.vqgan_config.clone().unwrap_or_else(|| p.with_extension("yaml"));
+                if !yaml.is_file() {
+                    missing.push(format!("VQGAN config {}", yaml.display()));
+                }
+            }
+            Some(p) => missing.push(format!("VQGAN checkpoint {}", p.display())),
+            None => missing.push("a VQGAN checkpoint (Settings > VQGAN)".to_owned()),
+        }
+        match &self.state.settings.clip {
+            Some(p) if p.join("config.json").is_file() => {}
+            Some(p) => {
+                missing.push(format!("CLIP folder {} (config.json, model.safetensors, tokenizer.json)", p.display()))
+            }
+            None => missing.push("a CLIP folder (Settings > CLIP)".to_owned()),
+        }
+        self.missing_models = missing;
+    }
+
+    pub(super) fn say(&mut self, text: impl Into<String>, error: bool) {
+        let text = text.into();
+        self.push_log(if error { format!("error: {text}") } else { text.clone() });
+        self.banner = Some(Banner { text, error });
+    }
+
+    pub(super) fn push_log(&mut self, line: String) {
+        self.log.push_back(line);
+        while self.log.len() > MAX_LOG {
+            self.log.pop_front();
+        }
+    }
+
+    pub(super) fn running(&self) -> bool {
+        matches!(self.run_state, RunState::Running | RunState::Paused | RunState::Loading)
+    }
+
+    pub(super) fn record_frame_time(&mut self, ms: f64) {
+        self.frame_ms.push_back(ms);
+        while self.frame_ms.len() > 600 {
+            self.frame_ms.pop_front();
+        }
+    }
+}
