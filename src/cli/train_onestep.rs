@@ -94,6 +94,15 @@ pub struct TrainOneStepArgs {
     /// Candidates per draft in the meaning test.
     #[arg(long, default_value_t = 8)]
     pub candidates: usize,
+    /// The meaning test's sampling temperature (default: generate's).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// The meaning test's top-k (default: generate's).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// The meaning test's top-p (default: generate's).
+    #[arg(long)]
+    pub top_p: Option<f64>,
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {
