@@ -328,6 +328,7 @@ fn draft_sends_a_one_step_run_and_the_candidates_can_be_picked_and_refined() {
     let Some(Command::Start(s)) = sent.first() else { panic!("expected Start, got {sent:?}") };
     let one = s.one_step.as_ref().expect("a one-step run");
     assert_eq!((one.candidates, one.pick, s.iterations), (3, 0, 0), "a draft is iteration 0 of 3 candidates");
+    assert!(s.coarse.is_empty(), "a draft replaces the preset's coarse-to-fine start");
     assert_eq!(s.prompts, vec!["a big red circle on a blue background:1".to_owned()]);
     // The worker's ranked candidates appear as thumbnails; picking one sends it.
     let drafts = (0..3)

@@ -305,8 +305,14 @@ fn merge_one_step(a: &GenerateArgs, s: &mut RunSettings) -> Result<(), CliError>
         }
         return Ok(());
     }
-    if asked && s.one_step.is_none() && a.iterations.is_none() {
-        s.iterations = 0;
+    if asked && s.one_step.is_none() {
+        if a.iterations.is_none() {
+            s.iterations = 0;
+        }
+        // The draft already holds the large regions coarse-to-fine search would settle.
+        if a.coarse.is_none() {
+            s.coarse.clear();
+        }
     }
     let one = s.one_step.get_or_insert_with(OneStepSettings::default);
     if a.onestep.is_some() {

@@ -198,6 +198,7 @@ pub fn evaluate_drafts(
                 iterations,
                 init_weight,
                 one_step: Some(opts.one_step.clone()),
+                coarse: Vec::new(),
                 ..RunSettings::shapes_world()
             };
             let mut session = Session::new(Arc::clone(models), settings)?;

@@ -104,11 +104,13 @@ impl StudioState {
     }
 
     /// The settings of a draft made now: the run's, starting from a one-step draft
-    /// (in place of any init image) with no iterations yet.
+    /// (in place of any init image, and of coarse-to-fine search) with no iterations yet.
     pub fn draft_settings(&self) -> Result<RunSettings, String> {
         let mut s = self.run_settings_unchecked();
         s.one_step = Some(OneStepSettings { pick: 0, ..self.draft.clone() });
         s.init_image = None;
+        // The draft already holds the large regions coarse-to-fine search would settle.
+        s.coarse.clear();
         s.iterations = 0;
         s.validate()?;
         Ok(s)
