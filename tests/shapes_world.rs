@@ -317,15 +317,17 @@ fn one_step_drafts_show_what_their_prompts_say() {
     let eval = evaluate_drafts(&models, &opts, None, &mut |line| println!("{line}")).expect("drafts");
     let t = eval.drafts;
     println!("{}", t.line());
-    assert_eq!((t.runs, t.placed), (15, 12));
+    assert_eq!((t.runs, t.placed), (15, 13));
     assert!(t.background >= MIN_DRAFT_BACKGROUND, "{}", t.line());
     assert!(t.colour >= MIN_DRAFT_COLOUR, "{}", t.line());
     assert!(t.position >= MIN_DRAFT_PLACE, "{}", t.line());
     assert!(t.shape >= MIN_DRAFT_SHAPE, "{}", t.line());
 }
 
-// Seed 1 of the committed one-step model (README's table has seeds 1–3).
-const MIN_DRAFT_BACKGROUND: usize = 0;
-const MIN_DRAFT_COLOUR: usize = 0;
-const MIN_DRAFT_PLACE: usize = 0;
-const MIN_DRAFT_SHAPE: usize = 0;
+// Seed 1 of the committed one-step model measured 15/15 backgrounds, 15/15 subject
+// colours, 13/13 places and 3/15 shapes (README has seeds 1–3); one run's margin each
+// for other CPUs' sums. The shape floor is far below issue 21's 90 %: see README.
+const MIN_DRAFT_BACKGROUND: usize = 14;
+const MIN_DRAFT_COLOUR: usize = 14;
+const MIN_DRAFT_PLACE: usize = 12;
+const MIN_DRAFT_SHAPE: usize = 2;
