@@ -154,7 +154,18 @@ impl StudioApp {
 
     /// Why Draft cannot run with the current models, if it cannot.
     pub fn draft_unavailable(&self) -> Option<String> {
-        crate::worker::draft_unavailable(&self.state.settings, &self.state.draft)
+        self.draft_check.as_ref().and_then(|(_, why)| why.clone())
+    }
+
+    /// Looks for a one-step model again when the model paths have changed since the last
+    /// look (it reads the file system, so not on every frame).
+    pub(super) fn refresh_draft_check(&mut self) {
+        let s = &self.state.settings;
+        let key = (s.vqgan.clone(), s.clip.clone(), self.state.draft.model.clone());
+        if self.draft_check.as_ref().is_none_or(|(k, _)| *k != key) {
+            let why = crate::worker::draft_unavailable(&self.state.settings, &self.state.draft);
+            self.draft_check = Some((key, why));
+        }
     }
 
     /// Refine: continues the picked draft with the run's iterations.

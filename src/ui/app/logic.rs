@@ -16,6 +16,7 @@ use crate::worker::{Command, Event, FrameEvent, RunState};
 impl StudioApp {
     /// One frame's logic (see the module docs).
     pub(super) fn run_logic(&mut self, ctx: &egui::Context, frame: &mut eframe::Frame) {
+        self.refresh_draft_check();
         for cmd in std::mem::take(&mut self.pending) {
             self.execute(cmd);
         }

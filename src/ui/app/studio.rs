@@ -2,6 +2,7 @@
 //! banners), its line to the engine, and the commands waiting for the next frame.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,13 @@ pub struct StudioApp {
     pub(super) pending: Vec<UiCommand>,
     /// The model manager opens at the next draw.
     pub(super) open_models: bool,
+    /// Why Draft cannot run, for the model paths it was worked out for (VQGAN, CLIP,
+    /// one-step model).
+    pub(super) draft_check: Option<(DraftKey, Option<String>)>,
 }
+
+/// The model paths Draft's availability depends on.
+pub(super) type DraftKey = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>);
 
 impl StudioApp {
     /// Builds the studio on an engine link (the worker, or a fake in tests).
@@ -113,6 +120,7 @@ impl StudioApp {
             last_run: None,
             pending: Vec::new(),
             open_models: false,
+            draft_check: None,
         };
         app.check_models();
         if let Some(path) = app.state.settings.init_image.clone() {
@@ -123,6 +131,8 @@ impl StudioApp {
 
     /// Notes which model files are missing, for the banner.
     pub fn check_models(&mut self) {
+        // Draft's one-step model is looked for again too.
+        self.draft_check = None;
         let mut missing = Vec::new();
         self.demo_models = false;
         if self.state.settings.names_no_models() {
