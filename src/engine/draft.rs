@@ -14,7 +14,7 @@ use super::image::{clip_resize_crop, rgb_to_tensor, tensor_to_rgb};
 use super::loaded::Models;
 use super::rng::Rng;
 use crate::models::clip::Clip;
-use crate::models::onestep::{pick, OneStep};
+use crate::models::onestep::OneStep;
 use crate::models::ops::composed::l2_normalize;
 use crate::settings::OneStepSettings;
 
@@ -132,7 +132,7 @@ pub fn draft_timed(
     let clock = Instant::now();
     let cond = condition(targets)?;
     let cond = cond.broadcast_as((s.candidates, cond.dim(D::Minus1)?))?.contiguous()?;
-    let grids = onestep.generate(&cond, |row| pick(&s.sampling, row, rng.uniform()))?;
+    let grids = onestep.generate(&cond, &s.sampling, || rng.uniform())?;
     times.sample = clock.elapsed().as_secs_f64();
     // Decoded and ranked a few at a time: as many as fit a million pixels.
     let (_, h, w) = grids.dims3()?;

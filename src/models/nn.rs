@@ -47,6 +47,11 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// The weight (`[out, in]`) and the bias (`[out]`), if any.
+    pub fn parts(&self) -> (&Tensor, Option<&Tensor>) {
+        (&self.weight, self.bias.as_ref())
+    }
+
     /// Whether the layer's weights are frozen f32 (generation, not training).
     pub fn is_frozen(&self) -> bool {
         match &self.bias {
@@ -92,6 +97,11 @@ pub struct LayerNorm {
 impl LayerNorm {
     pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps })
+    }
+
+    /// The scale, the shift and epsilon.
+    pub fn parts(&self) -> (&Tensor, &Tensor, f64) {
+        (&self.weight, &self.bias, self.eps)
     }
 }
 

@@ -1,5 +1,6 @@
 //! CPU kernels of the custom ops of `models::ops`, frozen (generation) and trained
-//! (`ops::training`, train-demo): the packed matrix product ([`gemm`]); a stride-1
+//! (`ops::training`, train-demo): the packed matrix product ([`gemm`]) and its few-row
+//! form for sampling ([`rows`]); a stride-1
 //! convolution as one product over `K = Cin·k·k` whose right-hand side is read straight
 //! from the zero-padded input through a table of per-(channel, tap) offsets — an
 //! implicit im2col: nothing but the padded input and the output is allocated — and its
@@ -9,10 +10,12 @@
 use candle_core::{bail, Result};
 
 pub mod gemm;
+pub mod rows;
 mod shape;
 pub mod winograd;
 
 pub use gemm::{gemm, matmul, Axis, MatMut, MatRef, Operand};
+pub use rows::rows_matmul;
 pub use shape::ConvShape;
 
 /// The offsets of the implicit im2col rows `(ci, ky, kx)` in a zero-padded input whose

@@ -11,6 +11,7 @@
 //! `blocks.{i}.{ln1,attn.qkv,attn.proj,ln2,mlp.fc1,mlp.fc2}`, `ln_f`, `head`.
 
 pub mod config;
+mod host;
 pub mod sample;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,8 @@ use candle_nn::VarBuilder;
 
 pub use config::OneStepConfig;
 pub use sample::pick;
+
+use crate::settings::Sampling;
 
 use crate::models::error::{ModelError, Result};
 use crate::models::nn::{LayerNorm, Linear};
@@ -198,9 +201,47 @@ impl OneStep {
     }
 
     /// Draws one code grid `[B, h, w]` (u32) per row of `cond` `[B, clip_dim]`, one
-    /// position at a time with cached keys and values; `pick` chooses each position's
-    /// code from its logits (one row of `n_codes` per grid).
-    pub fn generate(&self, cond: &Tensor, mut pick: impl FnMut(&[f32]) -> u32) -> CResult<Tensor> {
+    /// position at a time with cached keys and values, each code by `sampling` from its
+    /// logits and a number of `uniform` (in `[0, 1)`; drawn once per grid at each
+    /// position, grids in order).
+    pub fn generate(&self, cond: &Tensor, sampling: &Sampling, uniform: impl FnMut() -> f64) -> CResult<Tensor> {
+        self.generate_with(cond, &|row, u| pick(sampling, row, u), uniform)
+    }
+
+    /// [`Self::generate`] with any rule `pick` for a code from its row of logits and a
+    /// uniform number. On the CPU the arithmetic runs over plain buffers (`host.rs`);
+    /// elsewhere as tensor ops on the model's device.
+    pub fn generate_with(
+        &self,
+        cond: &Tensor,
+        pick: &(dyn Fn(&[f32], f64) -> u32 + Sync),
+        mut uniform: impl FnMut() -> f64,
+    ) -> CResult<Tensor> {
+        let c = &self.config;
+        let b = cond.dim(0)?;
+        if cond.dims2()?.1 != c.clip_dim {
+            candle_core::bail!(
+                "one-step model: a condition of width {} given, it takes {}",
+                cond.dims2()?.1,
+                c.clip_dim
+            );
+        }
+        if self.pos_emb.device().is_cpu() {
+            let host = host::HostModel::new(self)?;
+            let cond = cond.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let codes = host.generate(&cond, b, pick, &mut uniform)?;
+            return Tensor::from_vec(codes, (b, c.grid[0], c.grid[1]), self.pos_emb.device());
+        }
+        self.generate_tensors(cond, pick, uniform)
+    }
+
+    /// [`Self::generate_with`] as tensor ops.
+    fn generate_tensors(
+        &self,
+        cond: &Tensor,
+        pick: &(dyn Fn(&[f32], f64) -> u32 + Sync),
+        mut uniform: impl FnMut() -> f64,
+    ) -> CResult<Tensor> {
         let c = &self.config;
         let b = cond.dim(0)?;
         let cells = c.cells();
@@ -219,7 +260,7 @@ impl OneStep {
             let logits = self.head.forward(&self.ln_f.forward(&x)?)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
             let mut picked = Vec::with_capacity(b);
             for (r, row) in logits.chunks_exact(c.n_codes).enumerate() {
-                let code = pick(row);
+                let code = pick(row, uniform());
                 codes[r * cells + i] = code;
                 picked.push(code);
             }
@@ -294,33 +335,84 @@ mod tests {
         }
     }
 
+    /// Greedy sampling through `generate_with` (`host`) or the tensor path, recording
+    /// each step's logits in the order of the uniform numbers drawn (position by
+    /// position, rows in order), whichever thread picks.
+    fn greedy(model: &OneStep, cond: &Tensor, host: bool) -> (Tensor, Vec<Vec<f32>>) {
+        let seen = std::sync::Mutex::new(std::collections::BTreeMap::new());
+        let pick = |row: &[f32], u: f64| {
+            seen.lock().unwrap().insert((u * 1e6).round() as u64, row.to_vec());
+            let best = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+            u32::try_from(best).unwrap()
+        };
+        let mut draws = 0u32;
+        let uniform = || {
+            draws += 1;
+            f64::from(draws) * 1e-4
+        };
+        let grid =
+            if host { model.generate_with(cond, &pick, uniform) } else { model.generate_tensors(cond, &pick, uniform) };
+        (grid.unwrap(), seen.into_inner().unwrap().into_values().collect())
+    }
+
     #[test]
     fn cached_sampling_sees_what_the_full_forward_sees() {
         let model = OneStep::new(RandomBackend::var_builder(0.5, DType::F32), &tiny()).unwrap();
         let cond =
             Tensor::new(&[[0.1f32, -0.3, 0.5, 0.2, 0.0, 0.7], [0.4, 0.4, -0.1, 0.0, 0.3, -0.2]], &Device::Cpu).unwrap();
-        // Greedy sampling, recording each step's logits.
-        let mut seen: Vec<Vec<f32>> = Vec::new();
-        let grid = model
-            .generate(&cond, |row| {
-                seen.push(row.to_vec());
-                let best = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
-                u32::try_from(best).unwrap()
-            })
-            .unwrap();
-        assert_eq!(grid.dims(), [2, 2, 3]);
-        let tokens = grid.flatten_from(1).unwrap();
-        let full = model.forward(&cond, &tokens).unwrap();
-        assert_eq!(full.dims(), [2, 6, 11]);
-        let full: Vec<Vec<Vec<f32>>> = full.to_vec3().unwrap();
-        for i in 0..6 {
-            for r in 0..2 {
-                let cached = &seen[i * 2 + r];
-                for (a, b) in cached.iter().zip(&full[r][i]) {
-                    assert!((a - b).abs() < 1e-4, "position {i} row {r}: {a} vs {b}");
+        for host in [true, false] {
+            let (grid, seen) = greedy(&model, &cond, host);
+            assert_eq!(grid.dims(), [2, 2, 3]);
+            let tokens = grid.flatten_from(1).unwrap();
+            let full = model.forward(&cond, &tokens).unwrap();
+            assert_eq!(full.dims(), [2, 6, 11]);
+            let full: Vec<Vec<Vec<f32>>> = full.to_vec3().unwrap();
+            for i in 0..6 {
+                for r in 0..2 {
+                    let cached = &seen[i * 2 + r];
+                    for (a, b) in cached.iter().zip(&full[r][i]) {
+                        assert!((a - b).abs() < 1e-4, "host {host}, position {i} row {r}: {a} vs {b}");
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn host_sampling_draws_what_the_tensor_path_draws() {
+        // A model of the shapes world's proportions (several heads, a grid of many
+        // positions), so the host's attention and products are checked at scale.
+        let c = OneStepConfig {
+            clip_dim: 16,
+            n_codes: 64,
+            grid: [4, 5],
+            width: 32,
+            layers: 3,
+            heads: 4,
+            mlp: 128,
+            ..Default::default()
+        };
+        let model = OneStep::new(RandomBackend::var_builder(0.3, DType::F32), &c).unwrap();
+        let cond = Tensor::randn(0f32, 1.0, (3, 16), &Device::Cpu).unwrap();
+        let (a, seen_a) = greedy(&model, &cond, true);
+        let (b, seen_b) = greedy(&model, &cond, false);
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<u32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<u32>().unwrap()
+        );
+        for (x, y) in seen_a.iter().zip(&seen_b) {
+            for (p, q) in x.iter().zip(y) {
+                assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_condition_of_the_wrong_width_is_an_error() {
+        let model = OneStep::new(RandomBackend::var_builder(0.5, DType::F32), &tiny()).unwrap();
+        let cond = Tensor::zeros((1, 5), DType::F32, &Device::Cpu).unwrap();
+        let err = model.generate(&cond, &Sampling::default(), || 0.5).unwrap_err().to_string();
+        assert!(err.contains("width 5"), "{err}");
     }
 
     #[test]
