@@ -12,7 +12,7 @@ use clipcanvas::ui::link::EngineLink;
 use clipcanvas::ui::StudioApp;
 use clipcanvas::worker::{Command, Event, FrameEvent, RunState};
 use common::fixture;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 
 /// A file dropped on the window, as the platform layer would hand it over.
@@ -372,4 +372,170 @@ fn draft_says_why_when_no_one_step_model_fits_the_models() {
     h.state_mut().state.draft.model = Some(onestep_folder(dir.path()));
     h.run_steps(2);
     assert_eq!(h.state().draft_unavailable(), None);
+}
+
+fn stats(iteration: usize, iterations: usize, losses: &[(&str, f64)]) -> Event {
+    Event::Step(clipcanvas::worker::StepStats {
+        iteration,
+        iterations,
+        total_loss: losses.iter().map(|(_, l)| l).sum(),
+        losses: losses.iter().map(|(n, l)| ((*n).to_owned(), *l)).collect(),
+        its_per_sec: 2.0,
+        lr: 0.1,
+    })
+}
+
+/// A run started from the top bar and reported running by the fake worker.
+fn running(link: &FakeLink) -> Harness<'static, StudioApp> {
+    let mut h = harness(link);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    link.push(Event::State(RunState::Running));
+    h.run_steps(2);
+    h
+}
+
+#[test]
+fn stop_says_stopping_at_once_and_a_second_press_starts_nothing() {
+    let link = FakeLink::default();
+    let mut h = running(&link);
+    h.get_by_label("Stop").click();
+    h.run_steps(2);
+    // The button keeps its place, reads "Stopping..." and is disabled until the run stops.
+    let stopping = h.get_by_label("Stopping...");
+    assert!(stopping.accesskit_node().is_disabled());
+    stopping.click();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    h.run_steps(2);
+    let starts = link.sent().iter().filter(|c| matches!(c, Command::Start(_))).count();
+    let stops = link.sent().iter().filter(|c| matches!(c, Command::Stop)).count();
+    assert_eq!((starts, stops), (1, 1), "{:?}", link.sent());
+    link.push(Event::State(RunState::Stopped));
+    h.run_steps(2);
+    assert!(!h.get_by_label("Start").accesskit_node().is_disabled());
+    h.get_by_label("stopped");
+}
+
+#[test]
+fn a_prompt_typed_during_a_run_is_sent_once_typing_pauses() {
+    let link = FakeLink::default();
+    let mut h = running(&link);
+    let field = h.get_by_role(egui::accesskit::Role::TextInput);
+    field.focus();
+    h.run_steps(1);
+    for ch in [" yes", " indeed"] {
+        h.get_by_role(egui::accesskit::Role::TextInput).type_text(ch);
+        h.run_steps(1);
+    }
+    let sent_prompts = |link: &FakeLink| {
+        link.sent()
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::SetPrompts(p) => Some(p),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(sent_prompts(&link).is_empty(), "sent while typing: {:?}", sent_prompts(&link));
+    // 0.6 s of quiet (the harness steps a quarter of a second).
+    h.run_steps(4);
+    let sent = sent_prompts(&link);
+    assert_eq!(sent, vec![vec!["a big red circle on a blue background yes indeed:1".to_owned()]]);
+}
+
+#[test]
+fn the_plot_keeps_a_series_per_prompt_row_named_as_the_row_reads_now() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    h.get_by_label("The loss of each prompt is plotted here once a run starts.");
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    link.push(Event::State(RunState::Running));
+    link.push(stats(0, 100, &[("a big red circle on a blue background", 0.9), ("init", 0.1)]));
+    h.run_steps(2);
+    h.state_mut().state.prompts[0].text = "a big red star".into();
+    h.run_steps(4);
+    link.push(stats(1, 100, &[("a big red circle on a blue background", 0.88)]));
+    link.push(stats(2, 100, &[("a big red star", 0.8)]));
+    h.run_steps(2);
+    let names: Vec<String> = h.state().plot.legend(&h.state().state.prompts).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["a big red star", "init"]);
+    h.get_by_label("a big red star");
+    // The progress bar: iteration, loss, speed and the time left (97 iterations at 2 it/s).
+    h.get_by_label_contains("3/100 - loss 0.8000 - 2.00 it/s - 0:49 left");
+}
+
+#[test]
+fn each_start_gets_a_new_seed_unless_the_artist_turns_it_off() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    let seeds = |link: &FakeLink| {
+        link.sent()
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::Start(s) => Some(s.seed),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..2 {
+        h.get_by_label("Start").click();
+        h.run_steps(2);
+        link.push(Event::State(RunState::Finished));
+        h.run_steps(2);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let two = seeds(&link);
+    assert_ne!(two[0], two[1], "the same seed twice");
+    assert_eq!(h.state().state.settings.seed, two[1], "Settings shows the seed used");
+    h.state_mut().state.new_seed = false;
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    assert_eq!(seeds(&link)[2], two[1]);
+}
+
+#[test]
+fn reset_asks_first_then_clears_the_canvas_frames_and_plot() {
+    let link = FakeLink::default();
+    let mut h = running(&link);
+    link.push(stats(0, 10, &[("a big red circle on a blue background", 0.9)]));
+    *link.frame.lock().expect("lock") = Some(frame(0, 32, 32));
+    h.run_steps(2);
+    assert_eq!(h.state().canvas.shown_iteration(), Some(0));
+    h.get_by_label("Reset...").click();
+    // The dialog fades in over a few frames.
+    h.run_steps(6);
+    h.get_by_label("Reset?");
+    h.get_by_label("Cancel").click();
+    h.run_steps(2);
+    assert!(!link.sent().iter().any(|c| matches!(c, Command::Reset)));
+    assert!(!h.state().plot.is_empty());
+    h.get_by_label("Reset...").click();
+    h.run_steps(6);
+    h.get_by_label("Reset").click();
+    h.run_steps(2);
+    assert!(link.sent().iter().any(|c| matches!(c, Command::Reset)));
+    link.push(Event::State(RunState::Idle));
+    h.run_steps(2);
+    let app = h.state();
+    assert!(app.plot.is_empty());
+    assert_eq!(app.canvas.shown_iteration(), None, "the old image is gone");
+    h.get_by_label_contains("press Start");
+}
+
+#[test]
+fn ctrl_p_pauses_even_while_typing_and_performance_figures_wait_in_view() {
+    let link = FakeLink::default();
+    let mut h = running(&link);
+    h.get_by_role(egui::accesskit::Role::TextInput).focus();
+    h.run_steps(1);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::P);
+    h.run_steps(2);
+    assert!(matches!(link.sent().last(), Some(Command::Pause)), "{:?}", link.sent());
+    assert!(h.query_by_label_contains("ms p95").is_none(), "developer figures in the toolbar");
+    h.get_by_label("View").click();
+    h.run_steps(2);
+    h.get_by_label("Performance figures").click();
+    h.run_steps(3);
+    h.get_by_label_contains("ms p95");
 }

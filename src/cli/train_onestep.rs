@@ -186,7 +186,7 @@ fn hash(path: &Path) -> Result<String, CliError> {
 
 /// `--evaluate`: the meaning test of the shapes world's drafts.
 fn evaluate(a: &TrainOneStepArgs, out: &Path) -> Result<(), CliError> {
-    use crate::demo::meaning::{evaluate_drafts, DraftEvalOptions};
+    use crate::demo::meaning::{evaluate_drafts, evaluate_reconstructions, DraftEvalOptions};
     use crate::settings::{OneStepSettings, RunSettings};
     if a.clip.is_some() || a.vqgan.is_some() {
         return Err(input("--evaluate runs the shapes world's meaning test: give no --clip or --vqgan"));
@@ -206,8 +206,11 @@ fn evaluate(a: &TrainOneStepArgs, out: &Path) -> Result<(), CliError> {
         prompts: usize::MAX,
     };
     let started = Instant::now();
+    let side = models.onestep.as_ref().map_or(128, |m| m.config().grid[0] * models.vqgan.config().downsample_factor());
+    let ceiling = evaluate_reconstructions(&models.vqgan, &a.eval_seeds, side)?;
     let eval = evaluate_drafts(&models, &opts, a.keep.as_deref(), &mut |line| eprintln!("{line}"))?;
     println!("meaning test of {} ({:.1} min):", out.display(), started.elapsed().as_secs_f64() / 60.0);
+    println!("  the VQGAN's reconstructions of drawn scenes (the ceiling): {}", ceiling.line());
     println!("  drafts:  {}", eval.drafts.line());
     if let Some(r) = eval.refined {
         println!("  refined ({} iterations, init weight {}): {}", a.refine, a.refine_init_weight, r.line());

@@ -8,12 +8,17 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
-use super::scene::{colour_index, Position, Shape, Size};
+use candle_core::Device;
+
+use super::scene::{colour_index, Position, Scene, Shape, Size};
 use super::silhouette::shape_of;
 use super::stats::analyse;
+use crate::engine::image::{rgb_to_tensor, tensor_to_rgb};
 use crate::engine::loaded::Models;
+use crate::engine::rng::Rng;
 use crate::engine::session::Session;
 use crate::engine::EngineError;
+use crate::models::vqgan::Vqgan;
 use crate::settings::{OneStepSettings, RunSettings};
 
 /// A prompt and what it names.
@@ -227,6 +232,31 @@ pub fn evaluate_drafts(
     Ok(eval)
 }
 
+/// The test's ceiling for any generator of `vqgan`'s codes: every case drawn as a scene
+/// (what its prompt leaves out drawn at random with each seed), encoded and decoded by
+/// `vqgan` at `side`×`side`, and judged as a draft is. A shape the VQGAN cannot
+/// reconstruct cannot be drafted either.
+pub fn evaluate_reconstructions(vqgan: &Vqgan, seeds: &[u64], side: usize) -> Result<Tally, EngineError> {
+    let mut tally = Tally::default();
+    for &seed in seeds {
+        let mut rng = Rng::new(seed);
+        for case in cases() {
+            let scene = Scene {
+                shape: case.shape,
+                colour: case.colour,
+                background: case.background,
+                position: case.position.unwrap_or(Position::ALL[rng.below(Position::ALL.len())]),
+                size: case.size.unwrap_or(Size::ALL[rng.below(Size::ALL.len())]),
+                count: 1,
+            };
+            let x = rgb_to_tensor(&scene.render(side, &mut rng), &Device::Cpu)?;
+            let y = vqgan.decode(&vqgan.encode(&((x * 2.0)? - 1.0)?)?)?;
+            tally.add(judge(&tensor_to_rgb(&((y + 1.0)? / 2.0)?)?, &case));
+        }
+    }
+    Ok(tally)
+}
+
 fn save(img: &RgbImage, path: &Path) -> Result<(), EngineError> {
     crate::export::write_png(path, img, None).map_err(|e| EngineError::Input(e.to_string()))
 }
@@ -240,8 +270,7 @@ fn verdict_words(v: Verdict) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::scene::{Scene, COLOURS};
-    use crate::engine::rng::Rng;
+    use crate::demo::scene::COLOURS;
 
     #[test]
     fn the_cases_cover_every_colour_shape_place_and_size() {

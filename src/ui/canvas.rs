@@ -87,6 +87,12 @@ impl Canvas {
         self.frame = Some(frame);
     }
 
+    /// Shows no frame (the checkerboard) from the next paint on.
+    pub fn clear(&mut self) {
+        self.version += 1;
+        self.frame = None;
+    }
+
     pub fn set_init(&mut self, init: Option<Arc<Frame>>) {
         self.init_version += 1;
         if init.is_none() {

@@ -16,11 +16,15 @@ pub struct PromptRow {
     /// `None` is no stop.
     pub stop: Option<f32>,
     pub enabled: bool,
+    /// Which row this is while rows are added, removed and reordered (the loss plot's
+    /// series and colour follow it); 0 until [`StudioState::number_rows`] gives it one.
+    #[serde(default)]
+    pub id: u32,
 }
 
 impl PromptRow {
     pub fn new(text: &str) -> Self {
-        Self { text: text.to_owned(), weight: 1.0, stop: None, enabled: true }
+        Self { text: text.to_owned(), weight: 1.0, stop: None, enabled: true, id: 0 }
     }
 
     /// The `text:weight[:stop]` form the engine parses.
@@ -56,6 +60,8 @@ pub struct StudioState {
     pub settings: RunSettings,
     /// How Draft draws: the one-step model, candidates and sampling.
     pub draft: OneStepSettings,
+    /// Start and Draft pick a new seed each time (on by default, as A1111's −1).
+    pub new_seed: bool,
 }
 
 impl Default for StudioState {
@@ -69,6 +75,7 @@ impl Default for StudioState {
             targets: Vec::new(),
             settings,
             draft: OneStepSettings::default(),
+            new_seed: true,
         }
     }
 }
@@ -76,7 +83,26 @@ impl Default for StudioState {
 impl StudioState {
     /// The enabled prompts as engine specs (rows with empty text are skipped).
     pub fn prompt_specs(&self) -> Vec<String> {
-        self.prompts.iter().filter(|r| r.enabled && !r.text.trim().is_empty()).map(PromptRow::to_spec).collect()
+        self.sent_rows().map(PromptRow::to_spec).collect()
+    }
+
+    /// The rows a run uses, in order: enabled, with text.
+    pub fn sent_rows(&self) -> impl Iterator<Item = &PromptRow> {
+        self.prompts.iter().filter(|r| r.enabled && !r.text.trim().is_empty())
+    }
+
+    /// Gives every row without one (new, or read from an older save) an id no other row
+    /// has.
+    pub fn number_rows(&mut self) {
+        let mut next = self.prompts.iter().map(|r| r.id).max().unwrap_or(0);
+        let mut seen = std::collections::HashSet::new();
+        for row in &mut self.prompts {
+            if row.id == 0 || !seen.insert(row.id) {
+                next += 1;
+                row.id = next;
+                seen.insert(next);
+            }
+        }
     }
 
     pub fn target_specs(&self) -> Vec<String> {
@@ -117,7 +143,9 @@ impl StudioState {
     }
 
     /// Restores the editable state from a run's settings (a settings file, a dropped PNG).
+    /// "New seed each run" turns off, so that Start makes that run again.
     pub fn restore(&mut self, s: &RunSettings) {
+        self.new_seed = false;
         self.prompts = s
             .prompts
             .iter()
@@ -129,6 +157,7 @@ impl StudioState {
                     weight: p.weight as f32,
                     stop: p.stop.is_finite().then_some(p.stop as f32),
                     enabled: true,
+                    id: 0,
                 }
             })
             .collect();
@@ -146,6 +175,7 @@ impl StudioState {
         if let Some(one) = &s.one_step {
             self.draft = one.clone();
         }
+        self.number_rows();
     }
 }
 
@@ -178,8 +208,8 @@ mod tests {
     fn rows_round_trip_through_settings() {
         let st = StudioState {
             prompts: vec![
-                PromptRow { text: "a cat".into(), weight: -0.5, stop: Some(0.8), enabled: true },
-                PromptRow { text: "off".into(), weight: 1.0, stop: None, enabled: false },
+                PromptRow { text: "a cat".into(), weight: -0.5, stop: Some(0.8), enabled: true, id: 1 },
+                PromptRow { text: "off".into(), weight: 1.0, stop: None, enabled: false, id: 2 },
             ],
             targets: vec![ImageRow { path: PathBuf::from("C:\\art\\x.png"), weight: 0.5 }],
             ..StudioState::default()
@@ -191,6 +221,21 @@ mod tests {
         back.restore(&s);
         assert_eq!(back.prompts[0], st.prompts[0]);
         assert_eq!(back.targets, st.targets);
+    }
+
+    #[test]
+    fn every_row_gets_an_id_of_its_own() {
+        let mut st = StudioState {
+            prompts: vec![PromptRow::new("a"), PromptRow::new("b"), PromptRow { id: 7, ..PromptRow::new("c") }],
+            ..StudioState::default()
+        };
+        st.prompts.push(st.prompts[2].clone());
+        st.number_rows();
+        let ids: Vec<u32> = st.prompts.iter().map(|r| r.id).collect();
+        assert_eq!(ids[2], 7, "an id a row has is kept");
+        let unique: std::collections::HashSet<u32> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), 4, "{ids:?}");
+        assert!(!ids.contains(&0));
     }
 
     #[test]

@@ -24,12 +24,19 @@ impl StudioApp {
             UiCommand::TogglePause => self.toggle_pause(),
             UiCommand::Pause => self.send(Command::Pause),
             UiCommand::Resume => self.send(Command::Resume),
+            UiCommand::AskReset => self.confirm_reset = true,
             UiCommand::Reset => {
+                self.confirm_reset = false;
                 self.send(Command::Reset);
-                self.loss_history.clear();
+                self.plot.clear();
                 self.kept.clear();
                 self.drafts.clear();
                 self.selected = None;
+                self.live = None;
+                self.stats = None;
+                self.stopping = false;
+                self.banner = None;
+                self.canvas.clear();
             }
             UiCommand::Draft => {
                 if !self.running() {
@@ -109,16 +116,27 @@ impl StudioApp {
         if ctx.input_mut(|i| i.consume_shortcut(&draft)) {
             self.ask(UiCommand::Draft);
         }
+        let pause = KeyboardShortcut::new(Modifiers::COMMAND, Key::P);
         let typing = ctx.memory(|m| m.focused().is_some());
-        if !typing && ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Space)) {
+        if ctx.input_mut(|i| i.consume_shortcut(&pause))
+            || (!typing && ctx.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Space)))
+        {
             self.ask(UiCommand::TogglePause);
         }
     }
 
     /// Start: the current settings as a new run.
     pub fn start(&mut self) {
+        self.new_seed();
         let settings = self.state.run_settings();
         self.begin(settings);
+    }
+
+    /// With "new each run", a fresh seed for the run about to start (shown in Settings).
+    fn new_seed(&mut self) {
+        if self.state.new_seed {
+            self.state.settings.seed = crate::ui::panels::settings::fresh_seed();
+        }
     }
 
     /// Draft: a one-step draft of the prompts, ranked candidates to pick from.
@@ -127,6 +145,7 @@ impl StudioApp {
             self.say(why, true);
             return;
         }
+        self.new_seed();
         let settings = self.state.draft_settings();
         self.begin(settings);
     }
@@ -140,7 +159,8 @@ impl StudioApp {
         };
         self.sent_prompts.clone_from(&settings.prompts);
         self.sent_targets.clone_from(&settings.image_prompts);
-        self.loss_history.clear();
+        self.plot.clear();
+        self.plot.note_sent(self.state.sent_rows());
         self.kept.clear();
         self.drafts.clear();
         self.draft_pick = 0;
@@ -192,8 +212,11 @@ impl StudioApp {
     }
 
     pub(super) fn toggle_run(&mut self) {
-        if self.running() {
+        if self.stopping {
+            // The run is finishing its iteration: a second press must not start another.
+        } else if self.running() {
             self.send(Command::Stop);
+            self.stopping = true;
         } else {
             self.start();
         }

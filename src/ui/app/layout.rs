@@ -41,11 +41,12 @@ impl StudioApp {
                 let header = targets.header_response.rect;
                 self.target_rect = Some(targets.body_response.map_or(header, |body| header.union(body.rect)));
                 egui::CollapsingHeader::new("Settings").default_open(false).show(ui, |ui| {
-                    lr_changed = settings::show(ui, &mut self.state.settings, &mut self.state.draft);
+                    let st = &mut self.state;
+                    lr_changed = settings::show(ui, &mut st.settings, &mut st.draft, &mut st.new_seed);
                 });
             });
         });
-        egui::Panel::bottom("bottom").resizable(true).default_size(190.0).show(ui, |ui| {
+        egui::Panel::bottom("bottom").resizable(true).default_size(300.0).show(ui, |ui| {
             if let Some(action) = timeline::show(ui, &self.kept, self.selected) {
                 self.ask(match action {
                     TimelineAction::Show(i) => UiCommand::ShowKept(i),
@@ -83,8 +84,21 @@ impl StudioApp {
             if let Some(rank) = self.draft_strip(ui) {
                 self.ask(UiCommand::PickDraft(rank));
             }
+            let area = ui.available_rect_before_wrap();
             self.canvas.ui(ui);
+            if self.canvas.frame().is_none() && !self.running() {
+                let hint = if self.draft_unavailable().is_none() {
+                    "Type a prompt on the left and press Start (Ctrl+Enter),\nor Draft (Ctrl+D) for a one-step draft to refine."
+                } else {
+                    "Type a prompt on the left and press Start (Ctrl+Enter)."
+                };
+                let label = egui::Label::new(RichText::new(hint).size(18.0).strong()).halign(egui::Align::Center);
+                ui.put(egui::Rect::from_center_size(area.center(), egui::vec2(560.0, 60.0)), label);
+            }
         });
+        if self.confirm_reset {
+            self.reset_dialog(ui.ctx());
+        }
         for action in image_actions {
             match action {
                 ImageAction::OpenInit => self.ask(UiCommand::OpenInit),
@@ -109,11 +123,21 @@ impl StudioApp {
         }
     }
 
+    /// The top bar. Its buttons keep their places in every state: a button that does not
+    /// apply is disabled, never hidden, and a label that changes keeps its width.
     pub(super) fn top_bar(&mut self, ui: &mut egui::Ui) {
+        let wide = egui::vec2(84.0, 0.0);
         ui.horizontal(|ui| {
             let running = self.running();
-            let label = if running { "Stop" } else { "Start" };
-            if ui.button(label).on_hover_text("Ctrl+Enter").clicked() {
+            let (label, hint) = if self.stopping {
+                ("Stopping...", "Finishing the current iteration; the run is kept")
+            } else if running {
+                ("Stop", "Stop the run, keeping it (Ctrl+Enter)")
+            } else {
+                ("Start", "Start a run with these prompts and settings (Ctrl+Enter)")
+            };
+            let start = ui.add_enabled(!self.stopping, egui::Button::new(label).min_size(wide)).on_hover_text(hint);
+            if start.clicked() {
                 self.ask(UiCommand::ToggleRun);
             }
             let unavailable = self.draft_unavailable();
@@ -121,32 +145,36 @@ impl StudioApp {
                 "A one-step draft of the prompts in a second or two, with candidates to pick from (Ctrl+D)",
             );
             let draft = match &unavailable {
-                Some(why) => draft.on_disabled_hover_text(why.as_str()),
-                None => draft,
+                Some(why) if !running => draft.on_disabled_hover_text(why.as_str()),
+                _ => draft.on_disabled_hover_text("Stop the run first"),
             };
             if draft.clicked() {
                 self.ask(UiCommand::Draft);
             }
-            if !self.drafts.is_empty()
-                && ui
-                    .add_enabled(!running, egui::Button::new("Refine"))
-                    .on_hover_text("Continue the picked draft with VQGAN+CLIP for the run's iterations")
-                    .clicked()
+            if ui
+                .add_enabled(!running && !self.drafts.is_empty(), egui::Button::new("Refine"))
+                .on_hover_text("Continue the picked draft with VQGAN+CLIP for the run's iterations")
+                .on_disabled_hover_text("Press Draft first, then pick a candidate to refine")
+                .clicked()
             {
                 self.ask(UiCommand::Refine);
             }
-            let pause = match self.run_state {
-                RunState::Running => Some(("Pause", UiCommand::Pause)),
-                RunState::Paused | RunState::Stopped => Some(("Resume", UiCommand::Resume)),
-                _ => None,
+            let (label, cmd) = match self.run_state {
+                RunState::Paused | RunState::Stopped => ("Resume", UiCommand::Resume),
+                _ => ("Pause", UiCommand::Pause),
             };
-            if let Some((label, cmd)) = pause {
-                if ui.button(label).on_hover_text("Space").clicked() {
-                    self.ask(cmd);
-                }
+            let can =
+                matches!(self.run_state, RunState::Running | RunState::Paused | RunState::Stopped) && !self.stopping;
+            if ui.add_enabled(can, egui::Button::new(label).min_size(wide)).on_hover_text("Ctrl+P, or Space").clicked()
+            {
+                self.ask(cmd);
             }
-            if ui.button("Reset").clicked() {
-                self.ask(UiCommand::Reset);
+            if ui
+                .add_enabled(!self.kept.is_empty() || self.live.is_some(), egui::Button::new("Reset..."))
+                .on_hover_text("Clear the canvas, the kept frames and the plot")
+                .clicked()
+            {
+                self.ask(UiCommand::AskReset);
             }
             ui.separator();
             if ui.button("Models...").on_hover_text("Find, download and check the models").clicked() {
@@ -170,30 +198,82 @@ impl StudioApp {
                     self.ask(UiCommand::LoadSettings);
                 }
             });
+            ui.menu_button("View", |ui| {
+                ui.checkbox(&mut self.show_log, "Log instead of the loss plot");
+                ui.checkbox(&mut self.show_performance, "Performance figures");
+            });
             ui.separator();
-            ui.label(format!("{:?}", self.run_state));
-            if let Some(s) = &self.stats {
-                ui.label(format!(
-                    "iteration {}/{} - loss {:.4} - {:.2} it/s",
-                    s.iteration + 1,
-                    s.iterations,
-                    s.total_loss,
-                    s.its_per_sec
-                ));
+            self.progress(ui);
+            if self.show_performance {
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    let uploads: VecDeque<f64> = self.canvas.upload_latencies_ms().into();
+                    if let Some(p95) = percentile(&uploads, 0.95) {
+                        ui.label(RichText::new(format!("frame to GPU {p95:.1} ms p95")).small().weak()).on_hover_text(
+                            "From a frame's arrival from the engine to its upload into the canvas texture",
+                        );
+                    }
+                    if let Some(p95) = percentile(&self.frame_ms, 0.95) {
+                        ui.label(RichText::new(format!("UI {p95:.1} ms p95")).small().weak())
+                            .on_hover_text("CPU time of a UI frame (layout, tessellation, paint), last 600 frames");
+                    }
+                });
             }
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                ui.toggle_value(&mut self.show_log, "Log");
-                let uploads: VecDeque<f64> = self.canvas.upload_latencies_ms().into();
-                if let Some(p95) = percentile(&uploads, 0.95) {
-                    ui.label(RichText::new(format!("frame to GPU {p95:.1} ms p95")).small().weak())
-                        .on_hover_text("From a frame's arrival from the engine to its upload into the canvas texture");
+        });
+    }
+
+    /// Reset's confirmation: what it clears, and that nothing can bring it back.
+    fn reset_dialog(&mut self, ctx: &egui::Context) {
+        let mut answer = None;
+        egui::Modal::new(egui::Id::unique("confirm-reset")).show(ctx, |ui| {
+            ui.heading("Reset?");
+            ui.label(format!(
+                "This clears the canvas, {} kept frame(s){} and the loss plot, and ends the run. \
+                 Export what you want to keep first.",
+                self.kept.len(),
+                if self.drafts.is_empty() { "" } else { ", the draft candidates" },
+            ));
+            ui.horizontal(|ui| {
+                if ui.button("Reset").clicked() {
+                    answer = Some(true);
                 }
-                if let Some(p95) = percentile(&self.frame_ms, 0.95) {
-                    ui.label(RichText::new(format!("UI {p95:.1} ms p95")).small().weak())
-                        .on_hover_text("CPU time of a UI frame (layout, tessellation, paint), last 600 frames");
+                if ui.button("Cancel").clicked() || ui.input(|i| i.key_pressed(egui::Key::Escape)) {
+                    answer = Some(false);
                 }
             });
         });
+        match answer {
+            Some(true) => self.ask(UiCommand::Reset),
+            Some(false) => self.confirm_reset = false,
+            None => {}
+        }
+    }
+
+    /// The run's state, and while it runs a progress bar with the iteration, the loss,
+    /// the speed and the time left.
+    fn progress(&self, ui: &mut egui::Ui) {
+        let state = match self.run_state {
+            _ if self.stopping => "stopping",
+            RunState::Idle => "ready",
+            RunState::Loading => "loading models",
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Finished => "finished",
+            RunState::Stopped => "stopped",
+        };
+        ui.label(state);
+        let Some(s) = &self.stats else { return };
+        let done = s.iteration + 1;
+        #[expect(clippy::cast_precision_loss, reason = "a progress fraction")]
+        let fraction = done as f32 / s.iterations.max(1) as f32;
+        let left = s.iterations.saturating_sub(done);
+        #[expect(clippy::cast_precision_loss, reason = "a time estimate")]
+        let eta =
+            (s.its_per_sec > 0.0 && matches!(self.run_state, RunState::Running)).then(|| left as f64 / s.its_per_sec);
+        let mut text = format!("{done}/{} - loss {:.4} - {:.2} it/s", s.iterations, s.total_loss, s.its_per_sec);
+        if let Some(eta) = eta {
+            text.push_str(&format!(" - {} left", clock(eta)));
+        }
+        ui.add(egui::ProgressBar::new(fraction.clamp(0.0, 1.0)).desired_width(360.0).text(text));
     }
 
     pub(super) fn banners(&mut self, ui: &mut egui::Ui) {
@@ -265,16 +345,18 @@ impl StudioApp {
     }
 
     pub(super) fn plot(&self, ui: &mut egui::Ui) {
-        egui_plot::Plot::new("losses")
-            .legend(egui_plot::Legend::default())
-            .height(ui.available_height().max(80.0))
-            .x_axis_label("iteration")
-            .y_axis_label("loss")
-            .show(ui, |plot| {
-                for (label, points) in &self.loss_history {
-                    plot.line(egui_plot::Line::new(label.clone(), egui_plot::PlotPoints::from(points.clone())));
-                }
-            });
+        self.plot.show(ui, &self.state.prompts, 150.0);
+    }
+}
+
+/// Seconds as `m:ss` (or `h:mm:ss`).
+pub(super) fn clock(seconds: f64) -> String {
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a clamped, rounded duration")]
+    let s = seconds.clamp(0.0, 1e7).round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
     }
 }
 

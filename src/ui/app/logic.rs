@@ -13,10 +13,14 @@ use crate::ui::panels::images;
 use crate::ui::panels::timeline::KeptFrame;
 use crate::worker::{Command, Event, FrameEvent, RunState};
 
+/// Seconds without a keystroke after which an edited prompt is sent to a live run.
+pub(super) const TYPING_PAUSE: f64 = 0.6;
+
 impl StudioApp {
     /// One frame's logic (see the module docs).
     pub(super) fn run_logic(&mut self, ctx: &egui::Context, frame: &mut eframe::Frame) {
         self.refresh_draft_check();
+        self.state.number_rows();
         for cmd in std::mem::take(&mut self.pending) {
             self.execute(cmd);
         }
@@ -70,19 +74,33 @@ impl StudioApp {
         for cmd in std::mem::take(&mut self.pending) {
             self.execute(cmd);
         }
-        self.steer();
+        self.steer(ctx);
         if self.running() {
             ctx.request_repaint_after(Duration::from_millis(250));
         }
     }
 
-    /// Live steering: sends what changed since the last send.
-    pub(super) fn steer(&mut self) {
+    /// Live steering: sends what changed since the last send. A prompt's text is sent
+    /// once typing pauses for [`TYPING_PAUSE`] or the field is left (Enter, Tab, a
+    /// click elsewhere), so half-typed words are not optimised; weights go at once.
+    pub(super) fn steer(&mut self, ctx: &egui::Context) {
+        let now = ctx.input(|i| i.time);
+        let texts: Vec<&str> = self.state.prompts.iter().map(|r| r.text.as_str()).collect();
+        if texts != self.typed.0.iter().map(String::as_str).collect::<Vec<_>>() {
+            self.typed = (texts.into_iter().map(str::to_owned).collect(), now);
+        }
         if !self.running() {
+            return;
+        }
+        let typing = ctx.memory(|m| m.focused().is_some());
+        let quiet = now - self.typed.1;
+        if typing && quiet < TYPING_PAUSE {
+            ctx.request_repaint_after(Duration::from_secs_f64(TYPING_PAUSE - quiet));
             return;
         }
         let prompts = self.state.prompt_specs();
         if prompts != self.sent_prompts {
+            self.plot.note_sent(self.state.sent_rows());
             self.sent_prompts.clone_from(&prompts);
             self.send(Command::SetPrompts(prompts));
         }
@@ -97,14 +115,13 @@ impl StudioApp {
         match event {
             Event::State(s) => {
                 self.run_state = s;
+                if !matches!(s, RunState::Running | RunState::Paused | RunState::Loading) {
+                    self.stopping = false;
+                }
                 self.push_log(format!("{s:?}"));
             }
             Event::Step(stats) => {
-                #[expect(clippy::cast_precision_loss, reason = "plot axis")]
-                let x = stats.iteration as f64;
-                for (label, loss) in &stats.losses {
-                    self.loss_history.entry(label.clone()).or_default().push([x, *loss]);
-                }
+                self.plot.record(stats.iteration, &stats.losses);
                 self.stats = Some(stats);
             }
             Event::Frame(frame) => self.accept_frame(ctx, frame),

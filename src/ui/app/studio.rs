@@ -1,7 +1,7 @@
 //! The studio's state: what it shows (frames, kept frames, drafts, the plot, the log,
 //! banners), its line to the engine, and the commands waiting for the next frame.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use crate::settings::RunSettings;
 use crate::ui::canvas::Canvas;
 use crate::ui::link::EngineLink;
 use crate::ui::panels::models::ModelsWindow;
+use crate::ui::panels::plot::LossPlot;
 use crate::ui::panels::timeline::KeptFrame;
 use crate::ui::state::StudioState;
 use crate::worker::{DraftFrame, FrameEvent, RunState, StepStats};
@@ -38,8 +39,8 @@ pub struct StudioApp {
     pub canvas: Canvas,
     pub run_state: RunState,
     pub(super) stats: Option<StepStats>,
-    /// Loss per prompt label over the iterations.
-    pub loss_history: BTreeMap<String, Vec<[f64; 2]>>,
+    /// The loss of each prompt row and term over the iterations.
+    pub plot: LossPlot,
     pub(super) kept: Vec<KeptFrame>,
     /// The kept frame on the canvas; `None` shows the live frame.
     pub(super) selected: Option<usize>,
@@ -53,6 +54,8 @@ pub struct StudioApp {
     /// No models are set and the built-in shapes world will be used.
     pub demo_models: bool,
     pub(super) sent_prompts: Vec<String>,
+    /// The prompt rows' texts and when (egui time, seconds) they last changed.
+    pub(super) typed: (Vec<String>, f64),
     pub(super) sent_targets: Vec<String>,
     /// CPU time of recent UI frames (layout, tessellation, paint submission), milliseconds.
     pub frame_ms: VecDeque<f64>,
@@ -62,6 +65,12 @@ pub struct StudioApp {
     /// `CLIPCANVAS_UI_STATS`: a file the UI timing figures are written to every 5 s.
     pub(super) stats_file: Option<(std::path::PathBuf, Instant)>,
     pub(super) show_log: bool,
+    /// View → Performance figures: the UI's frame times in the top bar.
+    pub(super) show_performance: bool,
+    /// Stop was asked for and the run has not stopped yet.
+    pub(super) stopping: bool,
+    /// Reset was asked for: the confirmation is showing.
+    pub(super) confirm_reset: bool,
     /// Where the target-image panel was drawn: files dropped there become targets.
     pub target_rect: Option<egui::Rect>,
     /// The model-manager window.
@@ -95,7 +104,7 @@ impl StudioApp {
             canvas: Canvas::new(cc.wgpu_render_state.as_ref()),
             run_state: RunState::Idle,
             stats: None,
-            loss_history: BTreeMap::new(),
+            plot: LossPlot::default(),
             kept: Vec::new(),
             selected: None,
             live: None,
@@ -107,12 +116,16 @@ impl StudioApp {
             missing_models: Vec::new(),
             demo_models: false,
             sent_prompts: Vec::new(),
+            typed: (Vec::new(), 0.0),
             sent_targets: Vec::new(),
             frame_ms: VecDeque::new(),
             frame_interval_ms: VecDeque::new(),
             last_logic: None,
             stats_file: std::env::var_os("CLIPCANVAS_UI_STATS").map(|p| (p.into(), Instant::now())),
             show_log: false,
+            show_performance: false,
+            stopping: false,
+            confirm_reset: false,
             target_rect: None,
             models_window: ModelsWindow::default(),
             drafts: Vec::new(),

@@ -9,12 +9,14 @@ use crate::worker::downloads::ModelPaths;
 pub enum UiCommand {
     /// Start a run, or stop the one going (the Start/Stop button, Ctrl+Enter).
     ToggleRun,
-    /// Pause a running run, resume a paused one (Space).
+    /// Pause a running run, resume a paused one (Ctrl+P anywhere; Space outside text).
     TogglePause,
     Pause,
     /// Continue a paused or stopped run.
     Resume,
-    /// Drop the session, its kept frames and the plot.
+    /// Ask before a Reset (the top bar's Reset...).
+    AskReset,
+    /// Drop the session, the canvas, its kept frames, drafts and the plot.
     Reset,
     /// A one-step draft of the prompts (Ctrl+D).
     Draft,

@@ -2,6 +2,7 @@
 
 pub mod images;
 pub mod models;
+pub mod plot;
 pub mod prompts;
 pub mod settings;
 pub mod timeline;

@@ -21,7 +21,7 @@ fn presets() -> [(&'static str, usize, usize, usize, Vec<CoarseStage>); 4] {
 
 /// Shows the settings, and the one-step drafts' (`draft`); returns true if the learning
 /// rate changed (it steers a live run).
-pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings) -> bool {
+pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings, new_seed: &mut bool) -> bool {
     let mut lr_changed = false;
     ui.horizontal(|ui| {
         ui.label("Preset");
@@ -60,10 +60,13 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings)
         ui.end_row();
         let l = ui.label("Seed");
         ui.horizontal(|ui| {
-            ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
+            // The button first, so it stays put as the number grows.
             if ui.button("random").on_hover_text("A new random seed").clicked() {
                 s.seed = fresh_seed();
             }
+            ui.add_sized([96.0, 18.0], egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
+            ui.checkbox(new_seed, "new each run")
+                .on_hover_text("Start and Draft pick a new seed (shown here); Resume and branches keep the run's own");
         });
         ui.end_row();
         let l = ui.label("Learning rate");
@@ -175,8 +178,8 @@ fn path_edit(ui: &mut egui::Ui, label: egui::Id, path: &mut Option<std::path::Pa
     }
 }
 
-/// A seed from the clock (the dice button).
-fn fresh_seed() -> u64 {
+/// A seed from the clock (the dice button, and each run with "new each run").
+pub fn fresh_seed() -> u64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     #[expect(clippy::cast_possible_truncation, reason = "any 64 bits will do")]
     let v = (nanos ^ (nanos >> 64)) as u64;
