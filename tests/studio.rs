@@ -539,3 +539,29 @@ fn ctrl_p_pauses_even_while_typing_and_performance_figures_wait_in_view() {
     h.run_steps(3);
     h.get_by_label_contains("ms p95");
 }
+
+#[test]
+fn a_modifier_chip_goes_to_the_prompt_typed_in_or_the_first_positive_one() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    {
+        let st = &mut h.state_mut().state;
+        st.prompts
+            .push(clipcanvas::ui::state::PromptRow { weight: -1.0, ..clipcanvas::ui::state::PromptRow::new("blur") });
+    }
+    h.run_steps(2);
+    h.get_by_label("Modifiers").click();
+    h.run_steps(2);
+    let chip = clipcanvas::ui::panels::prompts::modifiers()[0];
+    h.get_by_label(chip).click();
+    h.run_steps(2);
+    let texts =
+        |h: &Harness<'static, StudioApp>| h.state().state.prompts.iter().map(|r| r.text.clone()).collect::<Vec<_>>();
+    assert_eq!(texts(&h), [format!("a big red circle on a blue background, {chip}"), "blur".to_owned()]);
+    // Typed into the negative prompt last: the chip goes there.
+    h.get_all_by_role(egui::accesskit::Role::TextInput).nth(1).expect("two prompt fields").focus();
+    h.run_steps(2);
+    h.get_by_label(chip).click();
+    h.run_steps(2);
+    assert_eq!(texts(&h)[1], format!("blur, {chip}"));
+}

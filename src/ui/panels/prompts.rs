@@ -14,6 +14,11 @@ pub fn modifiers() -> Vec<&'static str> {
         .collect()
 }
 
+/// Where the id of the prompt row last typed in is kept (the modifier chips' target).
+fn last_row_id() -> egui::Id {
+    egui::Id::unique("last-prompt-row")
+}
+
 /// Shows the editor; returns true if the prompts changed.
 pub fn show(ui: &mut egui::Ui, state: &mut StudioState) -> bool {
     let mut changed = false;
@@ -27,7 +32,11 @@ pub fn show(ui: &mut egui::Ui, state: &mut StudioState) -> bool {
                 let edit = egui::TextEdit::singleline(&mut row.text)
                     .hint_text("describe the image")
                     .desired_width(f32::INFINITY);
-                changed |= ui.add(edit).changed();
+                let edit = ui.add(edit);
+                changed |= edit.changed();
+                if edit.has_focus() {
+                    ui.data_mut(|d| d.insert_temp(last_row_id(), row.id));
+                }
             });
             ui.horizontal(|ui| {
                 let colour = if row.weight < 0.0 { Color32::from_rgb(230, 90, 80) } else { ui.visuals().text_color() };
@@ -76,11 +85,14 @@ pub fn show(ui: &mut egui::Ui, state: &mut StudioState) -> bool {
     }
     ui.add_space(4.0);
     ui.collapsing("Modifiers", |ui| {
-        ui.label("Click to add to the last prompt:");
+        ui.label("Click to add to the prompt last typed in (or the first positive one):");
+        let last: Option<u32> = ui.data(|d| d.get_temp(last_row_id()));
         ui.horizontal_wrapped(|ui| {
             for m in modifiers() {
                 if ui.small_button(m).clicked() {
-                    match state.prompts.iter_mut().rev().find(|r| r.enabled) {
+                    let typed_in = state.prompts.iter().position(|r| Some(r.id) == last && r.id != 0);
+                    let first_positive = state.prompts.iter().position(|r| r.enabled && r.weight >= 0.0);
+                    match typed_in.or(first_positive).and_then(|i| state.prompts.get_mut(i)) {
                         Some(row) if !row.text.trim().is_empty() => row.text = format!("{}, {m}", row.text.trim_end()),
                         Some(row) => row.text = m.to_owned(),
                         None => state.prompts.push(PromptRow::new(m)),
