@@ -65,13 +65,31 @@ impl EngineLink for FakeLink {
     }
 }
 
+/// The studio on a fake link, saving no runs.
 fn harness(link: &FakeLink) -> Harness<'static, StudioApp> {
+    harness_with_outputs(link, None)
+}
+
+/// The studio on a fake link, saving runs in (and restoring the newest from) `outputs`.
+fn harness_with_outputs(link: &FakeLink, outputs: Option<PathBuf>) -> Harness<'static, StudioApp> {
     let link = link.clone();
     let mut h = Harness::builder()
         .with_size(egui::vec2(1280.0, 820.0))
-        .build_eframe(move |cc| StudioApp::new(cc, Box::new(link)));
+        .build_eframe(move |cc| StudioApp::with_outputs(cc, Box::new(link), outputs));
     h.run_steps(3);
     h
+}
+
+/// Steps the studio until `done` holds (work in background threads), for up to 10 s.
+fn until(h: &mut Harness<'static, StudioApp>, done: impl Fn(&StudioApp) -> bool) {
+    for _ in 0..500 {
+        if done(h.state()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.run_steps(1);
+    }
+    panic!("timed out");
 }
 
 /// The studio with its Settings section opened, as a user opens it.
@@ -564,4 +582,69 @@ fn a_modifier_chip_goes_to_the_prompt_typed_in_or_the_first_positive_one() {
     h.get_by_label(chip).click();
     h.run_steps(2);
     assert_eq!(texts(&h)[1], format!("blur, {chip}"));
+}
+
+#[test]
+fn a_finished_run_is_saved_in_the_outputs_folder_and_comes_back_after_a_restart() {
+    let outputs = tempfile::tempdir().expect("temp");
+    let link = FakeLink::default();
+    let mut h = harness_with_outputs(&link, Some(outputs.path().to_path_buf()));
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    link.push(Event::State(RunState::Running));
+    h.run_steps(1);
+    for it in [0, 50] {
+        *link.frame.lock().expect("lock") = Some(frame(it, 16, 16));
+        h.run_steps(1);
+    }
+    // The final frame, then the end of the run, as the worker sends them.
+    *link.frame.lock().expect("lock") = Some(frame(60, 16, 16));
+    link.push(Event::State(RunState::Finished));
+    let saved = |o: &std::path::Path| -> Option<PathBuf> {
+        let dir = std::fs::read_dir(o).ok()?.filter_map(Result::ok).map(|e| e.path()).next()?;
+        dir.join("final.png").is_file().then_some(dir)
+    };
+    until(&mut h, |_| saved(outputs.path()).is_some());
+    let dir = saved(outputs.path()).expect("a run folder");
+    let name = dir.file_name().expect("name").to_string_lossy().into_owned();
+    assert!(name.ends_with("_a-big-red-circle-on-a"), "{name}");
+    let settings =
+        clipcanvas::worker::files::png_settings(&dir.join("final.png")).expect("final.png holds its settings");
+    assert_eq!(settings.prompts, vec!["a big red circle on a blue background:1".to_owned()]);
+    let frames: Vec<String> = std::fs::read_dir(dir.join("frames"))
+        .expect("frames")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(frames.contains(&"frame_000050.png".to_owned()), "{frames:?}");
+    drop(h);
+    // A restart shows the run again: its final image and kept frames.
+    let mut again = harness_with_outputs(&FakeLink::default(), Some(outputs.path().to_path_buf()));
+    until(&mut again, |app| app.canvas.frame().is_some());
+    assert_eq!(again.state().canvas.shown_iteration(), Some(60));
+    let canvas = again.state().canvas.frame().expect("a frame").frame.clone();
+    assert_eq!(canvas.rgba, frame(60, 16, 16).frame.rgba, "the final image, pixel for pixel");
+    again.get_by_label("3 kept frames");
+}
+
+#[test]
+fn without_file_dialogs_a_typed_path_saves_and_opens() {
+    let dir = tempfile::tempdir().expect("temp");
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    *link.frame.lock().expect("lock") = Some(frame(5, 16, 16));
+    h.run_steps(2);
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    h.get_by_label("Save or open by path...").click();
+    h.run_steps(3);
+    let target = dir.path().join("mine.png");
+    let fields: Vec<_> = h.get_all_by_role(egui::accesskit::Role::TextInput).collect();
+    let field = fields.last().expect("the path field");
+    field.focus();
+    field.set_text_value_accesskit(&target.display().to_string());
+    h.run_steps(2);
+    h.get_by_label("Save").click();
+    until(&mut h, |_| target.is_file());
+    assert!(clipcanvas::worker::files::png_settings(&target).is_some(), "the image holds its settings");
 }

@@ -50,7 +50,7 @@ impl EngineLink for NoEngine {
 fn harness() -> Harness<'static, StudioApp> {
     let mut h = Harness::builder()
         .with_size(egui::vec2(1280.0, 820.0))
-        .build_eframe(|cc| StudioApp::new(cc, Box::new(NoEngine)));
+        .build_eframe(|cc| StudioApp::with_outputs(cc, Box::new(NoEngine), None));
     h.run_steps(3);
     h
 }

@@ -3,7 +3,8 @@
 //! settings files written and read. Frames and strings in, one-line errors out, so the
 //! UI never touches the file formats.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::protocol::{Frame, FrameEvent};
 use crate::settings::png::PngMeta;
@@ -37,13 +38,13 @@ pub fn write_png(path: &Path, frame: &Frame, meta: &PngMeta) -> Result<(), Strin
 }
 
 /// Writes frames as an animated GIF, 100 ms a frame.
-pub fn write_gif(path: &Path, frames: &[std::sync::Arc<FrameEvent>]) -> Result<(), String> {
+pub fn write_gif(path: &Path, frames: &[Arc<FrameEvent>]) -> Result<(), String> {
     let images: Vec<image::RgbImage> = frames.iter().map(|f| f.frame.to_rgb()).collect();
     crate::export::write_gif(path, &images, 100).map_err(|e| e.to_string())
 }
 
 /// Writes frames as a numbered PNG sequence in `dir`; returns how many.
-pub fn write_sequence(dir: &Path, frames: &[std::sync::Arc<FrameEvent>]) -> Result<usize, String> {
+pub fn write_sequence(dir: &Path, frames: &[Arc<FrameEvent>]) -> Result<usize, String> {
     crate::export::FrameSequence::create(dir)
         .and_then(|mut seq| {
             for f in frames {
@@ -52,4 +53,105 @@ pub fn write_sequence(dir: &Path, frames: &[std::sync::Arc<FrameEvent>]) -> Resu
             Ok(seq.paths().len())
         })
         .map_err(|e| e.to_string())
+}
+
+/// Where the studio saves every run unless told otherwise:
+/// `<platform data folder>/clipcanvas/outputs`, e.g. `~/.local/share/clipcanvas/outputs`.
+pub fn default_outputs_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("clipcanvas").join("outputs"))
+}
+
+/// A new run's folder name: its UTC start time and the first words of its prompt, e.g.
+/// `2026-12-06_20-41-07_a-big-red-circle`.
+pub fn run_folder_name(unix_seconds: u64, prompt: &str) -> String {
+    let days = i64::try_from(unix_seconds / 86_400).unwrap_or(0);
+    let secs = unix_seconds % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let slug: Vec<String> =
+        prompt.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(6).map(str::to_lowercase).collect();
+    let slug = if slug.is_empty() { "run".to_owned() } else { slug.join("-") };
+    format!("{year:04}-{month:02}-{day:02}_{:02}-{:02}-{:02}_{slug}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// Saves a run in its folder `dir` (made if needed): `final.png`, the last frame with
+/// its settings and model hashes, and the kept frames as `frames/frame_NNNNNN.png`.
+/// Saving the same run again (after a resume) updates the folder.
+pub fn save_run(dir: &Path, last: &Frame, meta: &PngMeta, kept: &[Arc<FrameEvent>]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    write_sequence(&dir.join("frames"), kept)?;
+    write_png(&dir.join("final.png"), last, meta)
+}
+
+/// A run read back from the outputs folder.
+#[derive(Debug)]
+pub struct SavedRun {
+    pub folder: PathBuf,
+    /// Its final image.
+    pub last: Frame,
+    /// Its kept frames, by iteration.
+    pub frames: Vec<(usize, Frame)>,
+}
+
+/// The newest run in `outputs` (by folder name, which starts with its time). `None` when
+/// there is none or its final image cannot be read.
+pub fn newest_run(outputs: &Path) -> Option<SavedRun> {
+    let newest = std::fs::read_dir(outputs)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("final.png").is_file())
+        .max_by(|a, b| a.file_name().cmp(&b.file_name()))?;
+    let last = decode_image(&newest.join("final.png")).ok()?;
+    let mut frames: Vec<(usize, Frame)> = std::fs::read_dir(newest.join("frames"))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let iteration = name.strip_prefix("frame_")?.strip_suffix(".png")?.parse().ok()?;
+                    Some((iteration, decode_image(&e.path()).ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    frames.sort_by_key(|(i, _)| *i);
+    Some(SavedRun { folder: newest, last, frames })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_folders_are_named_by_utc_time_and_prompt() {
+        assert_eq!(run_folder_name(0, "a big RED circle, on blue!"), "1970-01-01_00-00-00_a-big-red-circle-on-blue");
+        // 2026-12-06 20:41:07 UTC.
+        assert_eq!(run_folder_name(1_796_589_667, ""), "2026-12-06_20-41-07_run");
+        assert_eq!(run_folder_name(951_782_400, "x"), "2000-02-29_00-00-00_x");
+    }
+
+    #[test]
+    fn a_saved_run_is_found_again_with_its_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let frame = |v: u8| Frame { width: 2, height: 2, rgba: vec![v; 16] };
+        let kept: Vec<Arc<FrameEvent>> =
+            [0usize, 50].iter().map(|&i| Arc::new(FrameEvent::new(i, frame(u8::try_from(i).unwrap())))).collect();
+        let meta = PngMeta::new(&RunSettings::default(), 60, crate::settings::png::ModelFiles::default());
+        save_run(&dir.path().join("2026-01-01_00-00-00_old"), &frame(1), &meta, &kept[..1]).unwrap();
+        save_run(&dir.path().join("2026-12-06_20-41-07_new"), &frame(60), &meta, &kept).unwrap();
+        let run = newest_run(dir.path()).unwrap();
+        assert!(run.folder.ends_with("2026-12-06_20-41-07_new"));
+        assert_eq!(run.last.rgba[0], 60);
+        assert_eq!(run.frames.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 50]);
+        assert!(png_settings(&run.folder.join("final.png")).is_some(), "final.png holds its settings");
+        assert!(newest_run(&dir.path().join("none")).is_none());
+    }
 }

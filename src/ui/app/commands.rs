@@ -6,7 +6,7 @@ use std::sync::Arc;
 use egui::{Key, KeyboardShortcut, Modifiers};
 
 use super::studio::StudioApp;
-use super::support::{dialog, image_dialog, Background};
+use super::support::{answer, dialog, image_dialog, Background};
 use super::ui_command::UiCommand;
 use crate::worker::downloads::ModelPaths;
 use crate::worker::{Command, RunState};
@@ -77,7 +77,7 @@ impl StudioApp {
             UiCommand::OpenInit => {
                 let tx = self.bg_tx.clone();
                 dialog(move || {
-                    let file = pollster::block_on(image_dialog().pick_file());
+                    let file = answer(&tx, image_dialog().pick_file());
                     if let Some(f) = file {
                         let _ = tx.send(Background::InitChosen(f.path().to_path_buf()));
                     }
@@ -91,7 +91,7 @@ impl StudioApp {
             UiCommand::AddTargets => {
                 let tx = self.bg_tx.clone();
                 dialog(move || {
-                    if let Some(files) = pollster::block_on(image_dialog().pick_files()) {
+                    if let Some(files) = answer(&tx, image_dialog().pick_files()) {
                         let _ =
                             tx.send(Background::TargetsChosen(files.iter().map(|f| f.path().to_path_buf()).collect()));
                     }
@@ -101,6 +101,18 @@ impl StudioApp {
             UiCommand::ExportFrames { gif } => self.export_frames(gif),
             UiCommand::SaveSettings => self.save_settings(),
             UiCommand::LoadSettings => self.load_settings(),
+            UiCommand::PathWindow => {
+                if self.path_window.is_none() {
+                    let start = self.outputs.as_ref().map(|o| o.join("clipcanvas.png").display().to_string());
+                    self.path_window = Some(start.unwrap_or_default());
+                }
+            }
+            UiCommand::SaveToPath(path) => self.by_path(path, false),
+            UiCommand::OpenPath(path) => self.by_path(path, true),
+            UiCommand::OpenOutputs => self.open_outputs(),
+            UiCommand::CopyOutputsPath => {
+                self.clipboard = self.outputs.as_ref().map(|o| o.display().to_string());
+            }
             UiCommand::FitCanvas => self.canvas.fit(),
             UiCommand::CloseBanner => self.banner = None,
         }
@@ -167,6 +179,8 @@ impl StudioApp {
         self.selected = None;
         self.banner = None;
         self.last_run = Some(settings.clone());
+        let prompt = self.state.sent_rows().next().map(|r| r.text.clone());
+        self.run_folder = self.new_run_folder(prompt.as_deref());
         if !self.link.send(Command::Start(Box::new(settings))) {
             self.say("the engine is not answering; restart the studio", true);
         }

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::studio::StudioApp;
-use super::support::{dialog, spawn_named, Background};
+use super::support::{answer, dialog, spawn_named, Background};
 use crate::settings::png::{ModelFiles, PngMeta};
+use crate::settings::RunSettings;
 use crate::worker::{files, FrameEvent};
 
 impl StudioApp {
@@ -41,11 +42,8 @@ impl StudioApp {
         self.push_log(format!("init image: {}", path.display()));
     }
 
-    pub(super) fn export_image(&mut self) {
-        let Some(frame) = self.canvas.frame().cloned() else {
-            self.say("nothing to export yet", true);
-            return;
-        };
+    /// The settings that make `frame`: the last run's (or, before any, the editor's).
+    fn frame_settings(&self, frame: &FrameEvent) -> RunSettings {
         let mut settings = match &self.last_run {
             Some(s) => s.clone(),
             None => self.state.run_settings().unwrap_or_else(|_| self.state.settings.clone()),
@@ -54,25 +52,138 @@ impl StudioApp {
             // A draft, or a draft refined: the settings that make this very frame.
             settings.iterations = frame.iteration;
         }
+        settings
+    }
+
+    pub(super) fn export_image(&mut self) {
+        let Some(frame) = self.canvas.frame().cloned() else {
+            self.say("nothing to export yet", true);
+            return;
+        };
+        let settings = self.frame_settings(&frame);
         let tx = self.bg_tx.clone();
         dialog(move || {
-            let Some(file) = pollster::block_on(
+            let Some(file) = answer(
+                &tx,
                 rfd::AsyncFileDialog::new().add_filter("PNG", &["png"]).set_file_name("clipcanvas.png").save_file(),
             ) else {
                 return;
             };
-            let path = file.path().to_path_buf();
-            // The model files' names and hashes, as `generate` records them; without
-            // them (a model file gone since the run) the image is still saved.
-            let (models, note) = match crate::worker::model_files(&settings) {
-                Ok(m) => (m, String::new()),
-                Err(e) => (ModelFiles::default(), format!(" (without model hashes: {e})")),
-            };
-            let meta = PngMeta::new(&settings, frame.iteration, models);
-            let result =
-                files::write_png(&path, &frame.frame, &meta).map(|()| format!("saved {}{note}", path.display()));
-            let _ = tx.send(Background::Done(result));
+            let _ = tx.send(Background::Done(save_image(file.path(), &frame, &settings)));
         });
+    }
+
+    /// Saves the run on screen in its folder of the outputs folder (after it finished or
+    /// stopped); a draft not yet refined is not saved.
+    pub(super) fn save_run_output(&mut self) {
+        let (Some(dir), Some(live)) = (self.run_folder.clone(), self.live.clone()) else { return };
+        if live.iteration == 0 {
+            return;
+        }
+        let settings = self.frame_settings(&live);
+        let kept: Vec<Arc<FrameEvent>> = self.kept.iter().map(|k| Arc::clone(&k.frame)).collect();
+        let tx = self.bg_tx.clone();
+        spawn_named("clipcanvas-save", move || {
+            let meta = PngMeta::new(&settings, live.iteration, model_files_or_none(&settings).0);
+            let result =
+                files::save_run(&dir, &live.frame, &meta, &kept).map(|()| format!("run saved in {}", dir.display()));
+            // A save that worked goes to the log; one that failed to the banner.
+            let _ = tx.send(match result {
+                Ok(m) => Background::Logged(m),
+                Err(e) => Background::Done(Err(format!("the run could not be saved in the outputs folder: {e}"))),
+            });
+        });
+    }
+
+    /// Reads the newest run of the outputs folder in the background, to show it again.
+    pub(super) fn restore_newest_run(&mut self) {
+        let Some(outputs) = self.outputs.clone() else { return };
+        let tx = self.bg_tx.clone();
+        spawn_named("clipcanvas-restore", move || {
+            if let Some(run) = files::newest_run(&outputs) {
+                let _ = tx.send(Background::Restored(Box::new(run)));
+            }
+        });
+    }
+
+    /// The folder for a run starting now, named by its time and prompt.
+    pub(super) fn new_run_folder(&self, prompt: Option<&str>) -> Option<PathBuf> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let outputs = self.outputs.as_ref()?;
+        let mut dir = outputs.join(files::run_folder_name(now, prompt.unwrap_or("")));
+        // Two runs started within a second get folders of their own.
+        let mut n = 2;
+        while dir.exists() {
+            dir = outputs.join(format!("{}-{n}", files::run_folder_name(now, prompt.unwrap_or(""))));
+            n += 1;
+        }
+        Some(dir)
+    }
+
+    /// Save or open by path (where no file dialog can open): by the file's extension,
+    /// `.png` saves the image on the canvas, `.gif` the kept frames, `.json` the settings,
+    /// and a folder (no extension) the kept frames as a PNG sequence; with `open`, a
+    /// settings file or clipcanvas PNG is loaded.
+    pub(super) fn by_path(&mut self, path: PathBuf, open: bool) {
+        let tx = self.bg_tx.clone();
+        if open {
+            spawn_named("clipcanvas-open", move || {
+                let _ = tx.send(Background::SettingsLoaded(Box::new(files::read_settings(&path))));
+            });
+            return;
+        }
+        let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase());
+        match ext.as_deref() {
+            Some("png") => {
+                let Some(frame) = self.canvas.frame().cloned() else { return self.say("nothing to export yet", true) };
+                let settings = self.frame_settings(&frame);
+                spawn_named("clipcanvas-export", move || {
+                    let _ = tx.send(Background::Done(save_image(&path, &frame, &settings)));
+                });
+            }
+            Some("json") => {
+                let settings = self.state.run_settings().unwrap_or_else(|_| self.state.settings.clone());
+                spawn_named("clipcanvas-export", move || {
+                    let result = files::write_settings(&path, &settings).map(|()| format!("saved {}", path.display()));
+                    let _ = tx.send(Background::Done(result));
+                });
+            }
+            Some("gif") | None => {
+                if self.kept.is_empty() {
+                    return self.say("no kept frames yet", true);
+                }
+                let frames: Vec<Arc<FrameEvent>> = self.kept.iter().map(|k| Arc::clone(&k.frame)).collect();
+                let gif = ext.is_some();
+                spawn_named("clipcanvas-export", move || {
+                    let result = if gif {
+                        files::write_gif(&path, &frames).map(|()| format!("saved {}", path.display()))
+                    } else {
+                        files::write_sequence(&path, &frames).map(|n| format!("saved {n} frames to {}", path.display()))
+                    };
+                    let _ = tx.send(Background::Done(result));
+                });
+            }
+            Some(other) => self.say(
+                format!("{}: .{other} is not something clipcanvas saves (png, gif, json, or a folder)", path.display()),
+                true,
+            ),
+        }
+    }
+
+    /// Opens the outputs folder in the system's file manager; where none opens, the path
+    /// goes to the clipboard and the banner.
+    pub(super) fn open_outputs(&mut self) {
+        let Some(dir) = self.outputs.clone() else {
+            return self.say("this system has no data folder for outputs", true);
+        };
+        let opened = std::fs::create_dir_all(&dir).is_ok() && open_in_file_manager(&dir);
+        if !opened {
+            self.clipboard = Some(dir.display().to_string());
+            self.say(
+                format!("no file manager could be opened; the outputs folder is {} (copied)", dir.display()),
+                true,
+            );
+        }
     }
 
     pub(super) fn export_frames(&mut self, gif: bool) {
@@ -84,14 +195,15 @@ impl StudioApp {
         let tx = self.bg_tx.clone();
         dialog(move || {
             let result = if gif {
-                let Some(file) = pollster::block_on(
+                let Some(file) = answer(
+                    &tx,
                     rfd::AsyncFileDialog::new().add_filter("GIF", &["gif"]).set_file_name("clipcanvas.gif").save_file(),
                 ) else {
                     return;
                 };
                 files::write_gif(file.path(), &frames).map(|()| format!("saved {}", file.path().display()))
             } else {
-                let Some(dir) = pollster::block_on(rfd::AsyncFileDialog::new().pick_folder()) else { return };
+                let Some(dir) = answer(&tx, rfd::AsyncFileDialog::new().pick_folder()) else { return };
                 files::write_sequence(dir.path(), &frames)
                     .map(|n| format!("saved {n} frames to {}", dir.path().display()))
             };
@@ -103,7 +215,8 @@ impl StudioApp {
         let settings = self.state.run_settings().unwrap_or_else(|_| self.state.settings.clone());
         let tx = self.bg_tx.clone();
         dialog(move || {
-            let Some(file) = pollster::block_on(
+            let Some(file) = answer(
+                &tx,
                 rfd::AsyncFileDialog::new().add_filter("JSON", &["json"]).set_file_name("settings.json").save_file(),
             ) else {
                 return;
@@ -117,7 +230,8 @@ impl StudioApp {
     pub(super) fn load_settings(&mut self) {
         let tx = self.bg_tx.clone();
         dialog(move || {
-            let Some(file) = pollster::block_on(
+            let Some(file) = answer(
+                &tx,
                 rfd::AsyncFileDialog::new().add_filter("settings or clipcanvas PNG", &["json", "png"]).pick_file(),
             ) else {
                 return;
@@ -126,4 +240,37 @@ impl StudioApp {
             let _ = tx.send(Background::SettingsLoaded(Box::new(result)));
         });
     }
+}
+
+/// The model files' names and hashes, as `generate` records them; without them (a model
+/// file gone since the run) an image is still saved, with a note why.
+fn model_files_or_none(settings: &RunSettings) -> (ModelFiles, String) {
+    match crate::worker::model_files(settings) {
+        Ok(m) => (m, String::new()),
+        Err(e) => (ModelFiles::default(), format!(" (without model hashes: {e})")),
+    }
+}
+
+/// Writes `frame` as a PNG with the settings that made it.
+fn save_image(path: &Path, frame: &FrameEvent, settings: &RunSettings) -> Result<String, String> {
+    let (models, note) = model_files_or_none(settings);
+    let meta = PngMeta::new(settings, frame.iteration, models);
+    files::write_png(path, &frame.frame, &meta).map(|()| format!("saved {}{note}", path.display()))
+}
+
+/// Opens `dir` in the platform's file manager; whether one started.
+fn open_in_file_manager(dir: &Path) -> bool {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(windows) {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    std::process::Command::new(opener)
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .is_ok()
 }

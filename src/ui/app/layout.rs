@@ -99,6 +99,12 @@ impl StudioApp {
         if self.confirm_reset {
             self.reset_dialog(ui.ctx());
         }
+        if self.path_window.is_some() {
+            self.path_dialog(ui.ctx());
+        }
+        if let Some(text) = self.clipboard.take() {
+            ui.ctx().copy_text(text);
+        }
         for action in image_actions {
             match action {
                 ImageAction::OpenInit => self.ask(UiCommand::OpenInit),
@@ -197,6 +203,23 @@ impl StudioApp {
                 if ui.button("Load settings...").clicked() {
                     self.ask(UiCommand::LoadSettings);
                 }
+                ui.separator();
+                if ui
+                    .button("Save or open by path...")
+                    .on_hover_text("Type a path: for systems where no file dialog opens")
+                    .clicked()
+                {
+                    self.ask(UiCommand::PathWindow);
+                }
+                let outputs = self.outputs.as_ref().map(|o| o.display().to_string());
+                let hint = outputs.as_deref().unwrap_or("no outputs folder on this system");
+                if ui.button("Open outputs folder").on_hover_text(format!("Every run is saved here: {hint}")).clicked()
+                {
+                    self.ask(UiCommand::OpenOutputs);
+                }
+                if ui.button("Copy outputs folder path").on_hover_text(hint).clicked() {
+                    self.ask(UiCommand::CopyOutputsPath);
+                }
             });
             ui.menu_button("View", |ui| {
                 ui.checkbox(&mut self.show_log, "Log instead of the loss plot");
@@ -245,6 +268,35 @@ impl StudioApp {
             Some(true) => self.ask(UiCommand::Reset),
             Some(false) => self.confirm_reset = false,
             None => {}
+        }
+    }
+
+    /// Save or open by path: a typed path, where no file dialog can open.
+    fn path_dialog(&mut self, ctx: &egui::Context) {
+        let Some(mut text) = self.path_window.take() else { return };
+        let mut open = true;
+        let mut done = None;
+        egui::Window::new("Save or open by path").open(&mut open).collapsible(false).show(ctx, |ui| {
+            ui.label("A .png saves the image on the canvas, a .gif the kept frames, a .json the settings;");
+            ui.label("a folder (no extension) the kept frames as PNGs. Open reads a settings file or clipcanvas PNG.");
+            let field =
+                ui.add(egui::TextEdit::singleline(&mut text).desired_width(460.0).hint_text("/path/to/file.png"));
+            let path = std::path::PathBuf::from(text.trim());
+            let has = !text.trim().is_empty();
+            ui.horizontal(|ui| {
+                let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                if ui.add_enabled(has, egui::Button::new("Save")).clicked() || (enter && has) {
+                    done = Some(UiCommand::SaveToPath(path.clone()));
+                }
+                if ui.add_enabled(has, egui::Button::new("Open")).clicked() {
+                    done = Some(UiCommand::OpenPath(path.clone()));
+                }
+            });
+        });
+        if let Some(cmd) = done {
+            self.ask(cmd);
+        } else if open {
+            self.path_window = Some(text);
         }
     }
 

@@ -44,6 +44,9 @@ impl StudioApp {
         if let Some(frame) = self.link.take_frame() {
             self.accept_frame(ctx, frame);
         }
+        if std::mem::take(&mut self.save_due) {
+            self.save_run_output();
+        }
         while let Ok(msg) = self.bg_rx.try_recv() {
             self.handle_background(ctx, msg);
         }
@@ -118,6 +121,11 @@ impl StudioApp {
                 if !matches!(s, RunState::Running | RunState::Paused | RunState::Loading) {
                     self.stopping = false;
                 }
+                if matches!(s, RunState::Finished | RunState::Stopped) {
+                    // Saved once this frame's frames are in: the worker hands over the
+                    // final frame just before it says the run ended.
+                    self.save_due = true;
+                }
                 self.push_log(format!("{s:?}"));
             }
             Event::Step(stats) => {
@@ -190,6 +198,35 @@ impl StudioApp {
             },
             Background::Done(Err(e)) => self.say(e, true),
             Background::Done(Ok(m)) => self.say(m, false),
+            Background::Logged(m) => self.push_log(m),
+            Background::Restored(run) => {
+                let crate::worker::files::SavedRun { folder, last, frames } = *run;
+                // Only onto an empty studio: a run started meanwhile wins.
+                if self.live.is_none() && self.kept.is_empty() && self.last_run.is_none() {
+                    let last_iteration = frames.last().map_or(0, |(i, _)| *i);
+                    for (iteration, frame) in frames {
+                        let thumb = thumbnail(ctx, &frame, iteration);
+                        self.kept.push(KeptFrame { frame: Arc::new(FrameEvent::new(iteration, frame)), thumb });
+                    }
+                    let live = Arc::new(FrameEvent::new(last_iteration, last));
+                    self.canvas.set_frame(Arc::clone(&live));
+                    self.live = Some(live);
+                    self.push_log(format!("the last run, from {}", folder.display()));
+                }
+            }
+            Background::NoDialog => {
+                let outputs = self
+                    .outputs
+                    .as_ref()
+                    .map_or_else(String::new, |o| format!(" Every run is saved in {}.", o.display()));
+                self.say(
+                    format!(
+                        "No file dialog could be opened on this system (it needs xdg-desktop-portal or zenity): \
+                         type a path in Export > Save or open by path...{outputs}"
+                    ),
+                    true,
+                );
+            }
         }
     }
 

@@ -71,6 +71,17 @@ pub struct StudioApp {
     pub(super) stopping: bool,
     /// Reset was asked for: the confirmation is showing.
     pub(super) confirm_reset: bool,
+    /// Where every run is saved (its final PNG with settings, and its kept frames), one
+    /// folder a run; `None` where the platform has no data folder.
+    pub outputs: Option<PathBuf>,
+    /// The folder of the run on screen, in `outputs`.
+    pub(super) run_folder: Option<PathBuf>,
+    /// The "Save or open by path" window's text, while it is open.
+    pub(super) path_window: Option<String>,
+    /// The run ended this frame: save it once the frame's frames are in.
+    pub(super) save_due: bool,
+    /// Text for the clipboard, handed to egui by the next draw.
+    pub(super) clipboard: Option<String>,
     /// Where the target-image panel was drawn: files dropped there become targets.
     pub target_rect: Option<egui::Rect>,
     /// The model-manager window.
@@ -94,8 +105,14 @@ pub struct StudioApp {
 pub(super) type DraftKey = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>);
 
 impl StudioApp {
-    /// Builds the studio on an engine link (the worker, or a fake in tests).
+    /// Builds the studio on an engine link (the worker), saving runs in the platform's
+    /// outputs folder and showing the newest one saved there.
     pub fn new(cc: &eframe::CreationContext<'_>, link: Box<dyn EngineLink>) -> Self {
+        Self::with_outputs(cc, link, crate::worker::files::default_outputs_dir())
+    }
+
+    /// [`Self::new`] with another outputs folder (tests use a temporary one), or none.
+    pub fn with_outputs(cc: &eframe::CreationContext<'_>, link: Box<dyn EngineLink>, outputs: Option<PathBuf>) -> Self {
         let state: StudioState = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
         let (bg_tx, bg_rx) = crossbeam_channel::bounded(64);
         let mut app = Self {
@@ -126,6 +143,11 @@ impl StudioApp {
             show_performance: false,
             stopping: false,
             confirm_reset: false,
+            outputs,
+            run_folder: None,
+            path_window: None,
+            save_due: false,
+            clipboard: None,
             target_rect: None,
             models_window: ModelsWindow::default(),
             drafts: Vec::new(),
@@ -139,6 +161,7 @@ impl StudioApp {
         if let Some(path) = app.state.settings.init_image.clone() {
             app.decode_init(path);
         }
+        app.restore_newest_run();
         app
     }
 

@@ -15,6 +15,13 @@ pub(super) enum Background {
     TargetsChosen(Vec<PathBuf>),
     SettingsLoaded(Box<Result<RunSettings, String>>),
     Done(Result<String, String>),
+    /// The newest run in the outputs folder, read at start-up: its folder, final image
+    /// and kept frames.
+    Restored(Box<crate::worker::files::SavedRun>),
+    /// Done, worth a line in the log but not the banner.
+    Logged(String),
+    /// A file dialog closed at once without an answer: the system has no dialog to show.
+    NoDialog,
 }
 
 pub(super) fn image_dialog() -> rfd::AsyncFileDialog {
@@ -24,6 +31,21 @@ pub(super) fn image_dialog() -> rfd::AsyncFileDialog {
 /// Runs blocking work (a dialog, an export) on its own named thread.
 pub(super) fn dialog(f: impl FnOnce() + Send + 'static) {
     spawn_named("clipcanvas-dialog", f);
+}
+
+/// Waits for a file dialog's answer. A dialog that comes back empty sooner than a person
+/// can cancel one never opened (no xdg-desktop-portal or zenity on Linux): that is
+/// reported as [`Background::NoDialog`] instead of passing for a cancel.
+pub(super) fn answer<T>(
+    tx: &crossbeam_channel::Sender<Background>,
+    dialog: impl std::future::Future<Output = Option<T>>,
+) -> Option<T> {
+    let opened = std::time::Instant::now();
+    let answer = pollster::block_on(dialog);
+    if answer.is_none() && opened.elapsed() < std::time::Duration::from_millis(300) {
+        let _ = tx.send(Background::NoDialog);
+    }
+    answer
 }
 
 pub(super) fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) {
@@ -56,4 +78,24 @@ pub fn percentile(values: &VecDeque<f64>, q: f64) -> Option<f64> {
     )]
     let i = ((v.len() - 1) as f64 * q).round() as usize;
     v.get(i).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dialog_that_comes_back_empty_at_once_is_reported_as_missing() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        assert_eq!(answer(&tx, async { None::<u8> }), None);
+        assert!(matches!(rx.try_recv(), Ok(Background::NoDialog)));
+        // An answer, or a cancel that took a person's time, is not.
+        assert_eq!(answer(&tx, async { Some(3u8) }), Some(3));
+        let slow = async {
+            std::thread::sleep(std::time::Duration::from_millis(350));
+            None::<u8>
+        };
+        assert_eq!(answer(&tx, slow), None);
+        assert!(rx.try_recv().is_err());
+    }
 }

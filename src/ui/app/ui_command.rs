@@ -53,6 +53,16 @@ pub enum UiCommand {
     },
     SaveSettings,
     LoadSettings,
+    /// Open the "Save or open by path" window (for systems without file dialogs).
+    PathWindow,
+    /// Save to a typed path: by its extension the image, the frames or the settings.
+    SaveToPath(std::path::PathBuf),
+    /// Load settings from a typed path.
+    OpenPath(std::path::PathBuf),
+    /// Open the outputs folder in the file manager.
+    OpenOutputs,
+    /// Copy the outputs folder's path.
+    CopyOutputsPath,
     FitCanvas,
     CloseBanner,
 }
