@@ -648,3 +648,25 @@ fn without_file_dialogs_a_typed_path_saves_and_opens() {
     until(&mut h, |_| target.is_file());
     assert!(clipcanvas::worker::files::png_settings(&target).is_some(), "the image holds its settings");
 }
+
+#[test]
+fn presets_and_size_hints_fit_the_models_in_use() {
+    let link = FakeLink::default();
+    let mut h = harness_with_settings_open(&link);
+    h.get_by_label("Models in use: the shapes world (built in)");
+    assert!(h.query_by_label("Detailed").is_none(), "a 512-px preset offered for the 128-px shapes world");
+    h.get_by_label("Thorough").click();
+    h.run_steps(2);
+    let s = &h.state().state.settings;
+    assert_eq!((s.width, s.height, s.cutn, s.iterations), (128, 128, 32, 300));
+    h.state_mut().state.settings.width = 512;
+    h.state_mut().state.settings.height = 512;
+    h.run_steps(2);
+    h.get_by_label_contains("made for 128x128: at 512x512 a run does 16x the work");
+    h.state_mut().state.settings.vqgan = Some(fixture("vqgan-tiny/model.ckpt"));
+    h.state_mut().state.settings.clip = Some(fixture("clip-tiny"));
+    h.run_steps(2);
+    h.get_by_label("Detailed");
+    h.get_by_label("Models in use: VQGAN model.ckpt, CLIP clip-tiny");
+    assert!(h.query_by_label_contains("made for 128x128").is_none());
+}

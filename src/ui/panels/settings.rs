@@ -7,25 +7,63 @@ use crate::settings::CutMethod;
 use crate::settings::{OneStepSettings, OptimizerKind, RunSettings};
 use crate::ui::state::memory_estimate;
 
-/// Named presets: (name, size, cutn, iterations, coarse-to-fine schedule). The first is
-/// the shapes world's own preset, [`RunSettings::shapes_world`].
-fn presets() -> [(&'static str, usize, usize, usize, Vec<CoarseStage>); 4] {
+/// A named preset: size, cutouts, iterations, coarse-to-fine schedule.
+type Preset = (&'static str, usize, usize, usize, Vec<CoarseStage>);
+
+/// The presets for the models in use: with the built-in shapes world (`demo`), at the
+/// 128² its models were made for ([`RunSettings::shapes_world`] and a quicker and a
+/// more thorough one); with real models, at their sizes.
+fn presets(demo: bool) -> Vec<Preset> {
     let world = RunSettings::shapes_world();
-    [
-        ("Shapes world", world.width, world.cutn, world.iterations, world.coarse),
-        ("Draft", 256, 16, 100, Vec::new()),
-        ("Standard", 512, 32, 300, Vec::new()),
-        ("Detailed", 512, 64, 500, Vec::new()),
-    ]
+    if demo {
+        vec![
+            ("Quick", world.width, 8, 80, vec![CoarseStage { factor: 2, until: 50 }]),
+            ("Shapes world", world.width, world.cutn, world.iterations, world.coarse),
+            ("Thorough", world.width, 32, 300, vec![CoarseStage { factor: 2, until: 150 }]),
+        ]
+    } else {
+        vec![
+            ("Draft", 256, 16, 100, Vec::new()),
+            ("Standard", 512, 32, 300, Vec::new()),
+            ("Detailed", 512, 64, 500, Vec::new()),
+        ]
+    }
+}
+
+/// Why a size is far from what the models in use were made for, if it is: the shapes
+/// world's models know 128², and a run 4× the pixels is slower for nothing but noise.
+pub fn size_warning(s: &RunSettings) -> Option<String> {
+    let native = RunSettings::shapes_world().width;
+    if !s.names_no_models() {
+        return None;
+    }
+    let (w, h) = (s.width, s.height);
+    #[expect(clippy::cast_precision_loss, reason = "a ratio shown rounded")]
+    let ratio = (w * h) as f64 / (native * native) as f64;
+    (!(0.25..=4.0).contains(&ratio)).then(|| {
+        format!(
+            "The shapes world's models were made for {native}x{native}: at {w}x{h} a run does {ratio:.0}x the \
+             work and makes noise, not shapes"
+        )
+    })
 }
 
 /// Shows the settings, and the one-step drafts' (`draft`); returns true if the learning
 /// rate changed (it steers a live run).
 pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings, new_seed: &mut bool) -> bool {
     let mut lr_changed = false;
+    let demo = s.names_no_models();
+    let file = |p: &Option<std::path::PathBuf>| {
+        p.as_ref().and_then(|p| p.file_name()).map_or_else(|| "-".to_owned(), |n| n.to_string_lossy().into_owned())
+    };
+    ui.label(if demo {
+        "Models in use: the shapes world (built in)".to_owned()
+    } else {
+        format!("Models in use: VQGAN {}, CLIP {}", file(&s.vqgan), file(&s.clip))
+    });
     ui.horizontal(|ui| {
         ui.label("Preset");
-        for (name, size, cutn, iterations, coarse) in presets() {
+        for (name, size, cutn, iterations, coarse) in presets(demo) {
             if ui.small_button(name).clicked() {
                 s.width = size;
                 s.height = size;
@@ -36,16 +74,17 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
         }
     });
     egui::Grid::new("settings-grid").num_columns(2).spacing([8.0, 4.0]).show(ui, |ui| {
+        // Empty paths are the built-in shapes world, and the hints say so.
         let l = ui.label("VQGAN");
-        path_edit(ui, l.id, &mut s.vqgan, "models/vqgan_imagenet_f16_16384.ckpt");
+        path_edit(ui, l.id, &mut s.vqgan, "empty: the shapes world's (built in)");
         ui.end_row();
         let l = ui.label("CLIP");
-        path_edit(ui, l.id, &mut s.clip, "models/clip-vit-base-patch32");
+        path_edit(ui, l.id, &mut s.clip, "empty: the shapes world's (built in)");
         ui.end_row();
         let l = ui.label("One-step model").on_hover_text(
             "The one-step generator Draft uses (clipcanvas train-onestep makes one); empty: the shapes world's",
         );
-        path_edit(ui, l.id, &mut draft.model, "models/shapes-world/onestep");
+        path_edit(ui, l.id, &mut draft.model, "empty: the shapes world's (built in)");
         ui.end_row();
         let l = ui.label("Draft candidates");
         ui.add(egui::DragValue::new(&mut draft.candidates).range(1..=64))
@@ -130,7 +169,9 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
         ui.add(egui::DragValue::new(&mut s.save_every).range(1..=10_000)).labelled_by(l.id);
         ui.end_row();
     });
-    let demo = s.names_no_models();
+    if let Some(why) = size_warning(s) {
+        ui.colored_label(ui.visuals().warn_fg_color, why);
+    }
     #[expect(clippy::cast_precision_loss, reason = "display only")]
     let gb = memory_estimate(s.width, s.height, s.cutn, demo) as f64 / 1e9;
     ui.label(format!("about {gb:.1} GB of memory at {}x{}, cutn {}", s.width, s.height, s.cutn)).on_hover_text(
