@@ -670,3 +670,27 @@ fn presets_and_size_hints_fit_the_models_in_use() {
     h.get_by_label("Models in use: VQGAN model.ckpt, CLIP clip-tiny");
     assert!(h.query_by_label_contains("made for 128x128").is_none());
 }
+
+#[test]
+fn a_branch_counts_from_its_kept_frame_and_is_marked_on_the_plot() {
+    let link = FakeLink::default();
+    let mut h = running(&link);
+    for it in [0, 50] {
+        *link.frame.lock().expect("lock") = Some(frame(it, 16, 16));
+        h.run_steps(1);
+    }
+    link.push(stats(92, 150, &[("a big red circle on a blue background", 0.5)]));
+    h.run_steps(2);
+    h.get_by_label_contains("93/150");
+    // Continue from the frame kept at iteration 50: the session goes on at 93 for the
+    // 100 iterations left from 50.
+    h.get_by_label("kept frame 50").click();
+    h.run_steps(2);
+    h.get_by_label("Continue from iteration 50").click();
+    h.run_steps(2);
+    assert!(matches!(link.sent().last(), Some(Command::BranchFrom { iteration: 50 })), "{:?}", link.sent());
+    link.push(stats(93, 193, &[("a big red circle on a blue background", 0.45)]));
+    h.run_steps(2);
+    h.get_by_label_contains("branch from 50: 51/150");
+    h.get_by_label_contains("0:50 left");
+}

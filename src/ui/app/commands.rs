@@ -59,6 +59,7 @@ impl StudioApp {
             }
             UiCommand::BranchFrom(iteration) => {
                 self.selected = None;
+                self.branch = Some((iteration, None));
                 self.send(Command::BranchFrom { iteration });
             }
             UiCommand::LrChanged => {
@@ -173,6 +174,7 @@ impl StudioApp {
         self.sent_targets.clone_from(&settings.image_prompts);
         self.plot.clear();
         self.plot.note_sent(self.state.sent_rows());
+        self.branch = None;
         self.kept.clear();
         self.drafts.clear();
         self.draft_pick = 0;

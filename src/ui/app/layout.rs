@@ -314,14 +314,19 @@ impl StudioApp {
         };
         ui.label(state);
         let Some(s) = &self.stats else { return };
-        let done = s.iteration + 1;
+        // A branch counts from its kept frame: iteration `from` + the steps since it began.
+        let (offset, prefix) = match self.branch {
+            Some((from, Some(base))) if s.iteration >= base => (base - from, format!("branch from {from}: ")),
+            _ => (0, String::new()),
+        };
+        let (done, total) = (s.iteration + 1 - offset, s.iterations.saturating_sub(offset));
         #[expect(clippy::cast_precision_loss, reason = "a progress fraction")]
-        let fraction = done as f32 / s.iterations.max(1) as f32;
-        let left = s.iterations.saturating_sub(done);
+        let fraction = done as f32 / total.max(1) as f32;
+        let left = total.saturating_sub(done);
         #[expect(clippy::cast_precision_loss, reason = "a time estimate")]
         let eta =
             (s.its_per_sec > 0.0 && matches!(self.run_state, RunState::Running)).then(|| left as f64 / s.its_per_sec);
-        let mut text = format!("{done}/{} - loss {:.4} - {:.2} it/s", s.iterations, s.total_loss, s.its_per_sec);
+        let mut text = format!("{prefix}{done}/{total} - loss {:.4} - {:.2} it/s", s.total_loss, s.its_per_sec);
         if let Some(eta) = eta {
             text.push_str(&format!(" - {} left", clock(eta)));
         }

@@ -129,6 +129,10 @@ impl StudioApp {
                 self.push_log(format!("{s:?}"));
             }
             Event::Step(stats) => {
+                if let Some((from, base @ None)) = &mut self.branch {
+                    *base = Some(stats.iteration);
+                    self.plot.mark(stats.iteration, format!("branch from {from}"));
+                }
                 self.plot.record(stats.iteration, &stats.losses);
                 self.stats = Some(stats);
             }

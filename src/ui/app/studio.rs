@@ -82,6 +82,9 @@ pub struct StudioApp {
     pub(super) save_due: bool,
     /// Text for the clipboard, handed to egui by the next draw.
     pub(super) clipboard: Option<String>,
+    /// The run continues a branch: from which kept iteration, and the session's own
+    /// iteration where the branch began (`None` until its first step comes back).
+    pub(super) branch: Option<(usize, Option<usize>)>,
     /// Where the target-image panel was drawn: files dropped there become targets.
     pub target_rect: Option<egui::Rect>,
     /// The model-manager window.
@@ -148,6 +151,7 @@ impl StudioApp {
             path_window: None,
             save_due: false,
             clipboard: None,
+            branch: None,
             target_rect: None,
             models_window: ModelsWindow::default(),
             drafts: Vec::new(),

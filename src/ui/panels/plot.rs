@@ -52,6 +52,8 @@ pub struct LossPlot {
     /// The engine's label of every prompt text sent during this run, with its row's id.
     row_of_label: HashMap<String, u32>,
     terms: usize,
+    /// Vertical marks: where a branch started, and its name.
+    marks: Vec<(f64, String)>,
 }
 
 impl LossPlot {
@@ -89,6 +91,12 @@ impl LossPlot {
             };
             self.series.push(Series { key, colour, points: vec![[x, *loss]] });
         }
+    }
+
+    /// Marks iteration `x` (a branch's start) with `name`.
+    pub fn mark(&mut self, x: usize, name: String) {
+        #[expect(clippy::cast_precision_loss, reason = "a plot axis")]
+        self.marks.push((x as f64, name));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,6 +148,9 @@ impl LossPlot {
             egui_plot::Plot::new("losses").height(height).x_axis_label("iteration").y_axis_label("loss").show(
                 ui,
                 |plot| {
+                    for (x, name) in &self.marks {
+                        plot.vline(egui_plot::VLine::new(name.clone(), *x).color(Color32::GRAY));
+                    }
                     for (s, (name, _)) in self.series.iter().zip(&legend) {
                         plot.line(
                             egui_plot::Line::new(name.clone(), egui_plot::PlotPoints::from(s.points.clone()))

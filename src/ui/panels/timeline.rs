@@ -42,6 +42,9 @@ pub fn show(ui: &mut egui::Ui, frames: &[KeptFrame], selected: Option<usize>) ->
                 let response = ui
                     .add(egui::Button::image(image).selected(selected == Some(i)))
                     .on_hover_text(format!("iteration {}", k.frame.iteration));
+                // Named for screen readers (and tests): "kept frame 50".
+                let name = format!("kept frame {}", k.frame.iteration);
+                response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, &name));
                 if response.clicked() {
                     action = Some(TimelineAction::Show(i));
                 }
