@@ -694,3 +694,45 @@ fn a_branch_counts_from_its_kept_frame_and_is_marked_on_the_plot() {
     h.get_by_label_contains("branch from 50: 51/150");
     h.get_by_label_contains("0:50 left");
 }
+
+#[test]
+fn a_recorded_run_exports_every_recorded_frame_enlarged() {
+    let outputs = tempfile::tempdir().expect("temp");
+    let link = FakeLink::default();
+    let mut h = harness_with_outputs(&link, Some(outputs.path().to_path_buf()));
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    h.get_by_label("Record every").click();
+    h.run_steps(2);
+    h.state_mut().state.look = clipcanvas::worker::files::Look { fps: 20, scale: 2, smooth: false };
+    h.key_press(egui::Key::Escape);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Record(Some(rec))) = sent.first() else { panic!("expected Record before Start: {sent:?}") };
+    assert_eq!(rec.every, 1);
+    assert!(matches!(sent.get(1), Some(Command::Start(_))), "{sent:?}");
+    // The worker's recorder writes the frames; here they are written as it would.
+    std::fs::create_dir_all(&rec.dir).expect("dir");
+    for it in 0..5u8 {
+        let img = image::RgbImage::from_pixel(16, 16, image::Rgb([it * 40, 0, 0]));
+        img.save(rec.dir.join(format!("frame_{:06}.png", it))).expect("png");
+    }
+    *link.frame.lock().expect("lock") = Some(frame(4, 16, 16));
+    h.run_steps(2);
+    let gif = outputs.path().join("anim.gif");
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    h.get_by_label("Save or open by path...").click();
+    h.run_steps(3);
+    let fields: Vec<_> = h.get_all_by_role(egui::accesskit::Role::TextInput).collect();
+    let field = fields.last().expect("the path field");
+    field.focus();
+    field.set_text_value_accesskit(&gif.display().to_string());
+    h.run_steps(2);
+    h.get_by_label("Save").click();
+    until(&mut h, |_| gif.is_file());
+    until(&mut h, |app| app.banner.as_ref().is_some_and(|b| b.text.contains("5 frames")));
+    let decoded = image::open(&gif).expect("a GIF");
+    assert_eq!((decoded.width(), decoded.height()), (32, 32), "enlarged x2");
+}

@@ -62,6 +62,11 @@ pub struct StudioState {
     pub draft: OneStepSettings,
     /// Start and Draft pick a new seed each time (on by default, as A1111's −1).
     pub new_seed: bool,
+    /// Record every this many iterations of a run into its outputs folder, for
+    /// animations of every step (0: off; the kept frames are exported then).
+    pub record_every: usize,
+    /// How exported animations look.
+    pub look: crate::worker::files::Look,
 }
 
 impl Default for StudioState {
@@ -76,6 +81,8 @@ impl Default for StudioState {
             settings,
             draft: OneStepSettings::default(),
             new_seed: true,
+            record_every: 0,
+            look: crate::worker::files::Look::default(),
         }
     }
 }

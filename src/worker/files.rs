@@ -37,22 +37,71 @@ pub fn write_png(path: &Path, frame: &Frame, meta: &PngMeta) -> Result<(), Strin
     crate::export::write_png(path, &frame.to_rgb(), Some(&meta.to_json())).map_err(|e| e.to_string())
 }
 
-/// Writes frames as an animated GIF, 100 ms a frame.
-pub fn write_gif(path: &Path, frames: &[Arc<FrameEvent>]) -> Result<(), String> {
-    let images: Vec<image::RgbImage> = frames.iter().map(|f| f.frame.to_rgb()).collect();
-    crate::export::write_gif(path, &images, 100).map_err(|e| e.to_string())
+/// How exported frames look: the GIF's frames per second, and an enlargement (1, 2 or
+/// 4 times) with Lanczos (`smooth`) or nearest-neighbour (crisp pixels) resampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Look {
+    pub fps: u32,
+    pub scale: u32,
+    pub smooth: bool,
 }
 
-/// Writes frames as a numbered PNG sequence in `dir`; returns how many.
-pub fn write_sequence(dir: &Path, frames: &[Arc<FrameEvent>]) -> Result<usize, String> {
+impl Default for Look {
+    fn default() -> Self {
+        Self { fps: 10, scale: 1, smooth: true }
+    }
+}
+
+impl Look {
+    /// A frame as it is exported.
+    pub fn apply(&self, frame: &Frame) -> image::RgbImage {
+        let rgb = frame.to_rgb();
+        let k = self.scale.clamp(1, 8);
+        if k == 1 {
+            return rgb;
+        }
+        let filter =
+            if self.smooth { image::imageops::FilterType::Lanczos3 } else { image::imageops::FilterType::Nearest };
+        image::imageops::resize(&rgb, rgb.width() * k, rgb.height() * k, filter)
+    }
+}
+
+/// Writes frames as an animated GIF, as `look` says.
+pub fn write_gif(path: &Path, frames: &[Arc<FrameEvent>], look: Look) -> Result<(), String> {
+    let images: Vec<image::RgbImage> = frames.iter().map(|f| look.apply(&f.frame)).collect();
+    let delay_ms = 1000 / look.fps.clamp(1, 100);
+    crate::export::write_gif(path, &images, delay_ms).map_err(|e| e.to_string())
+}
+
+/// Writes frames as a numbered PNG sequence in `dir`, as `look` says; returns how many.
+pub fn write_sequence(dir: &Path, frames: &[Arc<FrameEvent>], look: Look) -> Result<usize, String> {
     crate::export::FrameSequence::create(dir)
         .and_then(|mut seq| {
             for f in frames {
-                seq.push(f.iteration, &f.frame.to_rgb(), None)?;
+                seq.push(f.iteration, &look.apply(&f.frame), None)?;
             }
             Ok(seq.paths().len())
         })
         .map_err(|e| e.to_string())
+}
+
+/// The frames recorded in `dir` (`frame_NNNNNN.png`), by iteration; empty when there
+/// are none.
+pub fn recorded_frames(dir: &Path) -> Vec<Arc<FrameEvent>> {
+    let mut frames: Vec<Arc<FrameEvent>> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let iteration = name.strip_prefix("frame_")?.strip_suffix(".png")?.parse().ok()?;
+                    Some(Arc::new(FrameEvent::new(iteration, decode_image(&e.path()).ok()?)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    frames.sort_by_key(|f| f.iteration);
+    frames
 }
 
 /// Where the studio saves every run unless told otherwise:
@@ -87,7 +136,7 @@ pub fn run_folder_name(unix_seconds: u64, prompt: &str) -> String {
 /// Saving the same run again (after a resume) updates the folder.
 pub fn save_run(dir: &Path, last: &Frame, meta: &PngMeta, kept: &[Arc<FrameEvent>]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    write_sequence(&dir.join("frames"), kept)?;
+    write_sequence(&dir.join("frames"), kept, Look::default())?;
     write_png(&dir.join("final.png"), last, meta)
 }
 
@@ -136,6 +185,17 @@ mod tests {
         // 2026-12-06 20:41:07 UTC.
         assert_eq!(run_folder_name(1_796_589_667, ""), "2026-12-06_20-41-07_run");
         assert_eq!(run_folder_name(951_782_400, "x"), "2000-02-29_00-00-00_x");
+    }
+
+    #[test]
+    fn the_look_enlarges_crisp_or_smooth() {
+        let frame = Frame { width: 2, height: 1, rgba: vec![0, 0, 0, 255, 255, 255, 255, 255] };
+        let crisp = Look { scale: 4, smooth: false, ..Look::default() }.apply(&frame);
+        assert_eq!(crisp.dimensions(), (8, 4));
+        assert_eq!((crisp.get_pixel(3, 0).0, crisp.get_pixel(4, 0).0), ([0, 0, 0], [255, 255, 255]));
+        let smooth = Look { scale: 4, smooth: true, ..Look::default() }.apply(&frame);
+        assert!(smooth.get_pixel(3, 0).0[0] > 0, "Lanczos blends across the edge");
+        assert_eq!(Look::default().apply(&frame).dimensions(), (2, 1));
     }
 
     #[test]

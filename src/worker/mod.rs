@@ -48,6 +48,7 @@
 pub mod files;
 mod outbox;
 mod protocol;
+mod recorder;
 mod run;
 mod shared;
 #[cfg(test)]
@@ -63,6 +64,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 /// The model manager's download service, the studio's other background thread.
 pub use crate::catalog::service as downloads;
 pub use protocol::{Command, DraftFrame, Dropped, Event, Frame, FrameEvent, RunState, Steer, StepStats};
+pub use recorder::Recording;
 
 use crate::settings::RunSettings;
 use outbox::Outbox;

@@ -42,6 +42,9 @@ pub enum Command {
     /// Continues a finished or stopped run for this many more iterations (a draft's
     /// refinement: the draft is iteration 0).
     Refine(usize),
+    /// Records every k-th iteration's image of the runs that follow into a folder
+    /// (`None`: no recording). Sent before the [`Command::Start`] it is for.
+    Record(Option<super::recorder::Recording>),
     /// Ends the worker thread (after the commands queued before it).
     Shutdown,
 }

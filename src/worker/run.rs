@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::outbox::{one_line, Outbox};
 use super::protocol::{Command, DraftFrame, Event, FrameEvent, RunState, Steer};
+use super::recorder::Recorder;
 use super::shared::{lock, FRAME_EVERY, OVERFLOW_RETRY};
 use super::timeline::Timeline;
 use crate::engine::device::parse_device;
@@ -77,6 +78,8 @@ pub(super) struct Engine {
     /// The iteration of the last frame sent, so a final frame is not sent twice.
     pub(super) last_frame: Option<usize>,
     pub(super) rate: StepRate,
+    /// Where the run's frames are recorded, if they are.
+    pub(super) recorder: Option<Recorder>,
 }
 
 /// What one step produced.
@@ -119,6 +122,7 @@ impl Engine {
             kept: Timeline::default(),
             last_frame: None,
             rate: StepRate::default(),
+            recorder: None,
         }
     }
 
@@ -253,6 +257,15 @@ impl Engine {
             Command::SaveSession(path) => self.save(&path),
             Command::PickDraft(rank) => self.pick_draft(rank),
             Command::Refine(more) => self.refine(more),
+            Command::Record(spec) => {
+                self.recorder = None;
+                if let Some(spec) = spec {
+                    match Recorder::start(spec) {
+                        Ok(r) => self.recorder = Some(r),
+                        Err(e) => self.error(format!("not recording: {e}")),
+                    }
+                }
+            }
             Command::Shutdown => {}
         }
     }
@@ -430,6 +443,15 @@ impl Engine {
         }
     }
 
+    /// Records a frame; a recording that fails is reported once and ends.
+    fn record(&mut self, iteration: usize, frame: &Frame) {
+        let Some(r) = &self.recorder else { return };
+        if let Err(e) = r.record(iteration, frame) {
+            self.recorder = None;
+            self.error(e);
+        }
+    }
+
     pub(super) fn keep_latent(&mut self, iteration: usize, latent: Tensor) {
         self.kept.keep(iteration, latent);
     }
@@ -448,11 +470,15 @@ impl Engine {
         }
         let save_every = session.settings().save_every;
         let keep = it == 0 || (save_every > 0 && it % save_every == 0);
+        let record = self.recorder.as_ref().is_some_and(|r| r.wants(it));
         let started = Instant::now();
-        match advance(session, keep, keep || it % FRAME_EVERY.max(1) == 0) {
+        match advance(session, keep, keep || record || it % FRAME_EVERY.max(1) == 0) {
             Ok(Advance { out, latent, frame }) => {
                 if let Some(latent) = latent {
                     self.keep_latent(it, latent);
+                }
+                if let (true, Some(frame)) = (record, &frame) {
+                    self.record(it, frame);
                 }
                 if let Some(frame) = frame {
                     self.out.frame(FrameEvent::new(it, frame));
@@ -482,6 +508,10 @@ impl Engine {
         match result {
             Ok((frame, latent)) => {
                 self.keep_latent(it, latent);
+                // The run's last image ends a recording, whatever its step.
+                if self.recorder.is_some() {
+                    self.record(it, &frame);
+                }
                 self.out.frame(FrameEvent::new(it, frame));
                 self.last_frame = Some(it);
             }

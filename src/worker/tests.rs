@@ -422,3 +422,32 @@ fn drop_joins_the_thread_promptly_even_mid_run() {
     assert!(!worker.is_alive());
     assert!(!worker.send(Command::Pause));
 }
+
+#[test]
+fn a_recorded_run_writes_every_kth_iteration_and_its_last_image() {
+    let dir = tempfile::tempdir().expect("temp");
+    let rec = dir.path().join("recording");
+    let (worker, _) = spawn();
+    assert!(worker.send(Command::Record(Some(Recording { dir: rec.clone(), every: 2 }))));
+    start(&worker, tiny(5));
+    until(&worker, is_state(RunState::Finished));
+    // The writer finishes the queued frames on its own thread.
+    let deadline = Instant::now() + WAIT;
+    let names = || {
+        let mut n: Vec<String> = std::fs::read_dir(&rec)
+            .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        n.sort();
+        n
+    };
+    while names().len() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Iterations 0, 2 and 4 as they were stepped, and the image after the last step (5).
+    assert_eq!(names(), ["frame_000000.png", "frame_000002.png", "frame_000004.png", "frame_000005.png"]);
+    // The next run, without recording, writes nothing more.
+    assert!(worker.send(Command::Record(None)));
+    start(&worker, tiny(2));
+    until(&worker, is_state(RunState::Finished));
+    assert_eq!(names().len(), 4);
+}

@@ -9,7 +9,7 @@ use super::studio::StudioApp;
 use super::support::{answer, dialog, image_dialog, Background};
 use super::ui_command::UiCommand;
 use crate::worker::downloads::ModelPaths;
-use crate::worker::{Command, RunState};
+use crate::worker::{Command, Recording, RunState};
 
 impl StudioApp {
     /// Queues a command for the next frame's logic.
@@ -183,6 +183,17 @@ impl StudioApp {
         self.last_run = Some(settings.clone());
         let prompt = self.state.sent_rows().next().map(|r| r.text.clone());
         self.run_folder = self.new_run_folder(prompt.as_deref());
+        let every = self.state.record_every;
+        let recording =
+            self.run_folder.as_ref().filter(|_| every > 0).map(|dir| Recording { dir: dir.join("recording"), every });
+        if every > 0 && recording.is_none() {
+            self.say("not recording: this system has no outputs folder", true);
+        }
+        // The worker records until told otherwise: tell it only what changes.
+        if recording.is_some() || self.recording {
+            self.recording = recording.is_some();
+            self.send(Command::Record(recording));
+        }
         if !self.link.send(Command::Start(Box::new(settings))) {
             self.say("the engine is not answering; restart the studio", true);
         }

@@ -149,18 +149,11 @@ impl StudioApp {
                 });
             }
             Some("gif") | None => {
-                if self.kept.is_empty() {
-                    return self.say("no kept frames yet", true);
-                }
-                let frames: Vec<Arc<FrameEvent>> = self.kept.iter().map(|k| Arc::clone(&k.frame)).collect();
+                let Some(frames) = self.export_frames_source() else { return };
                 let gif = ext.is_some();
+                let look = self.state.look;
                 spawn_named("clipcanvas-export", move || {
-                    let result = if gif {
-                        files::write_gif(&path, &frames).map(|()| format!("saved {}", path.display()))
-                    } else {
-                        files::write_sequence(&path, &frames).map(|n| format!("saved {n} frames to {}", path.display()))
-                    };
-                    let _ = tx.send(Background::Done(result));
+                    let _ = tx.send(Background::Done(write_frames(&path, &frames.resolve(), gif, look)));
                 });
             }
             Some(other) => self.say(
@@ -186,28 +179,34 @@ impl StudioApp {
         }
     }
 
-    pub(super) fn export_frames(&mut self, gif: bool) {
+    /// The frames an animation export holds: the run's recording where it was recorded,
+    /// else its kept frames; `None` (and a banner) when there are none.
+    fn export_frames_source(&mut self) -> Option<FrameSource> {
+        if let Some(dir) = self.run_folder.as_ref().map(|d| d.join("recording")).filter(|d| d.is_dir()) {
+            return Some(FrameSource::Recorded(dir));
+        }
         if self.kept.is_empty() {
             self.say("no kept frames yet", true);
-            return;
+            return None;
         }
-        let frames: Vec<Arc<FrameEvent>> = self.kept.iter().map(|k| Arc::clone(&k.frame)).collect();
+        Some(FrameSource::Kept(self.kept.iter().map(|k| Arc::clone(&k.frame)).collect()))
+    }
+
+    pub(super) fn export_frames(&mut self, gif: bool) {
+        let Some(frames) = self.export_frames_source() else { return };
+        let look = self.state.look;
         let tx = self.bg_tx.clone();
         dialog(move || {
-            let result = if gif {
-                let Some(file) = answer(
-                    &tx,
-                    rfd::AsyncFileDialog::new().add_filter("GIF", &["gif"]).set_file_name("clipcanvas.gif").save_file(),
-                ) else {
-                    return;
-                };
-                files::write_gif(file.path(), &frames).map(|()| format!("saved {}", file.path().display()))
+            let path = if gif {
+                let dialog =
+                    rfd::AsyncFileDialog::new().add_filter("GIF", &["gif"]).set_file_name("clipcanvas.gif").save_file();
+                answer(&tx, dialog).map(|f| f.path().to_path_buf())
             } else {
-                let Some(dir) = answer(&tx, rfd::AsyncFileDialog::new().pick_folder()) else { return };
-                files::write_sequence(dir.path(), &frames)
-                    .map(|n| format!("saved {n} frames to {}", dir.path().display()))
+                answer(&tx, rfd::AsyncFileDialog::new().pick_folder()).map(|d| d.path().to_path_buf())
             };
-            let _ = tx.send(Background::Done(result));
+            if let Some(path) = path {
+                let _ = tx.send(Background::Done(write_frames(&path, &frames.resolve(), gif, look)));
+            }
         });
     }
 
@@ -273,4 +272,33 @@ fn open_in_file_manager(dir: &Path) -> bool {
         .stderr(std::process::Stdio::null())
         .spawn()
         .is_ok()
+}
+
+/// Where an animation's frames come from.
+enum FrameSource {
+    /// The kept frames, in memory.
+    Kept(Vec<Arc<FrameEvent>>),
+    /// A recording on disk (read when exporting, off the UI thread).
+    Recorded(PathBuf),
+}
+
+impl FrameSource {
+    fn resolve(self) -> Vec<Arc<FrameEvent>> {
+        match self {
+            Self::Kept(frames) => frames,
+            Self::Recorded(dir) => files::recorded_frames(&dir),
+        }
+    }
+}
+
+/// Writes frames as a GIF at `path`, or as a PNG sequence in the folder `path`.
+fn write_frames(path: &Path, frames: &[Arc<FrameEvent>], gif: bool, look: files::Look) -> Result<String, String> {
+    if frames.is_empty() {
+        return Err("no frames to export".to_owned());
+    }
+    if gif {
+        files::write_gif(path, frames, look).map(|()| format!("saved {} ({} frames)", path.display(), frames.len()))
+    } else {
+        files::write_sequence(path, frames, look).map(|n| format!("saved {n} frames to {}", path.display()))
+    }
 }

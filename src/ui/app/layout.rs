@@ -196,6 +196,7 @@ impl StudioApp {
                 if ui.button("Kept frames (GIF)...").clicked() {
                     self.ask(UiCommand::ExportFrames { gif: true });
                 }
+                self.animation_options(ui);
                 ui.separator();
                 if ui.button("Save settings...").clicked() {
                     self.ask(UiCommand::SaveSettings);
@@ -269,6 +270,38 @@ impl StudioApp {
             Some(false) => self.confirm_reset = false,
             None => {}
         }
+    }
+
+    /// Recording every k-th iteration (for animations of every step) and how exported
+    /// frames look: GIF speed, enlargement and its filter.
+    fn animation_options(&mut self, ui: &mut egui::Ui) {
+        let st = &mut self.state;
+        ui.horizontal(|ui| {
+            let mut on = st.record_every > 0;
+            if ui
+                .checkbox(&mut on, "Record every")
+                .on_hover_text(
+                    "Runs write every k-th iteration to their outputs folder; the animations then hold them all",
+                )
+                .changed()
+            {
+                st.record_every = usize::from(on);
+            }
+            let mut every = st.record_every.max(1);
+            if ui.add_enabled(on, egui::DragValue::new(&mut every).range(1..=1000)).changed() {
+                st.record_every = every;
+            }
+            ui.label("iterations (next run)");
+        });
+        ui.horizontal(|ui| {
+            let l = ui.label("GIF speed");
+            ui.add(egui::DragValue::new(&mut st.look.fps).range(1..=50).suffix(" fps")).labelled_by(l.id);
+            ui.label("size");
+            for k in [1, 2, 4] {
+                ui.selectable_value(&mut st.look.scale, k, format!("x{k}"));
+            }
+            ui.checkbox(&mut st.look.smooth, "smooth").on_hover_text("Lanczos when enlarging; off: crisp pixels");
+        });
     }
 
     /// Save or open by path: a typed path, where no file dialog can open.

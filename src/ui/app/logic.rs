@@ -216,6 +216,8 @@ impl StudioApp {
                     self.canvas.set_frame(Arc::clone(&live));
                     self.live = Some(live);
                     self.push_log(format!("the last run, from {}", folder.display()));
+                    // Its recording, if it has one, is what an animation export holds.
+                    self.run_folder = Some(folder);
                 }
             }
             Background::NoDialog => {

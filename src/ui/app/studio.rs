@@ -85,6 +85,8 @@ pub struct StudioApp {
     /// The run continues a branch: from which kept iteration, and the session's own
     /// iteration where the branch began (`None` until its first step comes back).
     pub(super) branch: Option<(usize, Option<usize>)>,
+    /// The worker was last told to record.
+    pub(super) recording: bool,
     /// Where the target-image panel was drawn: files dropped there become targets.
     pub target_rect: Option<egui::Rect>,
     /// The model-manager window.
@@ -152,6 +154,7 @@ impl StudioApp {
             save_due: false,
             clipboard: None,
             branch: None,
+            recording: false,
             target_rect: None,
             models_window: ModelsWindow::default(),
             drafts: Vec::new(),
