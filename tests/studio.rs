@@ -736,3 +736,19 @@ fn a_recorded_run_exports_every_recorded_frame_enlarged() {
     let decoded = image::open(&gif).expect("a GIF");
     assert_eq!((decoded.width(), decoded.height()), (32, 32), "enlarged x2");
 }
+
+#[test]
+fn a_number_typed_and_left_with_tab_is_kept() {
+    let link = FakeLink::default();
+    let mut h = harness_with_settings_open(&link);
+    // Clicked, as a person does: the field turns into a text field with its number
+    // selected.
+    h.get_by_label("Iterations").click();
+    h.run_steps(2);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.get_by_label("Iterations").type_text("77");
+    h.run_steps(1);
+    h.key_press(egui::Key::Tab);
+    h.run_steps(3);
+    assert_eq!(h.state().state.settings.iterations, 77);
+}
