@@ -22,7 +22,7 @@ use clipcanvas::catalog::store::{Root, RootKind, Store};
 use clipcanvas::ui::link::EngineLink;
 use clipcanvas::ui::StudioApp;
 use clipcanvas::worker::{Command, Event, FrameEvent};
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use http_server::{Mode, Server};
 
@@ -85,6 +85,9 @@ fn the_models_button_opens_the_manager_listing_every_catalog_model() {
     let missing = rows.iter().filter(|r| !r.bundled && !r.status.as_ref().is_some_and(|s| s.is_installed())).count();
     assert_eq!(h.get_all_by_label("Download").count(), missing);
     assert!(rows.iter().all(|r| r.bundled || r.manual.contains("download each file")), "{rows:?}");
+    // With no model paths set, the shapes world's pair is the one in use.
+    let bundled = rows.iter().filter(|r| r.bundled).count();
+    assert_eq!(h.get_all_by_label("in use").count(), bundled);
 }
 
 #[test]
@@ -164,7 +167,9 @@ urls = ["{base}/mirror-vqgan/last.ckpt"]
     assert_eq!(read(&dir.join("last.ckpt")), ckpt);
     assert_eq!(h.state().state.settings.vqgan_config.as_deref(), Some(dir.join("model.yaml").as_path()));
     h.run_steps(2);
-    h.get_by_label("Use");
+    // The model the next run uses is marked, and its Use has nothing left to do.
+    h.get_by_label("in use");
+    assert!(h.get_by_label("Use").accesskit_node().is_disabled());
     h.get_by_label_contains("mirror-vqgan installed");
     assert!(!h.state().missing_models.iter().any(|m| m.contains("VQGAN")), "{:?}", h.state().missing_models);
 }

@@ -11,7 +11,7 @@ use super::studio::StudioApp;
 use super::support::percentile;
 use super::ui_command::UiCommand;
 use crate::ui::panels::images::{self, ImageAction};
-use crate::ui::panels::models::ModelsAction;
+use crate::ui::panels::models::{InUse, ModelsAction};
 use crate::ui::panels::timeline::{self, TimelineAction};
 use crate::ui::panels::{prompts, settings};
 use crate::worker::RunState;
@@ -117,6 +117,8 @@ impl StudioApp {
         if std::mem::take(&mut self.open_models) {
             self.models_window.open(ui.ctx());
         }
+        let s = &self.state.settings;
+        self.models_window.set_in_use(InUse { vqgan: s.vqgan.clone(), clip: s.clip.clone() });
         for action in self.models_window.show(ui.ctx()) {
             self.ask(model_command(action));
         }

@@ -39,6 +39,34 @@ pub struct ModelsWindow {
     help: HashMap<String, String>,
     roots: Vec<std::path::PathBuf>,
     start_error: Option<String>,
+    /// The models the next run uses, to mark them.
+    in_use: InUse,
+}
+
+/// The models a run would use now: the VQGAN checkpoint and CLIP folder set, or none
+/// (the built-in shapes world).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InUse {
+    pub vqgan: Option<std::path::PathBuf>,
+    pub clip: Option<std::path::PathBuf>,
+}
+
+impl InUse {
+    /// Whether `row` is one of them.
+    fn holds(&self, row: &ModelRow) -> bool {
+        if self.vqgan.is_none() && self.clip.is_none() {
+            return row.bundled;
+        }
+        let Some(ModelStatus::Installed { dir }) = &row.status else { return false };
+        let same = |p: &std::path::Path| {
+            let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            canon(p) == canon(dir)
+        };
+        match row.kind {
+            ModelKind::Vqgan => self.vqgan.as_deref().and_then(std::path::Path::parent).is_some_and(same),
+            ModelKind::Clip => self.clip.as_deref().is_some_and(same),
+        }
+    }
 }
 
 impl ModelsWindow {
@@ -64,6 +92,11 @@ impl ModelsWindow {
         self.roots = manager.roots();
         self.manager = Some(manager);
         self.start_error = None;
+    }
+
+    /// Notes the models the next run uses (marked "in use").
+    pub fn set_in_use(&mut self, in_use: InUse) {
+        self.in_use = in_use;
     }
 
     /// The listed models (tests read it).
@@ -138,7 +171,7 @@ impl ModelsWindow {
         let progress = manager.progress();
         for row in &self.rows {
             ui.push_id(&row.name, |ui| {
-                model_row(ui, manager, row, progress.as_ref(), actions);
+                model_row(ui, manager, row, progress.as_ref(), self.in_use.holds(row), actions);
                 if let Some((text, error)) = self.messages.get(&row.name) {
                     let color = if *error { Color32::LIGHT_RED } else { ui.visuals().weak_text_color() };
                     ui.label(RichText::new(text).color(color).small());
@@ -184,11 +217,16 @@ fn model_row(
     manager: &ModelManager,
     row: &ModelRow,
     progress: Option<&Progress>,
+    in_use: bool,
     actions: &mut Vec<ModelsAction>,
 ) {
     let busy = manager.busy(&row.name);
     ui.horizontal(|ui| {
         ui.label(RichText::new(&row.name).strong().monospace());
+        if in_use {
+            ui.label(RichText::new("in use").strong().color(Color32::LIGHT_GREEN))
+                .on_hover_text("The next run uses this model");
+        }
         let kind = match row.kind {
             ModelKind::Clip => "CLIP",
             ModelKind::Vqgan => "VQGAN",
@@ -202,7 +240,11 @@ fn model_row(
                     manager.cancel(&row.name);
                 }
             } else if matches!(row.status, Some(ModelStatus::Installed { .. })) {
-                if ui.button("Use").on_hover_text(format!("Use {} for the next run", row.name)).clicked() {
+                if ui
+                    .add_enabled(!in_use, egui::Button::new("Use"))
+                    .on_hover_text(format!("Use {} for the next run", row.name))
+                    .clicked()
+                {
                     if let Ok(paths) = manager.paths(&row.name) {
                         actions.push(ModelsAction::Use { name: row.name.clone(), paths });
                     }
