@@ -254,7 +254,8 @@ impl StudioApp {
             ui.heading("Reset?");
             ui.label(format!(
                 "This clears the canvas, {} kept frame(s){} and the loss plot, and ends the run. \
-                 Export what you want to keep first.",
+                 A run that finished or stopped is already in the outputs folder; export anything else \
+                 you want to keep first.",
                 self.kept.len(),
                 if self.drafts.is_empty() { "" } else { ", the draft candidates" },
             ));
