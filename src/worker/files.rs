@@ -86,8 +86,8 @@ pub fn write_sequence(dir: &Path, frames: &[Arc<FrameEvent>], look: Look) -> Res
         .map_err(|e| e.to_string())
 }
 
-/// The frames recorded in `dir` (`frame_NNNNNN.png`), by iteration; empty when there
-/// are none.
+/// The frames in `dir` (`frame_NNNNNN.png`: a recording, or a saved run's kept frames),
+/// by iteration; empty when there are none.
 pub fn recorded_frames(dir: &Path) -> Vec<Arc<FrameEvent>> {
     let mut frames: Vec<Arc<FrameEvent>> = std::fs::read_dir(dir)
         .map(|rd| {
@@ -147,7 +147,7 @@ pub struct SavedRun {
     /// Its final image.
     pub last: Frame,
     /// Its kept frames, by iteration.
-    pub frames: Vec<(usize, Frame)>,
+    pub frames: Vec<Arc<FrameEvent>>,
 }
 
 /// The newest run in `outputs` (by folder name, which starts with its time). `None` when
@@ -160,18 +160,7 @@ pub fn newest_run(outputs: &Path) -> Option<SavedRun> {
         .filter(|p| p.join("final.png").is_file())
         .max_by(|a, b| a.file_name().cmp(&b.file_name()))?;
     let last = decode_image(&newest.join("final.png")).ok()?;
-    let mut frames: Vec<(usize, Frame)> = std::fs::read_dir(newest.join("frames"))
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let iteration = name.strip_prefix("frame_")?.strip_suffix(".png")?.parse().ok()?;
-                    Some((iteration, decode_image(&e.path()).ok()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    frames.sort_by_key(|(i, _)| *i);
+    let frames = recorded_frames(&newest.join("frames"));
     Some(SavedRun { folder: newest, last, frames })
 }
 
@@ -210,7 +199,7 @@ mod tests {
         let run = newest_run(dir.path()).unwrap();
         assert!(run.folder.ends_with("2026-12-06_20-41-07_new"));
         assert_eq!(run.last.rgba[0], 60);
-        assert_eq!(run.frames.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 50]);
+        assert_eq!(run.frames.iter().map(|f| f.iteration).collect::<Vec<_>>(), [0, 50]);
         assert!(png_settings(&run.folder.join("final.png")).is_some(), "final.png holds its settings");
         assert!(newest_run(&dir.path().join("none")).is_none());
     }

@@ -207,10 +207,10 @@ impl StudioApp {
                 let crate::worker::files::SavedRun { folder, last, frames } = *run;
                 // Only onto an empty studio: a run started meanwhile wins.
                 if self.live.is_none() && self.kept.is_empty() && self.last_run.is_none() {
-                    let last_iteration = frames.last().map_or(0, |(i, _)| *i);
-                    for (iteration, frame) in frames {
-                        let thumb = thumbnail(ctx, &frame, iteration);
-                        self.kept.push(KeptFrame { frame: Arc::new(FrameEvent::new(iteration, frame)), thumb });
+                    let last_iteration = frames.last().map_or(0, |f| f.iteration);
+                    for frame in frames {
+                        let thumb = thumbnail(ctx, &frame.frame, frame.iteration);
+                        self.kept.push(KeptFrame { frame, thumb });
                     }
                     let live = Arc::new(FrameEvent::new(last_iteration, last));
                     self.canvas.set_frame(Arc::clone(&live));
