@@ -693,6 +693,11 @@ fn a_branch_counts_from_its_kept_frame_and_is_marked_on_the_plot() {
     h.run_steps(2);
     h.get_by_label_contains("branch from 50: 51/150");
     h.get_by_label_contains("0:50 left");
+    // The branch's kept frames stand apart on the timeline.
+    *link.frame.lock().expect("lock") = Some(frame(100, 16, 16));
+    h.run_steps(2);
+    h.get_by_label("branch from 50:");
+    h.get_by_label("kept frame 100");
 }
 
 #[test]

@@ -157,7 +157,8 @@ impl StudioApp {
         let keep = frame.iteration.is_multiple_of(every) || self.run_state != RunState::Running;
         if keep && last != Some(frame.iteration) {
             let thumb = thumbnail(ctx, &frame.frame, frame.iteration);
-            self.kept.push(KeptFrame { frame: Arc::clone(&frame), thumb });
+            let branch = self.branch.map(|(from, _)| from);
+            self.kept.push(KeptFrame { frame: Arc::clone(&frame), thumb, branch });
             if self.kept.len() > MAX_KEPT {
                 self.kept.remove(0);
                 self.selected = self.selected.and_then(|s| s.checked_sub(1));
@@ -210,7 +211,7 @@ impl StudioApp {
                     let last_iteration = frames.last().map_or(0, |f| f.iteration);
                     for frame in frames {
                         let thumb = thumbnail(ctx, &frame.frame, frame.iteration);
-                        self.kept.push(KeptFrame { frame, thumb });
+                        self.kept.push(KeptFrame { frame, thumb, branch: None });
                     }
                     let live = Arc::new(FrameEvent::new(last_iteration, last));
                     self.canvas.set_frame(Arc::clone(&live));

@@ -9,6 +9,8 @@ use crate::worker::FrameEvent;
 pub struct KeptFrame {
     pub frame: Arc<FrameEvent>,
     pub thumb: egui::TextureHandle,
+    /// The kept iteration the frame's branch started from; `None` on the run's trunk.
+    pub branch: Option<usize>,
 }
 
 /// What the user asked of the timeline.
@@ -38,6 +40,12 @@ pub fn show(ui: &mut egui::Ui, frames: &[KeptFrame], selected: Option<usize>) ->
     egui::ScrollArea::horizontal().id_salt("timeline").show(ui, |ui| {
         ui.horizontal(|ui| {
             for (i, k) in frames.iter().enumerate() {
+                // A branch's frames stand apart, after a label naming where it forked.
+                let previous = i.checked_sub(1).and_then(|p| frames.get(p)).map(|p| p.branch);
+                if let (Some(from), true) = (k.branch, previous != Some(k.branch)) {
+                    ui.separator();
+                    ui.label(format!("branch from {from}:"));
+                }
                 let image = egui::Image::new(&k.thumb).fit_to_exact_size(egui::vec2(56.0, 56.0));
                 let response = ui
                     .add(egui::Button::image(image).selected(selected == Some(i)))
