@@ -150,7 +150,7 @@ impl StudioApp {
             }
             let unavailable = self.draft_unavailable();
             let draft = ui.add_enabled(!running && unavailable.is_none(), egui::Button::new("Draft")).on_hover_text(
-                "A one-step draft of the prompts in a second or two, with candidates to pick from (Ctrl+D)",
+                "A one-step draft of the prompts in about half a second, with candidates to pick from (Ctrl+D)",
             );
             let draft = match &unavailable {
                 Some(why) if !running => draft.on_disabled_hover_text(why.as_str()),
