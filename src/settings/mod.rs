@@ -152,12 +152,25 @@ impl Sampling {
     }
 }
 
+/// Writes a path as text, lossily where it is not Unicode (each invalid sequence becomes
+/// U+FFFD). serde's own `PathBuf` refuses such a path, which would cost a PNG its
+/// metadata and a run its session; a lossy name in them only means the file must be
+/// named again (by flag) to run from them.
+#[expect(clippy::ref_option, reason = "serde's serialize_with passes the field by reference")]
+fn lossy_path<S: serde::Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => s.serialize_some(&p.to_string_lossy()),
+        None => s.serialize_none(),
+    }
+}
+
 /// One-step drafting (CLIP-GEN): a one-step model draws candidate code grids for the
 /// prompts, CLIP ranks them, and the run starts from the chosen one (iteration 0).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OneStepSettings {
     /// The one-step model's folder; none: the shapes world's.
+    #[serde(serialize_with = "lossy_path")]
     pub model: Option<PathBuf>,
     /// Candidates drawn and ranked.
     pub candidates: usize,
@@ -203,6 +216,7 @@ pub struct RunSettings {
     pub image_prompts: Vec<String>,
     /// Noise prompts, each `seed[:weight]`.
     pub noise_prompts: Vec<String>,
+    #[serde(serialize_with = "lossy_path")]
     pub init_image: Option<PathBuf>,
     pub init_noise: InitNoise,
     pub init_weight: f64,
@@ -225,8 +239,11 @@ pub struct RunSettings {
     /// The notebook's cutout noise factor.
     pub noise_fac: f64,
     pub seed: u64,
+    #[serde(serialize_with = "lossy_path")]
     pub vqgan: Option<PathBuf>,
+    #[serde(serialize_with = "lossy_path")]
     pub vqgan_config: Option<PathBuf>,
+    #[serde(serialize_with = "lossy_path")]
     pub clip: Option<PathBuf>,
     pub device: String,
     /// Keep (and report) a frame every this many iterations.
@@ -387,5 +404,23 @@ mod tests {
         assert_eq!(serde_json::from_str::<CutMethod>("\"notebook\"").unwrap(), CutMethod::Notebook);
         assert_eq!(serde_json::to_string(&Augment::Blur).unwrap(), "\"blur\"");
         assert_eq!(Augment::parse(" Affine "), Some(Augment::Affine));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn paths_that_are_not_unicode_are_written_lossily() {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"init-\xff.png"));
+        let settings = RunSettings {
+            init_image: Some(odd.clone()),
+            clip: Some(odd.clone()),
+            one_step: Some(OneStepSettings { model: Some(odd), ..OneStepSettings::default() }),
+            ..RunSettings::default()
+        };
+        let back = RunSettings::from_json(&settings.to_json()).unwrap();
+        assert_eq!(back.init_image, Some(PathBuf::from("init-\u{fffd}.png")));
+        assert_eq!(back.clip, back.init_image);
+        assert_eq!(back.one_step.and_then(|o| o.model), back.init_image);
+        assert_eq!(back.vqgan, None);
     }
 }

@@ -1,0 +1,130 @@
+//! `clipcanvas generate` under hostile conditions (the hardening issue, items 3 to 6):
+//! paths that are not Unicode, bad input found before anything is written, unwritable
+//! outputs found before the first iteration, and SIGTERM/SIGHUP saving like Ctrl-C.
+//! Each test checks the exit code, the one error line, that nothing panicked, and the
+//! exact files left behind.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{bin, fixture, ok, read};
+
+/// Every file under `dir` (relative path → bytes), folders included as empty entries
+/// ending in '/'.
+fn tree(dir: &Path) -> BTreeMap<OsString, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<OsString, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let rel = path.strip_prefix(root).expect("prefix").as_os_str().to_owned();
+            if path.is_dir() {
+                let mut name = rel;
+                name.push("/");
+                out.insert(name, Vec::new());
+                walk(root, &path, out);
+            } else {
+                out.insert(rel, read(&path));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The clipcanvas metadata of a PNG, parsed.
+fn png_meta(path: &Path) -> serde_json::Value {
+    let meta = clipcanvas::export::read_png_metadata(path).expect("read").expect("metadata");
+    serde_json::from_str(&meta).expect("json")
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue item 3: paths that are not Unicode
+// ---------------------------------------------------------------------------------------
+
+#[cfg(unix)]
+fn os(bytes: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+/// Hardening issue, item 3: every file flag takes a path that is not valid UTF-8; the
+/// run saves everything, the metadata names such paths lossily, and the session resumes
+/// (with the models named again, as their saved names are lossy).
+#[cfg(unix)]
+#[test]
+fn paths_that_are_not_utf8_work_for_every_file_flag() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let models = d.join(os(b"models-\xff"));
+    std::fs::create_dir(&models).expect("mkdir");
+    let vqgan = models.join(os(b"vq-\xfe.ckpt"));
+    let config = models.join(os(b"config-\xfd.yaml")); // not beside the checkpoint: --vqgan-config
+    let clip = models.join(os(b"clip-\xfc"));
+    std::fs::copy(fixture("vqgan-tiny/model.ckpt"), &vqgan).expect("copy");
+    std::fs::copy(fixture("vqgan-tiny/model.yaml"), &config).expect("copy");
+    std::fs::create_dir(&clip).expect("mkdir");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture("clip-tiny").join(f), clip.join(f)).expect("copy");
+    }
+    let init = d.join(os(b"init-\xfb.png"));
+    std::fs::copy(fixture("score/exact.png"), &init).expect("copy");
+    let before = tree(d);
+
+    let model_flags = |cmd: &mut Command| {
+        cmd.arg("--vqgan").arg(&vqgan).arg("--vqgan-config").arg(&config).arg("--clip").arg(&clip);
+    };
+    let mut cmd = bin();
+    cmd.arg("generate").args(["-s", "32x32", "--cutn", "2", "-i", "2", "--save-every", "1", "-p", "x"]);
+    model_flags(&mut cmd);
+    cmd.arg("--init-image").arg(os(b"init-\xfb.png"));
+    cmd.arg("-o").arg(os(b"out-\xff.png"));
+    cmd.arg("--session").arg(os(b"run-\xff.session"));
+    cmd.arg("--gif").arg(os(b"anim-\xff.gif"));
+    cmd.arg("--frames").arg(os(b"frames-\xff"));
+    let s = ok(&cmd.current_dir(d).output().expect("run"));
+    assert!(!s.stderr.contains("panicked"), "{}", s.stderr);
+
+    let mut want: Vec<OsString> = before.keys().cloned().collect();
+    for name in [&b"out-\xff.png"[..], b"run-\xff.session", b"anim-\xff.gif", b"frames-\xff/"] {
+        want.push(os(name).into_os_string());
+    }
+    for frame in ["frame_000000.png", "frame_000001.png"] {
+        let mut name = os(b"frames-\xff").into_os_string();
+        name.push("/");
+        name.push(frame);
+        want.push(name);
+    }
+    want.sort();
+    let got: Vec<OsString> = tree(d).into_keys().collect();
+    assert_eq!(got, want);
+    // The inputs are untouched.
+    for (name, bytes) in &before {
+        assert_eq!(&tree(d)[name], bytes, "{name:?}");
+    }
+
+    // The PNG's metadata is whole, with the odd bytes replaced.
+    let meta = png_meta(&d.join(os(b"out-\xff.png")));
+    assert_eq!(meta["iteration"], 2);
+    assert_eq!(meta["settings"]["init_image"], "init-\u{fffd}.png");
+    assert_eq!(meta["settings"]["vqgan"], vqgan.to_string_lossy().as_ref());
+    assert_eq!(meta["settings"]["vqgan_config"], config.to_string_lossy().as_ref());
+    assert_eq!(meta["settings"]["clip"], clip.to_string_lossy().as_ref());
+    assert_eq!(meta["models"]["vqgan"]["name"], "vq-\u{fffd}.ckpt");
+
+    // The session resumes, given the models again, to the same image as a straight run.
+    let mut cmd = bin();
+    cmd.arg("generate").arg("--resume").arg(os(b"run-\xff.session")).args(["-i", "3", "-o", "resumed.png"]);
+    model_flags(&mut cmd);
+    ok(&cmd.current_dir(d).output().expect("run"));
+    let mut cmd = bin();
+    cmd.arg("generate").args(["-s", "32x32", "--cutn", "2", "-i", "3", "-p", "x", "-o", "straight.png"]);
+    model_flags(&mut cmd);
+    cmd.arg("--init-image").arg(os(b"init-\xfb.png"));
+    ok(&cmd.current_dir(d).output().expect("run"));
+    let pixels = |name: &str| image::open(d.join(name)).expect("png").to_rgb8().into_raw();
+    assert_eq!(pixels("resumed.png"), pixels("straight.png"), "bit-exact continuation");
+}
