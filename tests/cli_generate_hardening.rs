@@ -9,9 +9,17 @@ mod common;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
-use common::{bin, fixture, ok, read};
+use common::{bin, fails, fixture, model_args, ok, read};
+
+/// A small, fast run: 32×32, 2 cutouts, 3 iterations, every iteration reported.
+fn generate(dir: &Path, extra: &[&str]) -> Output {
+    let mut cmd = bin();
+    cmd.arg("generate").args(model_args()).args(["-s", "32x32", "--cutn", "2", "-i", "3", "--save-every", "1"]);
+    cmd.args(extra).current_dir(dir);
+    cmd.output().expect("run clipcanvas")
+}
 
 /// Every file under `dir` (relative path → bytes), folders included as empty entries
 /// ending in '/'.
@@ -127,4 +135,46 @@ fn paths_that_are_not_utf8_work_for_every_file_flag() {
     ok(&cmd.current_dir(d).output().expect("run"));
     let pixels = |name: &str| image::open(d.join(name)).expect("png").to_rgb8().into_raw();
     assert_eq!(pixels("resumed.png"), pixels("straight.png"), "bit-exact continuation");
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue item 4: a run that fails writes nothing it was not asked for
+// ---------------------------------------------------------------------------------------
+
+/// What a folder holds when only `out.png` holds `bytes`.
+fn only_out(bytes: &[u8]) -> BTreeMap<OsString, Vec<u8>> {
+    BTreeMap::from([(OsString::from("out.png"), bytes.to_vec())])
+}
+
+/// Hardening issue, item 4: prompts that leave nothing to optimise fail with exit 2
+/// before anything is written: an earlier --out keeps its bytes, and no session, GIF or
+/// frames folder appears.
+#[test]
+fn a_run_with_nothing_to_optimise_writes_nothing() {
+    for prompt in ["a:0", "", "|", "^", "   ", " | ^ | ", "a ^ b:0"] {
+        let dir = tempfile::tempdir().expect("temp");
+        let d = dir.path();
+        std::fs::write(d.join("out.png"), b"an earlier image").expect("write");
+        let out = generate(d, &["-p", prompt, "-o", "out.png", "--gif", "a.gif", "--frames", "frames"]);
+        let stderr = fails(&out, 2, "nothing to optimise");
+        assert!(!stderr.contains("iteration "), "{prompt:?} ran: {stderr}");
+        assert_eq!(tree(d), only_out(b"an earlier image"), "{prompt:?}");
+    }
+}
+
+/// Hardening issue, item 4: a loss that becomes NaN fails with exit 1 and writes no
+/// image (it would be black) and no session; an earlier --out keeps its bytes. (An init
+/// weight of 1e300 overflows f32: the loss is not finite at iteration 0.)
+#[test]
+fn a_nan_loss_keeps_the_earlier_image_and_writes_no_session() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    std::fs::write(d.join("out.png"), b"an earlier image").expect("write");
+    let out = generate(d, &["-p", "x", "--init-weight", "1e300", "-o", "out.png", "--session", "s.session"]);
+    fails(&out, 1, "NaN or infinite at iteration 0");
+    assert_eq!(tree(d), only_out(b"an earlier image"));
+    // Without --session and --out the same: no output.png, no output.session.
+    let out = generate(d, &["-p", "x", "--init-weight", "1e300"]);
+    fails(&out, 1, "NaN or infinite");
+    assert_eq!(tree(d), only_out(b"an earlier image"));
 }

@@ -16,6 +16,7 @@ use crate::engine::device::parse_device;
 use crate::engine::loaded::{load_models, model_files, ModelSource};
 use crate::engine::observer::{Frame, Observer, StepStats};
 use crate::engine::session::{RunEnd, Session};
+use crate::engine::EngineError;
 use crate::export::{self, FrameSequence};
 use crate::settings::png::{ModelFiles, PngMeta};
 use crate::settings::prompt::split_story;
@@ -435,6 +436,9 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         (None, None) => RunSettings::default(),
     };
     let settings = merge_settings(args, base)?;
+    if settings.iterations > 0 {
+        settings.check_objective().map_err(input)?;
+    }
     // `--clip clip-vit-b-32`, `--vqgan vqgan-imagenet-f16-16384`: catalog names to paths.
     let settings = super::models::resolve_names(settings)?;
     let device = parse_device(&settings.device)?;
@@ -489,7 +493,14 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     if let Some(bar) = &observer.bar {
         bar.finish_and_clear();
     }
-    // Whatever happened, keep the artist's work: the last frame and the session.
+    let end = match end {
+        // A NaN loss has usually poisoned the latent (its image is black), and an input
+        // error means the run should not have started: nothing worth keeping, so nothing
+        // is written and an earlier --out stays as it was.
+        Err(e @ (EngineError::NanLoss { .. } | EngineError::Input(_))) => return Err(e.into()),
+        end => end,
+    };
+    // Otherwise keep the artist's work, whatever happened: the last frame and the session.
     let save_session_to = args
         .session
         .clone()

@@ -324,6 +324,30 @@ impl RunSettings {
         }
     }
 
+    /// Checks that every iteration of a run would have something to optimise: each prompt
+    /// stage needs a prompt with a non-zero weight, unless an image or noise prompt, the
+    /// init-image pull or smoothness does. (Prompts that do not parse are for
+    /// [`RunSettings::validate`] to report.) Not part of `validate`: a run of no
+    /// iterations needs none.
+    pub fn check_objective(&self) -> Result<(), String> {
+        let weighted =
+            |prompts: &[String]| prompts.iter().filter_map(|p| parse_prompt(p).ok()).any(|p| p.weight != 0.0);
+        let always = weighted(&self.image_prompts)
+            || self.noise_prompts.iter().filter_map(|p| parse_noise_prompt(p).ok()).any(|(_, w)| w != 0.0)
+            || self.init_weight != 0.0
+            || self.tv_weight > 0.0;
+        if always {
+            return Ok(());
+        }
+        let stages = self.prompt_stages();
+        let Some(i) = stages.iter().position(|stage| !weighted(stage)) else { return Ok(()) };
+        let which = if stages.len() > 1 { format!(" in story stage {}", i + 1) } else { String::new() };
+        let why = if stages[i].is_empty() { "there is no prompt" } else { "every prompt has weight 0" };
+        Err(format!(
+            "nothing to optimise{which}: {why}; give a prompt with a non-zero weight, an image prompt or a noise prompt"
+        ))
+    }
+
     /// Checks the settings; the message says what to change.
     pub fn validate(&self) -> Result<(), String> {
         for stage in self.prompt_stages() {
@@ -422,5 +446,30 @@ mod tests {
         assert_eq!(back.clip, back.init_image);
         assert_eq!(back.one_step.and_then(|o| o.model), back.init_image);
         assert_eq!(back.vqgan, None);
+    }
+
+    #[test]
+    fn every_stage_needs_something_to_optimise() {
+        let with = |prompts: &[&str]| RunSettings {
+            prompts: prompts.iter().map(|p| (*p).to_owned()).collect(),
+            ..RunSettings::default()
+        };
+        assert_eq!(with(&["a cat", "b:0"]).check_objective(), Ok(()));
+        assert_eq!(with(&["a cat:-1"]).check_objective(), Ok(()));
+        assert!(with(&[]).check_objective().unwrap_err().contains("there is no prompt"));
+        assert!(with(&["a:0"]).check_objective().unwrap_err().contains("every prompt has weight 0"));
+        // Image and noise prompts, the init pull and smoothness count for every stage.
+        for s in [
+            RunSettings { noise_prompts: vec!["3".into()], ..with(&["a:0"]) },
+            RunSettings { image_prompts: vec!["x.png:2".into()], ..with(&[]) },
+            RunSettings { init_weight: 0.5, ..with(&[]) },
+            RunSettings { tv_weight: 0.1, ..with(&[]) },
+        ] {
+            assert_eq!(s.check_objective(), Ok(()), "{s:?}");
+        }
+        assert!(RunSettings { noise_prompts: vec!["3:0".into()], ..with(&[]) }.check_objective().is_err());
+        let story =
+            RunSettings { story: vec![vec!["a".into()], vec!["b:0".into()]], story_every: 5, ..RunSettings::default() };
+        assert!(story.check_objective().unwrap_err().contains("in story stage 2"), "{:?}", story.check_objective());
     }
 }
