@@ -43,6 +43,11 @@ fn tree(dir: &Path) -> BTreeMap<OsString, Vec<u8>> {
     out
 }
 
+/// The names in [`tree`], for comparisons.
+fn names(dir: &Path) -> Vec<String> {
+    tree(dir).keys().map(|k| k.to_string_lossy().into_owned()).collect()
+}
+
 /// The clipcanvas metadata of a PNG, parsed.
 fn png_meta(path: &Path) -> serde_json::Value {
     let meta = clipcanvas::export::read_png_metadata(path).expect("read").expect("metadata");
@@ -177,4 +182,67 @@ fn a_nan_loss_keeps_the_earlier_image_and_writes_no_session() {
     let out = generate(d, &["-p", "x", "--init-weight", "1e300"]);
     fails(&out, 1, "NaN or infinite");
     assert_eq!(tree(d), only_out(b"an earlier image"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue item 5: unwritable outputs are found before the first iteration
+// ---------------------------------------------------------------------------------------
+
+/// Hardening issue, item 5: an output that cannot be written (a missing folder, a folder
+/// given as a file, a file given as a folder) fails with exit 2 and one line naming it,
+/// before the first iteration, and nothing is written. (--video without ffmpeg: see
+/// `video_without_ffmpeg_says_so_clearly` in cli_generate.rs.)
+#[test]
+fn unwritable_outputs_are_found_before_the_first_iteration() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    std::fs::write(d.join("file"), b"a file").expect("write");
+    std::fs::create_dir(d.join("folder")).expect("mkdir");
+    let before = tree(d);
+    let cases: [(&[&str], &str); 8] = [
+        (&["-o", "missing/x.png"], "missing/x.png: cannot write: No such file or directory"),
+        (&["--session", "missing/x.session"], "missing/x.session: cannot write"),
+        (&["--gif", "missing/x.gif"], "missing/x.gif: cannot write"),
+        (&["--video", "missing/x.mp4"], "missing/x.mp4: cannot write"),
+        (&["-o", "folder"], "folder: cannot write: it is a folder"),
+        (&["-o", "file/x.png"], "file/x.png: cannot write: Not a directory"),
+        (&["--frames", "file/frames"], "file/frames: cannot write frames there: file is not a folder"),
+        (&["--frames", "folder/new/frames", "-o", "missing/x.png"], "missing/x.png"),
+    ];
+    for (flags, needle) in cases {
+        let out = generate(d, &[&["-p", "x"][..], flags].concat());
+        let stderr = fails(&out, 2, needle);
+        assert!(!stderr.contains("iteration "), "{flags:?} ran: {stderr}");
+        assert_eq!(tree(d), before, "{flags:?}");
+    }
+    // A frames folder that does not exist yet is created by the run.
+    ok(&generate(d, &["-p", "x", "--frames", "folder/new/frames", "-i", "1"]));
+    assert_eq!(names(&d.join("folder")), ["new/", "new/frames/", "new/frames/frame_000000.png"]);
+}
+
+/// Hardening issue, item 5: a read-only folder is found before the first iteration.
+/// Root writes anyway, so as root the command runs as `nobody`, for whom it is read-only.
+#[cfg(unix)]
+#[test]
+fn a_read_only_folder_is_found_before_the_first_iteration() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let ro = d.join("ro");
+    std::fs::create_dir(&ro).expect("mkdir");
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = bin();
+    cmd.arg("generate").args(model_args()).args(["-s", "32x32", "--cutn", "2", "-i", "3", "--save-every", "1"]);
+    cmd.args(["-p", "x", "-o", "ro/x.png"]).current_dir(d);
+    if std::fs::File::create(ro.join("probe")).is_ok() {
+        std::fs::remove_file(ro.join("probe")).expect("rm");
+        cmd.uid(65534).gid(65534);
+    }
+    let out = cmd.output().expect("run");
+    let stderr = fails(&out, 2, "ro/x.png: cannot write: Permission denied");
+    assert!(!stderr.contains("iteration "), "{stderr}");
+    assert_eq!(names(d), ["ro/"]);
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }

@@ -427,6 +427,42 @@ fn save_candidates(session: &Session, settings: &RunSettings, hashes: &ModelFile
     Ok(())
 }
 
+/// Checks, before any work, that every output can be written: each file's folder exists
+/// and takes files (the default session beside --out included), the frames folder exists
+/// or can be created, and ffmpeg is there for --video. Bad paths are bad input (exit 2).
+fn check_outputs(args: &GenerateArgs) -> Result<(), CliError> {
+    let files = [Some(&args.out), args.session.as_ref(), args.gif.as_ref(), args.video.as_ref()];
+    for path in files.into_iter().flatten() {
+        crate::files::check_writable(path).map_err(input)?;
+    }
+    if let Some(dir) = &args.frames {
+        check_frames_dir(dir)?;
+    }
+    if args.video.is_some() {
+        export::check_ffmpeg().map_err(input)?;
+    }
+    Ok(())
+}
+
+/// The frames folder exists and takes files, or its nearest existing ancestor is a folder
+/// that does (the run creates the rest).
+fn check_frames_dir(dir: &Path) -> Result<(), CliError> {
+    let cannot = |why: &dyn std::fmt::Display| input(format!("{}: cannot write frames there: {why}", dir.display()));
+    let existing = dir
+        .ancestors()
+        .map(|a| if a.as_os_str().is_empty() { Path::new(".") } else { a })
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("."));
+    if !existing.is_dir() {
+        return Err(cannot(&format!("{} is not a folder", existing.display())));
+    }
+    match crate::files::check_writable(&existing.join("frame_000000.png")) {
+        Ok(()) => Ok(()),
+        Err(crate::files::FileError::Write { source, .. }) => Err(cannot(&source)),
+        Err(e) => Err(cannot(&e)),
+    }
+}
+
 pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let base = match (&args.resume, &args.settings) {
         (Some(r), _) => Session::read_settings(r)?,
@@ -439,6 +475,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     if settings.iterations > 0 {
         settings.check_objective().map_err(input)?;
     }
+    check_outputs(args)?;
     // `--clip clip-vit-b-32`, `--vqgan vqgan-imagenet-f16-16384`: catalog names to paths.
     let settings = super::models::resolve_names(settings)?;
     let device = parse_device(&settings.device)?;
