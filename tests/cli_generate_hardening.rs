@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use common::{bin, fails, fixture, model_args, ok, read};
 
@@ -245,4 +245,86 @@ fn a_read_only_folder_is_found_before_the_first_iteration() {
     assert!(!stderr.contains("iteration "), "{stderr}");
     assert_eq!(names(d), ["ro/"]);
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue item 6: SIGTERM and SIGHUP save like Ctrl-C
+// ---------------------------------------------------------------------------------------
+
+/// Starts a long run in `d`, waits for its first progress line, sends `signal` with
+/// kill(1), and returns the exit code and the rest of stderr. With `hang_up_stderr` the
+/// reading end of stderr is closed before the signal, as when a terminal goes away, and
+/// the rest is empty.
+fn interrupt(d: &Path, signal: &str, hang_up_stderr: bool) -> (Option<i32>, Vec<String>) {
+    let mut cmd = bin();
+    cmd.arg("generate").args(model_args()).args(["-s", "32x32", "--cutn", "2", "-p", "x", "-i", "100000"]);
+    cmd.args(["--save-every", "1"]);
+    let mut child = cmd.current_dir(d).stderr(Stdio::piped()).spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let first = lines.next().expect("a progress line").expect("utf8");
+    assert!(first.starts_with("iteration"), "{first}");
+    let lines = if hang_up_stderr {
+        drop(lines);
+        // Let the run meet the closed pipe before it is told to stop.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        None
+    } else {
+        Some(lines)
+    };
+    let kill = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status();
+    assert!(kill.expect("kill").success());
+    let rest: Vec<String> = lines.map(|l| l.map_while(Result::ok).collect()).unwrap_or_default();
+    (child.wait().expect("wait").code(), rest)
+}
+
+/// Checks a run stopped by a signal left exactly the last frame and its session, both
+/// whole: the session resumed for no further iterations renders the same pixels.
+fn assert_saved(d: &Path) {
+    assert_eq!(names(d), ["output.png", "output.session"]);
+    let meta = png_meta(&d.join("output.png"));
+    let iteration = meta["iteration"].as_u64().expect("iteration");
+    assert!(iteration >= 1, "{meta}");
+    let again = bin()
+        .args(["generate", "--resume", "output.session", "-i", &iteration.to_string(), "-o", "again.png"])
+        .current_dir(d)
+        .output()
+        .expect("run");
+    ok(&again);
+    let pixels = |name: &str| image::open(d.join(name)).expect("png").to_rgb8().into_raw();
+    assert_eq!(pixels("output.png"), pixels("again.png"), "the session holds the saved frame's latent");
+    // And it goes on from there.
+    ok(&bin()
+        .args(["generate", "--resume", "output.session", "-i", &(iteration + 1).to_string(), "-o", "more.png"])
+        .current_dir(d)
+        .output()
+        .expect("run"));
+}
+
+/// Hardening issue, item 6: SIGTERM and SIGHUP stop a run the way Ctrl-C does: exit 130,
+/// one "stopped at" line, the last frame and the session saved.
+#[test]
+fn sigterm_and_sighup_save_the_last_frame_and_the_session() {
+    for signal in ["TERM", "HUP"] {
+        let dir = tempfile::tempdir().expect("temp");
+        let d = dir.path();
+        let (code, rest) = interrupt(d, signal, false);
+        assert_eq!(code, Some(130), "SIG{signal}: {rest:?}");
+        assert!(!rest.iter().any(|l| l.contains("panicked") || l.starts_with("error")), "SIG{signal}: {rest:?}");
+        let stopped: Vec<&String> = rest.iter().filter(|l| l.starts_with("stopped at iteration")).collect();
+        assert_eq!(stopped.len(), 1, "SIG{signal}: {rest:?}");
+        assert!(stopped[0].ends_with("image in output.png, session in output.session"), "{stopped:?}");
+        assert_saved(d);
+    }
+}
+
+/// Hardening issue, item 6: SIGHUP usually means the terminal is gone; writing progress
+/// to it then fails, and must not stop the run from saving.
+#[test]
+fn sighup_saves_even_when_stderr_is_gone() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let (code, _) = interrupt(d, "HUP", true);
+    assert_eq!(code, Some(130));
+    assert_saved(d);
 }

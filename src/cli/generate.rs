@@ -1,9 +1,9 @@
 //! `clipcanvas generate`: a whole run from the command line — settings from flags, a
 //! settings file or a clipcanvas PNG; progress on the terminal; the final image, frames,
-//! GIF, video and session file written safely. Ctrl-C stops between steps and saves the
-//! last frame and the session.
+//! GIF, video and session file written safely. Ctrl-C, SIGTERM and SIGHUP stop between
+//! steps and save the last frame and the session.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -359,12 +359,12 @@ impl Observer for CliObserver {
             None => {
                 let last = stats.iteration + 1 == stats.iterations;
                 if self.every > 0 && (stats.iteration.is_multiple_of(self.every) || last) {
-                    eprintln!(
+                    say(format_args!(
                         "iteration {}/{} loss {loss:.4} ({:.2} it/s)",
                         stats.iteration + 1,
                         stats.iterations,
                         stats.its_per_sec
-                    );
+                    ));
                 }
             }
         }
@@ -394,9 +394,15 @@ impl Observer for CliObserver {
     fn notice(&mut self, message: &str) {
         match &self.bar {
             Some(bar) => bar.println(format!("note: {message}")),
-            None => eprintln!("note: {message}"),
+            None => say(format_args!("note: {message}")),
         }
     }
+}
+
+/// Prints a line on stderr during or after a run, ignoring failure: after SIGHUP the
+/// terminal may be gone, and `eprintln!` would panic before the run could save.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The metadata stored in every PNG: settings, iteration, models and their hashes.
@@ -500,7 +506,9 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = Arc::clone(&cancel);
-        // A second handler cannot be installed in the same process (tests call run twice).
+        // Ctrl-C, SIGTERM and SIGHUP (ctrlc's "termination" feature) all stop the run
+        // between steps and save. A second handler cannot be installed in the same process
+        // (tests call run twice).
         let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
     }
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -564,7 +572,11 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     }
     if end == RunEnd::Cancelled {
         let session_note = save_session_to.map(|p| format!(", session in {}", p.display())).unwrap_or_default();
-        eprintln!("stopped at iteration {}: image in {}{session_note}", session.iteration(), args.out.display());
+        say(format_args!(
+            "stopped at iteration {}: image in {}{session_note}",
+            session.iteration(),
+            args.out.display()
+        ));
         return Err(CliError::Interrupted);
     }
     Ok(())
