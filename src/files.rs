@@ -58,6 +58,21 @@ pub(crate) fn create_temp_sibling(path: &Path) -> Result<(PathBuf, File), FileEr
     Err(FileError::Write { path: path.to_path_buf(), source })
 }
 
+/// Checks, before any work, that [`write_atomic`] could write `path` now: it is not a
+/// folder, and a temporary sibling can be created in its folder (and is removed again).
+/// Asking the filesystem finds what a write would: a missing folder, permissions, ACLs,
+/// a read-only mount, a full inode table.
+pub fn check_writable(path: &Path) -> Result<(), FileError> {
+    if path.is_dir() {
+        let source = io::Error::new(io::ErrorKind::IsADirectory, "it is a folder");
+        return Err(FileError::Write { path: path.to_path_buf(), source });
+    }
+    let (temp, file) = create_temp_sibling(path)?;
+    drop(file);
+    let _ = std::fs::remove_file(&temp);
+    Ok(())
+}
+
 /// Makes a finished rename durable by syncing the folder's entry. Best effort: some
 /// filesystems (and all non-Unix systems) cannot sync a directory, and the data itself is
 /// already on disk by then.
@@ -149,5 +164,17 @@ mod tests {
         }
         // A bare file name lives in the current folder.
         assert_eq!(parent_dir(Path::new("x.png")), Path::new("."));
+    }
+
+    #[test]
+    fn check_writable_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        check_writable(&dir.path().join("a.png")).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let missing = dir.path().join("no/a.png");
+        let msg = check_writable(&missing).unwrap_err().to_string();
+        assert!(msg.starts_with(&missing.display().to_string()) && msg.contains("No such file"), "{msg}");
+        let msg = check_writable(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("it is a folder"), "{msg}");
     }
 }

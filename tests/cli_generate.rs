@@ -168,7 +168,8 @@ fn bad_input_gets_one_line_and_exit_code_2() {
 fn an_unwritable_output_fails_cleanly_without_partial_files() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();
-    fails(&generate(d, &["-i", "1", "-o", "no/such/dir/x.png"]), 1, "no/such/dir/x.png");
+    // Found before the run, as bad input (hardening issue, item 5).
+    fails(&generate(d, &["-i", "1", "-o", "no/such/dir/x.png"]), 2, "no/such/dir/x.png");
     let leftovers: Vec<PathBuf> = std::fs::read_dir(d).expect("dir").map(|e| e.expect("e").path()).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -182,8 +183,9 @@ fn video_without_ffmpeg_says_so_clearly() {
         .args(model_args())
         .args(["-s", "32x32", "--cutn", "2", "-p", "x", "-i", "1", "--video", "v.mp4"]);
     let out = cmd.env("PATH", d).current_dir(d).output().expect("run");
-    fails(&out, 1, "ffmpeg not found on PATH");
-    assert!(d.join("output.png").exists(), "the image is kept");
+    // Found before the run, as bad input, so nothing is written (hardening issue, item 5).
+    fails(&out, 2, "ffmpeg not found on PATH");
+    assert!(!d.join("output.png").exists());
     assert!(!d.join("v.mp4").exists());
 }
 

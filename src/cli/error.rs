@@ -1,5 +1,5 @@
 //! The command line's one error type: how a failed command exits (2 for bad input, 1
-//! for a failure at run time, 130 when stopped by Ctrl-C after saving).
+//! for a failure at run time, 130 when stopped by Ctrl-C, SIGTERM or SIGHUP after saving).
 
 /// How a failed command should exit: 2 for bad input, 1 for failures at run time.
 #[derive(Debug, thiserror::Error)]
@@ -8,7 +8,7 @@ pub enum CliError {
     Input(anyhow::Error),
     #[error("{0}")]
     Runtime(anyhow::Error),
-    /// Stopped by Ctrl-C after saving; the message was already printed.
+    /// Stopped by Ctrl-C, SIGTERM or SIGHUP after saving; the message was already printed.
     #[error("interrupted")]
     Interrupted,
 }

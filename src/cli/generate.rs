@@ -1,9 +1,9 @@
 //! `clipcanvas generate`: a whole run from the command line — settings from flags, a
 //! settings file or a clipcanvas PNG; progress on the terminal; the final image, frames,
-//! GIF, video and session file written safely. Ctrl-C stops between steps and saves the
-//! last frame and the session.
+//! GIF, video and session file written safely. Ctrl-C, SIGTERM and SIGHUP stop between
+//! steps and save the last frame and the session.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::engine::device::parse_device;
 use crate::engine::loaded::{load_models, model_files, ModelSource};
 use crate::engine::observer::{Frame, Observer, StepStats};
 use crate::engine::session::{RunEnd, Session};
+use crate::engine::EngineError;
 use crate::export::{self, FrameSequence};
 use crate::settings::png::{ModelFiles, PngMeta};
 use crate::settings::prompt::split_story;
@@ -358,12 +359,12 @@ impl Observer for CliObserver {
             None => {
                 let last = stats.iteration + 1 == stats.iterations;
                 if self.every > 0 && (stats.iteration.is_multiple_of(self.every) || last) {
-                    eprintln!(
+                    say(format_args!(
                         "iteration {}/{} loss {loss:.4} ({:.2} it/s)",
                         stats.iteration + 1,
                         stats.iterations,
                         stats.its_per_sec
-                    );
+                    ));
                 }
             }
         }
@@ -393,9 +394,15 @@ impl Observer for CliObserver {
     fn notice(&mut self, message: &str) {
         match &self.bar {
             Some(bar) => bar.println(format!("note: {message}")),
-            None => eprintln!("note: {message}"),
+            None => say(format_args!("note: {message}")),
         }
     }
+}
+
+/// Prints a line on stderr during or after a run, ignoring failure: after SIGHUP the
+/// terminal may be gone, and `eprintln!` would panic before the run could save.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The metadata stored in every PNG: settings, iteration, models and their hashes.
@@ -426,6 +433,42 @@ fn save_candidates(session: &Session, settings: &RunSettings, hashes: &ModelFile
     Ok(())
 }
 
+/// Checks, before any work, that every output can be written: each file's folder exists
+/// and takes files (the default session beside --out included), the frames folder exists
+/// or can be created, and ffmpeg is there for --video. Bad paths are bad input (exit 2).
+fn check_outputs(args: &GenerateArgs) -> Result<(), CliError> {
+    let files = [Some(&args.out), args.session.as_ref(), args.gif.as_ref(), args.video.as_ref()];
+    for path in files.into_iter().flatten() {
+        crate::files::check_writable(path).map_err(input)?;
+    }
+    if let Some(dir) = &args.frames {
+        check_frames_dir(dir)?;
+    }
+    if args.video.is_some() {
+        export::check_ffmpeg().map_err(input)?;
+    }
+    Ok(())
+}
+
+/// The frames folder exists and takes files, or its nearest existing ancestor is a folder
+/// that does (the run creates the rest).
+fn check_frames_dir(dir: &Path) -> Result<(), CliError> {
+    let cannot = |why: &dyn std::fmt::Display| input(format!("{}: cannot write frames there: {why}", dir.display()));
+    let existing = dir
+        .ancestors()
+        .map(|a| if a.as_os_str().is_empty() { Path::new(".") } else { a })
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("."));
+    if !existing.is_dir() {
+        return Err(cannot(&format!("{} is not a folder", existing.display())));
+    }
+    match crate::files::check_writable(&existing.join("frame_000000.png")) {
+        Ok(()) => Ok(()),
+        Err(crate::files::FileError::Write { source, .. }) => Err(cannot(&source)),
+        Err(e) => Err(cannot(&e)),
+    }
+}
+
 pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let base = match (&args.resume, &args.settings) {
         (Some(r), _) => Session::read_settings(r)?,
@@ -435,6 +478,10 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         (None, None) => RunSettings::default(),
     };
     let settings = merge_settings(args, base)?;
+    if settings.iterations > 0 {
+        settings.check_objective().map_err(input)?;
+    }
+    check_outputs(args)?;
     // `--clip clip-vit-b-32`, `--vqgan vqgan-imagenet-f16-16384`: catalog names to paths.
     let settings = super::models::resolve_names(settings)?;
     let device = parse_device(&settings.device)?;
@@ -459,7 +506,9 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = Arc::clone(&cancel);
-        // A second handler cannot be installed in the same process (tests call run twice).
+        // Ctrl-C, SIGTERM and SIGHUP (ctrlc's "termination" feature) all stop the run
+        // between steps and save. A second handler cannot be installed in the same process
+        // (tests call run twice).
         let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
     }
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -489,7 +538,14 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     if let Some(bar) = &observer.bar {
         bar.finish_and_clear();
     }
-    // Whatever happened, keep the artist's work: the last frame and the session.
+    let end = match end {
+        // A NaN loss has usually poisoned the latent (its image is black), and an input
+        // error means the run should not have started: nothing worth keeping, so nothing
+        // is written and an earlier --out stays as it was.
+        Err(e @ (EngineError::NanLoss { .. } | EngineError::Input(_))) => return Err(e.into()),
+        end => end,
+    };
+    // Otherwise keep the artist's work, whatever happened: the last frame and the session.
     let save_session_to = args
         .session
         .clone()
@@ -516,7 +572,11 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     }
     if end == RunEnd::Cancelled {
         let session_note = save_session_to.map(|p| format!(", session in {}", p.display())).unwrap_or_default();
-        eprintln!("stopped at iteration {}: image in {}{session_note}", session.iteration(), args.out.display());
+        say(format_args!(
+            "stopped at iteration {}: image in {}{session_note}",
+            session.iteration(),
+            args.out.display()
+        ));
         return Err(CliError::Interrupted);
     }
     Ok(())

@@ -330,6 +330,11 @@ pub fn write_video(path: &Path, frames: &[RgbImage], fps: u32) -> Result<(), Exp
     write_video_with(&ffmpeg, path, frames, (w, h), fps)
 }
 
+/// Checks that [`write_video`] will find ffmpeg on PATH.
+pub fn check_ffmpeg() -> Result<(), ExportError> {
+    find_on_path("ffmpeg").map(drop).ok_or(ExportError::FfmpegMissing)
+}
+
 /// [`write_video`] with a given ffmpeg executable (frames already checked).
 fn write_video_with(
     ffmpeg: &Path,

@@ -152,12 +152,25 @@ impl Sampling {
     }
 }
 
+/// Writes a path as text, lossily where it is not Unicode (each invalid sequence becomes
+/// U+FFFD). serde's own `PathBuf` refuses such a path, which would cost a PNG its
+/// metadata and a run its session; a lossy name in them only means the file must be
+/// named again (by flag) to run from them.
+#[expect(clippy::ref_option, reason = "serde's serialize_with passes the field by reference")]
+fn lossy_path<S: serde::Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => s.serialize_some(&p.to_string_lossy()),
+        None => s.serialize_none(),
+    }
+}
+
 /// One-step drafting (CLIP-GEN): a one-step model draws candidate code grids for the
 /// prompts, CLIP ranks them, and the run starts from the chosen one (iteration 0).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OneStepSettings {
     /// The one-step model's folder; none: the shapes world's.
+    #[serde(serialize_with = "lossy_path")]
     pub model: Option<PathBuf>,
     /// Candidates drawn and ranked.
     pub candidates: usize,
@@ -203,6 +216,7 @@ pub struct RunSettings {
     pub image_prompts: Vec<String>,
     /// Noise prompts, each `seed[:weight]`.
     pub noise_prompts: Vec<String>,
+    #[serde(serialize_with = "lossy_path")]
     pub init_image: Option<PathBuf>,
     pub init_noise: InitNoise,
     pub init_weight: f64,
@@ -225,8 +239,11 @@ pub struct RunSettings {
     /// The notebook's cutout noise factor.
     pub noise_fac: f64,
     pub seed: u64,
+    #[serde(serialize_with = "lossy_path")]
     pub vqgan: Option<PathBuf>,
+    #[serde(serialize_with = "lossy_path")]
     pub vqgan_config: Option<PathBuf>,
+    #[serde(serialize_with = "lossy_path")]
     pub clip: Option<PathBuf>,
     pub device: String,
     /// Keep (and report) a frame every this many iterations.
@@ -305,6 +322,30 @@ impl RunSettings {
         } else {
             self.story.clone()
         }
+    }
+
+    /// Checks that every iteration of a run would have something to optimise: each prompt
+    /// stage needs a prompt with a non-zero weight, unless an image or noise prompt, the
+    /// init-image pull or smoothness does. (Prompts that do not parse are for
+    /// [`RunSettings::validate`] to report.) Not part of `validate`: a run of no
+    /// iterations needs none.
+    pub fn check_objective(&self) -> Result<(), String> {
+        let weighted =
+            |prompts: &[String]| prompts.iter().filter_map(|p| parse_prompt(p).ok()).any(|p| p.weight != 0.0);
+        let always = weighted(&self.image_prompts)
+            || self.noise_prompts.iter().filter_map(|p| parse_noise_prompt(p).ok()).any(|(_, w)| w != 0.0)
+            || self.init_weight != 0.0
+            || self.tv_weight > 0.0;
+        if always {
+            return Ok(());
+        }
+        let stages = self.prompt_stages();
+        let Some(i) = stages.iter().position(|stage| !weighted(stage)) else { return Ok(()) };
+        let which = if stages.len() > 1 { format!(" in story stage {}", i + 1) } else { String::new() };
+        let why = if stages[i].is_empty() { "there is no prompt" } else { "every prompt has weight 0" };
+        Err(format!(
+            "nothing to optimise{which}: {why}; give a prompt with a non-zero weight, an image prompt or a noise prompt"
+        ))
     }
 
     /// Checks the settings; the message says what to change.
@@ -387,5 +428,48 @@ mod tests {
         assert_eq!(serde_json::from_str::<CutMethod>("\"notebook\"").unwrap(), CutMethod::Notebook);
         assert_eq!(serde_json::to_string(&Augment::Blur).unwrap(), "\"blur\"");
         assert_eq!(Augment::parse(" Affine "), Some(Augment::Affine));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn paths_that_are_not_unicode_are_written_lossily() {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"init-\xff.png"));
+        let settings = RunSettings {
+            init_image: Some(odd.clone()),
+            clip: Some(odd.clone()),
+            one_step: Some(OneStepSettings { model: Some(odd), ..OneStepSettings::default() }),
+            ..RunSettings::default()
+        };
+        let back = RunSettings::from_json(&settings.to_json()).unwrap();
+        assert_eq!(back.init_image, Some(PathBuf::from("init-\u{fffd}.png")));
+        assert_eq!(back.clip, back.init_image);
+        assert_eq!(back.one_step.and_then(|o| o.model), back.init_image);
+        assert_eq!(back.vqgan, None);
+    }
+
+    #[test]
+    fn every_stage_needs_something_to_optimise() {
+        let with = |prompts: &[&str]| RunSettings {
+            prompts: prompts.iter().map(|p| (*p).to_owned()).collect(),
+            ..RunSettings::default()
+        };
+        assert_eq!(with(&["a cat", "b:0"]).check_objective(), Ok(()));
+        assert_eq!(with(&["a cat:-1"]).check_objective(), Ok(()));
+        assert!(with(&[]).check_objective().unwrap_err().contains("there is no prompt"));
+        assert!(with(&["a:0"]).check_objective().unwrap_err().contains("every prompt has weight 0"));
+        // Image and noise prompts, the init pull and smoothness count for every stage.
+        for s in [
+            RunSettings { noise_prompts: vec!["3".into()], ..with(&["a:0"]) },
+            RunSettings { image_prompts: vec!["x.png:2".into()], ..with(&[]) },
+            RunSettings { init_weight: 0.5, ..with(&[]) },
+            RunSettings { tv_weight: 0.1, ..with(&[]) },
+        ] {
+            assert_eq!(s.check_objective(), Ok(()), "{s:?}");
+        }
+        assert!(RunSettings { noise_prompts: vec!["3:0".into()], ..with(&[]) }.check_objective().is_err());
+        let story =
+            RunSettings { story: vec![vec!["a".into()], vec!["b:0".into()]], story_every: 5, ..RunSettings::default() };
+        assert!(story.check_objective().unwrap_err().contains("in story stage 2"), "{:?}", story.check_objective());
     }
 }
