@@ -137,15 +137,8 @@ pub struct GenerateArgs {
     /// Which ranked candidate to start from (0: CLIP's favourite).
     #[arg(long)]
     pub pick: Option<usize>,
-    /// One-step sampling temperature (0: always the likeliest code).
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// One-step sampling: keep the k likeliest codes (0: all).
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// One-step sampling: keep the likeliest codes holding this share of probability.
-    #[arg(long)]
-    pub top_p: Option<f64>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Also write each one-step candidate, best first, as OUT.candidate-N.png (each
     /// reproduces itself with --settings).
     #[arg(long)]
@@ -292,11 +285,44 @@ pub fn merge_settings(a: &GenerateArgs, mut s: RunSettings) -> Result<RunSetting
     Ok(s)
 }
 
+/// One-step sampling flags, shared by `generate` and `train-onestep --evaluate`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SamplingArgs {
+    /// One-step sampling temperature (0: always the likeliest code).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// One-step sampling: keep the k likeliest codes (0: all).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// One-step sampling: keep the likeliest codes holding this share of probability.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+}
+
+impl SamplingArgs {
+    /// Whether any of the flags was given.
+    pub fn given(&self) -> bool {
+        self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some()
+    }
+
+    /// Sets what the flags give in `s`.
+    pub fn apply(&self, s: &mut crate::settings::Sampling) {
+        if let Some(v) = self.temperature {
+            s.temperature = v;
+        }
+        if let Some(v) = self.top_k {
+            s.top_k = v;
+        }
+        if let Some(v) = self.top_p {
+            s.top_p = v;
+        }
+    }
+}
+
 /// Applies the one-step flags: any of them turns drafting on (the sampling ones only
 /// with --one-step or settings that draft already).
 fn merge_one_step(a: &GenerateArgs, s: &mut RunSettings) -> Result<(), CliError> {
-    let sampling_flag =
-        a.candidates.is_some() || a.pick.is_some() || a.temperature.is_some() || a.top_k.is_some() || a.top_p.is_some();
+    let sampling_flag = a.candidates.is_some() || a.pick.is_some() || a.sampling.given();
     let asked = a.one_step || a.onestep.is_some();
     if !asked && s.one_step.is_none() {
         if sampling_flag || a.save_candidates {
@@ -325,15 +351,7 @@ fn merge_one_step(a: &GenerateArgs, s: &mut RunSettings) -> Result<(), CliError>
     if let Some(v) = a.pick {
         one.pick = v;
     }
-    if let Some(v) = a.temperature {
-        one.sampling.temperature = v;
-    }
-    if let Some(v) = a.top_k {
-        one.sampling.top_k = v;
-    }
-    if let Some(v) = a.top_p {
-        one.sampling.top_p = v;
-    }
+    a.sampling.apply(&mut one.sampling);
     Ok(())
 }
 

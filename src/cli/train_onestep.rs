@@ -94,15 +94,9 @@ pub struct TrainOneStepArgs {
     /// Candidates per draft in the meaning test.
     #[arg(long, default_value_t = 8)]
     pub candidates: usize,
-    /// The meaning test's sampling temperature (default: generate's).
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// The meaning test's top-k (default: generate's).
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// The meaning test's top-p (default: generate's).
-    #[arg(long)]
-    pub top_p: Option<f64>,
+    /// The meaning test's sampling (default: generate's).
+    #[command(flatten)]
+    pub sampling: super::generate::SamplingArgs,
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {
@@ -191,8 +185,9 @@ fn evaluate(a: &TrainOneStepArgs, out: &Path) -> Result<(), CliError> {
     if a.clip.is_some() || a.vqgan.is_some() {
         return Err(input("--evaluate runs the shapes world's meaning test: give no --clip or --vqgan"));
     }
-    let one =
+    let mut one =
         OneStepSettings { model: Some(out.to_path_buf()), candidates: a.candidates, ..OneStepSettings::default() };
+    a.sampling.apply(&mut one.sampling);
     one.validate().map_err(input)?;
     let settings = RunSettings { one_step: Some(one.clone()), ..RunSettings::shapes_world() };
     let models = Arc::new(crate::engine::loaded::load_models(&settings, &Device::Cpu)?);
