@@ -88,9 +88,9 @@ impl StudioApp {
     /// click elsewhere), so half-typed words are not optimised; weights go at once.
     pub(super) fn steer(&mut self, ctx: &egui::Context) {
         let now = ctx.input(|i| i.time);
-        let texts: Vec<&str> = self.state.prompts.iter().map(|r| r.text.as_str()).collect();
-        if texts != self.typed.0.iter().map(String::as_str).collect::<Vec<_>>() {
-            self.typed = (texts.into_iter().map(str::to_owned).collect(), now);
+        // Compared in place every frame; copied only when a text changed.
+        if !self.state.prompts.iter().map(|r| r.text.as_str()).eq(self.typed.0.iter().map(String::as_str)) {
+            self.typed = (self.state.prompts.iter().map(|r| r.text.clone()).collect(), now);
         }
         if !self.running() {
             return;
