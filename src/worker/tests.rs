@@ -431,11 +431,17 @@ fn a_recorded_run_writes_every_kth_iteration_and_its_last_image() {
     assert!(worker.send(Command::Record(Some(Recording { dir: rec.clone(), every: 2 }))));
     start(&worker, tiny(5));
     until(&worker, is_state(RunState::Finished));
-    // The writer finishes the queued frames on its own thread.
+    // The writer finishes the queued frames on its own thread: each is written to a hidden
+    // temporary file and renamed into place, so only finished frames are counted.
     let deadline = Instant::now() + WAIT;
     let names = || {
         let mut n: Vec<String> = std::fs::read_dir(&rec)
-            .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
             .unwrap_or_default();
         n.sort();
         n
