@@ -17,6 +17,10 @@ pub enum EngineError {
     Device(String),
     #[error("the loss became NaN or infinite at iteration {iteration}; try a lower learning rate")]
     NanLoss { iteration: usize },
+    /// A model computed something with no meaning: an embedding of zero length or with
+    /// NaN or infinite values (damaged weights, or arithmetic that overflowed).
+    #[error("{0}")]
+    NotFinite(String),
     #[error("{}: {msg}", path.display())]
     Session { path: PathBuf, msg: String },
     #[error("computation failed: {0}")]

@@ -484,14 +484,20 @@ impl Session {
         tensor_to_rgb(&self.render()?)
     }
 
-    /// One iteration with a random plan.
+    /// One iteration with a random plan. A step that fails leaves the session as it was
+    /// (its random state included), so what is saved after a failure resumes exactly.
     pub fn step(&mut self) -> Result<StepOutput> {
+        let rng = self.rng.clone();
         let plan = self.next_plan();
-        self.step_with(&plan)
+        let out = self.step_with(&plan);
+        if out.is_err() {
+            self.rng = rng;
+        }
+        out
     }
 
     /// One iteration with the given plan: synthesise, cut out, embed, loss, backward,
-    /// optimiser step, clamp to the codebook's range.
+    /// optimiser step, clamp to the codebook's range. On error nothing has changed.
     pub fn step_with(&mut self, plan: &StepPlan) -> Result<StepOutput> {
         let device = self.models.device.clone();
         let sync = self.profiling.then_some(&device);
@@ -544,10 +550,14 @@ impl Session {
         // Coarse-to-fine: the latent moves in blocks while a stage is active.
         let g = &block_average(g, factor_at(&self.settings.coarse, it))?;
         clock.times.backward = clock.lap()?;
-        let updated = self.optimizer.step(&z, g, lr)?;
-        self.last_grad = Some(g.clone());
+        // The optimiser counts and moves its moments as it steps: on a copy, kept only
+        // once the latent has moved too.
+        let mut optimizer = self.optimizer.clone();
+        let updated = optimizer.step(&z, g, lr)?;
         let clamped = updated.broadcast_maximum(&self.z_min)?.broadcast_minimum(&self.z_max)?;
         self.z.set(&clamped)?;
+        self.optimizer = optimizer;
+        self.last_grad = Some(g.clone());
         clock.times.optimiser = clock.lap()?;
         self.iteration += 1;
         Ok(StepOutput { iteration: it, total: total_value, losses, lr, image: image.detach(), stages: clock.times })
@@ -607,6 +617,13 @@ impl Session {
     /// Reads a session file's settings without loading models (to know which to load).
     pub fn read_settings(path: &Path) -> Result<RunSettings> {
         Ok(read_session(path)?.0.settings)
+    }
+
+    /// Reads a session file's settings and the iteration it reached, without loading
+    /// models (to know which to load, and what a resumed run can still do).
+    pub fn read_saved(path: &Path) -> Result<(RunSettings, usize)> {
+        let meta = read_session(path)?.0;
+        Ok((meta.settings, meta.iteration))
     }
 
     /// Resumes a saved session on `models`: it continues exactly as the uninterrupted run.

@@ -1,5 +1,6 @@
-//! Writing what a run produces — PNGs with their settings embedded, numbered frame
-//! sequences, animated GIFs, H.264 videos through ffmpeg, and model-file hashes — safely.
+//! Writing what a run produces — PNGs with their settings embedded (JPEG and WebP
+//! without), numbered frame sequences, animated GIFs, H.264 videos through ffmpeg, and
+//! model-file hashes — safely.
 //!
 //! Every file is written atomically: into a dot-prefixed temporary sibling in the same
 //! folder, flushed and fsynced, then renamed over the destination. On any error the
@@ -164,6 +165,102 @@ pub fn read_png_metadata(path: &Path) -> Result<Option<String>, ExportError> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Still images by extension
+// ---------------------------------------------------------------------------------------
+
+/// The still-image formats a run's image can be written in, chosen by the file's
+/// extension the way image editors choose: PNG (the only one that keeps the settings),
+/// JPEG and lossless WebP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Png,
+    Jpeg,
+    WebP,
+}
+
+impl ImageFormat {
+    /// The format a path names: `.png` (or no extension) PNG, `.jpg`/`.jpeg` JPEG,
+    /// `.webp` WebP, any case. Any other extension is an error: writing PNG bytes under
+    /// a name that promises another format makes a file other programs misread.
+    pub fn for_path(path: &Path) -> Result<Self, ExportError> {
+        let Some(ext) = path.extension() else { return Ok(Self::Png) };
+        let ext = ext.to_string_lossy().to_ascii_lowercase();
+        match ext.as_str() {
+            "png" => Ok(Self::Png),
+            "jpg" | "jpeg" => Ok(Self::Jpeg),
+            "webp" => Ok(Self::WebP),
+            _ => Err(ExportError::Input {
+                path: path.to_path_buf(),
+                msg: format!("cannot write an image as .{ext}: name it .png (which keeps the settings), .jpg or .webp"),
+            }),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Png => "PNG",
+            Self::Jpeg => "JPEG",
+            Self::WebP => "WebP",
+        }
+    }
+
+    /// Whether the format keeps clipcanvas's settings (only PNG has the text chunk).
+    pub fn keeps_settings(self) -> bool {
+        self == Self::Png
+    }
+}
+
+/// The JPEG quality images are written at (visually lossless for these images).
+const JPEG_QUALITY: u8 = 95;
+
+/// Writes an image atomically in the format its extension names ([`ImageFormat::for_path`]):
+/// a PNG with `metadata` (see [`write_png`]), a JPEG at quality 95 or a lossless WebP.
+/// JPEG and WebP files do not hold the metadata. Returns the format written.
+pub fn write_image(path: &Path, img: &RgbImage, metadata: Option<&str>) -> Result<ImageFormat, ExportError> {
+    use image::ImageEncoder;
+    let format = ImageFormat::for_path(path)?;
+    let (width, height) = img.dimensions();
+    let rgb = image::ExtendedColorType::Rgb8;
+    match format {
+        ImageFormat::Png => write_png(path, img, metadata)?,
+        ImageFormat::Jpeg => write_encoded(path, format, img, |w| {
+            image::codecs::jpeg::JpegEncoder::new_with_quality(w, JPEG_QUALITY).write_image(
+                img.as_raw(),
+                width,
+                height,
+                rgb,
+            )
+        })?,
+        ImageFormat::WebP => write_encoded(path, format, img, |w| {
+            image::codecs::webp::WebPEncoder::new_lossless(w).write_image(img.as_raw(), width, height, rgb)
+        })?,
+    }
+    Ok(format)
+}
+
+/// Writes `img` atomically through an `image` encoder, keeping I/O errors' messages.
+fn write_encoded(
+    path: &Path,
+    format: ImageFormat,
+    img: &RgbImage,
+    encode: impl FnOnce(&mut BufWriter<File>) -> image::ImageResult<()>,
+) -> Result<(), ExportError> {
+    let (width, height) = img.dimensions();
+    if width == 0 || height == 0 {
+        return Err(ExportError::Input {
+            path: path.to_path_buf(),
+            msg: format!("cannot write an empty {width}×{height} image"),
+        });
+    }
+    write_atomic_with(path, |w| {
+        encode(w).map_err(|e| match e {
+            image::ImageError::IoError(source) => ExportError::Write { path: path.to_path_buf(), source },
+            other => ExportError::Encode { path: path.to_path_buf(), format: format.name(), msg: other.to_string() },
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------------------
 // Frame sequences
 // ---------------------------------------------------------------------------------------
 
@@ -251,6 +348,23 @@ impl<W: Write> Write for ErrorLatch<W> {
         let r = self.inner.flush().map(|()| 0);
         self.latch(r).map(|_| ())
     }
+}
+
+/// Checks that a path for a GIF or video has no extension or one of that format's:
+/// `.gif` for [`write_gif`], `.mp4`, `.m4v` or `.mov` for [`write_video`] (an MP4
+/// container), so no file holds bytes its name misdescribes.
+pub fn check_animation_path(path: &Path, video: bool) -> Result<(), ExportError> {
+    let Some(ext) = path.extension() else { return Ok(()) };
+    let ext = ext.to_string_lossy().to_ascii_lowercase();
+    let (allowed, what): (&[&str], _) =
+        if video { (&["mp4", "m4v", "mov"], "an MP4 video") } else { (&["gif"], "a GIF") };
+    if allowed.contains(&ext.as_str()) {
+        return Ok(());
+    }
+    Err(ExportError::Input {
+        path: path.to_path_buf(),
+        msg: format!("cannot write {what} as .{ext}: name it .{}", allowed[0]),
+    })
 }
 
 /// Quantisation speed for GIF frames: 1 is slowest/best, 30 fastest; 10 is the gif

@@ -413,8 +413,10 @@ impl RunSettings {
         serde_json::from_str(text).map_err(|e| format!("invalid settings ({e})"))
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    /// The settings as a settings file's JSON; an error (one line) rather than an empty
+    /// file.
+    pub fn to_json(&self) -> Result<String, String> {
+        serde_json::to_string_pretty(self).map_err(|e| format!("cannot write the settings ({e})"))
     }
 }
 
@@ -441,7 +443,7 @@ mod tests {
             one_step: Some(OneStepSettings { model: Some(odd), ..OneStepSettings::default() }),
             ..RunSettings::default()
         };
-        let back = RunSettings::from_json(&settings.to_json()).unwrap();
+        let back = RunSettings::from_json(&settings.to_json().unwrap()).unwrap();
         assert_eq!(back.init_image, Some(PathBuf::from("init-\u{fffd}.png")));
         assert_eq!(back.clip, back.init_image);
         assert_eq!(back.one_step.and_then(|o| o.model), back.init_image);

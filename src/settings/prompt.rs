@@ -36,7 +36,15 @@ fn number(s: &str) -> Option<f64> {
     }
 }
 
-/// Parses `text[:weight[:stop]]`.
+/// The largest stop a prompt may have: π²/2, the reach of what the stop is compared
+/// with, the spherical distance `2·arcsin(‖a−b‖/2)²` of two unit embeddings (0 for the
+/// same direction, π²/2 for opposite ones), signed by the weight. A stop beyond it
+/// never acts or switches the prompt off from the start. (The hardening issue suggested
+/// ±1, as for a cosine; but a distance of 1 is a cosine of about 0.16, and the PyTorch
+/// reference's own step fixture uses a stop of 1.2071.)
+pub const STOP_LIMIT: f64 = std::f64::consts::PI * std::f64::consts::PI / 2.0;
+
+/// Parses `text[:weight[:stop]]`; the stop must be finite and within ±[`STOP_LIMIT`].
 pub fn parse_prompt(s: &str) -> Result<PromptSpec, String> {
     let mut text = s;
     let mut nums: Vec<f64> = Vec::new();
@@ -61,10 +69,20 @@ pub fn parse_prompt(s: &str) -> Result<PromptSpec, String> {
         return Err(format!("prompt {s:?} has no text"));
     }
     let weight = nums.first().copied().unwrap_or(1.0);
-    let stop = nums.get(1).copied().unwrap_or(f64::NEG_INFINITY);
     if !weight.is_finite() {
         return Err(format!("weight must be a finite number in prompt {s:?}"));
     }
+    let stop = match nums.get(1) {
+        Some(&stop) if !(stop.is_finite() && (-STOP_LIMIT..=STOP_LIMIT).contains(&stop)) => {
+            let stop = if stop.abs() < 1e6 || stop.is_infinite() { stop.to_string() } else { format!("{stop:e}") };
+            return Err(format!(
+                "stop {stop} in prompt {s:?} is out of range: give a number from -4.93 to 4.93 (±π²/2, the \
+                 reach of the distance it is compared with), or leave it out for no stop"
+            ));
+        }
+        Some(&stop) => stop,
+        None => f64::NEG_INFINITY,
+    };
     Ok(PromptSpec { text: text.to_owned(), weight, stop })
 }
 
@@ -104,7 +122,18 @@ mod tests {
         assert_eq!(p("a cat"), PromptSpec { text: "a cat".into(), weight: 1.0, stop: f64::NEG_INFINITY });
         assert_eq!(p("a cat:2"), PromptSpec { text: "a cat".into(), weight: 2.0, stop: f64::NEG_INFINITY });
         assert_eq!(p("a cat:-0.5:0.8"), PromptSpec { text: "a cat".into(), weight: -0.5, stop: 0.8 });
-        assert_eq!(p("a cat:1:-inf").stop, f64::NEG_INFINITY);
+        assert_eq!(p("a cat:1:-1").stop, -1.0);
+    }
+
+    #[test]
+    fn stops_are_finite_and_within_reach() {
+        for bad in ["a cat:1:-inf", "a cat:1:inf", "a cat:1:5", "a cat:-1:-4.94", "a cat:1:1e300"] {
+            let e = parse_prompt(bad).unwrap_err();
+            assert!(e.starts_with("stop ") && e.contains("from -4.93 to 4.93"), "{bad}: {e}");
+        }
+        assert!(parse_prompt("a cat:1:nan").unwrap_err().contains("malformed number"));
+        assert_eq!(p("a cat:1:1.2071").stop, 1.2071);
+        assert_eq!(p("a cat:-1:-4.93").stop, -4.93);
     }
 
     #[test]

@@ -28,13 +28,26 @@ pub fn read_settings(path: &Path) -> Result<RunSettings, String> {
 
 /// Writes settings as a settings file (atomically).
 pub fn write_settings(path: &Path, settings: &RunSettings) -> Result<(), String> {
-    let json = settings.to_json();
+    let json = settings.to_json()?;
     crate::files::write_atomic(path, |w| std::io::Write::write_all(w, json.as_bytes())).map_err(|e| e.to_string())
 }
 
 /// Writes a frame as a PNG holding `meta`.
 pub fn write_png(path: &Path, frame: &Frame, meta: &PngMeta) -> Result<(), String> {
-    crate::export::write_png(path, &frame.to_rgb(), Some(&meta.to_json())).map_err(|e| e.to_string())
+    crate::export::write_png(path, &frame.to_rgb(), Some(&meta.to_json()?)).map_err(|e| e.to_string())
+}
+
+/// Writes a frame in the format its file name asks for (see
+/// [`crate::export::ImageFormat::for_path`]): a PNG holding `meta`, or a JPEG or WebP,
+/// which cannot hold it (the message returned says so).
+pub fn write_image(path: &Path, frame: &Frame, meta: &PngMeta) -> Result<String, String> {
+    let written =
+        crate::export::write_image(path, &frame.to_rgb(), Some(&meta.to_json()?)).map_err(|e| e.to_string())?;
+    Ok(if written.keeps_settings() {
+        String::new()
+    } else {
+        format!(" (a {} keeps no settings: save a .png to keep them)", written.name())
+    })
 }
 
 /// How exported frames look: the GIF's frames per second, and an enlargement (1, 2 or
