@@ -423,7 +423,7 @@ impl ClipFiles {
     }
 
     pub fn read_config(&self) -> Result<ClipConfig> {
-        let text = std::fs::read_to_string(&self.config).map_err(|e| ModelError::io(&self.config, e))?;
+        let text = crate::files::read_text_bounded(&self.config, crate::files::MAX_CONFIG_BYTES, "model config")?;
         ClipConfig::from_json(&text).map_err(|m| ModelError::config(&self.config, m))
     }
 }
