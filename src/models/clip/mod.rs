@@ -444,6 +444,7 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<(Clip, ClipToke
     let (vb, report) = weights.var_builder("", dtype, device);
     let clip = report.finish(Clip::new(vb, &config))?;
     let tokenizer = ClipTokenizer::from_file(&files.tokenizer, config.text.max_position_embeddings)?;
+    tokenizer.check_fits(config.text.vocab_size)?;
     Ok((clip, tokenizer))
 }
 
