@@ -169,7 +169,8 @@ fn models(fixtures: &Path) -> &'static Arc<Models> {
     static MODELS: OnceLock<Arc<Models>> = OnceLock::new();
     MODELS.get_or_init(|| {
         let dev = Device::Cpu;
-        let vqgan = vqgan::load(&fixtures.join("vqgan-tiny/model.ckpt"), None, DType::F32, &dev).expect("fixture vqgan");
+        let vqgan =
+            vqgan::load(&fixtures.join("vqgan-tiny/model.ckpt"), None, DType::F32, &dev).expect("fixture vqgan");
         let (clip, tokenizer) = clip::load(&fixtures.join("clip-tiny"), DType::F32, &dev).expect("fixture clip");
         Arc::new(Models { vqgan, clip, tokenizer, device: dev, source: None, onestep: None })
     })
@@ -194,7 +195,11 @@ fn prompts(text: &str) -> Outcome {
         assert_eq!(coarse::format_schedule(&again), formatted, "schedule does not survive a round trip");
         accepted |= coarse::validate_schedule(&stages).is_ok();
     }
-    if accepted { Ok(()) } else { Err("no prompt or schedule accepted".into()) }
+    if accepted {
+        Ok(())
+    } else {
+        Err("no prompt or schedule accepted".into())
+    }
 }
 
 /// A model catalog (TOML).

@@ -9,6 +9,10 @@ use crate::models::ModelError;
 pub enum EngineError {
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A file refused or unreadable before its format was looked at (not a regular file,
+    /// too large, missing).
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     #[error("{}: cannot read image ({msg})", path.display())]
     Image { path: PathBuf, msg: String },
     #[error("invalid input: {0}")]

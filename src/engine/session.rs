@@ -1,7 +1,7 @@
 //! A run of the z+quantize method: the latent, the optimiser, the prompts and the random
 //! state, stepped one iteration at a time. Both the studio and `clipcanvas generate`
-//! drive it. A session saves to one file (safetensors with JSON metadata) and resumes
-//! exactly where it stopped.
+//! drive it. A session saves to one file (safetensors with JSON metadata and a checksum,
+//! see `session_file.rs`) and resumes exactly where it stopped.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +24,10 @@ use super::observer::{Frame, Observer, StepRate, StepStats};
 use super::optim::{Optimizer, OptimizerMeta};
 use super::profile::{StageClock, StageTimes};
 use super::rng::Rng;
+use super::session_file;
 use crate::models::clip::Clip;
 use crate::settings::coarse::factor_at;
-use crate::settings::prompt::{parse_noise_prompt, parse_prompt};
+use crate::settings::prompt::{excerpt, parse_noise_prompt, parse_prompt};
 use crate::settings::{Augment, CutMethod, InitNoise, InitWeightMode, OneStepSettings, RunSettings};
 
 /// The random choices of one step: crops, augmentation parameters, noise. Drawn from the
@@ -81,7 +82,6 @@ pub enum RunEnd {
     Cancelled,
 }
 
-const SESSION_KEY: &str = "clipcanvas_session";
 const SESSION_VERSION: u32 = 1;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -387,7 +387,10 @@ impl Session {
             let spec = parse_prompt(p).map_err(EngineError::Input)?;
             let (ids, truncated) = self.models.tokenizer.encode(&spec.text)?;
             if truncated {
-                self.notices.push(format!("prompt {:?} is longer than CLIP's 77 tokens and was truncated", spec.text));
+                self.notices.push(format!(
+                    "prompt {:?} is longer than CLIP's 77 tokens and was truncated",
+                    excerpt(&spec.text)
+                ));
             }
             let n = ids.len();
             let ids = Tensor::from_vec(ids, (1, n), &self.models.device)?;
@@ -607,11 +610,7 @@ impl Session {
             steering: self.steering.clone(),
         };
         let json = serde_json::to_string(&meta).map_err(|e| EngineError::Input(e.to_string()))?;
-        let metadata: HashMap<String, String> = [(SESSION_KEY.to_owned(), json)].into();
-        let mut entries: Vec<(String, Tensor)> = tensors.into_iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        safetensors::serialize(entries, Some(metadata))
-            .map_err(|e| EngineError::Input(format!("cannot serialise the session ({e})")))
+        session_file::encode(json, tensors)
     }
 
     /// Reads a session file's settings without loading models (to know which to load).
@@ -658,20 +657,12 @@ impl Session {
 
 fn read_session(path: &Path) -> Result<(SessionMeta, HashMap<String, Tensor>)> {
     let bad = |msg: String| EngineError::Session { path: path.to_path_buf(), msg };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("not a clipcanvas session file ({e})")))?;
-    let json = metadata
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(SESSION_KEY))
-        .ok_or_else(|| bad("not a clipcanvas session file (no session metadata)".into()))?;
+    let (json, tensors) = session_file::decode(path)?;
     let meta: SessionMeta =
-        serde_json::from_str(json).map_err(|e| bad(format!("unreadable session metadata ({e})")))?;
+        serde_json::from_str(&json).map_err(|e| bad(format!("unreadable session metadata ({e})")))?;
     if meta.version != SESSION_VERSION {
         return Err(bad(format!("session version {} is not supported", meta.version)));
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
     Ok((meta, tensors))
 }
 

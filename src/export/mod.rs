@@ -45,6 +45,9 @@ pub enum ExportError {
     /// The request itself is unusable: no frames, frames of different sizes, a zero rate.
     #[error("{}: {msg}", path.display())]
     Input { path: PathBuf, msg: String },
+    /// A file refused before it was read: not a regular file, or too large for its kind.
+    #[error(transparent)]
+    Refused(crate::files::FileError),
     /// Writing a video needs ffmpeg and there is none on PATH.
     #[error("{FFMPEG_MISSING}")]
     FfmpegMissing,
@@ -77,6 +80,7 @@ impl From<crate::files::FileError> for ExportError {
             FileError::Write { path, source } => Self::Write { path, source },
             FileError::Read { path, source } => Self::Read { path, source },
             FileError::NotAFile { path } => Self::Input { path, msg: "not a file path".to_owned() },
+            e @ (FileError::NotRegular { .. } | FileError::TooLarge { .. }) => Self::Refused(e),
         }
     }
 }
@@ -120,48 +124,105 @@ pub fn write_png(path: &Path, img: &RgbImage, metadata: Option<&str>) -> Result<
     })
 }
 
+/// The most bytes a PNG's clipcanvas text may inflate to (what clipcanvas writes is a few
+/// kilobytes); a compressed chunk that inflates further is refused as it inflates.
+pub const MAX_PNG_TEXT_BYTES: usize = 8 << 20;
+/// What the PNG reader may allocate for the chunks it keeps (text above all; the image
+/// data is skipped, never inflated).
+const PNG_CHUNK_BYTES: usize = 32 << 20;
+
 /// The clipcanvas text of a decoded PNG's text chunks, if any (iTXt preferred; tEXt and
-/// zTXt accepted for files written by other tools).
-fn find_settings(info: &png::Info<'_>) -> Result<Option<String>, png::DecodingError> {
+/// zTXt accepted for files written by other tools). A compressed chunk is inflated to at
+/// most [`MAX_PNG_TEXT_BYTES`].
+fn find_settings(info: &png::Info<'_>) -> Result<Option<String>, String> {
+    let inflate_err = |e: png::DecodingError| match e {
+        png::DecodingError::Format(f) if f.to_string().contains("decompression space") => {
+            format!("its clipcanvas text inflates past {} MiB", MAX_PNG_TEXT_BYTES >> 20)
+        }
+        other => format!("its clipcanvas text cannot be read ({other})"),
+    };
     if let Some(c) = info.utf8_text.iter().find(|c| c.keyword == SETTINGS_KEY) {
-        return c.get_text().map(Some);
+        let mut c = c.clone();
+        c.decompress_text_with_limit(MAX_PNG_TEXT_BYTES).map_err(inflate_err)?;
+        return c.get_text().map(Some).map_err(inflate_err);
     }
     if let Some(c) = info.uncompressed_latin1_text.iter().find(|c| c.keyword == SETTINGS_KEY) {
         return Ok(Some(c.text.clone()));
     }
     if let Some(c) = info.compressed_latin1_text.iter().find(|c| c.keyword == SETTINGS_KEY) {
-        return c.get_text().map(Some);
+        let mut c = c.clone();
+        c.decompress_text_with_limit(MAX_PNG_TEXT_BYTES).map_err(inflate_err)?;
+        return c.get_text().map(Some).map_err(inflate_err);
     }
     Ok(None)
 }
 
 /// Settings from a settings file (JSON) or from a clipcanvas PNG's metadata
-/// ([`PngMeta`](crate::settings::png::PngMeta)).
+/// ([`PngMeta`](crate::settings::png::PngMeta)). Only a regular file is read (a FIFO or a
+/// device is refused), a settings file of at most
+/// [`MAX_SETTINGS_BYTES`](crate::files::MAX_SETTINGS_BYTES), a leading byte-order mark
+/// dropped. Relative image paths in it are taken from the file's folder
+/// ([`resolve_from_file`]).
 pub fn read_settings_file(path: &Path) -> Result<crate::settings::RunSettings, ExportError> {
-    let bad = |msg: String| ExportError::Input { path: path.to_path_buf(), msg };
     let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    let text = if is_png {
-        read_png_metadata(path)?.ok_or_else(|| bad("this PNG holds no clipcanvas settings".into()))?
-    } else {
-        std::fs::read_to_string(path).map_err(|source| ExportError::Read { path: path.to_path_buf(), source })?
-    };
-    crate::settings::png::settings_from_text(&text).map_err(bad)
+    if is_png {
+        return png_settings(path)?.ok_or_else(|| ExportError::Input {
+            path: path.to_path_buf(),
+            msg: "this PNG holds no clipcanvas settings".into(),
+        });
+    }
+    let text = crate::files::read_text_bounded(path, crate::files::MAX_SETTINGS_BYTES, "settings file")?;
+    settings_of_file(path, &text)
+}
+
+/// The settings of a clipcanvas PNG (`None` for a PNG without them), read as
+/// [`read_settings_file`] reads them.
+pub fn png_settings(path: &Path) -> Result<Option<crate::settings::RunSettings>, ExportError> {
+    match read_png_metadata(path)? {
+        Some(text) => settings_of_file(path, &text).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Settings from the text of the file at `path`, its relative image paths resolved.
+fn settings_of_file(path: &Path, text: &str) -> Result<crate::settings::RunSettings, ExportError> {
+    let mut settings = crate::settings::png::settings_from_text(text)
+        .map_err(|msg| ExportError::Input { path: path.to_path_buf(), msg })?;
+    resolve_from_file(&mut settings, path);
+    Ok(settings)
+}
+
+/// Takes the relative image paths of settings read from `file` (the init image, the image
+/// prompts) from the file's folder, as a document's links are. A path found only from the
+/// current folder stays as it is: PNGs record paths as they were typed, relative to where
+/// their run was started.
+pub fn resolve_from_file(settings: &mut crate::settings::RunSettings, file: &Path) {
+    let dir = crate::files::parent_dir(file);
+    settings.resolve_relative_to(dir, |p| !dir.join(p).exists() && p.exists());
 }
 
 /// Read back the clipcanvas metadata of a PNG (None if the PNG has none; an error if the
 /// file is not a readable PNG). The whole file is read, so a truncated PNG is an error and
-/// text chunks after the image data are found too.
+/// text chunks after the image data are found too; the image data is skipped, the chunks
+/// kept are bounded ([`PNG_CHUNK_BYTES`]) and so is the inflated text
+/// ([`MAX_PNG_TEXT_BYTES`]): a decompression bomb is refused, not inflated.
 pub fn read_png_metadata(path: &Path) -> Result<Option<String>, ExportError> {
-    let file = File::open(path).map_err(|source| ExportError::Read { path: path.to_path_buf(), source })?;
+    let (file, _) = crate::files::open_regular(path)?;
     let not_png = |e: png::DecodingError| match e {
         png::DecodingError::IoError(source) if source.kind() != io::ErrorKind::UnexpectedEof => {
             ExportError::Read { path: path.to_path_buf(), source }
         }
+        png::DecodingError::LimitsExceeded => ExportError::NotPng {
+            path: path.to_path_buf(),
+            msg: format!("its text chunks hold more than the {} MiB clipcanvas reads", PNG_CHUNK_BYTES >> 20),
+        },
         other => ExportError::NotPng { path: path.to_path_buf(), msg: other.to_string() },
     };
-    let mut reader = png::Decoder::new(BufReader::new(file)).read_info().map_err(not_png)?;
+    let mut decoder = png::Decoder::new_with_limits(BufReader::new(file), png::Limits { bytes: PNG_CHUNK_BYTES });
+    decoder.set_ignore_iccp_chunk(true);
+    let mut reader = decoder.read_info().map_err(not_png)?;
     reader.finish().map_err(not_png)?;
-    find_settings(reader.info()).map_err(not_png)
+    find_settings(reader.info()).map_err(|msg| ExportError::NotPng { path: path.to_path_buf(), msg })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -17,8 +17,7 @@ pub fn decode_image(path: &Path) -> Result<Frame, String> {
 
 /// The settings in a clipcanvas PNG; `None` for any other file.
 pub fn png_settings(path: &Path) -> Option<RunSettings> {
-    let meta = crate::export::read_png_metadata(path).ok()??;
-    crate::settings::png::settings_from_text(&meta).ok()
+    crate::export::png_settings(path).ok()?
 }
 
 /// Settings from a settings file or a clipcanvas PNG.
@@ -215,5 +214,46 @@ mod tests {
         assert_eq!(run.frames.iter().map(|f| f.iteration).collect::<Vec<_>>(), [0, 50]);
         assert!(png_settings(&run.folder.join("final.png")).is_some(), "final.png holds its settings");
         assert!(newest_run(&dir.path().join("none")).is_none());
+    }
+
+    /// The studio opens files through the same library functions as the command line
+    /// (settings files and PNGs, dropped images, init images): hostile files are refused
+    /// the same way (the hardening issue, items 2, 7 and 9).
+    #[test]
+    fn the_studio_refuses_hostile_files_as_the_command_line_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("folder");
+        std::fs::create_dir(&folder).unwrap();
+        let msg = read_settings(&folder).unwrap_err();
+        assert!(msg.ends_with("is not a regular file (a folder)"), "{msg}");
+        let msg = decode_image(&folder).unwrap_err();
+        assert!(msg.ends_with("is not a regular file (a folder)"), "{msg}");
+
+        // A PNG whose clipcanvas text inflates past the limit: no settings, and an error
+        // for the settings dialog.
+        let bomb = dir.path().join("bomb.png");
+        let mut bytes = Vec::new();
+        let mut enc = png::Encoder::new(&mut bytes, 1, 1);
+        enc.set_color(png::ColorType::Rgb);
+        let mut w = enc.write_header().unwrap();
+        let mut text = png::text_metadata::ITXtChunk::new("clipcanvas", "a".repeat(9 << 20));
+        text.compressed = true;
+        w.write_text_chunk(&text).unwrap();
+        w.write_image_data(&[0, 0, 0]).unwrap();
+        w.finish().unwrap();
+        assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
+        std::fs::write(&bomb, &bytes).unwrap();
+        assert!(png_settings(&bomb).is_none());
+        let msg = read_settings(&bomb).unwrap_err();
+        assert!(msg.contains("its clipcanvas text inflates past 8 MiB"), "{msg}");
+
+        // A JPEG cut short.
+        let img = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8 * 8, 0]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).unwrap();
+        let cut = dir.path().join("cut.jpg");
+        std::fs::write(&cut, &jpeg[..jpeg.len() / 2]).unwrap();
+        let msg = decode_image(&cut).unwrap_err();
+        assert!(msg.contains("truncated JPEG"), "{msg}");
     }
 }
