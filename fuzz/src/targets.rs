@@ -51,12 +51,18 @@ fn text(data: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(data).map_err(|e| format!("not UTF-8 ({e})"))
 }
 
-/// Writes `data` to this process's scratch file for `name` (under `TMPDIR`, which the
+/// Writes `data` to this thread's scratch file for `name` (under `TMPDIR`, which the
 /// fuzz script points at /dev/shm) and runs `f` on it: the readers under test take paths.
 fn with_file(name: &str, ext: &str, data: &[u8], f: impl FnOnce(&Path) -> Outcome) -> Outcome {
-    let path: PathBuf = std::env::temp_dir().join(format!("clipcanvas-fuzz-{}-{name}.{ext}", std::process::id()));
+    // One file per process and thread: the replay test runs targets on parallel threads.
+    let thread = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let path: PathBuf =
+        std::env::temp_dir().join(format!("clipcanvas-fuzz-{}-{thread}-{name}.{ext}", std::process::id()));
     std::fs::write(&path, data).map_err(|e| format!("scratch file: {e}"))?;
-    f(&path)
+    let outcome = f(&path);
+    // Best effort: a scratch file left behind is harmless.
+    let _ = std::fs::remove_file(&path);
+    outcome
 }
 
 /// A torch `.bin`/`.ckpt` zip: opened both ways (top-level dict, Lightning
@@ -153,8 +159,10 @@ fn png_meta(path: &Path) -> Outcome {
     meta.map(drop).ok_or_else(|| "no clipcanvas metadata".to_owned())
 }
 
-/// A saved session: its settings read without models, then resumed on the tiny
-/// fixture models.
+/// A saved session: read without models (header, metadata, checksum, tensors); one that
+/// reads is then resumed on the tiny fixture models and rendered. (Resuming costs tens of
+/// milliseconds, so only inputs that pass the checksum reach it: the checksum is what
+/// stands between a damaged file and the resume code.)
 fn session(path: &Path, fixtures: &Path) -> Outcome {
     use clipcanvas::engine::session::Session;
     Session::read_settings(path).map_err(|e| e.to_string())?;
