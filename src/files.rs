@@ -1,7 +1,10 @@
-//! The file plumbing every layer that writes shares: atomic writes (a temporary sibling,
-//! fsync, rename, the folder synced) and SHA-256 of files. Export, the model catalog, the
-//! worker's session saves and training all write through here, so a full disk or a crash
-//! never leaves a half-written file in place of a good one.
+//! The file plumbing every layer shares: atomic writes (a temporary sibling, fsync,
+//! rename, the folder synced), SHA-256 of files, and bounded reads. Export, the model
+//! catalog, the worker's session saves and training all write through here, so a full
+//! disk or a crash never leaves a half-written file in place of a good one; settings,
+//! sessions, configs, tokenizers, images and weights are opened through here, so a FIFO,
+//! a device such as `/dev/zero` or a folder is refused before it is read, and no file
+//! larger than its kind can be is read into memory.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read};
@@ -21,7 +24,25 @@ pub enum FileError {
     Read { path: PathBuf, source: io::Error },
     #[error("{}: not a file path", path.display())]
     NotAFile { path: PathBuf },
+    /// A FIFO, a device, a socket or a folder where a file was expected.
+    #[error("{}: is not a regular file ({kind})", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    /// A file larger than anything of its kind can be.
+    #[error("{}: is {size} bytes, more than the {max} bytes a {what} can be", path.display())]
+    TooLarge { path: PathBuf, size: u64, max: u64, what: &'static str },
 }
+
+/// The largest settings file (JSON) read: a settings file is a few kilobytes.
+pub const MAX_SETTINGS_BYTES: u64 = 16 << 20;
+/// The largest model config (a taming YAML, a `config.json`) read.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// The largest `tokenizer.json` read (CLIP's is 2.2 MB).
+pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+/// The largest session file read: its latent and optimiser moments at 8192×8192 with an
+/// f8 VQGAN of 256 channels are 4 × 256 × 1024² f32 values, 4 GiB.
+pub const MAX_SESSION_BYTES: u64 = 4 << 30;
+/// The largest encoded image (init image, target, image prompt) read.
+pub const MAX_IMAGE_BYTES: u64 = 256 << 20;
 
 /// Distinguishes temporary names within this process; the pid distinguishes processes.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -127,11 +148,97 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> io:
     write_atomic_with(path, |w| write(w).map_err(|source| FileError::Write { path: path.to_path_buf(), source }))
 }
 
+/// What a file that is not a regular file is, for messages.
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        return "a folder";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    "not a plain file"
+}
+
+/// Checks that `path` (after following links) is a regular file, without opening it (so
+/// a FIFO never blocks); its length.
+pub fn check_regular(path: &Path) -> Result<u64, FileError> {
+    let meta = std::fs::metadata(path).map_err(|source| FileError::Read { path: path.to_path_buf(), source })?;
+    if meta.is_file() {
+        Ok(meta.len())
+    } else {
+        Err(FileError::NotRegular { path: path.to_path_buf(), kind: kind_of(&meta) })
+    }
+}
+
+/// Opens a regular file for reading; its length. A FIFO, a device or a folder is refused
+/// before it is opened, and again on the opened handle (so one swapped in between is
+/// refused too; on Unix the open does not block on a FIFO).
+pub fn open_regular(path: &Path) -> Result<(File, u64), FileError> {
+    check_regular(path)?;
+    let read_err = |source| FileError::Read { path: path.to_path_buf(), source };
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(FileError::NotRegular { path: path.to_path_buf(), kind: kind_of(&meta) });
+    }
+    Ok((file, meta.len()))
+}
+
+/// The whole of a regular file of at most `max` bytes (`what` names its kind in the
+/// message), read with one allocation of its size. A file that grows while it is read
+/// is cut off at `max + 1` bytes and refused.
+pub fn read_bounded(path: &Path, max: u64, what: &'static str) -> Result<Vec<u8>, FileError> {
+    let (file, len) = open_regular(path)?;
+    let too_large = |size| FileError::TooLarge { path: path.to_path_buf(), size, max, what };
+    if len > max {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|source| FileError::Read { path: path.to_path_buf(), source })?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// A regular text file of at most `max` bytes as UTF-8, a leading byte-order mark
+/// (which Windows editors write) dropped.
+pub fn read_text_bounded(path: &Path, max: u64, what: &'static str) -> Result<String, FileError> {
+    let mut bytes = read_bounded(path, max, what)?;
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    String::from_utf8(bytes).map_err(|e| FileError::Read {
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidData, format!("not UTF-8 text ({e})")),
+    })
+}
+
 /// SHA-256 of a file as lowercase hex, streaming through a 1 MiB buffer (model files can
 /// be gigabytes).
 pub fn file_sha256(path: &Path) -> Result<String, FileError> {
     let read_err = |source| FileError::Read { path: path.to_path_buf(), source };
-    let mut file = File::open(path).map_err(read_err)?;
+    let (mut file, _) = open_regular(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -176,5 +283,33 @@ mod tests {
         assert!(msg.starts_with(&missing.display().to_string()) && msg.contains("No such file"), "{msg}");
         let msg = check_writable(dir.path()).unwrap_err().to_string();
         assert!(msg.contains("it is a folder"), "{msg}");
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = read_bounded(dir.path(), 10, "settings file").unwrap_err().to_string();
+        assert!(msg.ends_with("is not a regular file (a folder)"), "{msg}");
+        #[cfg(unix)]
+        {
+            let msg = read_bounded(Path::new("/dev/zero"), 10, "settings file").unwrap_err().to_string();
+            assert_eq!(msg, "/dev/zero: is not a regular file (a device)");
+            let fifo = dir.path().join("fifo");
+            assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+            // Refused without blocking, though nothing writes to it.
+            let msg = read_bounded(&fifo, 10, "settings file").unwrap_err().to_string();
+            assert!(msg.ends_with("is not a regular file (a FIFO)"), "{msg}");
+            assert!(open_regular(&fifo).is_err());
+        }
+        let path = dir.path().join("a.json");
+        std::fs::write(&path, "\u{feff}{\"a\": 1}").unwrap();
+        assert_eq!(read_text_bounded(&path, 100, "settings file").unwrap(), "{\"a\": 1}");
+        let msg = read_bounded(&path, 5, "settings file").unwrap_err().to_string();
+        assert!(msg.ends_with("is 11 bytes, more than the 5 bytes a settings file can be"), "{msg}");
+        std::fs::write(&path, b"\xff\xfe").unwrap();
+        let msg = read_text_bounded(&path, 100, "settings file").unwrap_err().to_string();
+        assert!(msg.contains("not UTF-8 text"), "{msg}");
+        let msg = read_bounded(&dir.path().join("none"), 10, "image").unwrap_err().to_string();
+        assert!(msg.contains("cannot read") && msg.contains("No such file"), "{msg}");
     }
 }

@@ -12,8 +12,8 @@
 //! - [`catalog`]: model files on disk — the catalog, discovery, downloads, verification.
 //! - [`models`]: CLIP, VQGAN, the one-step generator and the tokenizer in candle, the
 //!   only code that reads model weights.
-//! - [`export`] (image and video formats) and [`files`] (atomic writes, hashes): the
-//!   file plumbing; [`settings`]: the plain data every layer shares; [`process`]:
+//! - [`export`] (image and video formats) and [`files`] (atomic writes, hashes, bounded
+//!   reads of regular files only): the file plumbing; [`settings`]: the plain data every layer shares; [`process`]:
 //!   process-wide settings made at start-up.
 //!
 //! Lower layers never import higher ones, and nothing below the UI imports egui,

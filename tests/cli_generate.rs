@@ -220,9 +220,11 @@ fn ctrl_c_saves_the_last_frame_and_the_session() {
     assert!(rest.iter().any(|l| l.contains("stopped at iteration")), "{rest:?}");
     assert!(d.join("output.png").exists());
     assert!(d.join("output.session").exists());
-    // And the saved session resumes.
+    // And the saved session resumes (to the iteration it reached: -i is the total).
+    let meta = clipcanvas::export::read_png_metadata(&d.join("output.png")).expect("read").expect("metadata");
+    let reached = serde_json::from_str::<serde_json::Value>(&meta).expect("json")["iteration"].to_string();
     let out = bin()
-        .args(["generate", "--resume", "output.session", "-i", "1", "-o", "again.png"])
+        .args(["generate", "--resume", "output.session", "-i", &reached, "-o", "again.png"])
         .current_dir(d)
         .output()
         .expect("run");

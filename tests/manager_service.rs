@@ -14,7 +14,13 @@ use clipcanvas::catalog::download::DownloadOptions;
 use clipcanvas::catalog::entries::Catalog;
 use clipcanvas::catalog::service::{ManagerEvent, ModelManager, ModelPaths, ModelStatus};
 use clipcanvas::catalog::store::{Root, RootKind, Store};
-use http_server::{bytes, Mode, Server};
+use http_server::{Mode, Server};
+
+/// The tiny VQGAN fixture's files: every download passes the format check.
+fn fixture(rel: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vqgan-tiny").join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
 fn entry(name: &str, base: &str) -> String {
     format!(
@@ -88,8 +94,9 @@ fn a_download_reports_progress_then_finishes_and_the_statuses_follow() {
     let (first, _) = wait_for(&s.manager, |e| matches!(e, ManagerEvent::Statuses(_)));
     assert!(matches!(status_of(&first, "fast"), Some(ModelStatus::Missing { .. })), "{first:?}");
 
-    let weights = bytes(400_000, 1);
-    s.server.route("/fast/model.yaml", b"model: {}\n".to_vec(), Mode::Serve);
+    let weights = fixture("model.ckpt");
+    let len = weights.len() as u64;
+    s.server.route("/fast/model.yaml", fixture("model.yaml"), Mode::Serve);
     s.server.route("/fast/last.ckpt", weights.clone(), Mode::Slow { chunk: 20_000, delay: Duration::from_millis(10) });
     assert!(s.manager.download("fast"));
     assert!(!s.manager.download("fast"), "already queued");
@@ -106,7 +113,7 @@ fn a_download_reports_progress_then_finishes_and_the_statuses_follow() {
     let (done, _) = wait_for(&s.manager, |e| matches!(e, ManagerEvent::Finished { .. }));
     let dir = s.root.path().join("fast");
     assert_eq!(done, ManagerEvent::Finished { model: "fast".into(), dir: dir.clone() });
-    assert!(progress.iter().any(|(f, n)| f == "last.ckpt" && *n > 0 && *n < 400_000), "{progress:?}");
+    assert!(progress.iter().any(|(f, n)| f == "last.ckpt" && *n > 0 && *n < len), "{progress:?}");
     let (statuses, _) = wait_for(&s.manager, |e| matches!(e, ManagerEvent::Statuses(_)));
     assert_eq!(status_of(&statuses, "fast"), Some(ModelStatus::Installed { dir: dir.clone() }));
     assert_eq!(std::fs::read(dir.join("last.ckpt")).expect("read"), weights);
@@ -121,10 +128,10 @@ fn a_download_reports_progress_then_finishes_and_the_statuses_follow() {
 #[test]
 fn cancel_is_reported_and_leaves_no_partial_file() {
     let s = setup();
-    s.server.route("/slow/model.yaml", b"model: {}\n".to_vec(), Mode::Serve);
+    s.server.route("/slow/model.yaml", fixture("model.yaml"), Mode::Serve);
     s.server.route(
         "/slow/last.ckpt",
-        bytes(3_000_000, 2),
+        fixture("model.ckpt"),
         Mode::Slow { chunk: 4_000, delay: Duration::from_millis(20) },
     );
     assert!(s.manager.download("slow"));
@@ -158,13 +165,13 @@ fn a_failure_carries_the_instructions_for_installing_by_hand() {
 #[test]
 fn closing_the_manager_starts_no_queued_download_and_keeps_the_running_part() {
     let s = setup();
-    s.server.route("/slow/model.yaml", b"model: {}\n".to_vec(), Mode::Serve);
+    s.server.route("/slow/model.yaml", fixture("model.yaml"), Mode::Serve);
     s.server.route(
         "/slow/last.ckpt",
-        bytes(600_000, 3),
+        fixture("model.ckpt"),
         Mode::Slow { chunk: 20_000, delay: Duration::from_millis(20) },
     );
-    s.server.route("/fast/model.yaml", b"model: {}\n".to_vec(), Mode::Serve);
+    s.server.route("/fast/model.yaml", fixture("model.yaml"), Mode::Serve);
     assert!(s.manager.download("slow"));
     assert!(s.manager.download("fast"));
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -49,6 +49,8 @@ impl Env {
             .env("APPDATA", self.home().join("appdata"))
             .env("CLIPCANVAS_MODELS", self.models())
             .env_remove("CLIPCANVAS_MIRROR")
+            .env_remove("CLIPCANVAS_CATALOG")
+            .env_remove("CLIPCANVAS_DOWNLOAD_STALL_SECS")
             .current_dir(self.tmp.path());
         c
     }
@@ -177,9 +179,10 @@ fn unknown_model_names_are_bad_input_listing_the_known_ones() {
 fn ctrl_c_cancels_a_download_and_leaves_no_partial_file() {
     let env = Env::new();
     let server = Server::start();
-    server.route("/vqgan-faceshq/model.yaml", b"model: {}\n".to_vec(), Mode::Serve);
-    let big = http_server::bytes(4_000_000, 9);
-    server.route("/vqgan-faceshq/last.ckpt", big, Mode::Slow { chunk: 2_000, delay: Duration::from_millis(20) });
+    server.route("/vqgan-faceshq/model.yaml", read(&fixture("vqgan-tiny/model.yaml")), Mode::Serve);
+    // A real checkpoint (the first bytes are checked as they arrive), sent slowly.
+    let ckpt = read(&fixture("vqgan-tiny/model.ckpt"));
+    server.route("/vqgan-faceshq/last.ckpt", ckpt, Mode::Slow { chunk: 2_000, delay: Duration::from_millis(20) });
     let dest = env.tmp.path().join("dest");
     let mut child = env
         .bin()
@@ -217,7 +220,17 @@ fn generate_takes_catalog_names_for_installed_models() {
     let env = Env::new();
     let server = mirror();
     let models = env.models();
-    let out = env.run(&[
+    // The tiny fixture is far smaller than the real ViT-L/14 the built-in catalog sizes
+    // approximately: the same catalog without approximate sizes lets it through.
+    let catalog = env.tmp.path().join("catalog.toml");
+    let text: String = clipcanvas::catalog::entries::BUILTIN_CATALOG
+        .lines()
+        .filter(|l| !l.starts_with("approx_size"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&catalog, text).expect("catalog");
+    let run = |args: &[&str]| env.bin().env("CLIPCANVAS_CATALOG", &catalog).args(args).output().expect("run");
+    let out = run(&[
         "models",
         "download",
         "clip-vit-l-14",
@@ -229,7 +242,7 @@ fn generate_takes_catalog_names_for_installed_models() {
     ]);
     let stdout = ok(&out).stdout;
     assert!(stdout.contains("installed clip-vit-l-14") && stdout.contains("installed vqgan-sflckr"), "{stdout}");
-    let out = env.run(&[
+    let out = run(&[
         "generate",
         "--clip",
         "clip-vit-l-14",

@@ -22,9 +22,13 @@ use clipcanvas::catalog::download::{DownloadObserver, DownloadOptions, Downloade
 use clipcanvas::catalog::entries::Catalog;
 use clipcanvas::catalog::store::{Record, Root, RootKind, Store};
 use clipcanvas::catalog::CatalogError;
-use http_server::{bytes, sha256, Mode, Request, Server};
+use http_server::{sha256, Mode, Request, Server};
 
-const WEIGHTS_LEN: usize = 300_000;
+/// The tiny VQGAN fixture: a real YAML and a real Lightning checkpoint, so that every
+/// download passes the format check.
+fn fixture(rel: &str) -> Vec<u8> {
+    read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel))
+}
 
 /// A one-model catalog: `model.yaml` and `last.ckpt`, each with the given URLs, size and
 /// sha256 lines.
@@ -102,8 +106,8 @@ struct Setup {
 impl Setup {
     fn new() -> Self {
         let server = Server::start();
-        let yaml = b"model:\n  target: taming.models.vqgan.VQModel\n".to_vec();
-        let weights = bytes(WEIGHTS_LEN, 7);
+        let yaml = fixture("vqgan-tiny/model.yaml");
+        let weights = fixture("vqgan-tiny/model.ckpt");
         server.route("/model.yaml", yaml.clone(), Mode::Serve);
         Self { server, root: tempfile::tempdir().expect("temp"), yaml, weights }
     }
@@ -149,13 +153,11 @@ fn a_full_download_installs_the_exact_bytes_and_records_them() {
     assert_eq!(s.server.requests_for("/last.ckpt"), vec![Request { path: "/last.ckpt".into(), range: None }]);
     let record = Record::read(&dir);
     assert_eq!(record.files["last.ckpt"].sha256, sha256(&s.weights));
-    assert_eq!(record.files["last.ckpt"].size, WEIGHTS_LEN as u64);
+    let len = s.weights.len() as u64;
+    assert_eq!(record.files["last.ckpt"].size, len);
     assert_eq!(record.files["model.yaml"].url, s.server.url("/model.yaml"));
     let last = seen.for_file("last.ckpt").last().cloned().expect("progress");
-    assert_eq!(
-        (last.done, last.total, last.file_index, last.file_count),
-        (WEIGHTS_LEN as u64, Some(WEIGHTS_LEN as u64), 1, 2)
-    );
+    assert_eq!((last.done, last.total, last.file_index, last.file_count), (len, Some(len), 1, 2));
 
     // The store now sees it installed and resolves the name to the files.
     let store = Store::new(cat, vec![Root { path: s.root.path().to_path_buf(), kind: RootKind::Explicit }]);
@@ -179,7 +181,7 @@ fn a_dropped_connection_is_resumed_with_a_range_request() {
     let ranges: Vec<Option<String>> = s.server.requests_for("/last.ckpt").into_iter().map(|r| r.range).collect();
     assert_eq!(ranges, vec![None, Some("bytes=100000-".to_owned())]);
     assert!(
-        seen.notes().iter().any(|n| n.contains("100000 of 300000") && n.contains("resuming")),
+        seen.notes().iter().any(|n| n.contains(&format!("100000 of {}", s.weights.len())) && n.contains("resuming")),
         "{:?}",
         seen.notes()
     );
@@ -253,7 +255,8 @@ fn a_size_the_catalog_disagrees_with_is_rejected_before_downloading() {
     s.server.route("/last.ckpt", s.weights[..1000].to_vec(), Mode::Serve);
     let cat = catalog(&s.yaml_urls(), &[s.server.url("/last.ckpt")], &checked(&s.weights));
     let err = s.install(&cat, fast(), &mut Seen::default()).expect_err("wrong size");
-    assert!(err.to_string().contains("has 1000 bytes, the catalog expects 300000"), "{err}");
+    let want = format!("has 1000 bytes, the catalog expects {}", s.weights.len());
+    assert!(err.to_string().contains(&want), "{err}");
     assert!(!s.dir().join("last.ckpt").exists());
     assert!(!s.dir().join("last.ckpt.part").exists());
 }
@@ -300,10 +303,47 @@ fn an_html_page_instead_of_the_file_is_refused() {
 }
 
 #[test]
+fn a_file_of_the_wrong_format_from_one_address_falls_through_to_the_next() {
+    let s = Setup::new();
+    // An HTML error page under a 200 and application/octet-stream: only its bytes tell.
+    s.server.route("/bad/last.ckpt", b"<html><body>Bandwidth exceeded</body></html>".to_vec(), Mode::Serve);
+    s.server.route("/good/last.ckpt", s.weights.clone(), Mode::Serve);
+    let urls = [s.server.url("/bad/last.ckpt"), s.server.url("/good/last.ckpt")];
+    let cat = catalog(&s.yaml_urls(), &urls, "");
+    let mut seen = Seen::default();
+    s.install(&cat, fast(), &mut seen).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read(&s.dir().join("last.ckpt")), s.weights);
+    assert!(
+        seen.notes().iter().any(|n| n.contains("/bad/") && n.contains("it looks like an HTML page")),
+        "{:?}",
+        seen.notes()
+    );
+    assert_eq!(Record::read(&s.dir()).files["last.ckpt"].url, urls[1]);
+    assert_eq!(files_in(&s.dir()), vec![".clipcanvas-download.json", "last.ckpt", "model.yaml"]);
+}
+
+#[test]
+fn a_trickle_below_the_minimum_rate_is_abandoned_keeping_the_part() {
+    let s = Setup::new();
+    s.server.route("/last.ckpt", s.weights.clone(), Mode::Slow { chunk: 10, delay: Duration::from_millis(50) });
+    let cat = catalog(&s.yaml_urls(), &[s.server.url("/last.ckpt")], &checked(&s.weights));
+    // 200 B/s against a minimum of 1 KB/s over 0.5 s windows.
+    let opts = DownloadOptions { stall_window: Duration::from_millis(500), ..fast() };
+    let err = s.install(&cat, opts, &mut Seen::default()).expect_err("stalled");
+    let msg = err.to_string();
+    assert!(msg.contains("download stalled: ") && msg.contains("less than 1.0 KB/s"), "{msg}");
+    let part = read(&s.dir().join("last.ckpt.part"));
+    assert!(!part.is_empty() && part[..] == s.weights[..part.len()], "{} bytes kept", part.len());
+    assert!(!s.dir().join("last.ckpt").exists());
+    assert_eq!(s.server.requests_for("/last.ckpt").len(), 1, "a stall is not resumed from the same server");
+}
+
+#[test]
 fn a_slow_server_still_reports_progress_with_rate_and_eta() {
     let s = Setup::new();
-    let data = bytes(160_000, 3);
-    s.server.route("/last.ckpt", data.clone(), Mode::Slow { chunk: 8_000, delay: Duration::from_millis(40) });
+    let data = s.weights.clone();
+    let len = data.len() as u64;
+    s.server.route("/last.ckpt", data.clone(), Mode::Slow { chunk: 40_000, delay: Duration::from_millis(40) });
     let cat = catalog(&s.yaml_urls(), &[s.server.url("/last.ckpt")], &checked(&data));
     // Reads time out after 2 s of silence; the server is slow (40 ms per chunk), not dead.
     let opts =
@@ -318,11 +358,11 @@ fn a_slow_server_still_reports_progress_with_rate_and_eta() {
     let done: Vec<u64> = reports.iter().map(|p| p.done).collect();
     assert!(done.windows(2).all(|w| w[0] <= w[1]), "bytes never go back: {done:?}");
     assert!(done.windows(2).filter(|w| w[0] < w[1]).count() > 4, "bytes increase: {done:?}");
-    assert_eq!(done.last(), Some(&160_000));
+    assert_eq!(done.last(), Some(&len));
     let mid = &reports[reports.len() / 2];
     assert!(mid.rate > 10_000.0 && mid.rate < 2_000_000.0, "rate {} B/s", mid.rate);
     assert!(mid.eta.is_some_and(|e| e < Duration::from_secs(30)), "{:?}", mid.eta);
-    assert_eq!(mid.total, Some(160_000));
+    assert_eq!(mid.total, Some(len));
 }
 
 #[test]
@@ -334,14 +374,15 @@ fn a_stalled_server_times_out_instead_of_hanging() {
     let started = Instant::now();
     let err = s.install(&cat, opts, &mut Seen::default()).expect_err("stalled");
     assert!(started.elapsed() < Duration::from_secs(10), "gave up after {:?}", started.elapsed());
-    assert!(err.to_string().contains("connection lost at 1000 of 300000 bytes"), "{err}");
+    let want = format!("connection lost at 1000 of {} bytes", s.weights.len());
+    assert!(err.to_string().contains(&want), "{err}");
     assert!(!s.dir().join("last.ckpt").exists());
 }
 
 #[test]
 fn cancel_stops_the_download_and_leaves_no_partial_file() {
     let s = Setup::new();
-    let data = bytes(2_000_000, 5);
+    let data = s.weights.clone();
     s.server.route("/last.ckpt", data.clone(), Mode::Slow { chunk: 4_000, delay: Duration::from_millis(20) });
     let cat = catalog(&s.yaml_urls(), &[s.server.url("/last.ckpt")], &checked(&data));
     let cancel = Arc::new(AtomicBool::new(false));

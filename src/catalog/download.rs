@@ -1,16 +1,25 @@
 //! The downloader: fetches a catalog model's files over HTTP(S) into a models root,
 //! safely. Blocking; run it on a thread of its own.
 //!
-//! Each file streams into `<file>.part` beside its final place, is checked (size, and
-//! sha256 where the catalog gives one) and only then renamed into place, so an installed
-//! file is always whole. A connection that drops mid-file is resumed with an HTTP `Range`
+//! Each file streams into `<file>.part` beside its final place, is checked (size, sha256
+//! where the catalog gives one, and its format: see [`super::format`]) and only then
+//! renamed into place, so an installed file is always whole and what its name says. A
+//! file the catalog gives only an approximate size for is refused when it is more than
+//! twice off, from the server's Content-Length before any byte is fetched where it says;
+//! the first bytes are checked as soon as they arrive, so an error page or a file of
+//! zeros is abandoned at once. A file of the wrong format or size is deleted, not kept
+//! for resuming. A connection that drops mid-file is resumed with an HTTP `Range`
 //! request (a server that ignores it is read again from the start); a `.part` left by an
 //! earlier, interrupted run is resumed too. URLs are tried in order — a private mirror
 //! (`--mirror`, `CLIPCANVAS_MIRROR`) first, then the catalog's — and when all fail the
 //! error lists each URL and why. Progress (bytes, rate, ETA) goes to the caller's
 //! [`DownloadObserver`]; the caller's cancel flag is checked between chunks, and a
 //! cancelled download leaves no partial file behind. Reads time out, so a dead server
-//! cannot hang a download, while a slow one that keeps sending still finishes.
+//! cannot hang a download, and a server that trickles (less than
+//! [`DownloadOptions::min_rate`] over [`DownloadOptions::stall_window`], 1 KB/s over 30 s
+//! by default) is abandoned as stalled with its part kept, so the next run resumes it;
+//! a slow server that keeps up that rate still finishes. The window can be set with
+//! `CLIPCANVAS_DOWNLOAD_STALL_SECS` (not in `--help`; the tests use a short one).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -21,12 +30,15 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::entries::{CatalogFile, ModelEntry};
+use super::entries::{CatalogFile, ModelEntry, ModelKind};
 use super::error::CatalogError;
+use super::format;
 use super::store::{self, Record, RecordedFile};
 
 /// A private mirror laid out like the catalog, tried before the catalog's URLs.
 pub const MIRROR_ENV: &str = "CLIPCANVAS_MIRROR";
+/// The stall window in seconds (a decimal number), instead of 30.
+pub const STALL_ENV: &str = "CLIPCANVAS_DOWNLOAD_STALL_SECS";
 
 /// Where a download stands, reported to the observer.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +81,11 @@ pub struct DownloadOptions {
     pub resumes: u32,
     /// The pause before a resume.
     pub resume_delay: Duration,
+    /// A download that gets less than `min_rate` × this in this long (resumes included)
+    /// is abandoned as stalled. No single read or response header waits longer either.
+    pub stall_window: Duration,
+    /// The slowest average rate, in bytes per second, accepted over a stall window.
+    pub min_rate: u64,
 }
 
 impl Default for DownloadOptions {
@@ -80,15 +97,33 @@ impl Default for DownloadOptions {
             progress_every: Duration::from_millis(200),
             resumes: 3,
             resume_delay: Duration::from_millis(500),
+            stall_window: Duration::from_secs(30),
+            min_rate: 1024,
         }
     }
 }
 
 impl DownloadOptions {
-    /// The defaults, with the mirror from `CLIPCANVAS_MIRROR` if set.
+    /// The defaults, with the mirror from `CLIPCANVAS_MIRROR` and the stall window from
+    /// `CLIPCANVAS_DOWNLOAD_STALL_SECS` if set (a value that is not a positive number of
+    /// seconds is ignored).
     pub fn from_env() -> Self {
         let mirror = std::env::var(MIRROR_ENV).ok().filter(|m| !m.trim().is_empty());
-        Self { mirror, ..Self::default() }
+        let defaults = Self::default();
+        let stall_window = std::env::var(STALL_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| *s > 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .unwrap_or(defaults.stall_window);
+        Self { mirror, stall_window, ..defaults }
+    }
+
+    /// The fewest bytes a stall window must bring.
+    fn min_bytes_per_window(&self) -> u64 {
+        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a small positive byte count")]
+        let bytes = (self.min_rate as f64 * self.stall_window.as_secs_f64()).ceil() as u64;
+        bytes
     }
 }
 
@@ -119,7 +154,9 @@ impl Downloader {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(opts.connect_timeout))
-            .timeout_per_read(Some(opts.read_timeout))
+            .timeout_per_read(Some(opts.read_timeout.min(opts.stall_window)))
+            // Headers trickled a byte at a time would never trip the per-read limit.
+            .timeout_recv_response(Some(opts.stall_window.max(opts.read_timeout)))
             .user_agent(format!("clipcanvas/{}", env!("CARGO_PKG_VERSION")))
             .build();
         Self { agent: ureq::Agent::new_with_config(config), opts }
@@ -162,14 +199,21 @@ impl Downloader {
     ) -> Result<(), CatalogError> {
         for (index, file) in entry.files.iter().enumerate() {
             let target = dir.join(&file.name);
-            if let Some(size) = already_present(&target, file, dir) {
-                observer.note(&format!(
-                    "{}/{} is already present ({})",
-                    entry.name,
-                    file.name,
-                    store::human_bytes(size)
-                ));
-                continue;
+            match already_present(entry, &target, file, dir) {
+                Present::Yes(size) => {
+                    observer.note(&format!(
+                        "{}/{} is already present ({})",
+                        entry.name,
+                        file.name,
+                        store::human_bytes(size)
+                    ));
+                    continue;
+                }
+                Present::Distrusted(why) => observer.note(&format!(
+                    "{}/{} is present but cannot be trusted ({why}); downloading it again",
+                    entry.name, file.name
+                )),
+                Present::No => {}
             }
             let mut ctx = Ctx {
                 progress: Progress {
@@ -215,7 +259,7 @@ impl Downloader {
                 // Without a hash to catch it, bytes from two servers must never be joined.
                 remove_if_exists(&part);
             }
-            match self.fetch(url, file, &part, ctx, cancel) {
+            match self.fetch(url, entry.kind, file, &part, ctx, cancel) {
                 Ok((sha256, size)) => {
                     finish(&part, &target)?;
                     ctx.report(true);
@@ -249,9 +293,11 @@ impl Downloader {
 
     /// Fetches one URL into `part`, resuming what is there; returns the whole file's
     /// sha256 and size once it is complete and matches the catalog.
+    #[expect(clippy::too_many_lines, reason = "one request/response loop; its cases read best together")]
     fn fetch(
         &self,
         url: &str,
+        kind: ModelKind,
         file: &CatalogFile,
         part: &Path,
         ctx: &mut Ctx<'_>,
@@ -264,6 +310,29 @@ impl Downloader {
         let mut hasher = Sha256::new();
         let mut hashed = 0u64;
         let mut use_range = true;
+        // The most bytes the file may have: the catalog's exact size, or twice its
+        // approximate one.
+        let limit = file.size.or(file.approx_size.map(|a| a.saturating_mul(2)));
+        // The stall window: bytes received (from every response of this URL) since it began.
+        let mut received = 0u64;
+        let mut window = (Instant::now(), 0u64);
+        let stalled = |received: u64, window: &mut (Instant, u64)| -> Option<String> {
+            let elapsed = window.0.elapsed();
+            if elapsed < self.opts.stall_window {
+                return None;
+            }
+            let got = received - window.1;
+            if got < self.opts.min_bytes_per_window() {
+                return Some(format!(
+                    "download stalled: {} in the last {:.1} s, less than {}/s",
+                    store::human_bytes(got),
+                    elapsed.as_secs_f64(),
+                    store::human_bytes(self.opts.min_rate)
+                ));
+            }
+            *window = (Instant::now(), received);
+            None
+        };
         loop {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Fetch::Cancelled);
@@ -312,7 +381,7 @@ impl Downloader {
                     let server_total = header("content-range").as_deref().and_then(parse_content_range_total);
                     if server_total.or(file.size) == Some(offset) {
                         // The part is already whole.
-                        return complete(part, file, offset, &mut hasher, &mut hashed);
+                        return complete(part, kind, file, offset, &mut hasher, &mut hashed);
                     }
                     use_range = false;
                     continue;
@@ -332,6 +401,10 @@ impl Downloader {
                     return Err(Fetch::Failed(format!("the server's file has {t} bytes, the catalog expects {s}")));
                 }
             }
+            if let Some(problem) = total.zip(file.approx_size).and_then(|(t, a)| store::approx_size_problem(t, a)) {
+                remove_if_exists(part);
+                return Err(Fetch::Failed(format!("the server's file is {problem}")));
+            }
             if hashed != offset {
                 (hasher, hashed) = hash_prefix(part, offset).map_err(failed_io)?;
             }
@@ -341,17 +414,44 @@ impl Downloader {
             let mut buf = vec![0u8; 64 * 1024];
             let mut done = offset;
             let mut interrupted = None;
+            // The first bytes are checked once there are enough of them (a file that
+            // arrives whole is checked in full right after).
+            let mut head_checked = false;
             loop {
                 if cancel.load(Ordering::Relaxed) {
                     drop(out);
                     return Err(Fetch::Cancelled);
                 }
+                if !head_checked && done >= format::HEAD_LEN as u64 && total != Some(done) {
+                    head_checked = true;
+                    if let Some(problem) = part_head_problem(kind, &file.name, part, total) {
+                        drop(out);
+                        remove_if_exists(part);
+                        return Err(Fetch::Failed(problem));
+                    }
+                }
+                if let Some(why) = stalled(received, &mut window) {
+                    // The bytes so far are good; the next run resumes from them.
+                    return Err(Fetch::Failed(why));
+                }
                 match reader.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
+                        if limit.is_some_and(|l| done + n as u64 > l) {
+                            drop(out);
+                            remove_if_exists(part);
+                            return Err(Fetch::Failed(match file.size {
+                                Some(s) => format!("the server sent more than the {s} bytes the catalog expects"),
+                                None => format!(
+                                    "the server sent more than {}, twice what the catalog expects",
+                                    store::human_bytes(limit.unwrap_or_default())
+                                ),
+                            }));
+                        }
                         out.write_all(&buf[..n]).map_err(failed_io)?;
                         hasher.update(&buf[..n]);
                         done += n as u64;
+                        received += n as u64;
                         hashed = done;
                         ctx.advance(done);
                     }
@@ -379,20 +479,33 @@ impl Downloader {
                 if resumes_left == 0 {
                     return Err(Fetch::Failed(why));
                 }
+                if let Some(stall) = stalled(received, &mut window) {
+                    return Err(Fetch::Failed(format!("{why}; {stall}")));
+                }
                 resumes_left -= 1;
                 ctx.observer.note(&format!("{url}: {why}; resuming"));
                 std::thread::sleep(self.opts.resume_delay);
                 continue;
             }
-            return complete(part, file, done, &mut hasher, &mut hashed);
+            return complete(part, kind, file, done, &mut hasher, &mut hashed);
         }
     }
 }
 
+/// What the part's first bytes say against the file's format, if they rule it out.
+fn part_head_problem(kind: ModelKind, name: &str, part: &Path, total: Option<u64>) -> Option<String> {
+    let mut head = Vec::with_capacity(format::HEAD_LEN);
+    // Unreadable now, the part is checked in full when complete.
+    File::open(part).and_then(|f| f.take(format::HEAD_LEN as u64).read_to_end(&mut head)).ok()?;
+    format::head_problem(kind, name, &head, total)
+}
+
 /// The last step of a fetch: the part is whole; check its size and hash against the
-/// catalog. A mismatch deletes the part (its bytes are wrong, not merely incomplete).
+/// catalog, and its format. A mismatch deletes the part (its bytes are wrong, not merely
+/// incomplete).
 fn complete(
     part: &Path,
+    kind: ModelKind,
     file: &CatalogFile,
     size: u64,
     hasher: &mut Sha256,
@@ -406,23 +519,45 @@ fn complete(
         remove_if_exists(part);
         return Err(Fetch::Failed(problem));
     }
+    if let Some(problem) = file.approx_size.and_then(|a| store::approx_size_problem(size, a)) {
+        remove_if_exists(part);
+        return Err(Fetch::Failed(format!("the file is {problem}")));
+    }
     if let Some(want) = &file.sha256 {
         if *want != sha256 {
             remove_if_exists(part);
             return Err(Fetch::Failed(format!("sha256 mismatch: got {sha256}, expected {want}")));
         }
     }
+    if let Err(problem) = format::check(kind, &file.name, part) {
+        remove_if_exists(part);
+        return Err(Fetch::Failed(problem));
+    }
     Ok((sha256, size))
 }
 
-/// The size of `target` if it is already complete: present, and of the catalog's or the
-/// download record's size where one is known.
-fn already_present(target: &Path, file: &CatalogFile, dir: &Path) -> Option<u64> {
-    let meta = std::fs::metadata(target).ok().filter(std::fs::Metadata::is_file)?;
-    let want = file.size.or_else(|| Record::read(dir).files.get(&file.name).map(|r| r.size));
-    match want {
-        Some(w) if w != meta.len() => None,
-        _ => Some(meta.len()),
+/// Whether a model's file is already installed.
+enum Present {
+    /// Complete: of the catalog's or the download record's size where one is known, of
+    /// its format, and vouched for; its size.
+    Yes(u64),
+    /// There, but not to be kept: why (see [`store::distrust`]).
+    Distrusted(String),
+    No,
+}
+
+fn already_present(entry: &ModelEntry, target: &Path, file: &CatalogFile, dir: &Path) -> Present {
+    let Some(meta) = std::fs::metadata(target).ok().filter(std::fs::Metadata::is_file) else {
+        return Present::No;
+    };
+    let record = Record::read(dir);
+    let want = file.size.or_else(|| record.files.get(&file.name).map(|r| r.size));
+    if want.is_some_and(|w| w != meta.len()) {
+        return Present::No;
+    }
+    match store::distrust(entry, file, target, &record) {
+        Some(why) => Present::Distrusted(why),
+        None => Present::Yes(meta.len()),
     }
 }
 

@@ -46,7 +46,8 @@ pub struct CatalogFile {
     pub size: Option<u64>,
     /// The sha256 as lowercase hex, where known.
     pub sha256: Option<String>,
-    /// An approximate size for display; never used to check a file.
+    /// An approximate size, for display; a download more than twice off it is refused
+    /// (see `store::approx_size_problem`).
     pub approx_size: Option<u64>,
     /// Download addresses, tried in order.
     #[serde(default)]

@@ -296,7 +296,11 @@ fn download(
 ) -> Result<PathBuf, CatalogError> {
     let entry = shared.store.catalog().find(&job.name)?;
     if let ModelStatus::Installed { dir } = shared.store.status(entry) {
-        return Ok(dir);
+        // Files that are not what their names say, or that nothing vouches for any more,
+        // are fetched again.
+        if shared.store.distrusted(entry, &dir).is_none() {
+            return Ok(dir);
+        }
     }
     let root = shared.store.install_root()?;
     downloader.install(entry, &root, &mut Reporter { model: &job.name, shared, events }, &job.cancel)

@@ -8,7 +8,17 @@
 //! data folder (`…/clipcanvas/models`), `models/` beside the executable, and `models/` in
 //! the source tree (so `cargo run` finds the bundled demo models). The first root holding
 //! every file of a model wins. Listing checks presence and sizes only; hashing gigabytes
-//! is left to [`Store::verify`].
+//! and checking formats is left to [`Store::verify`].
+//!
+//! The download record is only trusted when it reads back whole: a record that cannot be
+//! parsed leaves the files it covered of unknown provenance, which `verify` reports as
+//! unverified (an error) rather than as merely unpublished, and which `models download`
+//! fetches again. `CLIPCANVAS_CATALOG` (not in `--help`; for tests and private catalogs)
+//! names a catalog file that replaces the built-in one.
+//!
+//! One file although past 800 lines: listing, verification, the download record and name
+//! resolution all answer "what must this file be" through one rule (`expected`, from the
+//! catalog or else the record); about a fifth of the lines are its tests.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,11 +27,16 @@ use serde::{Deserialize, Serialize};
 
 use super::entries::{Catalog, CatalogFile, ModelEntry, ModelKind};
 use super::error::CatalogError;
+use super::format;
 
 /// Extra model folders, separated like `PATH`.
 pub const MODELS_ENV: &str = "CLIPCANVAS_MODELS";
 /// The record of downloaded files, kept in each model's folder.
 pub const RECORD_FILE: &str = ".clipcanvas-download.json";
+/// A catalog file used instead of the built-in one.
+pub const CATALOG_ENV: &str = "CLIPCANVAS_CATALOG";
+/// The largest download record or catalog file read (each is a few KB).
+const MAX_SMALL_FILE: u64 = 4 << 20;
 
 /// Why a folder is searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,19 +142,42 @@ pub struct RecordedFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub files: BTreeMap<String, RecordedFile>,
+    /// An earlier record of this folder could not be read: a file without an entry here
+    /// may have been recorded in it, so its provenance is unknown (not merely unpublished).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost_entries: bool,
+    /// Why the record on disk could not be read (not saved).
+    #[serde(skip)]
+    pub damage: Option<String>,
 }
 
 impl Record {
-    /// Reads a folder's record; a missing or unreadable one is empty (it is only a cache
-    /// of what was checked at download time).
+    /// Reads a folder's record. A missing one is empty. One that cannot be read or parsed
+    /// is empty with [`Record::lost_entries`] set and [`Record::damage`] saying why: the
+    /// hashes it held are gone, and files it may have covered are of unknown provenance.
     pub fn read(dir: &Path) -> Self {
-        std::fs::read_to_string(dir.join(RECORD_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default()
+        let path = dir.join(RECORD_FILE);
+        match read_small(&path) {
+            Ok(None) => Self::default(),
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_else(|e| Self::damaged(format!("not valid ({e})"))),
+            Err(e) => Self::damaged(e),
+        }
     }
 
-    /// Adds one file to a folder's record, atomically.
+    fn damaged(reason: String) -> Self {
+        Self { files: BTreeMap::new(), lost_entries: true, damage: Some(reason) }
+    }
+
+    /// Why a file without an entry cannot be trusted, if the record was ever damaged.
+    fn provenance_problem(&self) -> Option<String> {
+        self.lost_entries.then(|| match &self.damage {
+            Some(reason) => format!("the download record {RECORD_FILE} is damaged: {reason}"),
+            None => format!("an earlier download record {RECORD_FILE} was damaged and its entry for this file lost"),
+        })
+    }
+
+    /// Adds one file to a folder's record, atomically. A damaged record is replaced by one
+    /// that keeps [`Record::lost_entries`], so its loss is never forgotten.
     pub fn add(dir: &Path, file: &str, entry: RecordedFile) -> Result<(), CatalogError> {
         let mut record = Self::read(dir);
         record.files.insert(file.to_owned(), entry);
@@ -150,6 +188,40 @@ impl Record {
     }
 }
 
+/// Reads a small file (a download record, a catalog) as text: `None` if it does not
+/// exist; an error if it is not a regular file, is over [`MAX_SMALL_FILE`] or unreadable.
+fn read_small(path: &Path) -> Result<Option<String>, String> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("unreadable ({e})")),
+    };
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_SMALL_FILE {
+        return Err(format!("{} bytes, far too large", meta.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("unreadable ({e})"))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_SMALL_FILE), &mut text)
+        .map_err(|e| format!("unreadable ({e})"))?;
+    Ok(Some(text))
+}
+
+/// The catalog: the file `CLIPCANVAS_CATALOG` names, else the built-in one.
+pub fn catalog_from_env() -> Result<Catalog, CatalogError> {
+    let Some(path) = std::env::var_os(CATALOG_ENV).filter(|p| !p.is_empty()).map(PathBuf::from) else {
+        return Catalog::builtin();
+    };
+    let origin = format!("{} ({CATALOG_ENV})", path.display());
+    match read_small(&path) {
+        Ok(Some(text)) => Catalog::parse(&text, &origin),
+        Ok(None) => Err(CatalogError::Catalog { origin, msg: "no such file".into() }),
+        Err(msg) => Err(CatalogError::Catalog { origin, msg }),
+    }
+}
+
 /// The size and sha256 a file must have, from the catalog or else the download record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expected {
@@ -157,15 +229,23 @@ pub struct Expected {
     pub sha256: Option<String>,
     /// "catalog" or "download record".
     pub source: &'static str,
+    /// Why nothing vouches for the file although something once may have (a damaged
+    /// download record), when neither the catalog nor the record gives a sha256.
+    pub unknown_provenance: Option<String>,
 }
 
 fn expected(file: &CatalogFile, record: &Record) -> Expected {
     if file.size.is_some() || file.sha256.is_some() {
-        return Expected { size: file.size, sha256: file.sha256.clone(), source: "catalog" };
+        return Expected { size: file.size, sha256: file.sha256.clone(), source: "catalog", unknown_provenance: None };
     }
     match record.files.get(&file.name) {
-        Some(r) => Expected { size: Some(r.size), sha256: Some(r.sha256.clone()), source: "download record" },
-        None => Expected::default(),
+        Some(r) => Expected {
+            size: Some(r.size),
+            sha256: Some(r.sha256.clone()),
+            source: "download record",
+            unknown_provenance: None,
+        },
+        None => Expected { unknown_provenance: record.provenance_problem(), ..Expected::default() },
     }
 }
 
@@ -176,6 +256,31 @@ pub fn size_problem(found: u64, want: u64) -> Option<String> {
         std::cmp::Ordering::Greater => Some(format!("{found} bytes, expected {want}")),
         std::cmp::Ordering::Equal => None,
     }
+}
+
+/// Why a file of `found` bytes is far from the catalog's `approx` size: less than half or
+/// more than twice it. Approximate sizes are remembered figures, so only a file that
+/// cannot be the model (an error page, a different model) is this far off.
+pub fn approx_size_problem(found: u64, approx: u64) -> Option<String> {
+    let far = found.saturating_mul(2) < approx || found > approx.saturating_mul(2);
+    far.then(|| {
+        format!(
+            "{} ({found} bytes), far from the ~{} the catalog expects (more than 2\u{d7} off)",
+            human_bytes(found),
+            human_bytes(approx)
+        )
+    })
+}
+
+/// Why an installed file cannot be trusted as it is: it is not of its format, or its
+/// download record is damaged and the catalog has no hash to check it by. `path` may be
+/// the weights' other name (see [`weights_alternative`]).
+pub fn distrust(entry: &ModelEntry, file: &CatalogFile, path: &Path, record: &Record) -> Option<String> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(&file.name);
+    if let Err(problem) = format::check(entry.kind, name, path) {
+        return Some(problem);
+    }
+    expected(file, record).unknown_provenance
 }
 
 /// The other name a CLIP folder's weights may have.
@@ -208,6 +313,12 @@ pub enum CheckOutcome {
     Unchecked {
         sha256: String,
     },
+    /// Present, of its format, but nothing vouches for it: the download record that held
+    /// its sha256 is damaged and the catalog has none. Never counted as verified.
+    Unverified {
+        sha256: String,
+        reason: String,
+    },
     Missing,
     Corrupt {
         reason: String,
@@ -235,9 +346,10 @@ impl Store {
         Self { catalog, roots }
     }
 
-    /// The built-in catalog and the default roots, `explicit` first.
+    /// The catalog (`CLIPCANVAS_CATALOG`'s, else the built-in one) and the default
+    /// roots, `explicit` first.
     pub fn open(explicit: &[PathBuf]) -> Result<Self, CatalogError> {
-        Ok(Self::new(Catalog::builtin()?, default_roots(explicit)))
+        Ok(Self::new(catalog_from_env()?, default_roots(explicit)))
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -394,8 +506,23 @@ impl Store {
             .collect()
     }
 
+    /// The first file of the copy of `entry` in `dir` that cannot be trusted as it is,
+    /// and why (see [`distrust`]); `None` if every present file can.
+    pub fn distrusted(&self, entry: &ModelEntry, dir: &Path) -> Option<(String, String)> {
+        let record = Record::read(dir);
+        entry.files.iter().find_map(|f| {
+            let mut path = dir.join(&f.name);
+            if !path.is_file() {
+                path = weights_alternative(entry.kind, &f.name).map(|a| dir.join(a)).filter(|a| a.is_file())?;
+            }
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            distrust(entry, f, &path, &record).map(|why| (name, why))
+        })
+    }
+
     /// Checks every file of every copy of `entry` against the catalog's or the download
-    /// record's size and sha256. `on_file` is called before each file is hashed.
+    /// record's size and sha256, and that it has its format. `on_file` is called before
+    /// each file is hashed.
     pub fn verify(&self, entry: &ModelEntry, on_file: &mut dyn FnMut(&Path)) -> Vec<FileCheck> {
         let mut checks = Vec::new();
         for dir in self.copies(entry) {
@@ -409,7 +536,7 @@ impl Store {
                         }
                     }
                 }
-                let outcome = check_file(&path, &expected(f, &record), on_file);
+                let outcome = check_file(entry.kind, &path, &expected(f, &record), on_file);
                 checks.push(FileCheck { model: entry.name.clone(), file: f.name.clone(), path, outcome });
             }
         }
@@ -417,7 +544,7 @@ impl Store {
     }
 }
 
-fn check_file(path: &Path, want: &Expected, on_file: &mut dyn FnMut(&Path)) -> CheckOutcome {
+fn check_file(kind: ModelKind, path: &Path, want: &Expected, on_file: &mut dyn FnMut(&Path)) -> CheckOutcome {
     let Ok(meta) = std::fs::metadata(path) else { return CheckOutcome::Missing };
     if !meta.is_file() {
         return CheckOutcome::Corrupt { reason: "not a file".into() };
@@ -430,12 +557,18 @@ fn check_file(path: &Path, want: &Expected, on_file: &mut dyn FnMut(&Path)) -> C
         Ok(h) => h,
         Err(e) => return CheckOutcome::Corrupt { reason: format!("unreadable ({e})") },
     };
-    match &want.sha256 {
-        Some(h) if *h == found => CheckOutcome::Ok { sha256: found, against: want.source },
-        Some(h) => {
-            CheckOutcome::Corrupt { reason: format!("sha256 mismatch: {found}, expected {h} ({})", want.source) }
-        }
-        None => CheckOutcome::Unchecked { sha256: found },
+    if let Some(h) = want.sha256.as_ref().filter(|h| **h != found) {
+        return CheckOutcome::Corrupt { reason: format!("sha256 mismatch: {found}, expected {h} ({})", want.source) };
+    }
+    // A matching hash says the bytes are those downloaded, not that they are a model.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Err(reason) = format::check(kind, &name, path) {
+        return CheckOutcome::Corrupt { reason };
+    }
+    match (&want.sha256, &want.unknown_provenance) {
+        (Some(_), _) => CheckOutcome::Ok { sha256: found, against: want.source },
+        (None, Some(reason)) => CheckOutcome::Unverified { sha256: found, reason: reason.clone() },
+        (None, None) => CheckOutcome::Unchecked { sha256: found },
     }
 }
 
@@ -592,21 +725,31 @@ urls = ["http://127.0.0.1:9/c/tokenizer.json"]
         assert!(help.contains("pytorch_model.bin\n      http://127.0.0.1:9/c/pytorch_model.bin"), "{help}");
     }
 
+    fn fixture(rel: &str) -> Vec<u8> {
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)).unwrap()
+    }
+
     #[test]
     fn the_download_record_supplies_sizes_and_hashes_the_catalog_lacks() {
         let a = tempfile::tempdir().unwrap();
         let s = store(&[a.path()]);
         let v = s.catalog().find("v").unwrap();
         let dir = a.path().join("v");
-        put(&dir, "model.yaml", b"yaml!");
+        let yaml = fixture("vqgan-tiny/model.yaml");
+        put(&dir, "model.yaml", &yaml);
         put(&dir, "last.ckpt", b"1234");
         let sha = crate::files::file_sha256(&dir.join("model.yaml")).unwrap();
-        Record::add(&dir, "model.yaml", RecordedFile { size: 5, sha256: sha.clone(), url: "u".into() }).unwrap();
+        let size = yaml.len() as u64;
+        Record::add(&dir, "model.yaml", RecordedFile { size, sha256: sha.clone(), url: "u".into() }).unwrap();
         let checks = s.verify(v, &mut |_| {});
         assert_eq!(checks[0].outcome, CheckOutcome::Ok { sha256: sha.clone(), against: "download record" });
-        assert!(matches!(checks[1].outcome, CheckOutcome::Unchecked { .. }), "{checks:?}");
+        // The catalog's size matches, but four bytes of text are no checkpoint.
+        let CheckOutcome::Corrupt { reason } = &checks[1].outcome else { panic!("{checks:?}") };
+        assert_eq!(reason, "not a PyTorch checkpoint: it looks like text beginning \"1234\"");
         // One byte changed, same size: only the hash tells.
-        put(&dir, "model.yaml", b"yamL!");
+        let mut changed = yaml.clone();
+        changed[0] = b'M';
+        put(&dir, "model.yaml", &changed);
         let checks = s.verify(v, &mut |_| {});
         let CheckOutcome::Corrupt { reason } = &checks[0].outcome else { panic!("{checks:?}") };
         assert!(reason.starts_with("sha256 mismatch") && reason.contains(&sha), "{reason}");
@@ -614,6 +757,47 @@ urls = ["http://127.0.0.1:9/c/tokenizer.json"]
         // Truncated: listing sees it through the record's size.
         put(&dir, "model.yaml", b"ya");
         assert!(matches!(s.status(v), ModelStatus::Corrupt { .. }));
+    }
+
+    #[test]
+    fn a_damaged_record_leaves_its_files_unverified_and_says_so_after_a_rewrite() {
+        let a = tempfile::tempdir().unwrap();
+        let s = store(&[a.path()]);
+        let v = s.catalog().find("v").unwrap();
+        let dir = a.path().join("v");
+        let yaml = fixture("vqgan-tiny/model.yaml");
+        put(&dir, "model.yaml", &yaml);
+        put(&dir, RECORD_FILE, b"{\"files\": {\"model.yaml\": {\"size\": 1");
+        let record = Record::read(&dir);
+        assert!(record.lost_entries && record.files.is_empty());
+        let checks = s.verify(v, &mut |_| {});
+        let CheckOutcome::Unverified { reason, .. } = &checks[0].outcome else { panic!("{checks:?}") };
+        assert!(reason.starts_with("the download record .clipcanvas-download.json is damaged: not valid"), "{reason}");
+        assert_eq!(s.distrusted(v, &dir).map(|(f, _)| f).as_deref(), Some("model.yaml"));
+        // Recording another file keeps the loss on record.
+        let sha = crate::files::file_sha256(&dir.join("model.yaml")).unwrap();
+        Record::add(&dir, "other.txt", RecordedFile { size: 1, sha256: sha, url: "u".into() }).unwrap();
+        let checks = s.verify(v, &mut |_| {});
+        let CheckOutcome::Unverified { reason, .. } = &checks[0].outcome else { panic!("{checks:?}") };
+        assert!(reason.contains("earlier download record"), "{reason}");
+        // A record that is not a file at all, or endless, is damaged too, never read whole.
+        std::fs::remove_file(dir.join(RECORD_FILE)).unwrap();
+        std::fs::create_dir(dir.join(RECORD_FILE)).unwrap();
+        assert_eq!(Record::read(&dir).damage.as_deref(), Some("not a regular file"));
+        // Without a record, a file put there by hand is merely unpublished.
+        std::fs::remove_dir(dir.join(RECORD_FILE)).unwrap();
+        assert!(matches!(s.verify(v, &mut |_| {})[0].outcome, CheckOutcome::Unchecked { .. }));
+        assert_eq!(s.distrusted(v, &dir), None, "a good file by hand, and a missing one, are not distrusted");
+    }
+
+    #[test]
+    fn approximate_sizes_refuse_only_what_is_more_than_twice_off() {
+        assert_eq!(approx_size_problem(605_000_000, 605_000_000), None);
+        assert_eq!(approx_size_problem(302_500_000, 605_000_000), None);
+        assert_eq!(approx_size_problem(1_210_000_000, 605_000_000), None);
+        let p = approx_size_problem(12_288, 605_000_000).unwrap();
+        assert_eq!(p, "12.3 KB (12288 bytes), far from the ~605.0 MB the catalog expects (more than 2\u{d7} off)");
+        assert!(approx_size_problem(1_210_000_001, 605_000_000).is_some());
     }
 
     #[test]

@@ -14,6 +14,16 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// The same error with `note` added to its one line (what was saved, or was not).
+    #[must_use]
+    pub fn with_note(self, note: &str) -> Self {
+        match self {
+            Self::Input(e) => Self::Input(anyhow::anyhow!("{e}; {note}")),
+            Self::Runtime(e) => Self::Runtime(anyhow::anyhow!("{e}; {note}")),
+            Self::Interrupted => Self::Interrupted,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Input(_) => 2,
@@ -27,7 +37,7 @@ impl From<crate::engine::EngineError> for CliError {
     fn from(e: crate::engine::EngineError) -> Self {
         use crate::engine::EngineError as E;
         match e {
-            E::Candle(_) | E::NanLoss { .. } => Self::Runtime(e.into()),
+            E::Candle(_) | E::NanLoss { .. } | E::NotFinite(_) => Self::Runtime(e.into()),
             E::Model(crate::models::ModelError::Candle(_)) => Self::Runtime(e.into()),
             _ => Self::Input(e.into()),
         }

@@ -12,6 +12,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::error::CliError;
+use super::preflight;
 use crate::engine::device::parse_device;
 use crate::engine::loaded::{load_models, model_files, ModelSource};
 use crate::engine::memory::{self, Nets};
@@ -51,6 +52,7 @@ pub struct GenerateArgs {
     /// Canvas size WxH (rounded down to the VQGAN's factor).
     #[arg(short = 's', long)]
     pub size: Option<String>,
+    /// Iterations in all (with --resume, counting those the session has done).
     #[arg(short = 'i', long)]
     pub iterations: Option<usize>,
     /// Learning rate.
@@ -101,7 +103,7 @@ pub struct GenerateArgs {
     /// cpu, cuda[:N] or metal.
     #[arg(long)]
     pub device: Option<String>,
-    /// The final image.
+    /// The final image: .png (holding the settings), .jpg or .webp.
     #[arg(short = 'o', long, default_value = "output.png")]
     pub out: PathBuf,
     /// Write a numbered PNG sequence of the kept frames here.
@@ -122,7 +124,8 @@ pub struct GenerateArgs {
     /// Save the session (latent, optimiser, random state) here at the end.
     #[arg(long)]
     pub session: Option<PathBuf>,
-    /// Continue a saved session.
+    /// Continue a saved session, with its own settings (only -i, the models, --device and
+    /// --save-every may differ).
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Start from a one-step draft: a one-step model draws candidates for the prompts in
@@ -429,8 +432,8 @@ fn say(line: std::fmt::Arguments<'_>) {
 }
 
 /// The metadata stored in every PNG: settings, iteration, models and their hashes.
-fn metadata(settings: &RunSettings, iteration: usize, models: &ModelFiles) -> String {
-    PngMeta::new(settings, iteration, models.clone()).to_json()
+fn metadata(settings: &RunSettings, iteration: usize, models: &ModelFiles) -> Result<String, CliError> {
+    PngMeta::new(settings, iteration, models.clone()).to_json().map_err(|e| runtime(anyhow::anyhow!(e)))
 }
 
 fn model_hashes(source: Option<&ModelSource>, settings: &RunSettings) -> Result<ModelFiles, CliError> {
@@ -450,16 +453,26 @@ fn save_candidates(session: &Session, settings: &RunSettings, hashes: &ModelFile
         }
         s.iterations = 0;
         let path = out.with_extension(format!("candidate-{rank}.png"));
-        export::write_png(&path, &c.image, Some(&metadata(&s, 0, hashes))).map_err(runtime)?;
+        export::write_png(&path, &c.image, Some(&metadata(&s, 0, hashes)?)).map_err(runtime)?;
         eprintln!("candidate {rank}: CLIP score {:.4} → {}", c.score, path.display());
     }
     Ok(())
 }
 
-/// Checks, before any work, that every output can be written: each file's folder exists
-/// and takes files (the default session beside --out included), the frames folder exists
-/// or can be created, and ffmpeg is there for --video. Bad paths are bad input (exit 2).
-fn check_outputs(args: &GenerateArgs) -> Result<(), CliError> {
+/// Checks, before any work, that every output can be written: each file's name fits
+/// what is written there (an image format by extension, a GIF, an MP4), each file's
+/// folder exists and takes files (the default session beside --out included), the frames
+/// folder exists or can be created, no two outputs (or an output and the session being
+/// resumed) are the same file, and ffmpeg is there for --video. Bad paths are bad input
+/// (exit 2). Returns the format --out will be written in.
+fn check_outputs(args: &GenerateArgs) -> Result<export::ImageFormat, CliError> {
+    let format = export::ImageFormat::for_path(&args.out).map_err(input)?;
+    if let Some(gif) = &args.gif {
+        export::check_animation_path(gif, false).map_err(input)?;
+    }
+    if let Some(video) = &args.video {
+        export::check_animation_path(video, true).map_err(input)?;
+    }
     let files = [Some(&args.out), args.session.as_ref(), args.gif.as_ref(), args.video.as_ref()];
     for path in files.into_iter().flatten() {
         crate::files::check_writable(path).map_err(input)?;
@@ -467,10 +480,15 @@ fn check_outputs(args: &GenerateArgs) -> Result<(), CliError> {
     if let Some(dir) = &args.frames {
         check_frames_dir(dir)?;
     }
+    let files = [("--out", Some(&args.out)), ("--session", args.session.as_ref())];
+    let animations = [("--gif", args.gif.as_ref()), ("--video", args.video.as_ref())];
+    let outputs: Vec<(&str, &Path)> =
+        files.into_iter().chain(animations).filter_map(|(flag, p)| p.map(|p| (flag, p.as_path()))).collect();
+    preflight::check_distinct(&outputs, args.resume.as_deref(), args.frames.as_deref())?;
     if args.video.is_some() {
         export::check_ffmpeg().map_err(input)?;
     }
-    Ok(())
+    Ok(format)
 }
 
 /// The frames folder exists and takes files, or its nearest existing ancestor is a folder
@@ -515,34 +533,54 @@ fn check_memory(settings: &RunSettings, resumed: Option<&RunSettings>) -> Result
 }
 
 pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
-    let base = match (&args.resume, &args.settings) {
-        (Some(r), _) => Session::read_settings(r)?,
+    if args.resume.is_some() && args.settings.is_some() {
+        return Err(input("--settings and --resume cannot be combined: a resumed run keeps its session's settings"));
+    }
+    let saved = match &args.resume {
+        Some(r) => Some(Session::read_saved(r)?),
+        None => None,
+    };
+    let base = match (&saved, &args.settings) {
+        (Some((settings, _)), _) => settings.clone(),
         (None, Some(path)) => read_settings_file(path)?,
         // Without models the built-in shapes world runs, with the settings it was made for.
         (None, None) if args.vqgan.is_none() && args.clip.is_none() => RunSettings::shapes_world(),
         (None, None) => RunSettings::default(),
     };
-    // A resumed run goes on at the size and cutouts it was saved with.
-    let resumed = args.resume.as_ref().map(|_| base.clone());
-    let settings = merge_settings(args, base)?;
+    let mut settings = merge_settings(args, base)?;
+    if let Some((saved, reached)) = &saved {
+        settings.iterations = preflight::check_resume(args.iterations, saved, *reached, &settings)?;
+    }
     if settings.iterations > 0 {
         settings.check_objective().map_err(input)?;
     }
-    check_outputs(args)?;
+    let format = check_outputs(args)?;
+    if !format.keeps_settings() {
+        say(format_args!(
+            "note: {} will be a {}, which keeps no settings (a .png does; --session keeps the run)",
+            args.out.display(),
+            format.name()
+        ));
+    }
     // `--clip clip-vit-b-32`, `--vqgan vqgan-imagenet-f16-16384`: catalog names to paths.
     let settings = super::models::resolve_names(settings)?;
     let device = parse_device(&settings.device)?;
     if !args.no_memory_check && device.is_cpu() {
-        check_memory(&settings, resumed.as_ref())?;
+        // A resumed run goes on at the size and cutouts it was saved with.
+        check_memory(&settings, saved.as_ref().map(|(s, _)| s))?;
     }
     let models = Arc::new(load_models(&settings, &device)?);
     if models.source.as_ref().is_some_and(|s| s.demo) {
         eprintln!("note: {}", crate::catalog::bundled::DEMO_NOTICE);
     }
+    let every = settings.save_every.max(1);
     let mut session = match &args.resume {
         Some(path) => {
             let mut s = Session::resume(models, path)?;
             s.extend_iterations(settings.iterations);
+            if s.iteration() == settings.iterations {
+                eprintln!("note: the session is at iteration {} already: nothing to run", s.iteration());
+            }
             s
         }
         None => Session::new(models, settings)?,
@@ -577,40 +615,50 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     };
     let mut observer = CliObserver {
         bar,
-        every: settings.save_every.max(1),
+        every,
         frames,
         keep: args.gif.is_some() || args.video.is_some(),
         kept: Vec::new(),
         error: None,
         cancel: Arc::clone(&cancel),
     };
+    let started_at = session.iteration();
     let end = session.run(&mut observer, &cancel);
     if let Some(bar) = &observer.bar {
         bar.finish_and_clear();
     }
-    let end = match end {
+    let (end, failure) = match end {
         // A NaN loss has usually poisoned the latent (its image is black), and an input
         // error means the run should not have started: nothing worth keeping, so nothing
         // is written and an earlier --out stays as it was.
         Err(e @ (EngineError::NanLoss { .. } | EngineError::Input(_))) => return Err(e.into()),
-        end => end,
+        // A failure mid-run (the device, a frame that could not be written): the steps
+        // that finished are kept below, as when stopped; a failed step changed nothing.
+        Err(e) => (RunEnd::Cancelled, Some(CliError::from(e))),
+        Ok(end) => (end, observer.error.take()),
     };
-    // Otherwise keep the artist's work, whatever happened: the last frame and the session.
-    let save_session_to = args
-        .session
-        .clone()
-        .or_else(|| (!matches!(end, Ok(RunEnd::Finished))).then(|| args.out.with_extension("session")));
-    let final_rgb = session.render_rgb()?;
-    let meta = metadata(&settings, session.iteration(), &hashes);
-    export::write_png(&args.out, &final_rgb, Some(&meta)).map_err(runtime)?;
-    if let Some(path) = &save_session_to {
-        let bytes = session.to_bytes()?;
-        export::write_atomic(path, |w| std::io::Write::write_all(w, &bytes)).map_err(runtime)?;
+    let failure = match failure {
+        Some(f) if session.iteration() == started_at => {
+            return Err(f.with_note("nothing was saved, as no iteration had finished"));
+        }
+        f => f,
+    };
+    // Keep the artist's work, whatever happened: the last frame and the session.
+    let save_session_to =
+        args.session.clone().or_else(|| (end != RunEnd::Finished).then(|| args.out.with_extension("session")));
+    let saved = save_result(&session, &settings, &hashes, &args.out, save_session_to.as_deref());
+    let stopped = || {
+        let session_note =
+            save_session_to.as_ref().map(|p| format!(", session in {}", p.display())).unwrap_or_default();
+        format!("stopped at iteration {}: image in {}{session_note}", session.iteration(), args.out.display())
+    };
+    if let Some(failure) = failure {
+        return Err(match saved {
+            Ok(_) => failure.with_note(&stopped()),
+            Err(e) => failure.with_note(&format!("saving what was done failed too ({e})")),
+        });
     }
-    if let Some(e) = observer.error.take() {
-        return Err(e);
-    }
-    let end = end?;
+    let final_rgb = saved?;
     if observer.keep {
         observer.kept.push(final_rgb);
     }
@@ -621,13 +669,27 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         export::write_video(video, &observer.kept, 10).map_err(runtime)?;
     }
     if end == RunEnd::Cancelled {
-        let session_note = save_session_to.map(|p| format!(", session in {}", p.display())).unwrap_or_default();
-        say(format_args!(
-            "stopped at iteration {}: image in {}{session_note}",
-            session.iteration(),
-            args.out.display()
-        ));
+        say(format_args!("{}", stopped()));
         return Err(CliError::Interrupted);
     }
     Ok(())
+}
+
+/// Writes the session's image to `out` (in its format, with the metadata if a PNG) and,
+/// if asked, the session; returns the image.
+fn save_result(
+    session: &Session,
+    settings: &RunSettings,
+    hashes: &ModelFiles,
+    out: &Path,
+    session_to: Option<&Path>,
+) -> Result<image::RgbImage, CliError> {
+    let final_rgb = session.render_rgb()?;
+    let meta = metadata(settings, session.iteration(), hashes)?;
+    export::write_image(out, &final_rgb, Some(&meta)).map_err(runtime)?;
+    if let Some(path) = session_to {
+        let bytes = session.to_bytes()?;
+        export::write_atomic(path, |w| std::io::Write::write_all(w, &bytes)).map_err(runtime)?;
+    }
+    Ok(final_rgb)
 }

@@ -6,6 +6,7 @@ pub mod bench;
 mod error;
 pub mod generate;
 pub mod models;
+mod preflight;
 pub mod score;
 pub mod train_demo;
 pub mod train_onestep;

@@ -1,5 +1,7 @@
 //! `clipcanvas models`: list the known models and whether each is installed, download
-//! them (progress on the terminal, Ctrl-C cancels cleanly), and verify installed files.
+//! them (progress on the terminal, Ctrl-C cancels cleanly; each file checked for its
+//! size and format before it is installed), and verify installed files (hashes and
+//! formats; a file whose download record is damaged is reported as unverified).
 //! Also turns a model name given to `--clip`/`--vqgan` into the installed files' paths.
 //! When a model cannot be had, the message lists the exact files, their URLs and the
 //! folder to put them in.
@@ -33,7 +35,7 @@ pub enum ModelsCommand {
     List(ListArgs),
     /// Download models: resumable, checked, installed only when whole.
     Download(DownloadArgs),
-    /// Check installed models' files against their sizes and sha256 hashes.
+    /// Check installed models' files: their sizes, sha256 hashes and formats.
     Verify(VerifyArgs),
 }
 
@@ -90,7 +92,8 @@ fn cli_error(e: CatalogError) -> CliError {
         None => e.to_string(),
     };
     match e {
-        CatalogError::UnknownModel { .. }
+        CatalogError::Catalog { .. }
+        | CatalogError::UnknownModel { .. }
         | CatalogError::WrongKind { .. }
         | CatalogError::Bundled { .. }
         | CatalogError::NotInstalled { .. } => CliError::Input(anyhow::anyhow!(text)),
@@ -276,7 +279,9 @@ fn download(args: &DownloadArgs) -> Result<(), CliError> {
     }
     for entry in wanted {
         if let ModelStatus::Installed { dir } = store.status(entry) {
-            if args.dir.is_none() || dir.starts_with(&root) {
+            // A file that is not what its name says, or that nothing vouches for any more,
+            // is fetched again (the downloader says which and why).
+            if (args.dir.is_none() || dir.starts_with(&root)) && store.distrusted(entry, &dir).is_none() {
                 out(&format!("{} is already installed in {}", entry.name, dir.display()))?;
                 continue;
             }
@@ -302,6 +307,7 @@ fn verify(args: &VerifyArgs) -> Result<(), CliError> {
     let wanted = if named { entries(&store, &args.names)? } else { store.catalog().models().iter().collect() };
     let terminal = std::io::stderr().is_terminal();
     let mut corrupt = Vec::new();
+    let mut unverified = Vec::new();
     let mut absent = Vec::new();
     let mut checked = 0usize;
     for entry in wanted {
@@ -328,6 +334,10 @@ fn verify(args: &VerifyArgs) -> Result<(), CliError> {
                 CheckOutcome::Unchecked { sha256 } => {
                     format!("unknown  {what}: no published sha256 to compare; it is {sha256}")
                 }
+                CheckOutcome::Unverified { sha256, reason } => {
+                    unverified.push(c.path.display().to_string());
+                    format!("UNVERIFIED {what}: {reason}; nothing vouches for its sha256 {sha256}")
+                }
                 CheckOutcome::Missing => {
                     corrupt.push(c.path.display().to_string());
                     format!("MISSING  {what}: {}", c.path.display())
@@ -345,6 +355,14 @@ fn verify(args: &VerifyArgs) -> Result<(), CliError> {
             "{} damaged or missing file(s): {} (download again with `clipcanvas models download NAME`)",
             corrupt.len(),
             corrupt.join(", ")
+        )));
+    }
+    if !unverified.is_empty() {
+        return Err(runtime(anyhow::anyhow!(
+            "{} file(s) could not be verified, their download record being damaged: {} \
+             (download again with `clipcanvas models download NAME`)",
+            unverified.len(),
+            unverified.join(", ")
         )));
     }
     if !absent.is_empty() {

@@ -9,6 +9,10 @@ use crate::models::ModelError;
 pub enum EngineError {
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A file refused or unreadable before its format was looked at (not a regular file,
+    /// too large, missing).
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     #[error("{}: cannot read image ({msg})", path.display())]
     Image { path: PathBuf, msg: String },
     #[error("invalid input: {0}")]
@@ -20,6 +24,10 @@ pub enum EngineError {
     Device(String),
     #[error("the loss became NaN or infinite at iteration {iteration}; try a lower learning rate")]
     NanLoss { iteration: usize },
+    /// A model computed something with no meaning: an embedding of zero length or with
+    /// NaN or infinite values (damaged weights, or arithmetic that overflowed).
+    #[error("{0}")]
+    NotFinite(String),
     #[error("{}: {msg}", path.display())]
     Session { path: PathBuf, msg: String },
     #[error("computation failed: {0}")]

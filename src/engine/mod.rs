@@ -19,5 +19,6 @@ pub mod profile;
 pub mod rng;
 pub mod score;
 pub mod session;
+mod session_file;
 
 pub use error::{EngineError, Result};

@@ -1,7 +1,7 @@
 //! A run of the z+quantize method: the latent, the optimiser, the prompts and the random
 //! state, stepped one iteration at a time. Both the studio and `clipcanvas generate`
-//! drive it. A session saves to one file (safetensors with JSON metadata) and resumes
-//! exactly where it stopped.
+//! drive it. A session saves to one file (safetensors with JSON metadata and a checksum,
+//! see `session_file.rs`) and resumes exactly where it stopped.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +24,10 @@ use super::observer::{Frame, Observer, StepRate, StepStats};
 use super::optim::{Optimizer, OptimizerMeta};
 use super::profile::{StageClock, StageTimes};
 use super::rng::Rng;
+use super::session_file;
 use crate::models::clip::Clip;
 use crate::settings::coarse::factor_at;
-use crate::settings::prompt::{parse_noise_prompt, parse_prompt};
+use crate::settings::prompt::{excerpt, parse_noise_prompt, parse_prompt};
 use crate::settings::{Augment, CutMethod, InitNoise, InitWeightMode, OneStepSettings, RunSettings};
 
 /// The random choices of one step: crops, augmentation parameters, noise. Drawn from the
@@ -81,7 +82,6 @@ pub enum RunEnd {
     Cancelled,
 }
 
-const SESSION_KEY: &str = "clipcanvas_session";
 const SESSION_VERSION: u32 = 1;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -387,7 +387,10 @@ impl Session {
             let spec = parse_prompt(p).map_err(EngineError::Input)?;
             let (ids, truncated) = self.models.tokenizer.encode(&spec.text)?;
             if truncated {
-                self.notices.push(format!("prompt {:?} is longer than CLIP's 77 tokens and was truncated", spec.text));
+                self.notices.push(format!(
+                    "prompt {:?} is longer than CLIP's 77 tokens and was truncated",
+                    excerpt(&spec.text)
+                ));
             }
             let n = ids.len();
             let ids = Tensor::from_vec(ids, (1, n), &self.models.device)?;
@@ -484,14 +487,20 @@ impl Session {
         tensor_to_rgb(&self.render()?)
     }
 
-    /// One iteration with a random plan.
+    /// One iteration with a random plan. A step that fails leaves the session as it was
+    /// (its random state included), so what is saved after a failure resumes exactly.
     pub fn step(&mut self) -> Result<StepOutput> {
+        let rng = self.rng.clone();
         let plan = self.next_plan();
-        self.step_with(&plan)
+        let out = self.step_with(&plan);
+        if out.is_err() {
+            self.rng = rng;
+        }
+        out
     }
 
     /// One iteration with the given plan: synthesise, cut out, embed, loss, backward,
-    /// optimiser step, clamp to the codebook's range.
+    /// optimiser step, clamp to the codebook's range. On error nothing has changed.
     pub fn step_with(&mut self, plan: &StepPlan) -> Result<StepOutput> {
         let device = self.models.device.clone();
         let sync = self.profiling.then_some(&device);
@@ -544,10 +553,14 @@ impl Session {
         // Coarse-to-fine: the latent moves in blocks while a stage is active.
         let g = &block_average(g, factor_at(&self.settings.coarse, it))?;
         clock.times.backward = clock.lap()?;
-        let updated = self.optimizer.step(&z, g, lr)?;
-        self.last_grad = Some(g.clone());
+        // The optimiser counts and moves its moments as it steps: on a copy, kept only
+        // once the latent has moved too.
+        let mut optimizer = self.optimizer.clone();
+        let updated = optimizer.step(&z, g, lr)?;
         let clamped = updated.broadcast_maximum(&self.z_min)?.broadcast_minimum(&self.z_max)?;
         self.z.set(&clamped)?;
+        self.optimizer = optimizer;
+        self.last_grad = Some(g.clone());
         clock.times.optimiser = clock.lap()?;
         self.iteration += 1;
         Ok(StepOutput { iteration: it, total: total_value, losses, lr, image: image.detach(), stages: clock.times })
@@ -597,16 +610,19 @@ impl Session {
             steering: self.steering.clone(),
         };
         let json = serde_json::to_string(&meta).map_err(|e| EngineError::Input(e.to_string()))?;
-        let metadata: HashMap<String, String> = [(SESSION_KEY.to_owned(), json)].into();
-        let mut entries: Vec<(String, Tensor)> = tensors.into_iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        safetensors::serialize(entries, Some(metadata))
-            .map_err(|e| EngineError::Input(format!("cannot serialise the session ({e})")))
+        session_file::encode(json, tensors)
     }
 
     /// Reads a session file's settings without loading models (to know which to load).
     pub fn read_settings(path: &Path) -> Result<RunSettings> {
         Ok(read_session(path)?.0.settings)
+    }
+
+    /// Reads a session file's settings and the iteration it reached, without loading
+    /// models (to know which to load, and what a resumed run can still do).
+    pub fn read_saved(path: &Path) -> Result<(RunSettings, usize)> {
+        let meta = read_session(path)?.0;
+        Ok((meta.settings, meta.iteration))
     }
 
     /// Resumes a saved session on `models`: it continues exactly as the uninterrupted run.
@@ -641,20 +657,12 @@ impl Session {
 
 fn read_session(path: &Path) -> Result<(SessionMeta, HashMap<String, Tensor>)> {
     let bad = |msg: String| EngineError::Session { path: path.to_path_buf(), msg };
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("not a clipcanvas session file ({e})")))?;
-    let json = metadata
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(SESSION_KEY))
-        .ok_or_else(|| bad("not a clipcanvas session file (no session metadata)".into()))?;
+    let (json, tensors) = session_file::decode(path)?;
     let meta: SessionMeta =
-        serde_json::from_str(json).map_err(|e| bad(format!("unreadable session metadata ({e})")))?;
+        serde_json::from_str(&json).map_err(|e| bad(format!("unreadable session metadata ({e})")))?;
     if meta.version != SESSION_VERSION {
         return Err(bad(format!("session version {} is not supported", meta.version)));
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
     Ok((meta, tensors))
 }
 

@@ -1,5 +1,6 @@
-//! Writing what a run produces — PNGs with their settings embedded, numbered frame
-//! sequences, animated GIFs, H.264 videos through ffmpeg, and model-file hashes — safely.
+//! Writing what a run produces — PNGs with their settings embedded (JPEG and WebP
+//! without), numbered frame sequences, animated GIFs, H.264 videos through ffmpeg, and
+//! model-file hashes — safely.
 //!
 //! Every file is written atomically: into a dot-prefixed temporary sibling in the same
 //! folder, flushed and fsynced, then renamed over the destination. On any error the
@@ -44,6 +45,9 @@ pub enum ExportError {
     /// The request itself is unusable: no frames, frames of different sizes, a zero rate.
     #[error("{}: {msg}", path.display())]
     Input { path: PathBuf, msg: String },
+    /// A file refused before it was read: not a regular file, or too large for its kind.
+    #[error(transparent)]
+    Refused(crate::files::FileError),
     /// Writing a video needs ffmpeg and there is none on PATH.
     #[error("{FFMPEG_MISSING}")]
     FfmpegMissing,
@@ -76,6 +80,7 @@ impl From<crate::files::FileError> for ExportError {
             FileError::Write { path, source } => Self::Write { path, source },
             FileError::Read { path, source } => Self::Read { path, source },
             FileError::NotAFile { path } => Self::Input { path, msg: "not a file path".to_owned() },
+            e @ (FileError::NotRegular { .. } | FileError::TooLarge { .. }) => Self::Refused(e),
         }
     }
 }
@@ -119,48 +124,201 @@ pub fn write_png(path: &Path, img: &RgbImage, metadata: Option<&str>) -> Result<
     })
 }
 
+/// The most bytes a PNG's clipcanvas text may inflate to (what clipcanvas writes is a few
+/// kilobytes); a compressed chunk that inflates further is refused as it inflates.
+pub const MAX_PNG_TEXT_BYTES: usize = 8 << 20;
+/// What the PNG reader may allocate for the chunks it keeps (text above all; the image
+/// data is skipped, never inflated).
+const PNG_CHUNK_BYTES: usize = 32 << 20;
+
 /// The clipcanvas text of a decoded PNG's text chunks, if any (iTXt preferred; tEXt and
-/// zTXt accepted for files written by other tools).
-fn find_settings(info: &png::Info<'_>) -> Result<Option<String>, png::DecodingError> {
+/// zTXt accepted for files written by other tools). A compressed chunk is inflated to at
+/// most [`MAX_PNG_TEXT_BYTES`].
+fn find_settings(info: &png::Info<'_>) -> Result<Option<String>, String> {
+    let inflate_err = |e: png::DecodingError| match e {
+        png::DecodingError::Format(f) if f.to_string().contains("decompression space") => {
+            format!("its clipcanvas text inflates past {} MiB", MAX_PNG_TEXT_BYTES >> 20)
+        }
+        other => format!("its clipcanvas text cannot be read ({other})"),
+    };
     if let Some(c) = info.utf8_text.iter().find(|c| c.keyword == SETTINGS_KEY) {
-        return c.get_text().map(Some);
+        let mut c = c.clone();
+        c.decompress_text_with_limit(MAX_PNG_TEXT_BYTES).map_err(inflate_err)?;
+        return c.get_text().map(Some).map_err(inflate_err);
     }
     if let Some(c) = info.uncompressed_latin1_text.iter().find(|c| c.keyword == SETTINGS_KEY) {
         return Ok(Some(c.text.clone()));
     }
     if let Some(c) = info.compressed_latin1_text.iter().find(|c| c.keyword == SETTINGS_KEY) {
-        return c.get_text().map(Some);
+        let mut c = c.clone();
+        c.decompress_text_with_limit(MAX_PNG_TEXT_BYTES).map_err(inflate_err)?;
+        return c.get_text().map(Some).map_err(inflate_err);
     }
     Ok(None)
 }
 
 /// Settings from a settings file (JSON) or from a clipcanvas PNG's metadata
-/// ([`PngMeta`](crate::settings::png::PngMeta)).
+/// ([`PngMeta`](crate::settings::png::PngMeta)). Only a regular file is read (a FIFO or a
+/// device is refused), a settings file of at most
+/// [`MAX_SETTINGS_BYTES`](crate::files::MAX_SETTINGS_BYTES), a leading byte-order mark
+/// dropped. Relative image paths in it are taken from the file's folder
+/// ([`resolve_from_file`]).
 pub fn read_settings_file(path: &Path) -> Result<crate::settings::RunSettings, ExportError> {
-    let bad = |msg: String| ExportError::Input { path: path.to_path_buf(), msg };
     let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    let text = if is_png {
-        read_png_metadata(path)?.ok_or_else(|| bad("this PNG holds no clipcanvas settings".into()))?
-    } else {
-        std::fs::read_to_string(path).map_err(|source| ExportError::Read { path: path.to_path_buf(), source })?
-    };
-    crate::settings::png::settings_from_text(&text).map_err(bad)
+    if is_png {
+        return png_settings(path)?.ok_or_else(|| ExportError::Input {
+            path: path.to_path_buf(),
+            msg: "this PNG holds no clipcanvas settings".into(),
+        });
+    }
+    let text = crate::files::read_text_bounded(path, crate::files::MAX_SETTINGS_BYTES, "settings file")?;
+    settings_of_file(path, &text)
+}
+
+/// The settings of a clipcanvas PNG (`None` for a PNG without them), read as
+/// [`read_settings_file`] reads them.
+pub fn png_settings(path: &Path) -> Result<Option<crate::settings::RunSettings>, ExportError> {
+    match read_png_metadata(path)? {
+        Some(text) => settings_of_file(path, &text).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Settings from the text of the file at `path`, its relative image paths resolved.
+fn settings_of_file(path: &Path, text: &str) -> Result<crate::settings::RunSettings, ExportError> {
+    let mut settings = crate::settings::png::settings_from_text(text)
+        .map_err(|msg| ExportError::Input { path: path.to_path_buf(), msg })?;
+    resolve_from_file(&mut settings, path);
+    Ok(settings)
+}
+
+/// Takes the relative image paths of settings read from `file` (the init image, the image
+/// prompts) from the file's folder, as a document's links are. A path found only from the
+/// current folder stays as it is: PNGs record paths as they were typed, relative to where
+/// their run was started.
+pub fn resolve_from_file(settings: &mut crate::settings::RunSettings, file: &Path) {
+    let dir = crate::files::parent_dir(file);
+    settings.resolve_relative_to(dir, |p| !dir.join(p).exists() && p.exists());
 }
 
 /// Read back the clipcanvas metadata of a PNG (None if the PNG has none; an error if the
 /// file is not a readable PNG). The whole file is read, so a truncated PNG is an error and
-/// text chunks after the image data are found too.
+/// text chunks after the image data are found too; the image data is skipped, the chunks
+/// kept are bounded ([`PNG_CHUNK_BYTES`]) and so is the inflated text
+/// ([`MAX_PNG_TEXT_BYTES`]): a decompression bomb is refused, not inflated.
 pub fn read_png_metadata(path: &Path) -> Result<Option<String>, ExportError> {
-    let file = File::open(path).map_err(|source| ExportError::Read { path: path.to_path_buf(), source })?;
+    let (file, _) = crate::files::open_regular(path)?;
     let not_png = |e: png::DecodingError| match e {
         png::DecodingError::IoError(source) if source.kind() != io::ErrorKind::UnexpectedEof => {
             ExportError::Read { path: path.to_path_buf(), source }
         }
+        png::DecodingError::LimitsExceeded => ExportError::NotPng {
+            path: path.to_path_buf(),
+            msg: format!("its text chunks hold more than the {} MiB clipcanvas reads", PNG_CHUNK_BYTES >> 20),
+        },
         other => ExportError::NotPng { path: path.to_path_buf(), msg: other.to_string() },
     };
-    let mut reader = png::Decoder::new(BufReader::new(file)).read_info().map_err(not_png)?;
+    let mut decoder = png::Decoder::new_with_limits(BufReader::new(file), png::Limits { bytes: PNG_CHUNK_BYTES });
+    decoder.set_ignore_iccp_chunk(true);
+    let mut reader = decoder.read_info().map_err(not_png)?;
     reader.finish().map_err(not_png)?;
-    find_settings(reader.info()).map_err(not_png)
+    find_settings(reader.info()).map_err(|msg| ExportError::NotPng { path: path.to_path_buf(), msg })
+}
+
+// ---------------------------------------------------------------------------------------
+// Still images by extension
+// ---------------------------------------------------------------------------------------
+
+/// The still-image formats a run's image can be written in, chosen by the file's
+/// extension the way image editors choose: PNG (the only one that keeps the settings),
+/// JPEG and lossless WebP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Png,
+    Jpeg,
+    WebP,
+}
+
+impl ImageFormat {
+    /// The format a path names: `.png` (or no extension) PNG, `.jpg`/`.jpeg` JPEG,
+    /// `.webp` WebP, any case. Any other extension is an error: writing PNG bytes under
+    /// a name that promises another format makes a file other programs misread.
+    pub fn for_path(path: &Path) -> Result<Self, ExportError> {
+        let Some(ext) = path.extension() else { return Ok(Self::Png) };
+        let ext = ext.to_string_lossy().to_ascii_lowercase();
+        match ext.as_str() {
+            "png" => Ok(Self::Png),
+            "jpg" | "jpeg" => Ok(Self::Jpeg),
+            "webp" => Ok(Self::WebP),
+            _ => Err(ExportError::Input {
+                path: path.to_path_buf(),
+                msg: format!("cannot write an image as .{ext}: name it .png (which keeps the settings), .jpg or .webp"),
+            }),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Png => "PNG",
+            Self::Jpeg => "JPEG",
+            Self::WebP => "WebP",
+        }
+    }
+
+    /// Whether the format keeps clipcanvas's settings (only PNG has the text chunk).
+    pub fn keeps_settings(self) -> bool {
+        self == Self::Png
+    }
+}
+
+/// The JPEG quality images are written at (visually lossless for these images).
+const JPEG_QUALITY: u8 = 95;
+
+/// Writes an image atomically in the format its extension names ([`ImageFormat::for_path`]):
+/// a PNG with `metadata` (see [`write_png`]), a JPEG at quality 95 or a lossless WebP.
+/// JPEG and WebP files do not hold the metadata. Returns the format written.
+pub fn write_image(path: &Path, img: &RgbImage, metadata: Option<&str>) -> Result<ImageFormat, ExportError> {
+    use image::ImageEncoder;
+    let format = ImageFormat::for_path(path)?;
+    let (width, height) = img.dimensions();
+    let rgb = image::ExtendedColorType::Rgb8;
+    match format {
+        ImageFormat::Png => write_png(path, img, metadata)?,
+        ImageFormat::Jpeg => write_encoded(path, format, img, |w| {
+            image::codecs::jpeg::JpegEncoder::new_with_quality(w, JPEG_QUALITY).write_image(
+                img.as_raw(),
+                width,
+                height,
+                rgb,
+            )
+        })?,
+        ImageFormat::WebP => write_encoded(path, format, img, |w| {
+            image::codecs::webp::WebPEncoder::new_lossless(w).write_image(img.as_raw(), width, height, rgb)
+        })?,
+    }
+    Ok(format)
+}
+
+/// Writes `img` atomically through an `image` encoder, keeping I/O errors' messages.
+fn write_encoded(
+    path: &Path,
+    format: ImageFormat,
+    img: &RgbImage,
+    encode: impl FnOnce(&mut BufWriter<File>) -> image::ImageResult<()>,
+) -> Result<(), ExportError> {
+    let (width, height) = img.dimensions();
+    if width == 0 || height == 0 {
+        return Err(ExportError::Input {
+            path: path.to_path_buf(),
+            msg: format!("cannot write an empty {width}×{height} image"),
+        });
+    }
+    write_atomic_with(path, |w| {
+        encode(w).map_err(|e| match e {
+            image::ImageError::IoError(source) => ExportError::Write { path: path.to_path_buf(), source },
+            other => ExportError::Encode { path: path.to_path_buf(), format: format.name(), msg: other.to_string() },
+        })
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -251,6 +409,23 @@ impl<W: Write> Write for ErrorLatch<W> {
         let r = self.inner.flush().map(|()| 0);
         self.latch(r).map(|_| ())
     }
+}
+
+/// Checks that a path for a GIF or video has no extension or one of that format's:
+/// `.gif` for [`write_gif`], `.mp4`, `.m4v` or `.mov` for [`write_video`] (an MP4
+/// container), so no file holds bytes its name misdescribes.
+pub fn check_animation_path(path: &Path, video: bool) -> Result<(), ExportError> {
+    let Some(ext) = path.extension() else { return Ok(()) };
+    let ext = ext.to_string_lossy().to_ascii_lowercase();
+    let (allowed, what): (&[&str], _) =
+        if video { (&["mp4", "m4v", "mov"], "an MP4 video") } else { (&["gif"], "a GIF") };
+    if allowed.contains(&ext.as_str()) {
+        return Ok(());
+    }
+    Err(ExportError::Input {
+        path: path.to_path_buf(),
+        msg: format!("cannot write {what} as .{ext}: name it .{}", allowed[0]),
+    })
 }
 
 /// Quantisation speed for GIF frames: 1 is slowest/best, 30 fastest; 10 is the gif

@@ -19,6 +19,10 @@ pub enum ModelError {
     MissingTensor { path: PathBuf, name: String, hint: String },
     #[error("{}: tensor '{name}' has shape {found:?} but the model's config needs {expected:?}", path.display())]
     ShapeMismatch { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
+    /// A file refused or unreadable before its format was looked at (not a regular
+    /// file, too large, missing).
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     #[error(transparent)]
     Torch(#[from] super::weights::torch::TorchError),
     #[error("{}: tokenizer: {msg}", path.display())]

@@ -36,7 +36,7 @@ pub const BUNDLED_JSON: &[u8] = include_bytes!("../../assets/clip-tokenizer.json
 impl ClipTokenizer {
     /// Loads a `tokenizer.json`.
     pub fn from_file(path: &Path, context_length: usize) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        let bytes = crate::files::read_bounded(path, crate::files::MAX_TOKENIZER_BYTES, "tokenizer.json")?;
         Self::from_bytes(&bytes, path, context_length)
     }
 
@@ -69,6 +69,23 @@ impl ClipTokenizer {
             });
         }
         Ok(Self { inner, path: path.to_path_buf(), sot, eot, context_length })
+    }
+
+    /// Checks, at load time, that every id this tokenizer can give is a row of a token
+    /// embedding of `rows` (the model's `vocab_size`): a tokenizer from another model is
+    /// bad input, found before any prompt is encoded.
+    pub fn check_fits(&self, rows: usize) -> Result<()> {
+        let largest = self.inner.get_vocab(true).into_values().chain([self.sot, self.eot]).max().unwrap_or(0);
+        if usize::try_from(largest).map_or(true, |id| id >= rows) {
+            return Err(ModelError::Tokenizer {
+                path: self.path.clone(),
+                msg: format!(
+                    "its vocabulary reaches id {largest}, but the model's token embedding has {rows} rows \
+                     (config.json vocab_size): the tokenizer does not belong to this model"
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub fn context_length(&self) -> usize {

@@ -3,7 +3,7 @@
 //! augmentation and cutout choices, one-step sampling. Plain data with serde and
 //! defaults; `validate` checks it without I/O. Nothing here imports another layer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -408,13 +408,42 @@ impl RunSettings {
         }
     }
 
+    /// Takes the relative image paths — the init image and the image prompts — from `dir`,
+    /// the folder of the settings file (or PNG) they were read from, as a document's links
+    /// are; a path `keep` says to leave as it is stays as it was. Pure path work: the
+    /// caller decides what `keep` looks at. An image prompt whose joined path is not
+    /// Unicode (prompts are text) stays as it was.
+    pub fn resolve_relative_to(&mut self, dir: &Path, keep: impl Fn(&Path) -> bool) {
+        if dir.as_os_str().is_empty() || dir == Path::new(".") {
+            return;
+        }
+        let resolve = |p: &Path| (p.is_relative() && !keep(p)).then(|| dir.join(p));
+        if let Some(joined) = self.init_image.as_deref().and_then(resolve) {
+            self.init_image = Some(joined);
+        }
+        for prompt in &mut self.image_prompts {
+            let Ok(spec) = parse_prompt(prompt) else { continue };
+            let lead = prompt.len() - prompt.trim_start().len();
+            let Some(tail) = prompt.get(lead..).and_then(|rest| rest.strip_prefix(spec.text.as_str())) else {
+                continue;
+            };
+            if let Some(joined) = resolve(Path::new(&spec.text)) {
+                if let Some(joined) = joined.to_str() {
+                    *prompt = format!("{joined}{tail}");
+                }
+            }
+        }
+    }
+
     /// Parses settings from JSON (the format of settings files and PNG metadata).
     pub fn from_json(text: &str) -> Result<Self, String> {
         serde_json::from_str(text).map_err(|e| format!("invalid settings ({e})"))
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    /// The settings as a settings file's JSON; an error (one line) rather than an empty
+    /// file.
+    pub fn to_json(&self) -> Result<String, String> {
+        serde_json::to_string_pretty(self).map_err(|e| format!("cannot write the settings ({e})"))
     }
 }
 
@@ -441,7 +470,7 @@ mod tests {
             one_step: Some(OneStepSettings { model: Some(odd), ..OneStepSettings::default() }),
             ..RunSettings::default()
         };
-        let back = RunSettings::from_json(&settings.to_json()).unwrap();
+        let back = RunSettings::from_json(&settings.to_json().unwrap()).unwrap();
         assert_eq!(back.init_image, Some(PathBuf::from("init-\u{fffd}.png")));
         assert_eq!(back.clip, back.init_image);
         assert_eq!(back.one_step.and_then(|o| o.model), back.init_image);
@@ -471,5 +500,22 @@ mod tests {
         let story =
             RunSettings { story: vec![vec!["a".into()], vec!["b:0".into()]], story_every: 5, ..RunSettings::default() };
         assert!(story.check_objective().unwrap_err().contains("in story stage 2"), "{:?}", story.check_objective());
+    }
+
+    #[test]
+    fn relative_image_paths_are_taken_from_the_settings_folder() {
+        let mut s = RunSettings {
+            init_image: Some(PathBuf::from("init.png")),
+            image_prompts: vec![" target.png:0.5:-0.2".into(), "/abs/t.png:2".into(), "kept.png".into()],
+            ..RunSettings::default()
+        };
+        s.resolve_relative_to(Path::new("../runs"), |p| p == Path::new("kept.png"));
+        assert_eq!(s.init_image, Some(PathBuf::from("../runs/init.png")));
+        assert_eq!(s.image_prompts, ["../runs/target.png:0.5:-0.2", "/abs/t.png:2", "kept.png"]);
+        // A file in the current folder changes nothing.
+        let before = s.clone();
+        s.resolve_relative_to(Path::new("."), |_| false);
+        s.resolve_relative_to(Path::new(""), |_| false);
+        assert_eq!(s, before);
     }
 }

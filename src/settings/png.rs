@@ -57,8 +57,10 @@ impl PngMeta {
         }
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    /// The metadata as compact JSON. An error (a one-line message) rather than an empty
+    /// string, which would cost a PNG its settings without a word.
+    pub fn to_json(&self) -> Result<String, String> {
+        serde_json::to_string(self).map_err(|e| format!("cannot write the clipcanvas metadata ({e})"))
     }
 
     pub fn from_json(text: &str) -> Result<Self, String> {
@@ -90,12 +92,12 @@ mod tests {
             ..ModelFiles::default()
         };
         let meta = PngMeta::new(&settings, 7, models);
-        let text = meta.to_json();
+        let text = meta.to_json().unwrap();
         assert_eq!(PngMeta::from_json(&text), Ok(meta));
         // Fields in name order; a model that did not run is left out.
         assert!(text.starts_with("{\"clipcanvas\":") && !text.contains("\"onestep\":"), "{text}");
         assert_eq!(settings_from_text(&text), Ok(settings.clone()));
-        assert_eq!(settings_from_text(&settings.to_json()), Ok(settings.clone()));
+        assert_eq!(settings_from_text(&settings.to_json().unwrap()), Ok(settings.clone()));
         // Studios before this type wrote no models.
         let old = format!(
             "{{\"clipcanvas\":\"0.1.0\",\"iteration\":3,\"seed\":9,\"settings\":{}}}",

@@ -17,8 +17,7 @@ pub fn decode_image(path: &Path) -> Result<Frame, String> {
 
 /// The settings in a clipcanvas PNG; `None` for any other file.
 pub fn png_settings(path: &Path) -> Option<RunSettings> {
-    let meta = crate::export::read_png_metadata(path).ok()??;
-    crate::settings::png::settings_from_text(&meta).ok()
+    crate::export::png_settings(path).ok()?
 }
 
 /// Settings from a settings file or a clipcanvas PNG.
@@ -28,13 +27,26 @@ pub fn read_settings(path: &Path) -> Result<RunSettings, String> {
 
 /// Writes settings as a settings file (atomically).
 pub fn write_settings(path: &Path, settings: &RunSettings) -> Result<(), String> {
-    let json = settings.to_json();
+    let json = settings.to_json()?;
     crate::files::write_atomic(path, |w| std::io::Write::write_all(w, json.as_bytes())).map_err(|e| e.to_string())
 }
 
 /// Writes a frame as a PNG holding `meta`.
 pub fn write_png(path: &Path, frame: &Frame, meta: &PngMeta) -> Result<(), String> {
-    crate::export::write_png(path, &frame.to_rgb(), Some(&meta.to_json())).map_err(|e| e.to_string())
+    crate::export::write_png(path, &frame.to_rgb(), Some(&meta.to_json()?)).map_err(|e| e.to_string())
+}
+
+/// Writes a frame in the format its file name asks for (see
+/// [`crate::export::ImageFormat::for_path`]): a PNG holding `meta`, or a JPEG or WebP,
+/// which cannot hold it (the message returned says so).
+pub fn write_image(path: &Path, frame: &Frame, meta: &PngMeta) -> Result<String, String> {
+    let written =
+        crate::export::write_image(path, &frame.to_rgb(), Some(&meta.to_json()?)).map_err(|e| e.to_string())?;
+    Ok(if written.keeps_settings() {
+        String::new()
+    } else {
+        format!(" (a {} keeps no settings: save a .png to keep them)", written.name())
+    })
 }
 
 /// How exported frames look: the GIF's frames per second, and an enlargement (1, 2 or
@@ -202,5 +214,46 @@ mod tests {
         assert_eq!(run.frames.iter().map(|f| f.iteration).collect::<Vec<_>>(), [0, 50]);
         assert!(png_settings(&run.folder.join("final.png")).is_some(), "final.png holds its settings");
         assert!(newest_run(&dir.path().join("none")).is_none());
+    }
+
+    /// The studio opens files through the same library functions as the command line
+    /// (settings files and PNGs, dropped images, init images): hostile files are refused
+    /// the same way (the hardening issue, items 2, 7 and 9).
+    #[test]
+    fn the_studio_refuses_hostile_files_as_the_command_line_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("folder");
+        std::fs::create_dir(&folder).unwrap();
+        let msg = read_settings(&folder).unwrap_err();
+        assert!(msg.ends_with("is not a regular file (a folder)"), "{msg}");
+        let msg = decode_image(&folder).unwrap_err();
+        assert!(msg.ends_with("is not a regular file (a folder)"), "{msg}");
+
+        // A PNG whose clipcanvas text inflates past the limit: no settings, and an error
+        // for the settings dialog.
+        let bomb = dir.path().join("bomb.png");
+        let mut bytes = Vec::new();
+        let mut enc = png::Encoder::new(&mut bytes, 1, 1);
+        enc.set_color(png::ColorType::Rgb);
+        let mut w = enc.write_header().unwrap();
+        let mut text = png::text_metadata::ITXtChunk::new("clipcanvas", "a".repeat(9 << 20));
+        text.compressed = true;
+        w.write_text_chunk(&text).unwrap();
+        w.write_image_data(&[0, 0, 0]).unwrap();
+        w.finish().unwrap();
+        assert!(bytes.len() < 1 << 20, "{} bytes", bytes.len());
+        std::fs::write(&bomb, &bytes).unwrap();
+        assert!(png_settings(&bomb).is_none());
+        let msg = read_settings(&bomb).unwrap_err();
+        assert!(msg.contains("its clipcanvas text inflates past 8 MiB"), "{msg}");
+
+        // A JPEG cut short.
+        let img = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8 * 8, y as u8 * 8, 0]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).unwrap();
+        let cut = dir.path().join("cut.jpg");
+        std::fs::write(&cut, &jpeg[..jpeg.len() / 2]).unwrap();
+        let msg = decode_image(&cut).unwrap_err();
+        assert!(msg.contains("truncated JPEG"), "{msg}");
     }
 }

@@ -423,7 +423,7 @@ impl ClipFiles {
     }
 
     pub fn read_config(&self) -> Result<ClipConfig> {
-        let text = std::fs::read_to_string(&self.config).map_err(|e| ModelError::io(&self.config, e))?;
+        let text = crate::files::read_text_bounded(&self.config, crate::files::MAX_CONFIG_BYTES, "model config")?;
         ClipConfig::from_json(&text).map_err(|m| ModelError::config(&self.config, m))
     }
 }
@@ -444,6 +444,7 @@ pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<(Clip, ClipToke
     let (vb, report) = weights.var_builder("", dtype, device);
     let clip = report.finish(Clip::new(vb, &config))?;
     let tokenizer = ClipTokenizer::from_file(&files.tokenizer, config.text.max_position_embeddings)?;
+    tokenizer.check_fits(config.text.vocab_size)?;
     Ok((clip, tokenizer))
 }
 

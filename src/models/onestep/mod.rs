@@ -300,7 +300,7 @@ impl OneStepFiles {
     }
 
     pub fn read_config(&self) -> Result<OneStepConfig> {
-        let text = std::fs::read_to_string(&self.config).map_err(|e| ModelError::io(&self.config, e))?;
+        let text = crate::files::read_text_bounded(&self.config, crate::files::MAX_CONFIG_BYTES, "model config")?;
         OneStepConfig::from_json(&text).map_err(|m| ModelError::config(&self.config, m))
     }
 }

@@ -77,6 +77,7 @@ impl VqganConfig {
 
     /// Parses the YAML text; errors are one-line descriptions without the path.
     pub fn from_yaml(text: &str) -> Result<Self, String> {
+        check_depth(text)?;
         let root: Value = serde_norway::from_str(text).map_err(|e| format!("invalid YAML ({e})"))?;
         let model = get(&root, "model", "the top level")?;
         let target = get_str(model, "target", "model")?;
@@ -100,6 +101,72 @@ impl VqganConfig {
             )),
         }
     }
+}
+
+/// The deepest nesting a model config may have (taming's configs, Net2Net ones
+/// included, are under 10 levels deep).
+const MAX_YAML_DEPTH: usize = 64;
+
+/// Refuses YAML nested deeper than [`MAX_YAML_DEPTH`] before the parser sees it: the
+/// YAML parser takes time quadratic in the depth (a 100 000-deep file took 54 s) before
+/// serde's own limit of 128 levels applies. One pass, an estimate from above: block
+/// nesting by indentation (the indents of the lines still open), compact entries opening
+/// levels on one line (`- - x`, `? x`), and flow brackets open outside quotes and
+/// comments.
+fn check_depth(text: &str) -> Result<(), String> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let body = line.trim_start_matches(' ');
+        let mut compact = 0;
+        if flow == 0 && !body.is_empty() && !body.starts_with('#') {
+            let indent = line.len() - body.len();
+            while indents.last().is_some_and(|&i| i >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+            let mut rest = body;
+            while let Some(r) = rest.strip_prefix("- ").or_else(|| rest.strip_prefix("? ")) {
+                compact += 1;
+                rest = r.trim_start_matches(' ');
+                if compact > MAX_YAML_DEPTH {
+                    break;
+                }
+            }
+        }
+        let deepest_flow = scan_flow(body, &mut flow);
+        if indents.len() + compact + deepest_flow > MAX_YAML_DEPTH {
+            return Err(format!("invalid YAML (nested deeper than {MAX_YAML_DEPTH} levels at line {})", n + 1));
+        }
+    }
+    Ok(())
+}
+
+/// Follows the flow brackets of one line (outside quotes and comments) from depth
+/// `flow`, leaving the depth at the line's end there; the deepest it reached.
+fn scan_flow(line: &str, flow: &mut usize) -> usize {
+    let mut deepest = *flow;
+    let mut quote: Option<char> = None;
+    let mut after_space = true;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '#') if after_space => break,
+            (None, '[' | '{') => {
+                *flow += 1;
+                deepest = deepest.max(*flow);
+                if deepest > MAX_YAML_DEPTH {
+                    break;
+                }
+            }
+            (None, ']' | '}') => *flow = flow.saturating_sub(1),
+            _ => {}
+        }
+        after_space = c == ' ' || c == '\t';
+    }
+    deepest
 }
 
 const PARAM_KEYS: &[&str] = &[
@@ -253,5 +320,24 @@ mod tests {
         assert!(err.contains("ddconfig.droput"), "{err}");
         let err = VqganConfig::from_yaml(&F16.replace("      z_channels: 256\n", "")).expect_err("missing");
         assert!(err.contains("z_channels"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = 100_000;
+        for text in [
+            format!("model: {}{}", "[".repeat(deep), "]".repeat(deep)),
+            format!("model: {}", "{a: ".repeat(deep)),
+            format!("model:\n  - {}x", "- ".repeat(deep)),
+            (0..100).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect(),
+        ] {
+            let err = VqganConfig::from_yaml(&text).expect_err("deep");
+            assert!(err.contains("nested deeper than 64 levels"), "{err}");
+        }
+        // Brackets in quotes and comments, and real configs, pass the check.
+        let quoted = format!("{F16}      note: '{}' # {}\n", "[".repeat(100), "{".repeat(100));
+        assert_eq!(check_depth(&quoted), Ok(()));
+        assert_eq!(check_depth(&format!("a: {}1{}", "[".repeat(60), "]".repeat(60))), Ok(()));
+        assert!(VqganConfig::from_yaml(F16).is_ok());
     }
 }

@@ -442,7 +442,7 @@ impl VqganFiles {
     }
 
     pub fn read_config(&self) -> Result<VqganConfig> {
-        let text = std::fs::read_to_string(&self.config).map_err(|e| ModelError::io(&self.config, e))?;
+        let text = crate::files::read_text_bounded(&self.config, crate::files::MAX_CONFIG_BYTES, "model config")?;
         VqganConfig::from_yaml(&text).map_err(|m| ModelError::config(&self.config, m))
     }
 }

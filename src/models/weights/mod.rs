@@ -58,7 +58,8 @@ pub enum TorchLayout {
 impl WeightFile {
     /// Opens a safetensors file.
     pub fn open_safetensors(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+        // A FIFO or a device is refused before it is opened or mapped.
+        let (file, _) = crate::files::open_regular(path)?;
         // SAFETY: the map is read-only. A model file changed on disk while it is open
         // could change the bytes we read, which is the accepted trade-off of mmap for
         // multi-gigabyte weights; every offset is validated before use.

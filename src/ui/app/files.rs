@@ -65,7 +65,12 @@ impl StudioApp {
         dialog(move || {
             let Some(file) = answer(
                 &tx,
-                rfd::AsyncFileDialog::new().add_filter("PNG", &["png"]).set_file_name("clipcanvas.png").save_file(),
+                rfd::AsyncFileDialog::new()
+                    .add_filter("PNG (keeps the settings)", &["png"])
+                    .add_filter("JPEG", &["jpg", "jpeg"])
+                    .add_filter("WebP", &["webp"])
+                    .set_file_name("clipcanvas.png")
+                    .save_file(),
             ) else {
                 return;
             };
@@ -250,11 +255,13 @@ fn model_files_or_none(settings: &RunSettings) -> (ModelFiles, String) {
     }
 }
 
-/// Writes `frame` as a PNG with the settings that made it.
+/// Writes `frame` in the format its name asks for: a PNG with the settings that made it,
+/// a JPEG or a WebP (without them).
 fn save_image(path: &Path, frame: &FrameEvent, settings: &RunSettings) -> Result<String, String> {
     let (models, note) = model_files_or_none(settings);
     let meta = PngMeta::new(settings, frame.iteration, models);
-    files::write_png(path, &frame.frame, &meta).map(|()| format!("saved {}{note}", path.display()))
+    files::write_image(path, &frame.frame, &meta)
+        .map(|format_note| format!("saved {}{format_note}{note}", path.display()))
 }
 
 /// Opens `dir` in the platform's file manager; whether one started.

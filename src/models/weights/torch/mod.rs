@@ -24,8 +24,8 @@
 //! - `mod.rs`: the public API: [`TorchArchive`] (opening a checkpoint, listing its
 //!   tensors, reading one as f32), [`TensorInfo`], [`DType`] and [`TorchError`].
 //! - `archive.rs`: the zip side: finding `data.pkl`, checking that entries are stored
-//!   and how much of them the file holds, reading whole entries CRC-checked and byte
-//!   ranges of storages.
+//!   and how much of them the file holds, reading whole entries and byte ranges of
+//!   storages, each entry checked against its CRC-32.
 //! - `decode.rs`: little-endian storage bytes to f32, and strided views to row-major
 //!   order.
 //! - `pickle/`: the bounded, panic-free pickle virtual machine that turns `data.pkl`
@@ -38,7 +38,7 @@ mod pickle;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -64,6 +64,10 @@ const MAX_BYTEORDER_LEN: u64 = 64;
 pub enum TorchError {
     #[error("{}: {cause}", .path.display())]
     Io { path: PathBuf, cause: io::Error },
+
+    /// Not a regular file (a FIFO, a device, a folder).
+    #[error(transparent)]
+    File(crate::files::FileError),
 
     #[error(
         "{}: not a PyTorch zip checkpoint (legacy pre-1.6 format or another file type)",
@@ -122,6 +126,12 @@ pub enum TorchError {
         .path.display()
     )]
     TruncatedEntry { path: PathBuf, entry: String, claimed: u64, available: u64 },
+
+    #[error(
+        "{}: corrupt: zip entry '{entry}' fails its CRC-32 check (recorded {recorded:08x}, computed {computed:08x})",
+        .path.display()
+    )]
+    Corrupt { path: PathBuf, entry: String, recorded: u32, computed: u32 },
 
     #[error("{}: cannot read '{entry}': {cause}", .path.display())]
     ReadEntry { path: PathBuf, entry: String, cause: io::Error },
@@ -248,6 +258,8 @@ pub struct TorchArchive {
     /// The top folder of the zip entries including its trailing `/` (usually `archive/`).
     prefix: String,
     zip: Mutex<ZipArchive<File>>,
+    /// The storage entries whose CRC-32 has been checked.
+    verified: Mutex<HashSet<String>>,
     file_len: u64,
     tensors: Vec<(String, TensorInfo)>,
     index: HashMap<String, usize>,
@@ -273,7 +285,11 @@ impl TorchArchive {
     /// values are the tensors of the archive and any other values are skipped.
     pub fn open(path: &Path, key: Option<&str>) -> Result<Self, TorchError> {
         let io_err = |cause| TorchError::Io { path: path.to_owned(), cause };
-        let mut file = File::open(path).map_err(io_err)?;
+        // A FIFO or a device is refused before it is opened.
+        let (mut file, _) = crate::files::open_regular(path).map_err(|e| match e {
+            crate::files::FileError::Read { source, .. } => io_err(source),
+            other => TorchError::File(other),
+        })?;
         let file_len = file.metadata().map_err(io_err)?.len();
         let mut magic = Vec::with_capacity(2);
         file.by_ref().take(2).read_to_end(&mut magic).map_err(io_err)?;
@@ -344,7 +360,16 @@ impl TorchArchive {
         })?;
         let index = tensors.iter().enumerate().map(|(i, (name, _))| (name.clone(), i)).collect();
 
-        Ok(Self { path: path.to_owned(), prefix, zip: Mutex::new(zip), file_len, tensors, index, top_level_keys })
+        Ok(Self {
+            path: path.to_owned(),
+            prefix,
+            zip: Mutex::new(zip),
+            verified: Mutex::new(HashSet::new()),
+            file_len,
+            tensors,
+            index,
+            top_level_keys,
+        })
     }
 
     /// The file this archive was opened from.

@@ -510,3 +510,44 @@ fn long_key_lists_are_shortened() {
     assert_eq!(key_list(&keys[..2]), "k0, k1");
     assert_eq!(key_list(&keys), "k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, … and 2 more");
 }
+
+/// `bytes` with the byte at `pattern`'s first occurrence + `skip` flipped.
+fn flipped(bytes: &[u8], pattern: &[u8], skip: usize) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let at = bytes.windows(pattern.len()).position(|w| w == pattern).ok_or("pattern not found")? + skip;
+    let mut out = bytes.to_vec();
+    out[at] ^= 0x01;
+    Ok(out)
+}
+
+#[test]
+fn a_flipped_byte_fails_the_crc_of_the_entry_read() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let values = f32s(&[1.5, 2.5, 3.5, 4.5, 5.5, 6.5]);
+    // A tensor spanning its whole storage, and one reading only its second half.
+    let whole = T { class: "FloatStorage", key: "0", numel: 6, offset: 0, size: &[2, 3], stride: &[3, 1] };
+    let half = T { class: "FloatStorage", key: "0", numel: 6, offset: 3, size: &[3], stride: &[1] };
+    for t in [&whole, &half] {
+        let path = single_tensor_file(dir.path(), t, &values)?;
+        let good = std::fs::read(&path)?;
+        assert_eq!(
+            TorchArchive::open(&path, None)?.read_f32("w")?.1.len(),
+            usize::try_from(t.size.iter().product::<i64>())?
+        );
+        // The first element: outside what the half view reads, and still checked.
+        std::fs::write(&path, flipped(&good, &values, 1)?)?;
+        let err = TorchArchive::open(&path, None)?.read_f32("w").err().ok_or("read a corrupt storage")?;
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("{}: corrupt: zip entry 'archive/data/0' fails its CRC-32 check", path.display())),
+            "{msg}"
+        );
+        assert!(matches!(err, TorchError::Corrupt { .. }), "{err:?}");
+    }
+    // The pickle is checked as it is read.
+    let path = single_tensor_file(dir.path(), &whole, &values)?;
+    let good = std::fs::read(&path)?;
+    std::fs::write(&path, flipped(&good, b"rebuild_tensor_v2", 3)?)?;
+    let err = TorchArchive::open(&path, None).err().ok_or("opened a corrupt pickle")?;
+    assert!(err.to_string().contains("corrupt: zip entry 'archive/data.pkl' fails its CRC-32 check"), "{err}");
+    Ok(())
+}

@@ -1,0 +1,2 @@
+//! clipcanvas's fuzz targets; see `targets` and docs/fuzzing.md.
+pub mod targets;
