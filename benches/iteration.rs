@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         warmup: 1,
         device: parse_device(&env_or("CLIPCANVAS_BENCH_DEVICE", "cpu"))?,
         seed: 0,
+        memory_check: true,
     };
     let report = run(&cfg, &mut |line| eprintln!("  {line}"))?;
     print!("{}", clipcanvas::cli::bench::format_report(&report, None));

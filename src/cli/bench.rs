@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// of the same size where it is missing: the time does not depend on the weights).
     #[arg(long)]
     pub drafts: Option<usize>,
+    /// Measure even sizes whose estimated memory is more than the machine has available
+    /// (they are refused otherwise; with too little memory the process may be killed).
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<(), CliError> {
@@ -73,9 +77,15 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         warmup: args.warmup,
         device: parse_device(&args.device)?,
         seed: args.seed,
+        memory_check: !args.no_memory_check,
     };
     eprintln!("bench: {} on {}, cutn {}", cfg.arch.describe(), args.device, cfg.cutn);
-    let report = bench::run(&cfg, &mut |line| eprintln!("  {line}"))?;
+    let report = bench::run(&cfg, &mut |line| eprintln!("  {line}")).map_err(|e| match e {
+        crate::engine::EngineError::Memory(_) => {
+            CliError::Input(anyhow::anyhow!("{e}; --no-memory-check measures it anyway"))
+        }
+        e => e.into(),
+    })?;
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| CliError::Runtime(e.into()))?;
         crate::files::write_atomic(path, |w| w.write_all(text.as_bytes())).map_err(|e| CliError::Runtime(e.into()))?;

@@ -15,6 +15,7 @@ use super::error::CliError;
 use super::preflight;
 use crate::engine::device::parse_device;
 use crate::engine::loaded::{load_models, model_files, ModelSource};
+use crate::engine::memory::{self, Nets};
 use crate::engine::observer::{Frame, Observer, StepStats};
 use crate::engine::session::{RunEnd, Session};
 use crate::engine::EngineError;
@@ -146,6 +147,10 @@ pub struct GenerateArgs {
     /// reproduces itself with --settings).
     #[arg(long)]
     pub save_candidates: bool,
+    /// Run even when the run's estimated memory is more than the machine has available
+    /// (it is refused otherwise; with too little memory it may then be killed).
+    #[arg(long)]
+    pub no_memory_check: bool,
 }
 
 fn input(msg: impl std::fmt::Display) -> CliError {
@@ -505,6 +510,28 @@ fn check_frames_dir(dir: &Path) -> Result<(), CliError> {
     }
 }
 
+/// Refuses, before any model is loaded, a run that will not fit in the memory
+/// available: candle aborts the process when an allocation fails.
+fn check_memory(settings: &RunSettings, resumed: Option<&RunSettings>) -> Result<(), CliError> {
+    let planned = match resumed {
+        Some(r) => RunSettings {
+            width: r.width,
+            height: r.height,
+            cutn: r.cutn,
+            cut_method: r.cut_method,
+            init_image: None,
+            init_noise: crate::settings::InitNoise::Codes,
+            ..settings.clone()
+        },
+        None => settings.clone(),
+    };
+    let nets = Nets::of_settings(settings)?;
+    memory::check(&nets, &planned, false).map_err(|e| match e {
+        EngineError::Memory(_) => input(format!("{e}; --no-memory-check runs it anyway")),
+        e => e.into(),
+    })
+}
+
 pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     if args.resume.is_some() && args.settings.is_some() {
         return Err(input("--settings and --resume cannot be combined: a resumed run keeps its session's settings"));
@@ -538,6 +565,10 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     // `--clip clip-vit-b-32`, `--vqgan vqgan-imagenet-f16-16384`: catalog names to paths.
     let settings = super::models::resolve_names(settings)?;
     let device = parse_device(&settings.device)?;
+    if !args.no_memory_check && device.is_cpu() {
+        // A resumed run goes on at the size and cutouts it was saved with.
+        check_memory(&settings, saved.as_ref().map(|(s, _)| s))?;
+    }
     let models = Arc::new(load_models(&settings, &device)?);
     if models.source.as_ref().is_some_and(|s| s.demo) {
         eprintln!("note: {}", crate::catalog::bundled::DEMO_NOTICE);

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{EngineError, Result};
 use super::loaded::Models;
+use super::memory::{self as estimate, Nets};
 use super::profile::StageTimes;
 use super::session::Session;
 use crate::models::clip::{Clip, ClipConfig};
@@ -81,6 +82,9 @@ pub struct BenchConfig {
     pub warmup: usize,
     pub device: Device,
     pub seed: u64,
+    /// Refuse, before building the models, sizes that will not fit in the memory
+    /// available (`engine::memory`; CPU only).
+    pub memory_check: bool,
 }
 
 /// One canvas size's figures.
@@ -144,6 +148,13 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
             Ok((size, settings))
         })
         .collect::<Result<Vec<_>>>()?;
+    if cfg.memory_check && cfg.device.is_cpu() {
+        let (clip, vqgan) = cfg.arch.configs();
+        let nets = Nets { vqgan, clip, onestep: None };
+        for (_, settings) in &runs {
+            estimate::check(&nets, settings, false)?;
+        }
+    }
     let models = Arc::new(random_models(cfg.arch, &cfg.device, cfg.seed)?);
     let mut results = Vec::new();
     for (size, settings) in runs {

@@ -17,6 +17,9 @@ pub enum EngineError {
     Image { path: PathBuf, msg: String },
     #[error("invalid input: {0}")]
     Input(String),
+    /// A run that would not fit in the memory available (see `engine::memory`).
+    #[error("not enough memory: {0}")]
+    Memory(String),
     #[error("device: {0}")]
     Device(String),
     #[error("the loss became NaN or infinite at iteration {iteration}; try a lower learning rate")]

@@ -81,19 +81,8 @@ pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
     let source = resolve_models(settings)?;
     let vqgan = crate::models::vqgan::load(&source.vqgan, source.vqgan_config.as_deref(), DType::F32, device)?;
     let (clip, tokenizer) = crate::models::clip::load(&source.clip, DType::F32, device)?;
-    let onestep = match &settings.one_step {
-        Some(one) => {
-            let dir = match (&one.model, &source.onestep) {
-                (Some(dir), _) => dir.clone(),
-                (None, Some(dir)) => dir.clone(),
-                (None, None) => {
-                    return Err(EngineError::Input(
-                        "no one-step model: give one (--onestep DIR), or train one for these models with \
-                         `clipcanvas train-onestep`"
-                            .into(),
-                    ))
-                }
-            };
+    let onestep = match onestep_dir(settings, &source)? {
+        Some(dir) => {
             let model = crate::models::onestep::load(&dir, DType::F32, device)?;
             check_trained_with(&model, &dir, &source)?;
             Some(model)
@@ -101,6 +90,20 @@ pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
         None => None,
     };
     Ok(Models { vqgan, clip, tokenizer, device: device.clone(), source: Some(source), onestep })
+}
+
+/// The one-step model's folder when `settings` ask for drafts: the one they name, or
+/// the one that comes with the models (the shapes world's).
+pub fn onestep_dir(settings: &RunSettings, source: &ModelSource) -> Result<Option<PathBuf>> {
+    let Some(one) = &settings.one_step else { return Ok(None) };
+    match (&one.model, &source.onestep) {
+        (Some(dir), _) | (None, Some(dir)) => Ok(Some(dir.clone())),
+        (None, None) => Err(EngineError::Input(
+            "no one-step model: give one (--onestep DIR), or train one for these models with \
+             `clipcanvas train-onestep`"
+                .into(),
+        )),
+    }
 }
 
 /// The model files of a run (names and SHA-256), for its PNGs' metadata.

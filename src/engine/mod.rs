@@ -12,6 +12,7 @@ pub mod error;
 pub mod image;
 pub mod loaded;
 pub mod loss;
+pub mod memory;
 pub mod observer;
 pub mod optim;
 pub mod profile;

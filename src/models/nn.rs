@@ -263,6 +263,39 @@ impl Module for Conv2d {
     }
 }
 
+/// How a convolution with frozen weights runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrozenConv {
+    /// Stride 1: the frozen convolution op.
+    Direct,
+    /// Non-overlapping patches (a ViT's patch embedding): a frozen linear layer over
+    /// the flattened patches.
+    Patches,
+    /// Another stride (the VQGAN encoder's downsampling): the stride-1 convolution on
+    /// the fast kernels, then every stride-th row and column — four times the products
+    /// at stride 2, still far cheaper than gathering patches, but `k²` times the work
+    /// (and a `k²` times larger output) where the stride is the kernel's size.
+    Strided,
+    /// None of these: the composed convolution.
+    Composed,
+}
+
+/// Which [`FrozenConv`] a `k×k` kernel at `stride` and `padding` over `h×w` takes.
+/// Patches come before the strided case: for ViT-B/32's patch embedding that would be
+/// 1024 times the work and a `768×193×193` output per cutout kept for the backward
+/// pass (0.5 GB each; 19 GB with 32 cutouts at 128²).
+fn frozen_conv(k: usize, stride: usize, padding: usize, h: usize, w: usize) -> FrozenConv {
+    if stride == 1 && padding < k {
+        FrozenConv::Direct
+    } else if stride == k && padding == 0 && h.is_multiple_of(k) && w.is_multiple_of(k) {
+        FrozenConv::Patches
+    } else if stride > 1 && padding < k && h + 2 * padding >= k && w + 2 * padding >= k {
+        FrozenConv::Strided
+    } else {
+        FrozenConv::Composed
+    }
+}
+
 /// A convolution layer's forward pass: frozen weights go through `ops::conv` (no weight
 /// gradients, CPU kernels); trained ones through `ops::training` on the CPU (stride 1)
 /// or else through the composed [`composed::conv2d`].
@@ -280,33 +313,32 @@ pub fn conv2d_layer(
     if path == Path::Frozen {
         let (_, _, k, _) = weight.dims4()?;
         let (b, cin, h, w) = x.dims4()?;
-        if stride == 1 && padding < k {
-            return conv::conv2d(x, weight, bias, padding);
-        }
-        if stride > 1 && padding < k && h + 2 * padding >= k && w + 2 * padding >= k {
-            // A strided convolution (the VQGAN encoder's downsampling) as the stride-1
-            // one on the fast kernels, then every stride-th row and column: four times
-            // the products at stride 2, still far cheaper than gathering patches.
-            let full = conv::conv2d(x, weight, bias, padding)?;
-            let (_, cout, fh, fw) = full.dims4()?;
-            let (ho, wo) = ((fh - 1) / stride + 1, (fw - 1) / stride + 1);
-            let full = full.pad_with_zeros(2, 0, ho * stride - fh)?.pad_with_zeros(3, 0, wo * stride - fw)?;
-            return full
-                .reshape((b, cout, ho, stride, wo, stride))?
-                .narrow(3, 0, 1)?
-                .narrow(5, 0, 1)?
-                .contiguous()?
-                .reshape((b, cout, ho, wo));
-        }
-        if stride == k && padding == 0 && h % k == 0 && w % k == 0 {
-            // Non-overlapping patches (a ViT's patch embedding): a frozen linear layer
-            // over the flattened patches.
-            let (ho, wo) = (h / k, w / k);
-            let patches =
-                x.reshape((b, cin, ho, k, wo, k))?.permute((0, 2, 4, 1, 3, 5))?.reshape((b, ho * wo, cin * k * k))?;
-            let cout = weight.dim(0)?;
-            let y = linear::linear(&patches, &weight.reshape((cout, cin * k * k))?, bias)?;
-            return y.transpose(1, 2)?.reshape((b, cout, ho, wo));
+        match frozen_conv(k, stride, padding, h, w) {
+            FrozenConv::Direct => return conv::conv2d(x, weight, bias, padding),
+            FrozenConv::Patches => {
+                let (ho, wo) = (h / k, w / k);
+                let patches = x.reshape((b, cin, ho, k, wo, k))?.permute((0, 2, 4, 1, 3, 5))?.reshape((
+                    b,
+                    ho * wo,
+                    cin * k * k,
+                ))?;
+                let cout = weight.dim(0)?;
+                let y = linear::linear(&patches, &weight.reshape((cout, cin * k * k))?, bias)?;
+                return y.transpose(1, 2)?.reshape((b, cout, ho, wo));
+            }
+            FrozenConv::Strided => {
+                let full = conv::conv2d(x, weight, bias, padding)?;
+                let (_, cout, fh, fw) = full.dims4()?;
+                let (ho, wo) = ((fh - 1) / stride + 1, (fw - 1) / stride + 1);
+                let full = full.pad_with_zeros(2, 0, ho * stride - fh)?.pad_with_zeros(3, 0, wo * stride - fw)?;
+                return full
+                    .reshape((b, cout, ho, stride, wo, stride))?
+                    .narrow(3, 0, 1)?
+                    .narrow(5, 0, 1)?
+                    .contiguous()?
+                    .reshape((b, cout, ho, wo));
+            }
+            FrozenConv::Composed => {}
         }
     }
     let (_, _, k, _) = weight.dims4()?;
@@ -325,6 +357,18 @@ pub fn conv2d_layer(
 mod tests {
     use super::*;
     use crate::models::testing::{check_gradient, randn, weighted_sum};
+
+    #[test]
+    fn a_vit_patch_embedding_runs_as_patches_and_a_downsampling_as_strided() {
+        // ViT-B/32 and the shapes world's CLIP: never the stride-1 convolution first.
+        assert_eq!(frozen_conv(32, 32, 0, 224, 224), FrozenConv::Patches);
+        assert_eq!(frozen_conv(8, 8, 0, 64, 64), FrozenConv::Patches);
+        // The VQGAN encoder's downsampling (3×3, stride 2, padded beforehand).
+        assert_eq!(frozen_conv(3, 2, 0, 65, 65), FrozenConv::Strided);
+        assert_eq!(frozen_conv(3, 1, 1, 64, 64), FrozenConv::Direct);
+        assert_eq!(frozen_conv(8, 8, 0, 60, 60), FrozenConv::Strided);
+        assert_eq!(frozen_conv(3, 2, 0, 2, 2), FrozenConv::Composed);
+    }
 
     #[test]
     fn layer_norm_gradient() {

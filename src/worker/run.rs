@@ -20,6 +20,7 @@ use super::timeline::Timeline;
 use crate::engine::device::parse_device;
 use crate::engine::image::tensor_to_rgb;
 use crate::engine::loaded::{load_models, Models};
+use crate::engine::memory::{self, Nets};
 use crate::engine::observer::{Frame, StepRate};
 use crate::engine::session::{Session, StepOutput};
 use crate::engine::EngineError;
@@ -304,12 +305,26 @@ impl Engine {
     fn build(&mut self, settings: RunSettings) -> Result<Session, String> {
         settings.validate().map_err(|e| format!("invalid settings: {e}"))?;
         let key = ModelKey::of(&settings);
+        // Each start checks, before any big allocation, that the run fits in the memory
+        // available (candle aborts the process when an allocation fails): with the
+        // models loaded, the step's share; otherwise theirs too, before loading them.
         let models = match &self.models {
-            Some((k, m)) if k.serves(&key) => Arc::clone(m),
+            Some((k, m)) if k.serves(&key) => {
+                if m.device.is_cpu() {
+                    memory::check(&Nets::of_models(m), &settings, true).map_err(|e| e.to_string())?;
+                }
+                Arc::clone(m)
+            }
             _ => {
-                // Free the old models before loading others.
+                // Free the old models before loading others (and before measuring).
                 self.models = None;
+                crate::process::release_free_memory();
                 let device = parse_device(&settings.device).map_err(|e| e.to_string())?;
+                if device.is_cpu() {
+                    Nets::of_settings(&settings)
+                        .and_then(|nets| memory::check(&nets, &settings, false))
+                        .map_err(|e| e.to_string())?;
+                }
                 let started = Instant::now();
                 let models = Arc::new(load_models(&settings, &device).map_err(|e| e.to_string())?);
                 self.notice(format!("models loaded in {:.1} s", started.elapsed().as_secs_f64()));

@@ -274,6 +274,43 @@ fn a_bad_model_path_is_an_error_and_the_worker_still_starts_later() {
     assert_eq!(steps(&events).len(), 2);
 }
 
+/// Hardening issue, item 1: a Start too big for the memory available is an error
+/// event (the studio's banner) before anything is loaded, not an abort; the worker
+/// runs the next Start, and once the models are loaded refuses a too-big Start again.
+/// (8192² on the fixture VQGAN needs hundreds of terabytes: refused on any machine
+/// whose available memory Linux reports.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_start_too_big_for_memory_is_an_error_event_not_an_abort() {
+    let (worker, _) = spawn();
+    let huge = RunSettings { width: 8192, height: 8192, ..tiny(1) };
+    let refused = |events: &[Event]| {
+        assert_eq!(states(events), [RunState::Loading, RunState::Idle]);
+        let errors: Vec<&String> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Error(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(errors.len(), 1, "{events:?}");
+        let m = errors[0];
+        assert!(m.starts_with("not enough memory: a 8192x8192 run with 2 cutouts needs about "), "{m}");
+        assert!(m.contains(" is available (") && m.contains(" fits with 2 cutouts") && !m.contains('\n'), "{m}");
+        assert!(!events.iter().any(|e| matches!(e, Event::Notice(n) if n.contains("models loaded"))), "{events:?}");
+    };
+    start(&worker, huge.clone());
+    refused(&until(&worker, is_state(RunState::Idle)));
+
+    start(&worker, tiny(1));
+    let events = until(&worker, is_state(RunState::Finished));
+    assert!(events.iter().any(|e| matches!(e, Event::Notice(n) if n.contains("models loaded"))), "{events:?}");
+    start(&worker, huge);
+    refused(&until(&worker, is_state(RunState::Idle)));
+    start(&worker, tiny(2));
+    assert_eq!(steps(&until(&worker, is_state(RunState::Finished))).len(), 2);
+}
+
 #[test]
 fn image_prompts_branching_and_saving() {
     let (worker, _) = spawn();
