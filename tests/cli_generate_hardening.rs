@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{bin, fails, fixture, model_args, ok, read};
+use common::{bin, fails, fixture, model_args, names, ok, png_meta, tree};
 
 /// A small, fast run: 32×32, 2 cutouts, 3 iterations, every iteration reported.
 fn generate(dir: &Path, extra: &[&str]) -> Output {
@@ -19,39 +19,6 @@ fn generate(dir: &Path, extra: &[&str]) -> Output {
     cmd.arg("generate").args(model_args()).args(["-s", "32x32", "--cutn", "2", "-i", "3", "--save-every", "1"]);
     cmd.args(extra).current_dir(dir);
     cmd.output().expect("run clipcanvas")
-}
-
-/// Every file under `dir` (relative path → bytes), folders included as empty entries
-/// ending in '/'.
-fn tree(dir: &Path) -> BTreeMap<OsString, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<OsString, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let rel = path.strip_prefix(root).expect("prefix").as_os_str().to_owned();
-            if path.is_dir() {
-                let mut name = rel;
-                name.push("/");
-                out.insert(name, Vec::new());
-                walk(root, &path, out);
-            } else {
-                out.insert(rel, read(&path));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-/// The names in [`tree`], for comparisons.
-fn names(dir: &Path) -> Vec<String> {
-    tree(dir).keys().map(|k| k.to_string_lossy().into_owned()).collect()
-}
-
-/// The clipcanvas metadata of a PNG, parsed.
-fn png_meta(path: &Path) -> serde_json::Value {
-    let meta = clipcanvas::export::read_png_metadata(path).expect("read").expect("metadata");
-    serde_json::from_str(&meta).expect("json")
 }
 
 // ---------------------------------------------------------------------------------------

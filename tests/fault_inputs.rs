@@ -8,10 +8,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::Output;
 
-use common::{bin, fails, fixture, model_args, ok, read};
+use common::{bin, fails, fixture, model_args, ok, read, tree};
 
 /// A small, fast run: 32×32, 2 cutouts, 2 iterations.
 fn generate(dir: &Path, extra: &[&str]) -> Output {
@@ -21,31 +22,9 @@ fn generate(dir: &Path, extra: &[&str]) -> Output {
     cmd.output().expect("run clipcanvas")
 }
 
-/// Every regular file under `dir` (relative path → bytes); other entries by name only.
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let rel = path.strip_prefix(root).expect("prefix").to_path_buf();
-            let meta = std::fs::symlink_metadata(&path).expect("metadata");
-            if meta.is_dir() {
-                out.insert(rel.join(""), Vec::new());
-                walk(root, &path, out);
-            } else if meta.is_file() {
-                out.insert(rel, read(&path));
-            } else {
-                out.insert(rel, b"<not a regular file>".to_vec());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
 /// Asserts the run failed with exit 2 and one line holding `needle`, leaving `dir` as
 /// `before`; the error line.
-fn refused(dir: &Path, before: &BTreeMap<PathBuf, Vec<u8>>, out: &Output, needle: &str) -> String {
+fn refused(dir: &Path, before: &BTreeMap<OsString, Vec<u8>>, out: &Output, needle: &str) -> String {
     let stderr = fails(out, 2, needle);
     assert!(tree(dir) == *before, "the folder changed: {:?}", tree(dir).keys().collect::<Vec<_>>());
     stderr
@@ -419,7 +398,7 @@ fn relative_images_in_a_settings_file_are_found_beside_it() {
     let before_a = tree(&a);
     ok(&generate(&b, &["--settings", "../a/settings.json", "-i", "1"]));
     assert_eq!(tree(&a), before_a, "the settings folder is untouched");
-    assert_eq!(tree(&b).into_keys().collect::<Vec<_>>(), [PathBuf::from("output.png")]);
+    assert_eq!(tree(&b).into_keys().collect::<Vec<_>>(), [OsString::from("output.png")]);
     let meta = clipcanvas::export::read_png_metadata(&b.join("output.png")).expect("read").expect("metadata");
     let meta: serde_json::Value = serde_json::from_str(&meta).expect("json");
     let init = meta["settings"]["init_image"].as_str().expect("init image");

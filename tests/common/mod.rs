@@ -1,8 +1,10 @@
 //! Shared helpers for the integration tests: fixture paths and models, golden tensors,
-//! tolerances, and running the binary as a process (`bin`, `ok`, `fails`, `read`).
+//! tolerances, and running the binary as a process (`bin`, `ok`, `fails`, `read`, and
+//! `tree`/`names`, the exact files a run leaves behind).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -100,4 +102,43 @@ pub fn fails(out: &Output, code: i32, needle: &str) -> String {
 /// A file's bytes (the test fails naming the file if it cannot be read).
 pub fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Every entry under `dir` (relative path → contents): folders as empty entries ending in
+/// '/', symbolic links as "-> link", other non-regular files (FIFOs) by name only, regular
+/// files with their bytes. Two trees compare equal when a run left the folder as it was.
+pub fn tree(dir: &Path) -> BTreeMap<OsString, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<OsString, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let rel = path.strip_prefix(root).expect("prefix").as_os_str().to_owned();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            if meta.is_dir() {
+                let mut name = rel;
+                name.push("/");
+                out.insert(name, Vec::new());
+                walk(root, &path, out);
+            } else if meta.file_type().is_symlink() {
+                out.insert(rel, b"-> link".to_vec());
+            } else if meta.is_file() {
+                out.insert(rel, read(&path));
+            } else {
+                out.insert(rel, b"<not a regular file>".to_vec());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The names in [`tree`], sorted, for comparisons.
+pub fn names(dir: &Path) -> Vec<String> {
+    tree(dir).keys().map(|k| k.to_string_lossy().into_owned()).collect()
+}
+
+/// The clipcanvas metadata of a PNG, parsed.
+pub fn png_meta(path: &Path) -> serde_json::Value {
+    let meta = clipcanvas::export::read_png_metadata(path).expect("read").expect("metadata");
+    serde_json::from_str(&meta).expect("json")
 }
