@@ -97,11 +97,8 @@ fn png_encode_err(path: &Path, e: png::EncodingError) -> ExportError {
     }
 }
 
-/// Write a PNG atomically (temporary file in the same folder, fsync, rename) with
-/// `metadata` (a JSON string: settings, seed, model names and hashes) in an iTXt (UTF-8)
-/// text chunk under [`SETTINGS_KEY`], plus a "Software" tEXt chunk "clipcanvas <version>".
-/// The chunks go before the image data, so readers find them without decoding pixels.
-pub fn write_png(path: &Path, img: &RgbImage, metadata: Option<&str>) -> Result<(), ExportError> {
+/// The image's size, or an error naming `path` for an image with no pixels.
+fn non_empty(path: &Path, img: &RgbImage) -> Result<(u32, u32), ExportError> {
     let (width, height) = img.dimensions();
     if width == 0 || height == 0 {
         return Err(ExportError::Input {
@@ -109,6 +106,15 @@ pub fn write_png(path: &Path, img: &RgbImage, metadata: Option<&str>) -> Result<
             msg: format!("cannot write an empty {width}×{height} image"),
         });
     }
+    Ok((width, height))
+}
+
+/// Write a PNG atomically (temporary file in the same folder, fsync, rename) with
+/// `metadata` (a JSON string: settings, seed, model names and hashes) in an iTXt (UTF-8)
+/// text chunk under [`SETTINGS_KEY`], plus a "Software" tEXt chunk "clipcanvas <version>".
+/// The chunks go before the image data, so readers find them without decoding pixels.
+pub fn write_png(path: &Path, img: &RgbImage, metadata: Option<&str>) -> Result<(), ExportError> {
+    let (width, height) = non_empty(path, img)?;
     write_atomic_with(path, |w| {
         let err = |e| png_encode_err(path, e);
         let mut enc = png::Encoder::new(w, width, height);
@@ -306,13 +312,7 @@ fn write_encoded(
     img: &RgbImage,
     encode: impl FnOnce(&mut BufWriter<File>) -> image::ImageResult<()>,
 ) -> Result<(), ExportError> {
-    let (width, height) = img.dimensions();
-    if width == 0 || height == 0 {
-        return Err(ExportError::Input {
-            path: path.to_path_buf(),
-            msg: format!("cannot write an empty {width}×{height} image"),
-        });
-    }
+    non_empty(path, img)?;
     write_atomic_with(path, |w| {
         encode(w).map_err(|e| match e {
             image::ImageError::IoError(source) => ExportError::Write { path: path.to_path_buf(), source },
