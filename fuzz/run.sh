@@ -18,7 +18,7 @@ else
 fi
 
 cargo afl build --release --quiet
-bin="$PWD/target/release/clipcanvas-fuzz"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/clipcanvas-fuzz"
 
 # Scratch files of the path-based targets go to memory where there is a tmpfs.
 if [ -d /dev/shm ]; then export TMPDIR=/dev/shm; fi
