@@ -13,11 +13,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{fails, fixture, ok, read};
+use common::{fails, files_in, fixture, ok, read};
 
 #[path = "support/http_server.rs"]
 mod http_server;
@@ -104,15 +104,6 @@ impl Env {
         self.server.route("/test-vqgan/model.yaml", read(&fixture("vqgan-tiny/model.yaml")), Mode::Serve);
         self.server.route("/test-vqgan/last.ckpt", read(&fixture("vqgan-tiny/model.ckpt")), Mode::Serve);
     }
-}
-
-/// The names in a folder, sorted; empty if it does not exist.
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 /// The error line of a failed run.

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 use clipcanvas::engine::memory::{estimate, Nets, LIMIT_VAR};
 use clipcanvas::settings::RunSettings;
-use common::{bin, fails, fixture, model_args, ok, read};
+use common::{bin, fails, files_in as names, fixture, model_args, ok, read};
 
 /// `generate` on the fixture models in `dir`, with `limit` as the available memory
 /// (`None`: the machine's own).
@@ -43,16 +43,6 @@ fn needs(width: usize, height: usize, cutn: usize) -> u64 {
         ..RunSettings::default()
     };
     estimate(&Nets::of_settings(&settings).expect("configs"), &settings).bytes(false)
-}
-
-/// The names of the files in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// "…; 124x124 fits with 2 cutouts…" → (124, 124).

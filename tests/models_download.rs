@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::read;
+use common::{files_in, read};
 
 #[path = "support/http_server.rs"]
 mod http_server;
@@ -129,14 +129,6 @@ impl Setup {
     fn yaml_urls(&self) -> Vec<String> {
         vec![self.server.url("/model.yaml")]
     }
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    names.sort();
-    names
 }
 
 #[test]

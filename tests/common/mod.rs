@@ -142,3 +142,12 @@ pub fn png_meta(path: &Path) -> serde_json::Value {
     let meta = clipcanvas::export::read_png_metadata(path).expect("read").expect("metadata");
     serde_json::from_str(&meta).expect("json")
 }
+
+/// The names in a folder (not below it), sorted; empty if it does not exist.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
