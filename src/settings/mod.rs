@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod animation;
 pub mod coarse;
 pub mod png;
 pub mod prompt;
+pub mod schedule;
 
 use coarse::validate_schedule;
 pub use coarse::CoarseStage;
@@ -250,6 +252,10 @@ pub struct RunSettings {
     pub save_every: usize,
     /// Start from a one-step draft instead of `init_noise`.
     pub one_step: Option<OneStepSettings>,
+    /// An animation's frames, motion and schedules (`clipcanvas animate`); absent for a
+    /// single image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub animation: Option<animation::AnimationSettings>,
 }
 
 impl Default for RunSettings {
@@ -284,6 +290,7 @@ impl Default for RunSettings {
             device: "cpu".to_owned(),
             save_every: 50,
             one_step: None,
+            animation: None,
         }
     }
 }
@@ -394,6 +401,9 @@ impl RunSettings {
         if !self.story.is_empty() && self.story_every == 0 {
             return Err("story_every must be at least 1".into());
         }
+        if let Some(a) = &self.animation {
+            a.validate()?;
+        }
         Ok(())
     }
 
@@ -420,6 +430,11 @@ impl RunSettings {
         let resolve = |p: &Path| (p.is_relative() && !keep(p)).then(|| dir.join(p));
         if let Some(joined) = self.init_image.as_deref().and_then(resolve) {
             self.init_image = Some(joined);
+        }
+        if let Some(a) = &mut self.animation {
+            if let Some(joined) = a.input_frames.as_deref().and_then(resolve) {
+                a.input_frames = Some(joined);
+            }
         }
         for prompt in &mut self.image_prompts {
             let Ok(spec) = parse_prompt(prompt) else { continue };
