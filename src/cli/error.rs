@@ -37,7 +37,7 @@ impl From<crate::engine::EngineError> for CliError {
     fn from(e: crate::engine::EngineError) -> Self {
         use crate::engine::EngineError as E;
         match e {
-            E::Candle(_) | E::NanLoss { .. } | E::NotFinite(_) => Self::Runtime(e.into()),
+            E::Candle(_) | E::NanLoss { .. } | E::NotFinite(_) | E::Output(_) => Self::Runtime(e.into()),
             E::Model(crate::models::ModelError::Candle(_)) => Self::Runtime(e.into()),
             _ => Self::Input(e.into()),
         }

@@ -28,6 +28,10 @@ pub enum EngineError {
     /// NaN or infinite values (damaged weights, or arithmetic that overflowed).
     #[error("{0}")]
     NotFinite(String),
+    /// What the caller was handed could not be kept (an animation frame that could not be
+    /// written): the caller's own one-line message.
+    #[error("{0}")]
+    Output(String),
     #[error("{}: {msg}", path.display())]
     Session { path: PathBuf, msg: String },
     #[error("computation failed: {0}")]

@@ -2,6 +2,7 @@
 //! preprocessing, scoring, one-step drafts and the optimisation session. It knows nothing of the
 //! UI and reports through return values and observers.
 
+pub mod animation;
 pub mod augment;
 pub mod bench;
 pub mod coarse;

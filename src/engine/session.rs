@@ -204,6 +204,29 @@ impl Session {
         Ok(session)
     }
 
+    /// Sets up a run that starts from an image in memory (an animation's warped previous
+    /// frame, or a source frame being restyled): as [`Session::new`] with that image as
+    /// the init image, resized to the canvas if it is not its size. `settings`' own init
+    /// image, init noise and one-step draft are not used.
+    pub fn with_start_image(models: Arc<Models>, mut settings: RunSettings, start: &image::RgbImage) -> Result<Self> {
+        settings.init_image = None;
+        settings.init_noise = InitNoise::Codes;
+        settings.one_step = None;
+        let mut session = Self::new(models, settings)?;
+        let (w, h) = (
+            u32::try_from(session.width).unwrap_or(u32::MAX),
+            u32::try_from(session.height).unwrap_or(u32::MAX),
+        );
+        let z = if start.dimensions() == (w, h) {
+            encode_rgb(&session.models, start)?
+        } else {
+            encode_rgb(&session.models, &resize_exact_lanczos(start, w, h))?
+        };
+        session.z = Var::from_tensor(&z)?;
+        session.z_orig = z;
+        Ok(session)
+    }
+
     /// Draws the one-step candidates for the first prompt stage (or, without text
     /// prompts, the image prompts) and starts the latent, and the init regulariser's
     /// target, at the chosen one.
@@ -678,10 +701,7 @@ fn initial_latent(
 ) -> Result<Tensor> {
     let dev = &models.device;
     let (w32, h32) = (u32::try_from(width).unwrap_or(u32::MAX), u32::try_from(height).unwrap_or(u32::MAX));
-    let encode = |rgb: &image::RgbImage| -> Result<Tensor> {
-        let x = ((rgb_to_tensor(rgb, dev)? * 2.0)? - 1.0)?;
-        Ok(models.vqgan.encode(&x)?)
-    };
+    let encode = |rgb: &image::RgbImage| encode_rgb(models, rgb);
     if let Some(path) = &settings.init_image {
         let rgb = resize_exact_lanczos(&load_rgb(path)?, w32, h32);
         return encode(&rgb);
@@ -711,6 +731,12 @@ fn initial_latent(
             Ok(models.vqgan.embed_indices(&idx)?)
         }
     }
+}
+
+/// The VQGAN latent of an RGB image (its encoder's output, before quantisation).
+fn encode_rgb(models: &Models, rgb: &image::RgbImage) -> Result<Tensor> {
+    let x = ((rgb_to_tensor(rgb, &models.device)? * 2.0)? - 1.0)?;
+    Ok(models.vqgan.encode(&x)?)
 }
 
 /// nerdyrodent's random gradient image: two random colours blended along a random axis,

@@ -36,6 +36,9 @@ pub struct ModelFiles {
 pub struct PngMeta {
     /// The version of clipcanvas that wrote it.
     pub clipcanvas: String,
+    /// The animation frame it is (`clipcanvas animate`), from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<usize>,
     /// The iteration the image shows (0: the start, or a one-step draft).
     pub iteration: usize,
     /// Absent in PNGs written by studios before 0.1.0's one-step drafts.
@@ -50,6 +53,7 @@ impl PngMeta {
     pub fn new(settings: &RunSettings, iteration: usize, models: ModelFiles) -> Self {
         Self {
             clipcanvas: env!("CARGO_PKG_VERSION").to_owned(),
+            frame: None,
             iteration,
             models,
             seed: settings.seed,
