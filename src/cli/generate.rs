@@ -20,38 +20,17 @@ use crate::engine::observer::{Frame, Observer, StepStats};
 use crate::engine::session::{RunEnd, Session};
 use crate::engine::EngineError;
 use crate::export::{self, FrameSequence};
+use super::run_args::{base_settings, input, merge_one_step, merge_run, runtime, RunArgs};
 use crate::settings::png::{ModelFiles, PngMeta};
-use crate::settings::prompt::split_story;
-use crate::settings::Augment;
-use crate::settings::CutMethod;
-use crate::settings::{InitNoise, InitWeightMode, LrStep, OneStepSettings, OptimizerKind, RunSettings};
+use crate::settings::{LrStep, RunSettings};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A text prompt "text[:weight[:stop]]"; repeat, or join with "|"; "^" starts the next story stage.
-    #[arg(short = 'p', long = "prompt")]
-    pub prompts: Vec<String>,
-    /// A target image "PATH[:weight[:stop]]"; repeatable.
-    #[arg(long = "image-prompt")]
-    pub image_prompts: Vec<String>,
-    /// A noise prompt "SEED[:weight]"; repeatable.
-    #[arg(long = "noise-prompt")]
-    pub noise_prompts: Vec<String>,
-    /// Start from this image instead of random codes.
-    #[arg(long)]
-    pub init_image: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Pull toward the starting latent with this weight.
     #[arg(long)]
     pub init_weight: Option<f64>,
-    /// constant (the notebook) or decay (nerdyrodent).
-    #[arg(long)]
-    pub init_weight_mode: Option<String>,
-    /// Without an init image: codes, pixels or gradient.
-    #[arg(long)]
-    pub init_noise: Option<String>,
-    /// Canvas size WxH (rounded down to the VQGAN's factor).
-    #[arg(short = 's', long)]
-    pub size: Option<String>,
     /// Iterations in all (with --resume, counting those the session has done).
     #[arg(short = 'i', long)]
     pub iterations: Option<usize>,
@@ -61,48 +40,9 @@ pub struct GenerateArgs {
     /// Step schedule "EVERY:GAMMA": multiply the learning rate by GAMMA every EVERY iterations.
     #[arg(long)]
     pub lr_step: Option<String>,
-    /// Cutouts per iteration.
-    #[arg(long)]
-    pub cutn: Option<usize>,
-    #[arg(long)]
-    pub cut_pow: Option<f64>,
-    /// notebook (random crops) or pooled (nerdyrodent's whole-image pooling).
-    #[arg(long)]
-    pub cut_method: Option<String>,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// adam, adamw, adagrad, adamax or rmsprop.
-    #[arg(long)]
-    pub optimizer: Option<String>,
-    /// Comma-separated augmentations (flip, affine, perspective, jitter, erase, blur, noise), or "none".
-    #[arg(long)]
-    pub augment: Option<String>,
-    /// The cutout noise factor.
-    #[arg(long)]
-    pub noise_fac: Option<f64>,
-    /// Smoothness (total variation) loss weight.
-    #[arg(long)]
-    pub tv_weight: Option<f64>,
-    /// Coarse-to-fine search "FACTOR:UNTIL[,…]": the latent moves in FACTOR×FACTOR token
-    /// blocks until iteration UNTIL (e.g. "4:40,2:80"); "none" is the notebook's search.
-    #[arg(long)]
-    pub coarse: Option<String>,
     /// Story mode: switch prompt stages every N iterations.
     #[arg(long)]
     pub story_every: Option<usize>,
-    /// The VQGAN checkpoint (.ckpt or .safetensors, with its .yaml beside it), or an
-    /// installed model's name (see `clipcanvas models list`).
-    #[arg(long)]
-    pub vqgan: Option<PathBuf>,
-    /// The VQGAN's YAML, if not beside the checkpoint.
-    #[arg(long)]
-    pub vqgan_config: Option<PathBuf>,
-    /// A Hugging Face CLIP folder, or an installed model's name (e.g. clip-vit-b-32).
-    #[arg(long)]
-    pub clip: Option<PathBuf>,
-    /// cpu, cuda[:N] or metal.
-    #[arg(long)]
-    pub device: Option<String>,
     /// The final image: .png (holding the settings), .jpg or .webp.
     #[arg(short = 'o', long, default_value = "output.png")]
     pub out: PathBuf,
@@ -118,9 +58,6 @@ pub struct GenerateArgs {
     /// Write the kept frames as an MP4 video (needs ffmpeg on PATH).
     #[arg(long)]
     pub video: Option<PathBuf>,
-    /// Start from a settings file (JSON) or a PNG made by clipcanvas; flags override it.
-    #[arg(long)]
-    pub settings: Option<PathBuf>,
     /// Save the session (latent, optimiser, random state) here at the end.
     #[arg(long)]
     pub session: Option<PathBuf>,
@@ -128,91 +65,20 @@ pub struct GenerateArgs {
     /// --save-every may differ).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Start from a one-step draft: a one-step model draws candidates for the prompts in
-    /// one pass and CLIP ranks them; --iterations then defaults to 0 (the draft alone).
-    #[arg(long)]
-    pub one_step: bool,
-    /// The one-step model's folder (default: the shapes world's); implies --one-step.
-    #[arg(long)]
-    pub onestep: Option<PathBuf>,
-    /// One-step candidates to draw and rank (default 8).
-    #[arg(long)]
-    pub candidates: Option<usize>,
-    /// Which ranked candidate to start from (0: CLIP's favourite).
-    #[arg(long)]
-    pub pick: Option<usize>,
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
     /// Also write each one-step candidate, best first, as OUT.candidate-N.png (each
     /// reproduces itself with --settings).
     #[arg(long)]
     pub save_candidates: bool,
-    /// Run even when the run's estimated memory is more than the machine has available
-    /// (it is refused otherwise; with too little memory it may then be killed).
-    #[arg(long)]
-    pub no_memory_check: bool,
 }
 
-fn input(msg: impl std::fmt::Display) -> CliError {
-    CliError::Input(anyhow::anyhow!("{msg}"))
-}
 
-fn runtime(e: impl Into<anyhow::Error>) -> CliError {
-    CliError::Runtime(e.into())
-}
 
-/// Reads settings from a JSON file or from a clipcanvas PNG's metadata.
-pub fn read_settings_file(path: &Path) -> Result<RunSettings, CliError> {
-    export::read_settings_file(path).map_err(input)
-}
-
-fn parse_size(s: &str) -> Result<(usize, usize), CliError> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| input(format!("size {s:?} must be WxH, e.g. 256x256")))?;
-    let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| input(format!("size {s:?} must be WxH, e.g. 256x256")));
-    Ok((parse(w)?, parse(h)?))
-}
 
 /// Applies the flags over `base`.
 pub fn merge_settings(a: &GenerateArgs, mut s: RunSettings) -> Result<RunSettings, CliError> {
-    if !a.prompts.is_empty() {
-        let stages = split_story(&a.prompts.join(" | ").replace("| ^ |", "^"));
-        if stages.len() > 1 {
-            s.story = stages;
-            s.prompts.clear();
-        } else {
-            s.prompts = stages.into_iter().next().unwrap_or_default();
-            s.story.clear();
-        }
-    }
-    if !a.image_prompts.is_empty() {
-        s.image_prompts.clone_from(&a.image_prompts);
-    }
-    if !a.noise_prompts.is_empty() {
-        s.noise_prompts.clone_from(&a.noise_prompts);
-    }
-    if a.init_image.is_some() {
-        s.init_image.clone_from(&a.init_image);
-    }
+    merge_run(&a.run, &mut s)?;
     if let Some(v) = a.init_weight {
         s.init_weight = v;
-    }
-    if let Some(m) = &a.init_weight_mode {
-        s.init_weight_mode = match m.as_str() {
-            "constant" => InitWeightMode::Constant,
-            "decay" => InitWeightMode::Decay,
-            _ => return Err(input(format!("--init-weight-mode must be constant or decay, got {m:?}"))),
-        };
-    }
-    if let Some(n) = &a.init_noise {
-        s.init_noise = match n.as_str() {
-            "codes" => InitNoise::Codes,
-            "pixels" => InitNoise::Pixels,
-            "gradient" => InitNoise::Gradient,
-            _ => return Err(input(format!("--init-noise must be codes, pixels or gradient, got {n:?}"))),
-        };
-    }
-    if let Some(size) = &a.size {
-        (s.width, s.height) = parse_size(size)?;
     }
     if let Some(v) = a.iterations {
         s.iterations = v;
@@ -228,140 +94,18 @@ pub fn merge_settings(a: &GenerateArgs, mut s: RunSettings) -> Result<RunSetting
             gamma: gamma.trim().parse().map_err(|_| bad())?,
         });
     }
-    if let Some(v) = a.cutn {
-        s.cutn = v;
-    }
-    if let Some(v) = a.cut_pow {
-        s.cut_pow = v;
-    }
-    if let Some(m) = &a.cut_method {
-        s.cut_method = match m.as_str() {
-            "notebook" => CutMethod::Notebook,
-            "pooled" => CutMethod::Pooled,
-            _ => return Err(input(format!("--cut-method must be notebook or pooled, got {m:?}"))),
-        };
-    }
-    if let Some(v) = a.seed {
-        s.seed = v;
-    }
-    if let Some(o) = &a.optimizer {
-        s.optimizer = OptimizerKind::parse(o).ok_or_else(|| {
-            let names: Vec<&str> = OptimizerKind::ALL.iter().map(|k| k.name()).collect();
-            input(format!("unknown optimizer {o:?} (expected one of {})", names.join(", ")))
-        })?;
-    }
-    if let Some(list) = &a.augment {
-        s.augments = if list.trim().eq_ignore_ascii_case("none") {
-            Vec::new()
-        } else {
-            list.split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(|n| Augment::parse(n).ok_or_else(|| input(format!("unknown augmentation {n:?}"))))
-                .collect::<Result<_, _>>()?
-        };
-    }
-    if let Some(v) = a.noise_fac {
-        s.noise_fac = v;
-    }
-    if let Some(v) = a.tv_weight {
-        s.tv_weight = v;
-    }
-    if let Some(v) = &a.coarse {
-        s.coarse = crate::settings::coarse::parse_schedule(v).map_err(input)?;
-    }
     if let Some(v) = a.story_every {
         s.story_every = v;
-    }
-    if a.vqgan.is_some() {
-        s.vqgan.clone_from(&a.vqgan);
-    }
-    if a.vqgan_config.is_some() {
-        s.vqgan_config.clone_from(&a.vqgan_config);
-    }
-    if a.clip.is_some() {
-        s.clip.clone_from(&a.clip);
-    }
-    if let Some(d) = &a.device {
-        s.device.clone_from(d);
     }
     if let Some(v) = a.save_every {
         s.save_every = v;
     }
-    merge_one_step(a, &mut s)?;
+    merge_one_step(&a.run, a.iterations.is_some(), a.save_candidates, &mut s)?;
     s.validate().map_err(input)?;
     Ok(s)
 }
 
-/// One-step sampling flags, shared by `generate` and `train-onestep --evaluate`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct SamplingArgs {
-    /// One-step sampling temperature (0: always the likeliest code).
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// One-step sampling: keep the k likeliest codes (0: all).
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// One-step sampling: keep the likeliest codes holding this share of probability.
-    #[arg(long)]
-    pub top_p: Option<f64>,
-}
 
-impl SamplingArgs {
-    /// Whether any of the flags was given.
-    pub fn given(&self) -> bool {
-        self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some()
-    }
-
-    /// Sets what the flags give in `s`.
-    pub fn apply(&self, s: &mut crate::settings::Sampling) {
-        if let Some(v) = self.temperature {
-            s.temperature = v;
-        }
-        if let Some(v) = self.top_k {
-            s.top_k = v;
-        }
-        if let Some(v) = self.top_p {
-            s.top_p = v;
-        }
-    }
-}
-
-/// Applies the one-step flags: any of them turns drafting on (the sampling ones only
-/// with --one-step or settings that draft already).
-fn merge_one_step(a: &GenerateArgs, s: &mut RunSettings) -> Result<(), CliError> {
-    let sampling_flag = a.candidates.is_some() || a.pick.is_some() || a.sampling.given();
-    let asked = a.one_step || a.onestep.is_some();
-    if !asked && s.one_step.is_none() {
-        if sampling_flag || a.save_candidates {
-            return Err(input(
-                "--candidates, --pick, --temperature, --top-k, --top-p and --save-candidates need --one-step",
-            ));
-        }
-        return Ok(());
-    }
-    if asked && s.one_step.is_none() {
-        if a.iterations.is_none() {
-            s.iterations = 0;
-        }
-        // The draft already holds the large regions coarse-to-fine search would settle.
-        if a.coarse.is_none() {
-            s.coarse.clear();
-        }
-    }
-    let one = s.one_step.get_or_insert_with(OneStepSettings::default);
-    if a.onestep.is_some() {
-        one.model.clone_from(&a.onestep);
-    }
-    if let Some(v) = a.candidates {
-        one.candidates = v;
-    }
-    if let Some(v) = a.pick {
-        one.pick = v;
-    }
-    a.sampling.apply(&mut one.sampling);
-    Ok(())
-}
 
 /// The observer of a command-line run: progress, frames on disk, frames kept for GIF/video.
 struct CliObserver {
@@ -533,19 +277,16 @@ fn check_memory(settings: &RunSettings, resumed: Option<&RunSettings>) -> Result
 }
 
 pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
-    if args.resume.is_some() && args.settings.is_some() {
+    if args.resume.is_some() && args.run.settings.is_some() {
         return Err(input("--settings and --resume cannot be combined: a resumed run keeps its session's settings"));
     }
     let saved = match &args.resume {
         Some(r) => Some(Session::read_saved(r)?),
         None => None,
     };
-    let base = match (&saved, &args.settings) {
-        (Some((settings, _)), _) => settings.clone(),
-        (None, Some(path)) => read_settings_file(path)?,
-        // Without models the built-in shapes world runs, with the settings it was made for.
-        (None, None) if args.vqgan.is_none() && args.clip.is_none() => RunSettings::shapes_world(),
-        (None, None) => RunSettings::default(),
+    let base = match &saved {
+        Some((settings, _)) => settings.clone(),
+        None => base_settings(&args.run)?,
     };
     let mut settings = merge_settings(args, base)?;
     if let Some((saved, reached)) = &saved {
@@ -565,7 +306,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     // `--clip clip-vit-b-32`, `--vqgan vqgan-imagenet-f16-16384`: catalog names to paths.
     let settings = super::models::resolve_names(settings)?;
     let device = parse_device(&settings.device)?;
-    if !args.no_memory_check && device.is_cpu() {
+    if !args.run.no_memory_check && device.is_cpu() {
         // A resumed run goes on at the size and cutouts it was saved with.
         check_memory(&settings, saved.as_ref().map(|(s, _)| s))?;
     }

@@ -2,11 +2,13 @@
 //! validates its arguments, calls the engine, and returns an error for `main` to print
 //! once.
 
+pub mod animate;
 pub mod bench;
 mod error;
 pub mod generate;
 pub mod models;
 mod preflight;
+pub mod run_args;
 pub mod score;
 pub mod train_demo;
 pub mod train_onestep;
@@ -33,6 +35,9 @@ pub struct Cli {
 pub enum Command {
     /// Make an image from prompts, headless.
     Generate(Box<generate::GenerateArgs>),
+    /// Make an animation: keyframed zoom, rotation and pan, prompt schedules, video
+    /// restyling; frames, GIF and video, headless.
+    Animate(Box<animate::AnimateArgs>),
     /// Print the CLIP cosine similarity of an image with each prompt, one per line.
     Score(score::ScoreArgs),
     /// Train the built-in shapes-world CLIP and VQGAN (about 40 minutes on 2 cores).
@@ -50,6 +55,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Some(Command::Generate(args)) => generate::run(&args),
+        Some(Command::Animate(args)) => animate::run(&args),
         Some(Command::Score(args)) => score::run(&args),
         Some(Command::TrainDemo(args)) => train_demo::run(&args),
         Some(Command::TrainOnestep(args)) => train_onestep::run(&args),
@@ -57,7 +63,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::Bench(args)) => bench::run(&args),
         None => {
             let settings = match &cli.settings {
-                Some(path) => Some(generate::read_settings_file(path)?),
+                Some(path) => Some(run_args::read_settings_file(path)?),
                 None => None,
             };
             crate::ui::run_studio(crate::ui::StudioOptions { settings, start: cli.start }).map_err(CliError::Runtime)

@@ -96,7 +96,7 @@ pub struct TrainOneStepArgs {
     pub candidates: usize,
     /// The meaning test's sampling (default: generate's).
     #[command(flatten)]
-    pub sampling: super::generate::SamplingArgs,
+    pub sampling: super::run_args::SamplingArgs,
 }
 
 fn parse_arch(s: &str) -> Result<Arch, String> {

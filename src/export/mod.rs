@@ -611,6 +611,39 @@ fn run_ffmpeg(
     Ok(())
 }
 
+/// Extracts up to `max_frames` frames of `video` with ffmpeg (found on PATH) into `dir`
+/// (created) as `000000.png`, `000001.png`, …, for restyling; returns how many it wrote.
+/// If ffmpeg is not on PATH returns [`ExportError::FfmpegMissing`].
+pub fn extract_frames(video: &Path, dir: &Path, max_frames: usize) -> Result<usize, ExportError> {
+    let ffmpeg = find_on_path("ffmpeg").ok_or(ExportError::FfmpegMissing)?;
+    crate::files::check_regular(video)?;
+    std::fs::create_dir_all(dir).map_err(|source| ExportError::Write { path: dir.to_path_buf(), source })?;
+    let failed = |msg: String| ExportError::Ffmpeg { path: video.to_path_buf(), msg };
+    let out = Command::new(&ffmpeg)
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(video)
+        .args(["-frames:v", &max_frames.to_string(), "-start_number", "0"])
+        .arg(dir.join("%06d.png"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| failed(format!("cannot start {}: {e}", ffmpeg.display())))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(failed(last_line(&stderr, format!("exited with {}", out.status))));
+    }
+    let count = std::fs::read_dir(dir)
+        .map_err(|source| ExportError::Read { path: dir.to_path_buf(), source })?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+        .count();
+    if count == 0 {
+        return Err(failed("it gave no frames".into()));
+    }
+    Ok(count)
+}
+
 // ---------------------------------------------------------------------------------------
 // Hashing
 // ---------------------------------------------------------------------------------------

@@ -67,9 +67,6 @@ pub struct AnimationSettings {
     pub border: Border,
     /// Iterations each frame optimises for.
     pub iterations_per_frame: Schedule,
-    /// Iterations of the first frame (its start is noise, a draft or an init image),
-    /// when it needs more than the others; `None` uses the schedule's frame 0.
-    pub first_frame_iterations: Option<usize>,
     /// How strongly each frame holds on to its start (the warped previous frame, or the
     /// source frame when restyling): the init loss weight per frame.
     pub init_weight: Schedule,
@@ -108,7 +105,6 @@ impl Default for AnimationSettings {
             translation_y: Schedule::constant(0.0),
             border: Border::Replicate,
             iterations_per_frame: Schedule::constant(10.0),
-            first_frame_iterations: None,
             init_weight: Schedule::constant(0.0),
             lr: Schedule::constant(0.1),
             prompt_weights: Vec::new(),
@@ -163,9 +159,6 @@ impl AnimationSettings {
         if !(self.latent_smoothing.is_finite() && (0.0..1.0).contains(&self.latent_smoothing)) {
             return Err(format!("latent smoothing must be in [0, 1), got {}", self.latent_smoothing));
         }
-        if self.first_frame_iterations.is_some_and(|n| n > MAX_ITERATIONS_PER_FRAME) {
-            return Err(format!("first-frame iterations are at most {MAX_ITERATIONS_PER_FRAME}"));
-        }
         for prompts in self.prompt_frames.values() {
             for p in prompts {
                 parse_prompt(p)?;
@@ -174,9 +167,11 @@ impl AnimationSettings {
         Ok(())
     }
 
-    /// The plan of every frame, from the schedules and the run's own prompts. Errors name
-    /// the schedule, the frame and where in the schedule the problem is.
-    pub fn plan(&self, run_prompts: &[String]) -> Result<Vec<FramePlan>, String> {
+    /// The plan of every frame, from the schedules, the run's own prompts and its
+    /// iterations (frame 0's: it starts from noise, a draft or the init image, as the
+    /// image `generate` makes; the schedule's iterations are the later frames'). Errors
+    /// name the schedule, the frame and where in the schedule the problem is.
+    pub fn plan(&self, run_prompts: &[String], first_iterations: usize) -> Result<Vec<FramePlan>, String> {
         self.validate()?;
         let n = self.frames;
         let eval = |name: &str, s: &Schedule| s.values(n, self.interpolation).map_err(|e| format!("{name}: {e}"));
@@ -214,10 +209,7 @@ impl AnimationSettings {
                 ));
             }
             #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked just above")]
-            let mut iterations = it as usize;
-            if f == 0 {
-                iterations = self.first_frame_iterations.unwrap_or(iterations);
-            }
+            let iterations = if f == 0 { first_iterations } else { it as usize };
             let active = self.prompt_frames.range(..=f).next_back().map_or(run_prompts, |(_, p)| p.as_slice());
             let prompts = active
                 .iter()
@@ -287,12 +279,11 @@ mod tests {
             frames: 4,
             zoom: Schedule::parse("0:(1.0), 3:(1.3)").unwrap(),
             iterations_per_frame: Schedule::parse("0:(5), 2:(2.6)").unwrap(),
-            first_frame_iterations: Some(20),
             prompt_weights: vec![Schedule::parse("0:(1), 3:(0)").unwrap()],
             prompt_frames: BTreeMap::from([(2, vec!["a city:2".to_owned(), "fog:-1:0.5".to_owned()])]),
             ..AnimationSettings::default()
         };
-        let plans = a.plan(&["a forest".to_owned()]).unwrap();
+        let plans = a.plan(&["a forest".to_owned()], 20).unwrap();
         let zooms: Vec<f64> = plans.iter().map(|p| p.motion.zoom).collect();
         assert!(zooms.iter().zip([1.0, 1.1, 1.2, 1.3]).all(|(a, b)| (a - b).abs() < 1e-12), "{zooms:?}");
         let iters: Vec<usize> = plans.iter().map(|p| p.iterations).collect();
@@ -317,15 +308,15 @@ mod tests {
     fn bad_values_name_the_schedule_and_frame() {
         let mut a = AnimationSettings { frames: 3, ..AnimationSettings::default() };
         a.zoom = Schedule::parse("0:(1), 2:(0)").unwrap();
-        assert_eq!(a.plan(&[]).unwrap_err(), "zoom: the value at frame 2 is 0; a zoom must be above 0");
+        assert_eq!(a.plan(&[], 1).unwrap_err(), "zoom: the value at frame 2 is 0; a zoom must be above 0");
         a.zoom = Schedule::parse("0:(1/(t-1))").unwrap();
-        assert!(a.plan(&[]).unwrap_err().starts_with("zoom: at character 4 (\"1/(t-1)\") at frame 1"));
+        assert!(a.plan(&[], 1).unwrap_err().starts_with("zoom: at character 4 (\"1/(t-1)\") at frame 1"));
         a.zoom = Schedule::constant(1.0);
         a.iterations_per_frame = Schedule::parse("0:(-1)").unwrap();
-        assert!(a.plan(&[]).unwrap_err().starts_with("iterations_per_frame: the value at frame 0 is -1"));
+        assert!(a.plan(&[], 1).unwrap_err().starts_with("iterations_per_frame: the value at frame 0 is -1"));
         a.iterations_per_frame = Schedule::constant(1.0);
         a.frames = 0;
-        assert!(a.plan(&[]).unwrap_err().starts_with("frames 0 is out of range"));
+        assert!(a.plan(&[], 1).unwrap_err().starts_with("frames 0 is out of range"));
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl Animation {
             .animation
             .clone()
             .ok_or_else(|| EngineError::Input("these settings have no animation".into()))?;
-        let plans = anim.plan(&settings.prompts).map_err(EngineError::Input)?;
+        let plans = anim.plan(&settings.prompts, settings.iterations).map_err(EngineError::Input)?;
         if !settings.story.is_empty() {
             return Err(EngineError::Input(
                 "an animation changes prompts at frames (a prompt schedule), not with story stages".into(),
@@ -212,8 +212,11 @@ impl Animation {
         s.init_weight = plan.init_weight;
         s.seed = frame_seed(self.settings.seed, plan.frame);
         if plan.frame > 0 {
+            // Later frames refine an image: no draft, and no coarse-to-fine search, which
+            // would move its details in blocks.
             s.init_image = None;
             s.one_step = None;
+            s.coarse.clear();
         }
         s
     }

@@ -78,7 +78,7 @@ mod tests {
             translation_x: Schedule::parse("0:(0), 1:(4)").unwrap(),
             ..AnimationSettings::default()
         };
-        let plans = a.plan(&[]).unwrap();
+        let plans = a.plan(&[], 0).unwrap();
         let card = test_card(64, 48);
         let frames = motion_frames(&card, &plans, Border::Wrap);
         assert_eq!(frames[0], card);

@@ -1,0 +1,308 @@
+//! The flags `generate` and `animate` share — prompts, the start, the canvas, the
+//! cutouts and augmentations, the optimiser, the models, the device, a settings file to
+//! start from and the one-step draft — and how they apply over a run's settings.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::error::CliError;
+use crate::export;
+use crate::settings::prompt::split_story;
+use crate::settings::{Augment, CutMethod, InitNoise, InitWeightMode, OneStepSettings, OptimizerKind, RunSettings};
+
+pub(super) fn input(msg: impl std::fmt::Display) -> CliError {
+    CliError::Input(anyhow::anyhow!("{msg}"))
+}
+
+pub(super) fn runtime(e: impl Into<anyhow::Error>) -> CliError {
+    CliError::Runtime(e.into())
+}
+
+/// The flags of a run that `generate` and `animate` share.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A text prompt "text[:weight[:stop]]"; repeat, or join with "|"; "^" starts the next story stage.
+    #[arg(short = 'p', long = "prompt")]
+    pub prompts: Vec<String>,
+    /// A target image "PATH[:weight[:stop]]"; repeatable.
+    #[arg(long = "image-prompt")]
+    pub image_prompts: Vec<String>,
+    /// A noise prompt "SEED[:weight]"; repeatable.
+    #[arg(long = "noise-prompt")]
+    pub noise_prompts: Vec<String>,
+    /// Start from this image instead of random codes.
+    #[arg(long)]
+    pub init_image: Option<PathBuf>,
+    /// constant (the notebook) or decay (nerdyrodent).
+    #[arg(long)]
+    pub init_weight_mode: Option<String>,
+    /// Without an init image: codes, pixels or gradient.
+    #[arg(long)]
+    pub init_noise: Option<String>,
+    /// Canvas size WxH (rounded down to the VQGAN's factor).
+    #[arg(short = 's', long)]
+    pub size: Option<String>,
+    /// Cutouts per iteration.
+    #[arg(long)]
+    pub cutn: Option<usize>,
+    #[arg(long)]
+    pub cut_pow: Option<f64>,
+    /// notebook (random crops) or pooled (nerdyrodent's whole-image pooling).
+    #[arg(long)]
+    pub cut_method: Option<String>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// adam, adamw, adagrad, adamax or rmsprop.
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Comma-separated augmentations (flip, affine, perspective, jitter, erase, blur, noise), or "none".
+    #[arg(long)]
+    pub augment: Option<String>,
+    /// The cutout noise factor.
+    #[arg(long)]
+    pub noise_fac: Option<f64>,
+    /// Smoothness (total variation) loss weight.
+    #[arg(long)]
+    pub tv_weight: Option<f64>,
+    /// Coarse-to-fine search "FACTOR:UNTIL[,…]": the latent moves in FACTOR×FACTOR token
+    /// blocks until iteration UNTIL (e.g. "4:40,2:80"); "none" is the notebook's search.
+    #[arg(long)]
+    pub coarse: Option<String>,
+    /// The VQGAN checkpoint (.ckpt or .safetensors, with its .yaml beside it), or an
+    /// installed model's name (see `clipcanvas models list`).
+    #[arg(long)]
+    pub vqgan: Option<PathBuf>,
+    /// The VQGAN's YAML, if not beside the checkpoint.
+    #[arg(long)]
+    pub vqgan_config: Option<PathBuf>,
+    /// A Hugging Face CLIP folder, or an installed model's name (e.g. clip-vit-b-32).
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
+    /// cpu, cuda[:N] or metal.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Start from a settings file (JSON) or a PNG made by clipcanvas; flags override it.
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    /// Start from a one-step draft: a one-step model draws candidates for the prompts in
+    /// one pass and CLIP ranks them; --iterations then defaults to 0 (the draft alone).
+    #[arg(long)]
+    pub one_step: bool,
+    /// The one-step model's folder (default: the shapes world's); implies --one-step.
+    #[arg(long)]
+    pub onestep: Option<PathBuf>,
+    /// One-step candidates to draw and rank (default 8).
+    #[arg(long)]
+    pub candidates: Option<usize>,
+    /// Which ranked candidate to start from (0: CLIP's favourite).
+    #[arg(long)]
+    pub pick: Option<usize>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Run even when the run's estimated memory is more than the machine has available
+    /// (it is refused otherwise; with too little memory it may then be killed).
+    #[arg(long)]
+    pub no_memory_check: bool,
+}
+
+/// The prompt flags as prompt stages: one set, or story stages split at "^".
+pub(super) fn prompt_stages(prompts: &[String]) -> Vec<Vec<String>> {
+    split_story(&prompts.join(" | ").replace("| ^ |", "^"))
+}
+
+/// The settings a run starts from: the resumed session's, a settings file's, the shapes
+/// world's when no model is named, or the defaults.
+pub(super) fn base_settings(a: &RunArgs) -> Result<RunSettings, CliError> {
+    Ok(match &a.settings {
+        Some(path) => read_settings_file(path)?,
+        // Without models the built-in shapes world runs, with the settings it was made for.
+        None if a.vqgan.is_none() && a.clip.is_none() => RunSettings::shapes_world(),
+        None => RunSettings::default(),
+    })
+}
+
+/// Applies the shared flags over `s` (the prompts as one set or story stages; the
+/// caller validates once its own flags are in).
+pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError> {
+    if !a.prompts.is_empty() {
+        let stages = prompt_stages(&a.prompts);
+        if stages.len() > 1 {
+            s.story = stages;
+            s.prompts.clear();
+        } else {
+            s.prompts = stages.into_iter().next().unwrap_or_default();
+            s.story.clear();
+        }
+    }
+    if !a.image_prompts.is_empty() {
+        s.image_prompts.clone_from(&a.image_prompts);
+    }
+    if !a.noise_prompts.is_empty() {
+        s.noise_prompts.clone_from(&a.noise_prompts);
+    }
+    if a.init_image.is_some() {
+        s.init_image.clone_from(&a.init_image);
+    }
+    if let Some(m) = &a.init_weight_mode {
+        s.init_weight_mode = match m.as_str() {
+            "constant" => InitWeightMode::Constant,
+            "decay" => InitWeightMode::Decay,
+            _ => return Err(input(format!("--init-weight-mode must be constant or decay, got {m:?}"))),
+        };
+    }
+    if let Some(n) = &a.init_noise {
+        s.init_noise = match n.as_str() {
+            "codes" => InitNoise::Codes,
+            "pixels" => InitNoise::Pixels,
+            "gradient" => InitNoise::Gradient,
+            _ => return Err(input(format!("--init-noise must be codes, pixels or gradient, got {n:?}"))),
+        };
+    }
+    if let Some(size) = &a.size {
+        (s.width, s.height) = parse_size(size)?;
+    }
+    if let Some(v) = a.cutn {
+        s.cutn = v;
+    }
+    if let Some(v) = a.cut_pow {
+        s.cut_pow = v;
+    }
+    if let Some(m) = &a.cut_method {
+        s.cut_method = match m.as_str() {
+            "notebook" => CutMethod::Notebook,
+            "pooled" => CutMethod::Pooled,
+            _ => return Err(input(format!("--cut-method must be notebook or pooled, got {m:?}"))),
+        };
+    }
+    if let Some(v) = a.seed {
+        s.seed = v;
+    }
+    if let Some(o) = &a.optimizer {
+        s.optimizer = OptimizerKind::parse(o).ok_or_else(|| {
+            let names: Vec<&str> = OptimizerKind::ALL.iter().map(|k| k.name()).collect();
+            input(format!("unknown optimizer {o:?} (expected one of {})", names.join(", ")))
+        })?;
+    }
+    if let Some(list) = &a.augment {
+        s.augments = if list.trim().eq_ignore_ascii_case("none") {
+            Vec::new()
+        } else {
+            list.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| Augment::parse(n).ok_or_else(|| input(format!("unknown augmentation {n:?}"))))
+                .collect::<Result<_, _>>()?
+        };
+    }
+    if let Some(v) = a.noise_fac {
+        s.noise_fac = v;
+    }
+    if let Some(v) = a.tv_weight {
+        s.tv_weight = v;
+    }
+    if let Some(v) = &a.coarse {
+        s.coarse = crate::settings::coarse::parse_schedule(v).map_err(input)?;
+    }
+    if a.vqgan.is_some() {
+        s.vqgan.clone_from(&a.vqgan);
+    }
+    if a.vqgan_config.is_some() {
+        s.vqgan_config.clone_from(&a.vqgan_config);
+    }
+    if a.clip.is_some() {
+        s.clip.clone_from(&a.clip);
+    }
+    if let Some(d) = &a.device {
+        s.device.clone_from(d);
+    }
+    Ok(())
+}
+
+/// Reads settings from a JSON file or from a clipcanvas PNG's metadata.
+pub fn read_settings_file(path: &Path) -> Result<RunSettings, CliError> {
+    export::read_settings_file(path).map_err(input)
+}
+
+pub(super) fn parse_size(s: &str) -> Result<(usize, usize), CliError> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| input(format!("size {s:?} must be WxH, e.g. 256x256")))?;
+    let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| input(format!("size {s:?} must be WxH, e.g. 256x256")));
+    Ok((parse(w)?, parse(h)?))
+}
+
+/// One-step sampling flags, shared by `generate` and `train-onestep --evaluate`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SamplingArgs {
+    /// One-step sampling temperature (0: always the likeliest code).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// One-step sampling: keep the k likeliest codes (0: all).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// One-step sampling: keep the likeliest codes holding this share of probability.
+    #[arg(long)]
+    pub top_p: Option<f64>,
+}
+
+impl SamplingArgs {
+    /// Whether any of the flags was given.
+    pub fn given(&self) -> bool {
+        self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some()
+    }
+
+    /// Sets what the flags give in `s`.
+    pub fn apply(&self, s: &mut crate::settings::Sampling) {
+        if let Some(v) = self.temperature {
+            s.temperature = v;
+        }
+        if let Some(v) = self.top_k {
+            s.top_k = v;
+        }
+        if let Some(v) = self.top_p {
+            s.top_p = v;
+        }
+    }
+}
+
+/// Applies the one-step flags: any of them turns drafting on (the sampling ones only
+/// with --one-step or settings that draft already).
+/// `iterations_given`: the run's iterations were given (else a draft defaults them to
+/// 0); `save_candidates`: generate's --save-candidates, which needs a draft too.
+pub(super) fn merge_one_step(
+    a: &RunArgs,
+    iterations_given: bool,
+    save_candidates: bool,
+    s: &mut RunSettings,
+) -> Result<(), CliError> {
+    let sampling_flag = a.candidates.is_some() || a.pick.is_some() || a.sampling.given();
+    let asked = a.one_step || a.onestep.is_some();
+    if !asked && s.one_step.is_none() {
+        if sampling_flag || save_candidates {
+            return Err(input(
+                "--candidates, --pick, --temperature, --top-k, --top-p and --save-candidates need --one-step",
+            ));
+        }
+        return Ok(());
+    }
+    if asked && s.one_step.is_none() {
+        if !iterations_given {
+            s.iterations = 0;
+        }
+        // The draft already holds the large regions coarse-to-fine search would settle.
+        if a.coarse.is_none() {
+            s.coarse.clear();
+        }
+    }
+    let one = s.one_step.get_or_insert_with(OneStepSettings::default);
+    if a.onestep.is_some() {
+        one.model.clone_from(&a.onestep);
+    }
+    if let Some(v) = a.candidates {
+        one.candidates = v;
+    }
+    if let Some(v) = a.pick {
+        one.pick = v;
+    }
+    a.sampling.apply(&mut one.sampling);
+    Ok(())
+}
