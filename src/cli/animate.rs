@@ -35,7 +35,6 @@ use crate::settings::RunSettings;
 pub const STATE_FILE: &str = "animation.state";
 
 #[derive(Debug, Args)]
-#[expect(clippy::struct_excessive_bools, reason = "independent switches, as clap flags")]
 pub struct AnimateArgs {
     #[command(flatten)]
     pub run: RunArgs,
@@ -164,7 +163,8 @@ fn merge_settings(a: &AnimateArgs, mut s: RunSettings) -> Result<RunSettings, Cl
             .collect::<Result<_, _>>()?;
     }
     if let Some(b) = &a.border {
-        anim.border = Border::parse(b).ok_or_else(|| input(format!("--border must be replicate or wrap, got {b:?}")))?;
+        anim.border =
+            Border::parse(b).ok_or_else(|| input(format!("--border must be replicate or wrap, got {b:?}")))?;
     }
     if let Some(e) = &a.interpolation {
         anim.interpolation = Easing::parse(e)
@@ -211,7 +211,8 @@ fn frame_path(dir: &Path, frame: usize) -> PathBuf {
 }
 
 /// Refuses a frames folder that holds another animation (its frames or state) or is
-/// not a folder, so no one's frames are overwritten.
+/// not a folder, so no one's frames are overwritten, and one that cannot be created or
+/// written. Creates nothing.
 fn check_new_frames_dir(dir: &Path) -> Result<(), CliError> {
     if dir.exists() && !dir.is_dir() {
         return Err(input(format!("{}: not a folder (--frames-dir names the folder for the frames)", dir.display())));
@@ -223,19 +224,19 @@ fn check_new_frames_dir(dir: &Path) -> Result<(), CliError> {
             dir.display()
         )));
     }
-    std::fs::create_dir_all(dir).map_err(|e| input(format!("{}: cannot create the frames folder ({e})", dir.display())))?;
-    crate::files::check_writable(&frame_path(dir, 0)).map_err(input)
+    super::generate::check_frames_dir(dir)
 }
 
 /// Where the video's frames go when restyling a video: a `source` folder in the frames
 /// folder, extracted once.
 fn extract_video(video: &Path, frames_dir: &Path, frames: Option<usize>) -> Result<PathBuf, CliError> {
-    export::check_ffmpeg().map_err(|e| input(format!("--input-video: {e}")))?;
     let dir = frames_dir.join("source");
-    let n = export::extract_frames(video, &dir, frames.unwrap_or(crate::settings::animation::MAX_FRAMES))
-        .map_err(|e| match e {
-            export::ExportError::Ffmpeg { .. } | export::ExportError::Refused(_) => input(e),
-            e => runtime(e),
+    let n =
+        export::extract_frames(video, &dir, frames.unwrap_or(crate::settings::animation::MAX_FRAMES)).map_err(|e| {
+            match e {
+                export::ExportError::Ffmpeg { .. } | export::ExportError::Refused(_) => input(e),
+                e => runtime(e),
+            }
         })?;
     eprintln!("note: {n} frames of {} extracted into {}", video.display(), dir.display());
     Ok(dir)
@@ -299,6 +300,17 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// Refuses an animation with nothing to optimise toward.
+fn check_objective(s: &RunSettings) -> Result<(), CliError> {
+    let scheduled = s.animation.as_ref().is_some_and(|an| !an.prompt_frames.is_empty());
+    if s.prompts.is_empty() && s.image_prompts.is_empty() && s.noise_prompts.is_empty() && !scheduled {
+        return Err(input(
+            "nothing to optimise: give a prompt (-p), a prompt schedule, an image prompt or a noise prompt",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the GIF and video paths before any work.
 fn check_outputs(a: &AnimateArgs, frames_dir: &Path) -> Result<(), CliError> {
     if let Some(gif) = &a.gif {
@@ -342,7 +354,8 @@ fn write_animations(a: &AnimateArgs, dir: &Path, frames: usize, fps: f64) -> Res
 fn preview(a: &AnimateArgs, settings: &RunSettings, dir: &Path) -> Result<(), CliError> {
     let anim = settings.animation.clone().unwrap_or_default();
     let plans = anim.plan(&settings.prompts, settings.iterations).map_err(input)?;
-    let (w, h) = (u32::try_from(settings.width).unwrap_or(u32::MAX), u32::try_from(settings.height).unwrap_or(u32::MAX));
+    let (w, h) =
+        (u32::try_from(settings.width).unwrap_or(u32::MAX), u32::try_from(settings.height).unwrap_or(u32::MAX));
     let first = match (&settings.init_image, &anim.input_frames) {
         (Some(path), _) => resize_exact_lanczos(&load_rgb(path)?, w, h),
         (None, Some(dir)) => {
@@ -366,7 +379,9 @@ pub fn run(a: &AnimateArgs) -> Result<(), CliError> {
                 return Err(input("--frames-dir and --resume name different folders: --resume continues in its own"));
             }
             if a.run.settings.is_some() || a.preview_motion {
-                return Err(input("--resume continues with the animation's own settings: leave out --settings and --preview-motion"));
+                return Err(input(
+                    "--resume continues with the animation's own settings: leave out --settings and --preview-motion",
+                ));
             }
             let (saved, next) = Animation::read_state(&dir.join(STATE_FILE))?;
             let merged = merge_settings(a, saved.clone())?;
@@ -382,43 +397,50 @@ pub fn run(a: &AnimateArgs) -> Result<(), CliError> {
                      (only the models, --device, --fps, --gif and --video may be given), or start a new animation",
                 ));
             }
+            check_outputs(a, dir)?;
             (merged, dir.clone(), Some(next))
         }
         None => {
-            let dir = a.frames_dir.clone().ok_or_else(|| input("--frames-dir DIR is needed: the folder for the frames"))?;
-            let mut base = base_settings(&a.run)?;
-            if let Some(video) = &a.input_video {
-                if a.input_frames.is_some() {
-                    return Err(input("--input-frames and --input-video both give the source: use one"));
-                }
-                check_new_frames_dir(&dir)?;
-                let frames = extract_video(video, &dir, a.frames)?;
-                base.animation.get_or_insert_with(AnimationSettings::default).input_frames = Some(frames);
+            let dir =
+                a.frames_dir.clone().ok_or_else(|| input("--frames-dir DIR is needed: the folder for the frames"))?;
+            if a.input_video.is_some() && a.input_frames.is_some() {
+                return Err(input("--input-frames and --input-video both give the source: use one"));
             }
-            let mut s = merge_settings(a, base)?;
+            let mut s = merge_settings(a, base_settings(&a.run)?)?;
+            check_new_frames_dir(&dir)?;
+            check_outputs(a, &dir)?;
+            if a.input_video.is_some() {
+                export::check_ffmpeg().map_err(|e| input(format!("--input-video: {e}")))?;
+            }
             // Restyling makes as many frames as the source has, unless told otherwise.
             if let Some(anim) = s.animation.as_mut() {
                 if let (Some(src), None) = (&anim.input_frames, a.frames) {
                     anim.frames = source_frames(src)?.len().min(crate::settings::animation::MAX_FRAMES);
                 }
             }
-            s.validate().map_err(input)?;
-            if a.input_video.is_none() {
-                check_new_frames_dir(&dir)?;
+            if !a.preview_motion {
+                check_objective(&s)?;
             }
+            // Every schedule evaluated at every frame: a bad value is refused now.
+            if let Some(anim) = &s.animation {
+                anim.plan(&s.prompts, s.iterations).map_err(input)?;
+            }
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| input(format!("{}: cannot create the frames folder ({e})", dir.display())))?;
+            if let Some(video) = &a.input_video {
+                let frames = extract_video(video, &dir, a.frames)?;
+                let anim = s.animation.get_or_insert_with(AnimationSettings::default);
+                if a.frames.is_none() {
+                    anim.frames = source_frames(&frames)?.len().min(crate::settings::animation::MAX_FRAMES);
+                }
+                anim.input_frames = Some(frames);
+            }
+            s.validate().map_err(input)?;
             (s, dir, None)
         }
     };
-    check_outputs(a, &dir)?;
     if a.preview_motion {
         return preview(a, &settings, &dir);
-    }
-    if settings.prompts.is_empty()
-        && settings.image_prompts.is_empty()
-        && settings.noise_prompts.is_empty()
-        && settings.animation.as_ref().is_none_or(|an| an.prompt_frames.is_empty())
-    {
-        return Err(input("nothing to optimise: give a prompt (-p), a prompt schedule, an image prompt or a noise prompt"));
     }
     settings = super::models::resolve_names(settings)?;
     let device = parse_device(&settings.device)?;
@@ -476,7 +498,9 @@ pub fn run(a: &AnimateArgs) -> Result<(), CliError> {
     match end {
         Err(e) => {
             let done = animation.next_frame();
-            let note = if done > 0 { format!("{done} frames are in {}; {}", dir.display(), resume_note()) } else {
+            let note = if done > 0 {
+                format!("{done} frames are in {}; {}", dir.display(), resume_note())
+            } else {
                 "no frame was finished".to_owned()
             };
             Err(CliError::from(e).with_note(&note))

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::error::CliError;
 use super::preflight;
+use super::run_args::{base_settings, input, merge_one_step, merge_run, runtime, RunArgs};
 use crate::engine::device::parse_device;
 use crate::engine::loaded::{load_models, model_files, ModelSource};
 use crate::engine::memory::{self, Nets};
@@ -20,7 +21,6 @@ use crate::engine::observer::{Frame, Observer, StepStats};
 use crate::engine::session::{RunEnd, Session};
 use crate::engine::EngineError;
 use crate::export::{self, FrameSequence};
-use super::run_args::{base_settings, input, merge_one_step, merge_run, runtime, RunArgs};
 use crate::settings::png::{ModelFiles, PngMeta};
 use crate::settings::{LrStep, RunSettings};
 
@@ -71,9 +71,6 @@ pub struct GenerateArgs {
     pub save_candidates: bool,
 }
 
-
-
-
 /// Applies the flags over `base`.
 pub fn merge_settings(a: &GenerateArgs, mut s: RunSettings) -> Result<RunSettings, CliError> {
     merge_run(&a.run, &mut s)?;
@@ -104,8 +101,6 @@ pub fn merge_settings(a: &GenerateArgs, mut s: RunSettings) -> Result<RunSetting
     s.validate().map_err(input)?;
     Ok(s)
 }
-
-
 
 /// The observer of a command-line run: progress, frames on disk, frames kept for GIF/video.
 struct CliObserver {
@@ -237,7 +232,7 @@ fn check_outputs(args: &GenerateArgs) -> Result<export::ImageFormat, CliError> {
 
 /// The frames folder exists and takes files, or its nearest existing ancestor is a folder
 /// that does (the run creates the rest).
-fn check_frames_dir(dir: &Path) -> Result<(), CliError> {
+pub(super) fn check_frames_dir(dir: &Path) -> Result<(), CliError> {
     let cannot = |why: &dyn std::fmt::Display| input(format!("{}: cannot write frames there: {why}", dir.display()));
     let existing = dir
         .ancestors()

@@ -213,10 +213,8 @@ impl Session {
         settings.init_noise = InitNoise::Codes;
         settings.one_step = None;
         let mut session = Self::new(models, settings)?;
-        let (w, h) = (
-            u32::try_from(session.width).unwrap_or(u32::MAX),
-            u32::try_from(session.height).unwrap_or(u32::MAX),
-        );
+        let (w, h) =
+            (u32::try_from(session.width).unwrap_or(u32::MAX), u32::try_from(session.height).unwrap_or(u32::MAX));
         let z = if start.dimensions() == (w, h) {
             encode_rgb(&session.models, start)?
         } else {

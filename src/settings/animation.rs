@@ -191,10 +191,10 @@ impl AnimationSettings {
             .collect::<Result<Vec<_>, _>>()?;
         let mut plans = Vec::with_capacity(n);
         for f in 0..n {
-            if !(zoom[f] > 0.0) {
+            if zoom[f] <= 0.0 {
                 return Err(format!("zoom: the value at frame {f} is {}; a zoom must be above 0", zoom[f]));
             }
-            if !(lr[f] > 0.0) {
+            if lr[f] <= 0.0 {
                 return Err(format!("lr: the value at frame {f} is {}; a learning rate must be above 0", lr[f]));
             }
             if !(0.0..=1.0).contains(&blend[f]) {

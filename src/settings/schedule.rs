@@ -64,7 +64,10 @@ impl Easing {
 enum Value {
     Number(f64),
     /// An expression and its variables' names (as the crate orders them).
-    Expr { expr: exmex::FlatEx<f64>, text: String },
+    Expr {
+        expr: Box<exmex::FlatEx<f64>>,
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -122,7 +125,10 @@ impl Schedule {
     pub fn parse(text: &str) -> Result<Self, String> {
         let chars: Vec<char> = text.chars().collect();
         if chars.len() > MAX_SCHEDULE_CHARS {
-            return Err(format!("the schedule is {} characters long; at most {MAX_SCHEDULE_CHARS} are accepted", chars.len()));
+            return Err(format!(
+                "the schedule is {} characters long; at most {MAX_SCHEDULE_CHARS} are accepted",
+                chars.len()
+            ));
         }
         let trimmed = text.trim();
         if trimmed.is_empty() {
@@ -243,9 +249,11 @@ impl Schedule {
                 Value::Expr { expr, text } => {
                     let until = self.keys.get(n + 1).map_or(frames, |next| next.frame.min(frames));
                     for t in key.frame..until {
-                        known.push((t, eval(expr, t, frames).map_err(|m| {
-                            format!("at character {} ({text:?}) at frame {t}: {m}", key.at + 1)
-                        })?));
+                        known.push((
+                            t,
+                            eval(expr, t, frames)
+                                .map_err(|m| format!("at character {} ({text:?}) at frame {t}: {m}", key.at + 1))?,
+                        ));
                     }
                 }
             }
@@ -285,9 +293,11 @@ fn parse_value(text: &str) -> Result<Value, String> {
     let source = t.replace("**", "^").replace("max_f", "{max_f}");
     let expr = exmex::parse::<f64>(&source).map_err(|e| format!("{t:?} is not an expression ({e})"))?;
     if let Some(unknown) = expr.var_names().iter().find(|v| !VARIABLES.contains(&v.as_str())) {
-        return Err(format!("{t:?} uses {unknown:?}; an expression may use t (the frame), max_f (the frame count) and pi"));
+        return Err(format!(
+            "{t:?} uses {unknown:?}; an expression may use t (the frame), max_f (the frame count) and pi"
+        ));
     }
-    Ok(Value::Expr { expr, text: t.to_owned() })
+    Ok(Value::Expr { expr: Box::new(expr), text: t.to_owned() })
 }
 
 fn eval(expr: &exmex::FlatEx<f64>, t: usize, frames: usize) -> Result<f64, String> {

@@ -108,10 +108,8 @@ impl Animation {
     /// evaluated here, so a bad one is reported before any frame is made.
     pub fn new(models: Arc<Models>, settings: RunSettings) -> Result<Self> {
         settings.validate().map_err(EngineError::Input)?;
-        let anim = settings
-            .animation
-            .clone()
-            .ok_or_else(|| EngineError::Input("these settings have no animation".into()))?;
+        let anim =
+            settings.animation.clone().ok_or_else(|| EngineError::Input("these settings have no animation".into()))?;
         let plans = anim.plan(&settings.prompts, settings.iterations).map_err(EngineError::Input)?;
         if !settings.story.is_empty() {
             return Err(EngineError::Input(
@@ -283,7 +281,8 @@ impl Animation {
             }
             let smoothing = self.anim.latent_smoothing;
             if smoothing > 0.0 {
-                let z = session.latent().detach();
+                // A copy: the variable cannot be set to its own storage.
+                let z = session.latent().copy()?;
                 let ema = match &self.ema {
                     Some(prev) if prev.dims() == z.dims() => ((prev * smoothing)? + (z * (1.0 - smoothing))?)?,
                     _ => z,

@@ -18,16 +18,13 @@ pub fn test_card(width: u32, height: u32) -> RgbImage {
     let arm = (width.min(height) / 64).max(1);
     RgbImage::from_fn(width, height, |x, y| {
         let (right, bottom) = (x + corner >= width, y + corner >= height);
-        match (x < corner || right, y < corner || bottom) {
-            (true, true) => {
-                return match (right, bottom) {
-                    (false, false) => Rgb([40, 80, 230]),
-                    (true, false) => Rgb([40, 200, 60]),
-                    (false, true) => Rgb([235, 210, 40]),
-                    (true, true) => Rgb([220, 50, 200]),
-                };
-            }
-            _ => {}
+        if (x < corner || right) && (y < corner || bottom) {
+            return match (right, bottom) {
+                (false, false) => Rgb([40, 80, 230]),
+                (true, false) => Rgb([40, 200, 60]),
+                (false, true) => Rgb([235, 210, 40]),
+                (true, true) => Rgb([220, 50, 200]),
+            };
         }
         if x.abs_diff(cx) <= arm || y.abs_diff(cy) <= arm {
             return Rgb([220, 40, 40]);
