@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// of the same size where it is missing: the time does not depend on the weights).
     #[arg(long)]
     pub drafts: Option<usize>,
+    /// Time animation frames instead: the warp, encoding, this many iterations and
+    /// decoding, per frame of a slow zoom (-i timed frames after --warmup).
+    #[arg(long)]
+    pub animate: Option<usize>,
     /// Measure even sizes whose estimated memory is more than the machine has available
     /// (they are refused otherwise; with too little memory the process may be killed).
     #[arg(long)]
@@ -80,6 +84,25 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         memory_check: !args.no_memory_check,
     };
     eprintln!("bench: {} on {}, cutn {}", cfg.arch.describe(), args.device, cfg.cutn);
+    if let Some(k) = args.animate {
+        let frames = bench::animation(&cfg, k, &mut |line| eprintln!("  {line}")).map_err(|e| match e {
+            crate::engine::EngineError::Memory(_) => {
+                CliError::Input(anyhow::anyhow!("{e}; --no-memory-check measures it anyway"))
+            }
+            e => e.into(),
+        })?;
+        for f in frames {
+            println!(
+                "{0}x{0}: {1:.2} s a frame ({2} iterations per frame, {3} threads; mean of {4})",
+                f.size,
+                f.seconds_per_frame,
+                f.iterations_per_frame,
+                candle_core::utils::get_num_threads(),
+                args.iterations
+            );
+        }
+        return Ok(());
+    }
     let report = bench::run(&cfg, &mut |line| eprintln!("  {line}")).map_err(|e| match e {
         crate::engine::EngineError::Memory(_) => {
             CliError::Input(anyhow::anyhow!("{e}; --no-memory-check measures it anyway"))

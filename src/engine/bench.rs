@@ -204,6 +204,83 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
     })
 }
 
+/// One canvas size's animation figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FrameReport {
+    pub size: usize,
+    pub iterations_per_frame: usize,
+    /// Mean seconds per timed frame: the warp, encoding, the iterations, decoding.
+    pub seconds_per_frame: f64,
+}
+
+/// Times animation frames: at each size, frame 0 (the random start, no iterations) then
+/// `cfg.warmup` untimed and `cfg.iterations` timed frames of a slow zoom, each
+/// `iterations_per_frame` iterations. `progress` hears one line per frame.
+pub fn animation(
+    cfg: &BenchConfig,
+    iterations_per_frame: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<FrameReport>> {
+    use super::animation::{Animation, AnimationObserver};
+    use crate::settings::animation::{AnimationSettings, FramePlan};
+    use crate::settings::schedule::Schedule;
+
+    struct Clock<'a> {
+        started: Instant,
+        seconds: Vec<f64>,
+        progress: &'a mut dyn FnMut(&str),
+        size: usize,
+    }
+    impl AnimationObserver for Clock<'_> {
+        fn frame_started(&mut self, _plan: &FramePlan) {
+            self.started = Instant::now();
+        }
+        fn frame_done(&mut self, frame: usize, _image: &image::RgbImage, _a: &Animation) -> Result<(), String> {
+            let secs = self.started.elapsed().as_secs_f64();
+            (self.progress)(&format!("{0}x{0} frame {frame}: {secs:.2} s", self.size));
+            self.seconds.push(secs);
+            Ok(())
+        }
+    }
+
+    if cfg.iterations == 0 {
+        return Err(EngineError::Input("bench needs at least one timed frame".into()));
+    }
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    let per_frame = Schedule::constant(iterations_per_frame as f64);
+    let models = Arc::new(random_models(cfg.arch, &cfg.device, cfg.seed)?);
+    let mut out = Vec::new();
+    for &size in &cfg.sizes {
+        let settings = RunSettings {
+            prompts: vec!["a watercolour painting of a lighthouse at dawn".to_owned()],
+            width: size,
+            height: size,
+            cutn: cfg.cutn,
+            iterations: 0,
+            seed: cfg.seed,
+            animation: Some(AnimationSettings {
+                frames: 1 + cfg.warmup + cfg.iterations,
+                zoom: Schedule::constant(1.02),
+                iterations_per_frame: per_frame.clone(),
+                ..AnimationSettings::default()
+            }),
+            ..RunSettings::default()
+        };
+        if cfg.memory_check && cfg.device.is_cpu() {
+            let (clip, vqgan) = cfg.arch.configs();
+            estimate::check(&Nets { vqgan, clip, onestep: None }, &settings, false)?;
+        }
+        let mut animation = Animation::new(Arc::clone(&models), settings)?;
+        let mut clock = Clock { started: Instant::now(), seconds: Vec::new(), progress: &mut *progress, size };
+        animation.run(&mut clock, &std::sync::atomic::AtomicBool::new(false))?;
+        let timed = &clock.seconds[1 + cfg.warmup..];
+        #[expect(clippy::cast_precision_loss, reason = "small counts")]
+        let mean = timed.iter().sum::<f64>() / timed.len().max(1) as f64;
+        out.push(FrameReport { size, iterations_per_frame, seconds_per_frame: mean });
+    }
+    Ok(out)
+}
+
 /// The benchmark's networks, with random weights.
 pub fn random_models(arch: BenchArch, device: &Device, seed: u64) -> Result<Models> {
     let (clip_cfg, vqgan_cfg) = arch.configs();

@@ -253,17 +253,51 @@ impl Animation {
         (side(self.settings.width), side(self.settings.height))
     }
 
+    /// The session of the next frame, set up from its start (the warped previous frame,
+    /// the source frame, or for frame 0 the run's own start) with its plan; `None` when
+    /// every frame is made. Step it for `plan.iterations`, then hand it to
+    /// [`Animation::finish_frame`]. (The studio's worker steps it between commands;
+    /// [`Animation::run`] does all of it.)
+    pub fn start_frame(&self) -> Result<Option<(FramePlan, Session)>> {
+        let Some(plan) = self.plans.get(self.next).cloned() else { return Ok(None) };
+        let settings = self.frame_settings(&plan);
+        let session = match self.start_image(&plan)? {
+            Some(start) => Session::with_start_image(Arc::clone(&self.models), settings, &start)?,
+            None => Session::new(Arc::clone(&self.models), settings)?,
+        };
+        Ok(Some((plan, session)))
+    }
+
+    /// Ends the next frame with its stepped session: the latent smoothed (if asked), the
+    /// image decoded, and the animation moved past it. Returns the frame's image.
+    pub fn finish_frame(&mut self, mut session: Session) -> Result<RgbImage> {
+        let smoothing = self.anim.latent_smoothing;
+        if smoothing > 0.0 {
+            // A copy: the variable cannot be set to its own storage.
+            let z = session.latent().copy()?;
+            let ema = match &self.ema {
+                Some(prev) if prev.dims() == z.dims() => ((prev * smoothing)? + (z * (1.0 - smoothing))?)?,
+                _ => z,
+            };
+            session.set_latent(&ema)?;
+            self.ema = Some(ema);
+        }
+        let image = session.render_rgb()?;
+        if self.next == 0 && self.anim.color_coherence {
+            self.first_colors = Some(lab_stats(&Planar::from_rgb(&image)));
+        }
+        self.previous = Some(image.clone());
+        self.next += 1;
+        Ok(image)
+    }
+
     /// Makes the remaining frames, or stops between two steps when `cancel` is set (the
     /// frame in progress is dropped; resuming makes it again, the same).
     pub fn run(&mut self, observer: &mut dyn AnimationObserver, cancel: &AtomicBool) -> Result<RunEnd> {
-        while self.next < self.plans.len() {
-            let plan = self.plans[self.next].clone();
+        while let Some(plan) = self.plans.get(self.next).cloned() {
+            // Before the start is made: its warp and encoding are part of the frame.
             observer.frame_started(&plan);
-            let settings = self.frame_settings(&plan);
-            let mut session = match self.start_image(&plan)? {
-                Some(start) => Session::with_start_image(Arc::clone(&self.models), settings, &start)?,
-                None => Session::new(Arc::clone(&self.models), settings)?,
-            };
+            let Some((_, mut session)) = self.start_frame()? else { break };
             for notice in session.take_notices() {
                 if plan.frame == 0 {
                     observer.notice(&notice);
@@ -279,23 +313,7 @@ impl Animation {
                 let its = rate.record(started.elapsed().as_secs_f64());
                 observer.on_step(plan.frame, &out.stats(plan.iterations, its));
             }
-            let smoothing = self.anim.latent_smoothing;
-            if smoothing > 0.0 {
-                // A copy: the variable cannot be set to its own storage.
-                let z = session.latent().copy()?;
-                let ema = match &self.ema {
-                    Some(prev) if prev.dims() == z.dims() => ((prev * smoothing)? + (z * (1.0 - smoothing))?)?,
-                    _ => z,
-                };
-                session.set_latent(&ema)?;
-                self.ema = Some(ema);
-            }
-            let image = session.render_rgb()?;
-            if plan.frame == 0 && self.anim.color_coherence {
-                self.first_colors = Some(lab_stats(&Planar::from_rgb(&image)));
-            }
-            self.previous = Some(image.clone());
-            self.next += 1;
+            let image = self.finish_frame(session)?;
             observer.frame_done(plan.frame, &image, self).map_err(EngineError::Output)?;
         }
         Ok(RunEnd::Finished)
