@@ -757,3 +757,74 @@ fn a_number_typed_and_left_with_tab_is_kept() {
     h.run_steps(3);
     assert_eq!(h.state().state.settings.iterations, 77);
 }
+
+/// Selects all of a text field's text and types `text` over it.
+fn retype(h: &mut Harness<'static, StudioApp>, label: &str, text: &str) {
+    h.get_by_label(label).focus();
+    h.run_steps(1);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.run_steps(1);
+    h.get_by_label(label).type_text(text);
+    h.run_steps(2);
+}
+
+#[test]
+fn the_animation_panel_checks_schedules_renders_and_shows_each_finished_frame() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    h.get_by_label("Animation").click();
+    h.run_steps(2);
+    h.get_by_label("Zoom").scroll_to_me();
+    h.run_steps(2);
+    // A schedule that does not parse is named, and Render and the preview wait for it.
+    retype(&mut h, "Zoom", "0:(1.0), 30:(1.04");
+    h.get_by_label_contains("this '(' is never closed");
+    assert!(h.get_by_label("Render animation").accesskit_node().is_disabled());
+    assert!(h.get_by_label("Preview motion").accesskit_node().is_disabled());
+    retype(&mut h, "Zoom", "0:(1.0), 30:(1.04)");
+    assert!(h.query_by_label_contains("never closed").is_none());
+    // A camera preset fills in the camera's schedules.
+    h.get_by_label("Spiral").click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.animation.angle.text(), "2");
+    retype(&mut h, "Zoom", "0:(1.0+0.002*sin(t/5))");
+    h.get_by_label("Preview motion").click();
+    h.run_steps(2);
+    assert!(
+        matches!(link.sent().last(), Some(Command::PreviewMotion(s)) if s.animation.is_some()),
+        "{:?}",
+        link.sent()
+    );
+    h.get_by_label("Render animation").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Start(s)) = sent.last() else { panic!("expected Start, got {sent:?}") };
+    let anim = s.animation.as_ref().expect("an animation");
+    assert_eq!(anim.zoom.text(), "0:(1.0+0.002*sin(t/5))");
+    assert_eq!(anim.angle.text(), "2");
+    assert_eq!(s.prompts, vec!["a big red circle on a blue background:1".to_owned()]);
+    // Finished frames come back one by one into the strip; clicking one shows it.
+    link.push(Event::State(RunState::Running));
+    for index in 0..3 {
+        let f = frame(index, 16, 16);
+        link.push(Event::AnimationFrame { index, total: 60, frame: Arc::new(f.frame.clone()) });
+    }
+    h.run_steps(3);
+    assert_eq!(h.state().anim_frames.len(), 3);
+    h.get_by_label_contains("Frames 3/60");
+    // Live steering waits for the next render: a typed prompt is not sent.
+    let before = link.sent().len();
+    h.state_mut().state.prompts[0].text = "a blue square".into();
+    h.run_steps(40);
+    assert_eq!(link.sent().len(), before, "{:?}", &link.sent()[before..]);
+    h.get_by_label("animation frame 1").click();
+    h.run_steps(2);
+    assert_eq!(h.state().canvas.shown_iteration(), Some(1));
+    // Its settings (schedules included) are what a settings file keeps.
+    let saved = h.state().state.saved_settings();
+    assert_eq!(saved.animation.as_ref().map(|a| a.zoom.text().to_owned()).as_deref(), Some("0:(1.0+0.002*sin(t/5))"));
+    let mut restored = clipcanvas::ui::state::StudioState::default();
+    restored.restore(&saved);
+    assert_eq!(restored.animation, h.state().state.animation);
+    assert!(restored.settings.animation.is_none(), "Start stays a single image");
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::settings::animation::AnimationSettings;
 use crate::settings::prompt::parse_prompt;
 use crate::settings::{OneStepSettings, RunSettings};
 
@@ -67,6 +68,9 @@ pub struct StudioState {
     pub record_every: usize,
     /// How exported animations look.
     pub look: crate::worker::files::Look,
+    /// The Animation panel's frames, camera path and schedules (Render animation runs
+    /// them; Start makes a single image).
+    pub animation: AnimationSettings,
 }
 
 impl Default for StudioState {
@@ -83,6 +87,7 @@ impl Default for StudioState {
             new_seed: true,
             record_every: 0,
             look: crate::worker::files::Look::default(),
+            animation: AnimationSettings::default(),
         }
     }
 }
@@ -123,8 +128,29 @@ impl StudioState {
         Ok(s)
     }
 
+    /// The settings of the animation rendered now: the run's, with the Animation panel's.
+    /// Its prompts are the prompt rows (story stages are not used by an animation).
+    pub fn animation_settings(&self) -> Result<RunSettings, String> {
+        let mut s = self.run_settings_unchecked();
+        s.story.clear();
+        s.animation = Some(self.animation.clone());
+        s.validate()?;
+        if let Some(a) = &s.animation {
+            a.plan(&s.prompts, s.iterations)?;
+        }
+        Ok(s)
+    }
+
+    /// The settings a settings file keeps: the run's and the Animation panel's.
+    pub fn saved_settings(&self) -> RunSettings {
+        let mut s = self.run_settings_unchecked();
+        s.animation = Some(self.animation.clone());
+        s
+    }
+
     fn run_settings_unchecked(&self) -> RunSettings {
         let mut s = self.settings.clone();
+        s.animation = None;
         s.prompts = self.prompt_specs();
         s.story = self
             .story
@@ -179,6 +205,10 @@ impl StudioState {
             })
             .collect();
         self.settings = s.clone();
+        self.settings.animation = None;
+        if let Some(a) = &s.animation {
+            self.animation = a.clone();
+        }
         if let Some(one) = &s.one_step {
             self.draft = one.clone();
         }

@@ -86,6 +86,12 @@ pub fn write_gif(path: &Path, frames: &[Arc<FrameEvent>], look: Look) -> Result<
     crate::export::write_gif(path, &images, delay_ms).map_err(|e| e.to_string())
 }
 
+/// Writes frames as an MP4 video (through ffmpeg), as `look` says.
+pub fn write_video(path: &Path, frames: &[Arc<FrameEvent>], look: Look) -> Result<(), String> {
+    let images: Vec<image::RgbImage> = frames.iter().map(|f| look.apply(&f.frame)).collect();
+    crate::export::write_video(path, &images, look.fps.clamp(1, 240)).map_err(|e| e.to_string())
+}
+
 /// Writes frames as a numbered PNG sequence in `dir`, as `look` says; returns how many.
 pub fn write_sequence(dir: &Path, frames: &[Arc<FrameEvent>], look: Look) -> Result<usize, String> {
     crate::export::FrameSequence::create(dir)

@@ -12,7 +12,10 @@ use crate::settings::RunSettings;
 #[derive(Debug, Clone)]
 pub enum Command {
     /// Loads the models the settings name (unless they are the ones loaded: cached by
-    /// paths and device), builds a session and runs it. Replaces any current run.
+    /// paths and device), builds a session and runs it. Replaces any current run. With
+    /// `settings.animation`, renders the animation: one session a frame, each finished
+    /// frame sent as [`Event::AnimationFrame`]; Pause, Stop and Resume act on the frame
+    /// in progress, and live steering, branching and session files are for single runs.
     Start(Box<RunSettings>),
     /// Stops stepping; the session stays.
     Pause,
@@ -45,6 +48,10 @@ pub enum Command {
     /// Records every k-th iteration's image of the runs that follow into a folder
     /// (`None`: no recording). Sent before the [`Command::Start`] it is for.
     Record(Option<super::recorder::Recording>),
+    /// The camera path alone: the settings' animation applied to its first image (the
+    /// init image, else the session's current image, else a test card) without
+    /// optimising; answered with [`Event::MotionPreview`].
+    PreviewMotion(Box<RunSettings>),
     /// Ends the worker thread (after the commands queued before it).
     Shutdown,
 }
@@ -98,6 +105,15 @@ pub enum Event {
     },
     /// The one-step candidates a run started from, best first.
     Drafts(Arc<Vec<DraftFrame>>),
+    /// A finished frame of an animation (a [`Command::Start`] whose settings carry one):
+    /// frame `index` of `total`.
+    AnimationFrame {
+        index: usize,
+        total: usize,
+        frame: Arc<Frame>,
+    },
+    /// The frames of a motion preview, in order.
+    MotionPreview(Arc<Vec<Frame>>),
 }
 
 /// One ranked one-step candidate, for the studio's picker.

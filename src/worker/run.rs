@@ -17,8 +17,10 @@ use super::protocol::{Command, DraftFrame, Event, FrameEvent, RunState, Steer};
 use super::recorder::Recorder;
 use super::shared::{lock, FRAME_EVERY, OVERFLOW_RETRY};
 use super::timeline::Timeline;
+use crate::engine::animation::preview::{motion_frames, test_card};
+use crate::engine::animation::Animation;
 use crate::engine::device::parse_device;
-use crate::engine::image::tensor_to_rgb;
+use crate::engine::image::{load_rgb, resize_exact_lanczos, tensor_to_rgb};
 use crate::engine::loaded::{load_models, Models};
 use crate::engine::memory::{self, Nets};
 use crate::engine::observer::{Frame, StepRate};
@@ -81,6 +83,8 @@ pub(super) struct Engine {
     pub(super) rate: StepRate,
     /// Where the run's frames are recorded, if they are.
     pub(super) recorder: Option<Recorder>,
+    /// The animation being rendered; `session` is then its frame in progress.
+    pub(super) animation: Option<Animation>,
 }
 
 /// What one step produced.
@@ -124,6 +128,7 @@ impl Engine {
             last_frame: None,
             rate: StepRate::default(),
             recorder: None,
+            animation: None,
         }
     }
 
@@ -216,6 +221,7 @@ impl Engine {
 
     fn clear_session(&mut self) {
         self.session = None;
+        self.animation = None;
         self.kept.clear();
         self.last_frame = None;
         self.rate.clear();
@@ -233,7 +239,10 @@ impl Engine {
             Command::Resume => self.resume(),
             Command::Stop => {
                 if self.session.is_some() && matches!(self.state, RunState::Running | RunState::Paused) {
-                    self.final_frame();
+                    // An animation's frame in progress goes on at Resume; it keeps no latents.
+                    if self.animation.is_none() {
+                        self.final_frame();
+                    }
                     self.set_state(RunState::Stopped);
                 }
             }
@@ -267,11 +276,16 @@ impl Engine {
                     }
                 }
             }
+            Command::PreviewMotion(settings) => self.preview_motion(&settings),
             Command::Shutdown => {}
         }
     }
 
     pub(super) fn start(&mut self, settings: RunSettings) {
+        if settings.animation.is_some() {
+            self.start_animation(settings);
+            return;
+        }
         self.clear_session();
         self.out.clear_frame();
         self.set_state(RunState::Loading);
@@ -303,15 +317,21 @@ impl Engine {
     }
 
     fn build(&mut self, settings: RunSettings) -> Result<Session, String> {
+        let models = self.models_for(&settings)?;
+        Session::new(models, settings).map_err(|e| e.to_string())
+    }
+
+    /// The models the settings name: the loaded ones when they serve, else loaded now.
+    fn models_for(&mut self, settings: &RunSettings) -> Result<Arc<Models>, String> {
         settings.validate().map_err(|e| format!("invalid settings: {e}"))?;
-        let key = ModelKey::of(&settings);
+        let key = ModelKey::of(settings);
         // Each start checks, before any big allocation, that the run fits in the memory
         // available (candle aborts the process when an allocation fails): with the
         // models loaded, the step's share; otherwise theirs too, before loading them.
         let models = match &self.models {
             Some((k, m)) if k.serves(&key) => {
                 if m.device.is_cpu() {
-                    memory::check(&Nets::of_models(m), &settings, true).map_err(|e| e.to_string())?;
+                    memory::check(&Nets::of_models(m), settings, true).map_err(|e| e.to_string())?;
                 }
                 Arc::clone(m)
             }
@@ -321,18 +341,95 @@ impl Engine {
                 crate::process::release_free_memory();
                 let device = parse_device(&settings.device).map_err(|e| e.to_string())?;
                 if device.is_cpu() {
-                    Nets::of_settings(&settings)
-                        .and_then(|nets| memory::check(&nets, &settings, false))
+                    Nets::of_settings(settings)
+                        .and_then(|nets| memory::check(&nets, settings, false))
                         .map_err(|e| e.to_string())?;
                 }
                 let started = Instant::now();
-                let models = Arc::new(load_models(&settings, &device).map_err(|e| e.to_string())?);
+                let models = Arc::new(load_models(settings, &device).map_err(|e| e.to_string())?);
                 self.notice(format!("models loaded in {:.1} s", started.elapsed().as_secs_f64()));
                 self.models = Some((key, Arc::clone(&models)));
                 models
             }
         };
-        Session::new(models, settings).map_err(|e| e.to_string())
+        Ok(models)
+    }
+
+    /// Starts rendering an animation: its first frame's session runs like any other,
+    /// and [`Engine::finish`] moves on frame by frame.
+    fn start_animation(&mut self, settings: RunSettings) {
+        self.clear_session();
+        self.out.clear_frame();
+        self.set_state(RunState::Loading);
+        let started = self.models_for(&settings).and_then(|models| {
+            let animation = Animation::new(models, settings).map_err(|e| e.to_string())?;
+            let first = animation.start_frame().map_err(|e| e.to_string())?;
+            Ok((animation, first))
+        });
+        match started {
+            Ok((animation, Some((_, mut session)))) => {
+                for n in session.take_notices() {
+                    self.notice(n);
+                }
+                self.notice(format!("rendering {} frames", animation.plans().len()));
+                self.animation = Some(animation);
+                self.session = Some(session);
+                self.set_state(RunState::Running);
+            }
+            Ok((_, None)) => self.set_state(RunState::Finished),
+            Err(msg) => {
+                self.error(msg);
+                self.set_state(RunState::Idle);
+            }
+        }
+    }
+
+    /// Ends the animation's frame in progress: sends it, and starts the next frame's
+    /// session (or finishes when it was the last).
+    fn next_animation_frame(&mut self) {
+        let (Some(animation), Some(session)) = (self.animation.as_mut(), self.session.take()) else { return };
+        let index = animation.next_frame();
+        let total = animation.plans().len();
+        let next = animation.finish_frame(session).and_then(|image| Ok((image, animation.start_frame()?)));
+        match next {
+            Ok((image, next)) => {
+                let frame = Frame::from_rgb(&image);
+                self.out.frame(FrameEvent::new(index, frame.clone()));
+                self.out.send(Event::AnimationFrame { index, total, frame: Arc::new(frame) });
+                match next {
+                    Some((_, session)) => self.session = Some(session),
+                    None => {
+                        self.notice(format!("animation finished: {total} frames"));
+                        self.set_state(RunState::Finished);
+                    }
+                }
+            }
+            Err(e) => {
+                self.error(format!("frame {index}: {e}"));
+                self.animation = None;
+                self.set_state(RunState::Stopped);
+            }
+        }
+    }
+
+    /// Sends the motion preview of `settings`' animation.
+    fn preview_motion(&mut self, settings: &RunSettings) {
+        let result = (|| -> Result<Vec<Frame>, String> {
+            let anim = settings.animation.clone().ok_or("these settings have no animation")?;
+            let plans = anim.plan(&settings.prompts, settings.iterations)?;
+            let (w, h) =
+                (u32::try_from(settings.width).unwrap_or(u32::MAX), u32::try_from(settings.height).unwrap_or(u32::MAX));
+            let first = match (&settings.init_image, self.session.as_ref()) {
+                (Some(path), _) => resize_exact_lanczos(&load_rgb(path).map_err(|e| e.to_string())?, w, h),
+                (None, Some(session)) => session.render_rgb().map_err(|e| e.to_string())?,
+                (None, None) => test_card(w, h),
+            };
+            Ok(motion_frames(&first, &plans, anim.border).iter().map(Frame::from_rgb).collect())
+        })();
+        match result {
+            Ok(frames) => self.out.send(Event::MotionPreview(Arc::new(frames))),
+            Err(e) => self.error(format!("motion preview: {e}")),
+        }
     }
 
     /// Iterations left in the current run.
@@ -357,6 +454,10 @@ impl Engine {
 
     /// Applies a live change to the session and records it.
     fn steer(&mut self, f: impl FnOnce(&mut Session) -> Result<String, EngineError>) {
+        if self.animation.is_some() {
+            self.notice("an animation follows its schedules: changes apply when it is rendered again");
+            return;
+        }
         let Some(session) = self.session.as_mut() else {
             self.notice("nothing to steer: start a run first");
             return;
@@ -374,6 +475,10 @@ impl Engine {
     }
 
     pub(super) fn branch(&mut self, from: usize) {
+        if self.animation.is_some() {
+            self.notice("branching is for single runs, not animations");
+            return;
+        }
         if self.session.is_none() {
             self.notice("nothing to branch from: start a run first");
             return;
@@ -444,6 +549,10 @@ impl Engine {
     }
 
     fn save(&mut self, path: &std::path::Path) {
+        if self.animation.is_some() {
+            self.error("the studio keeps an animation in memory; `clipcanvas animate` saves and resumes one");
+            return;
+        }
         let Some(session) = self.session.as_ref() else {
             self.error("no session to save: start a run first");
             return;
@@ -484,7 +593,8 @@ impl Engine {
             return;
         }
         let save_every = session.settings().save_every;
-        let keep = it == 0 || (save_every > 0 && it % save_every == 0);
+        // An animation's frames keep no latents (it is not branched).
+        let keep = self.animation.is_none() && (it == 0 || (save_every > 0 && it % save_every == 0));
         let record = self.recorder.as_ref().is_some_and(|r| r.wants(it));
         let started = Instant::now();
         match advance(session, keep, keep || record || it % FRAME_EVERY.max(1) == 0) {
@@ -535,6 +645,10 @@ impl Engine {
     }
 
     pub(super) fn finish(&mut self) {
+        if self.animation.is_some() {
+            self.next_animation_frame();
+            return;
+        }
         self.final_frame();
         let steering = lock(&self.out.shared.steering).clone();
         if !steering.is_empty() {

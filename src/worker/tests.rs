@@ -494,3 +494,69 @@ fn a_recorded_run_writes_every_kth_iteration_and_its_last_image() {
     until(&worker, is_state(RunState::Finished));
     assert_eq!(names().len(), 4);
 }
+
+/// The finished frames among `events`, in order.
+fn animation_frames(events: &[Event]) -> Vec<(usize, Frame)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::AnimationFrame { index, frame, .. } => Some((*index, (**frame).clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_animation_renders_frame_by_frame_as_the_engine_does_through_stop_and_resume() {
+    use crate::engine::animation::{Animation, AnimationObserver};
+    use crate::settings::animation::AnimationSettings;
+    use crate::settings::schedule::Schedule;
+
+    struct Keep(Vec<image::RgbImage>);
+    impl AnimationObserver for Keep {
+        fn frame_done(&mut self, _f: usize, image: &image::RgbImage, _a: &Animation) -> Result<(), String> {
+            self.0.push(image.clone());
+            Ok(())
+        }
+    }
+    let mut settings = tiny(2);
+    settings.animation = Some(AnimationSettings {
+        frames: 4,
+        iterations_per_frame: Schedule::constant(3.0),
+        zoom: Schedule::constant(1.1),
+        angle: Schedule::parse("0:(0), 3:(9)").expect("schedule"),
+        latent_smoothing: 0.2,
+        ..AnimationSettings::default()
+    });
+    // What the engine makes on its own (the CLI's path).
+    let models = Arc::new(crate::engine::loaded::load_models(&settings, &Device::Cpu).expect("models"));
+    let mut reference = Keep(Vec::new());
+    Animation::new(models, settings.clone())
+        .and_then(|mut a| a.run(&mut reference, &std::sync::atomic::AtomicBool::new(false)))
+        .expect("engine animation");
+
+    let (worker, _) = spawn();
+    start(&worker, settings.clone());
+    let mut events = until(&worker, |e| matches!(e, Event::AnimationFrame { index: 1, .. }));
+    // Live steering does not apply to an animation; stop mid-render, then resume.
+    assert!(worker.send(Command::SetLr(0.5)));
+    assert!(worker.send(Command::Stop));
+    events.extend(until(&worker, is_state(RunState::Stopped)));
+    assert!(events.iter().any(|e| matches!(e, Event::Notice(n) if n.contains("follows its schedules"))));
+    assert!(worker.send(Command::Resume));
+    events.extend(until(&worker, is_state(RunState::Finished)));
+    let frames = animation_frames(&events);
+    assert_eq!(frames.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    for ((i, frame), want) in frames.iter().zip(&reference.0) {
+        assert_eq!(*frame, Frame::from_rgb(want), "frame {i} differs from the engine's");
+    }
+    assert!(events.iter().any(|e| matches!(e, Event::AnimationFrame { total: 4, .. })));
+
+    // The motion preview: with no session left, a test card moved along the path.
+    assert!(worker.send(Command::PreviewMotion(Box::new(settings))));
+    let events = until(&worker, |e| matches!(e, Event::MotionPreview(_)));
+    let Some(Event::MotionPreview(preview)) = events.last() else { panic!("no preview") };
+    assert_eq!(preview.len(), 4);
+    assert_eq!(preview[0], Frame::from_rgb(&crate::engine::animation::preview::test_card(32, 32)));
+    assert_ne!(preview[1], preview[0]);
+}

@@ -31,6 +31,9 @@ impl StudioApp {
                 self.plot.clear();
                 self.kept.clear();
                 self.drafts.clear();
+                self.anim_frames.clear();
+                self.anim_selected = None;
+                self.animating = false;
                 self.selected = None;
                 self.live = None;
                 self.stats = None;
@@ -53,6 +56,7 @@ impl StudioApp {
             }
             UiCommand::ShowLive => {
                 self.selected = None;
+                self.anim_selected = None;
                 if let Some(live) = self.live.clone() {
                     self.canvas.set_frame(live);
                 }
@@ -116,6 +120,24 @@ impl StudioApp {
             }
             UiCommand::FitCanvas => self.canvas.fit(),
             UiCommand::CloseBanner => self.banner = None,
+            UiCommand::RenderAnimation => {
+                if !self.running() {
+                    self.new_seed();
+                    let settings = self.state.animation_settings();
+                    self.begin(settings);
+                }
+            }
+            UiCommand::PreviewMotion => match self.state.animation_settings() {
+                Ok(s) => self.send(Command::PreviewMotion(Box::new(s))),
+                Err(e) => self.say(e, true),
+            },
+            UiCommand::ShowAnimationFrame(i) => {
+                if let Some((f, _)) = self.anim_frames.get(i) {
+                    self.anim_selected = Some(i);
+                    self.canvas.set_frame(Arc::clone(f));
+                }
+            }
+            UiCommand::ExportAnimation { video } => self.export_animation(video),
         }
     }
 
@@ -177,6 +199,13 @@ impl StudioApp {
         self.branch = None;
         self.kept.clear();
         self.drafts.clear();
+        self.animating = settings.animation.is_some();
+        if self.animating {
+            self.anim_frames.clear();
+            self.anim_preview = false;
+            self.anim_selected = None;
+            self.anim_total = settings.animation.as_ref().map_or(0, |a| a.frames);
+        }
         self.draft_pick = 0;
         self.selected = None;
         self.banner = None;

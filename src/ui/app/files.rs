@@ -48,7 +48,7 @@ impl StudioApp {
             Some(s) => s.clone(),
             None => self.state.run_settings().unwrap_or_else(|_| self.state.settings.clone()),
         };
-        if settings.one_step.is_some() {
+        if settings.one_step.is_some() && settings.animation.is_none() {
             // A draft, or a draft refined: the settings that make this very frame.
             settings.iterations = frame.iteration;
         }
@@ -81,12 +81,19 @@ impl StudioApp {
     /// Saves the run on screen in its folder of the outputs folder (after it finished or
     /// stopped); a draft not yet refined is not saved.
     pub(super) fn save_run_output(&mut self) {
-        let (Some(dir), Some(live)) = (self.run_folder.clone(), self.live.clone()) else { return };
-        if live.iteration == 0 {
-            return;
-        }
+        let (Some(dir), Some(mut live)) = (self.run_folder.clone(), self.live.clone()) else { return };
+        let kept: Vec<Arc<FrameEvent>> = if self.animating {
+            // An animation: its finished frames, the last one as the final image.
+            let Some((last, _)) = self.anim_frames.last().filter(|_| !self.anim_preview) else { return };
+            live = Arc::clone(last);
+            self.anim_frames.iter().map(|(f, _)| Arc::clone(f)).collect()
+        } else {
+            if live.iteration == 0 {
+                return;
+            }
+            self.kept.iter().map(|k| Arc::clone(&k.frame)).collect()
+        };
         let settings = self.frame_settings(&live);
-        let kept: Vec<Arc<FrameEvent>> = self.kept.iter().map(|k| Arc::clone(&k.frame)).collect();
         let tx = self.bg_tx.clone();
         spawn_named("clipcanvas-save", move || {
             let meta = PngMeta::new(&settings, live.iteration, model_files_or_none(&settings).0);
@@ -147,7 +154,7 @@ impl StudioApp {
                 });
             }
             Some("json") => {
-                let settings = self.state.run_settings().unwrap_or_else(|_| self.state.settings.clone());
+                let settings = self.state.saved_settings();
                 spawn_named("clipcanvas-export", move || {
                     let result = files::write_settings(&path, &settings).map(|()| format!("saved {}", path.display()));
                     let _ = tx.send(Background::Done(result));
@@ -215,8 +222,29 @@ impl StudioApp {
         });
     }
 
+    /// Writes the animation's frames as a GIF or an MP4, at the animation's speed.
+    pub(super) fn export_animation(&mut self, video: bool) {
+        if self.anim_frames.is_empty() {
+            return self.say("no animation frames yet: render or preview one first", true);
+        }
+        let frames: Vec<Arc<FrameEvent>> = self.anim_frames.iter().map(|(f, _)| Arc::clone(f)).collect();
+        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "fps is 1 to 60")]
+        let look = files::Look { fps: self.state.animation.fps.round().clamp(1.0, 240.0) as u32, ..self.state.look };
+        let tx = self.bg_tx.clone();
+        dialog(move || {
+            let (name, ext, filter) =
+                if video { ("animation.mp4", "mp4", "MP4 video") } else { ("animation.gif", "gif", "GIF") };
+            let dialog = rfd::AsyncFileDialog::new().add_filter(filter, &[ext]).set_file_name(name).save_file();
+            let Some(file) = answer(&tx, dialog) else { return };
+            let path = file.path().to_path_buf();
+            let result =
+                if video { files::write_video(&path, &frames, look) } else { files::write_gif(&path, &frames, look) };
+            let _ = tx.send(Background::Done(result.map(|()| format!("saved {}", path.display()))));
+        });
+    }
+
     pub(super) fn save_settings(&mut self) {
-        let settings = self.state.run_settings().unwrap_or_else(|_| self.state.settings.clone());
+        let settings = self.state.saved_settings();
         let tx = self.bg_tx.clone();
         dialog(move || {
             let Some(file) = answer(

@@ -10,6 +10,7 @@ use egui::{Color32, RichText};
 use super::studio::StudioApp;
 use super::support::percentile;
 use super::ui_command::UiCommand;
+use crate::ui::panels::animation::{self, AnimationAction};
 use crate::ui::panels::images::{self, ImageAction};
 use crate::ui::panels::models::{InUse, ModelsAction};
 use crate::ui::panels::timeline::{self, TimelineAction};
@@ -26,6 +27,7 @@ impl StudioApp {
         });
         let mut image_actions = Vec::new();
         let mut lr_changed = false;
+        let mut anim_action = None;
         egui::Panel::left("side").resizable(true).default_size(360.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 egui::CollapsingHeader::new("Prompts").default_open(true).show(ui, |ui| {
@@ -44,8 +46,20 @@ impl StudioApp {
                     let st = &mut self.state;
                     lr_changed = settings::show(ui, &mut st.settings, &mut st.draft, &mut st.new_seed);
                 });
+                egui::CollapsingHeader::new("Animation").default_open(false).show(ui, |ui| {
+                    let running = self.running();
+                    let frames = self.anim_frames.len();
+                    anim_action =
+                        animation::show(ui, &mut self.state.animation, &mut self.anim_editor, running, frames);
+                });
             });
         });
+        match anim_action {
+            Some(AnimationAction::Preview) => self.ask(UiCommand::PreviewMotion),
+            Some(AnimationAction::Render) => self.ask(UiCommand::RenderAnimation),
+            Some(AnimationAction::Export { video }) => self.ask(UiCommand::ExportAnimation { video }),
+            None => {}
+        }
         egui::Panel::bottom("bottom").resizable(true).default_size(300.0).show(ui, |ui| {
             if let Some(action) = timeline::show(ui, &self.kept, self.selected) {
                 self.ask(match action {
@@ -83,6 +97,9 @@ impl StudioApp {
             });
             if let Some(rank) = self.draft_strip(ui) {
                 self.ask(UiCommand::PickDraft(rank));
+            }
+            if let Some(i) = self.animation_strip(ui) {
+                self.ask(UiCommand::ShowAnimationFrame(i));
             }
             let area = ui.available_rect_before_wrap();
             self.canvas.ui(ui);
@@ -433,6 +450,33 @@ impl StudioApp {
                     clicked = Some(rank);
                 }
             }
+        });
+        clicked
+    }
+
+    /// The animation's finished frames (or a motion preview's) as thumbnails; returns the
+    /// one clicked.
+    pub(super) fn animation_strip(&self, ui: &mut egui::Ui) -> Option<usize> {
+        if self.anim_frames.is_empty() {
+            return None;
+        }
+        let mut clicked = None;
+        ui.horizontal(|ui| {
+            let what = if self.anim_preview { "Motion preview" } else { "Frames" };
+            ui.label(format!("{what} {}/{}", self.anim_frames.len(), self.anim_total.max(self.anim_frames.len())));
+            egui::ScrollArea::horizontal().id_salt("animation strip").stick_to_right(true).show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    for (i, (f, tex)) in self.anim_frames.iter().enumerate() {
+                        let image = egui::Image::new((tex.id(), egui::vec2(44.0, 44.0)));
+                        let r = ui.add(egui::Button::image(image).selected(self.anim_selected == Some(i)));
+                        let name = format!("animation frame {}", f.iteration);
+                        r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, &name));
+                        if r.on_hover_text(format!("frame {}", f.iteration)).clicked() {
+                            clicked = Some(i);
+                        }
+                    }
+                });
+            });
         });
         clicked
     }

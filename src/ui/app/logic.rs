@@ -92,7 +92,8 @@ impl StudioApp {
         if !self.state.prompts.iter().map(|r| r.text.as_str()).eq(self.typed.0.iter().map(String::as_str)) {
             self.typed = (self.state.prompts.iter().map(|r| r.text.clone()).collect(), now);
         }
-        if !self.running() {
+        // An animation follows its schedules; edits apply to the next render.
+        if !self.running() || self.animating {
             return;
         }
         let typing = ctx.memory(|m| m.focused().is_some());
@@ -146,10 +147,44 @@ impl StudioApp {
                     frames.iter().enumerate().map(|(rank, d)| (d.clone(), thumbnail(ctx, &d.frame, rank))).collect();
                 self.draft_pick = 0;
             }
+            Event::AnimationFrame { index, total, frame } => {
+                if index == 0 || self.anim_preview {
+                    self.anim_frames.clear();
+                    self.anim_selected = None;
+                }
+                self.anim_preview = false;
+                self.anim_total = total;
+                let thumb = thumbnail(ctx, &frame, index);
+                self.anim_frames.push((Arc::new(FrameEvent::new(index, (*frame).clone())), thumb));
+            }
+            Event::MotionPreview(frames) => {
+                self.push_log(format!("motion preview: {} frames", frames.len()));
+                self.anim_frames = frames
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| (Arc::new(FrameEvent::new(i, f.clone())), thumbnail(ctx, f, i)))
+                    .collect();
+                self.anim_preview = true;
+                self.anim_total = frames.len();
+                // The end of the path shows where the camera goes.
+                if let Some(last) = self.anim_frames.len().checked_sub(1) {
+                    self.anim_selected = Some(last);
+                    self.canvas.set_frame(Arc::clone(&self.anim_frames[last].0));
+                }
+            }
         }
     }
 
     pub(super) fn accept_frame(&mut self, ctx: &egui::Context, frame: Arc<FrameEvent>) {
+        if self.animating {
+            // An animation's frames evolve on the canvas; its finished frames go to the
+            // frame strip (their latents are not kept: no branching).
+            if self.anim_selected.is_none() && self.selected.is_none() {
+                self.canvas.set_frame(Arc::clone(&frame));
+            }
+            self.live = Some(frame);
+            return;
+        }
         let every = self.state.settings.save_every.max(1);
         let last = self.kept.last().map(|k| k.frame.iteration);
         // Keep the frames whose latents the worker keeps: every save_every iterations,

@@ -104,6 +104,18 @@ pub struct StudioApp {
     /// Why Draft cannot run, for the model paths it was worked out for (VQGAN, CLIP,
     /// one-step model).
     pub(super) draft_check: Option<(DraftKey, Option<String>)>,
+    /// The animation's finished frames (or a motion preview's), with thumbnails.
+    pub anim_frames: Vec<(Arc<FrameEvent>, egui::TextureHandle)>,
+    /// The frames are a motion preview, not a render.
+    pub anim_preview: bool,
+    /// The frames the render will have.
+    pub(super) anim_total: usize,
+    /// The run going (or last run) is an animation render.
+    pub animating: bool,
+    /// The animation frame on the canvas.
+    pub(super) anim_selected: Option<usize>,
+    /// The Animation panel's schedule texts.
+    pub(super) anim_editor: crate::ui::panels::animation::AnimationEditor,
 }
 
 /// The model paths Draft's availability depends on.
@@ -163,6 +175,12 @@ impl StudioApp {
             pending: Vec::new(),
             open_models: false,
             draft_check: None,
+            anim_frames: Vec::new(),
+            anim_preview: false,
+            anim_total: 0,
+            animating: false,
+            anim_selected: None,
+            anim_editor: crate::ui::panels::animation::AnimationEditor::default(),
         };
         app.check_models();
         if let Some(path) = app.state.settings.init_image.clone() {

@@ -65,4 +65,14 @@ pub enum UiCommand {
     CopyOutputsPath,
     FitCanvas,
     CloseBanner,
+    /// Render the Animation panel's animation with the prompts and settings.
+    RenderAnimation,
+    /// Warp the first image along the camera path, without optimising.
+    PreviewMotion,
+    /// Show a finished animation frame (or a preview frame) on the canvas.
+    ShowAnimationFrame(usize),
+    /// Export the animation's frames as a GIF, or an MP4 video.
+    ExportAnimation {
+        video: bool,
+    },
 }

@@ -1,5 +1,6 @@
 //! The studio's side panels, each a function over the part of the state it edits.
 
+pub mod animation;
 pub mod images;
 pub mod models;
 pub mod plot;
