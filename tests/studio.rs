@@ -295,7 +295,8 @@ fn ticking_blur_sends_it_with_the_run_and_unticking_takes_it_back() {
     let mut h = harness_with_settings_open(&link);
     assert!(!h.state().state.settings.augments.contains(&Augment::Blur), "blur is off by default");
     h.get_by_label("blur").scroll_to_me();
-    h.run_steps(2);
+    // Let the scroll settle before clicking where the box now is.
+    h.run_steps(20);
     h.get_by_label("blur").click();
     h.run_steps(2);
     assert!(h.state().state.settings.augments.contains(&Augment::Blur));
@@ -820,6 +821,24 @@ fn the_animation_panel_checks_schedules_renders_and_shows_each_finished_frame() 
     h.get_by_label("animation frame 1").click();
     h.run_steps(2);
     assert_eq!(h.state().canvas.shown_iteration(), Some(1));
+    h.get_by_label("frame 1");
+    // Saved by path (where no file dialog opens), a .gif holds the animation's frames.
+    let dir = tempfile::tempdir().expect("temp");
+    let gif = dir.path().join("animation.gif");
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    h.get_by_label("Save or open by path...").click();
+    h.run_steps(3);
+    let fields: Vec<_> = h.get_all_by_role(egui::accesskit::Role::TextInput).collect();
+    let field = fields.last().expect("the path field");
+    field.focus();
+    field.set_text_value_accesskit(&gif.display().to_string());
+    h.run_steps(2);
+    h.get_by_label("Save").click();
+    until(&mut h, |_| gif.is_file());
+    let decoder = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(std::fs::read(&gif).expect("gif")));
+    use image::AnimationDecoder;
+    assert_eq!(decoder.expect("a GIF").into_frames().count(), 3);
     // Its settings (schedules included) are what a settings file keeps.
     let saved = h.state().state.saved_settings();
     assert_eq!(saved.animation.as_ref().map(|a| a.zoom.text().to_owned()).as_deref(), Some("0:(1.0+0.002*sin(t/5))"));

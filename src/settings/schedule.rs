@@ -116,8 +116,7 @@ const VARIABLES: [&str; 3] = ["max_f", "pi", "t"];
 impl Schedule {
     /// The schedule of one value for every frame.
     pub fn constant(value: f64) -> Self {
-        let text = format!("0:({value})");
-        Self { text, keys: vec![Key { frame: 0, value: Value::Number(value), at: 3 }] }
+        Self { text: value.to_string(), keys: vec![Key { frame: 0, value: Value::Number(value), at: 0 }] }
     }
 
     /// Parses `"F:(V), F:(V), …"` (a bare number is a constant). Errors are one line that

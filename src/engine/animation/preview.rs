@@ -5,7 +5,7 @@
 
 use image::{Rgb, RgbImage};
 
-use super::warp::{warp, Planar};
+use super::warp::warp_rgb;
 use crate::settings::animation::{Border, FramePlan};
 
 /// A `width`×`height` test card: a grey checkerboard of about 8 squares across, a red
@@ -38,16 +38,16 @@ pub fn test_card(width: u32, height: u32) -> RgbImage {
 }
 
 /// The frames of the camera path from `first`: frame 0 is `first`, each later frame the
-/// previous one warped by its frame's motion (in floating point, so the preview itself
-/// adds no rounding).
+/// previous one warped by its frame's motion, rounded to RGB8 between frames as a render
+/// keeps them (so the preview shows the resampling a render's starts go through).
 pub fn motion_frames(first: &RgbImage, plans: &[FramePlan], border: Border) -> Vec<RgbImage> {
-    let mut current = Planar::from_rgb(first);
-    let mut out = Vec::with_capacity(plans.len());
+    let mut out: Vec<RgbImage> = Vec::with_capacity(plans.len());
     for plan in plans {
-        if plan.frame > 0 {
-            current = warp(&current, &plan.motion, border);
-        }
-        out.push(current.to_rgb());
+        let frame = match out.last() {
+            Some(previous) if plan.frame > 0 => warp_rgb(previous, &plan.motion, border),
+            _ => first.clone(),
+        };
+        out.push(frame);
     }
     out
 }
@@ -81,7 +81,7 @@ mod tests {
         assert_eq!(frames[0], card);
         // Two whole-pixel moves of 4: frame 2 is the card moved right by 8, wrapped.
         let moved = Motion { translation_x: 8.0, ..Motion::NONE };
-        assert_eq!(frames[2], warp(&Planar::from_rgb(&card), &moved, Border::Wrap).to_rgb());
+        assert_eq!(frames[2], warp_rgb(&card, &moved, Border::Wrap));
         assert_eq!(frames[2].get_pixel(8, 0), card.get_pixel(0, 0));
     }
 }

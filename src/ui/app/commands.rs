@@ -200,6 +200,7 @@ impl StudioApp {
         self.kept.clear();
         self.drafts.clear();
         self.animating = settings.animation.is_some();
+        self.anim_steps = 0;
         if self.animating {
             self.anim_frames.clear();
             self.anim_preview = false;

@@ -160,6 +160,19 @@ impl StudioApp {
                     let _ = tx.send(Background::Done(result));
                 });
             }
+            Some("gif" | "mp4") if self.animating && !self.anim_frames.is_empty() => {
+                let frames: Vec<Arc<FrameEvent>> = self.anim_frames.iter().map(|(f, _)| Arc::clone(f)).collect();
+                let look = self.animation_look();
+                let video = ext.as_deref() == Some("mp4");
+                spawn_named("clipcanvas-export", move || {
+                    let result = if video {
+                        files::write_video(&path, &frames, look)
+                    } else {
+                        files::write_gif(&path, &frames, look)
+                    };
+                    let _ = tx.send(Background::Done(result.map(|()| format!("saved {}", path.display()))));
+                });
+            }
             Some("gif") | None => {
                 let Some(frames) = self.export_frames_source() else { return };
                 let gif = ext.is_some();
@@ -169,7 +182,10 @@ impl StudioApp {
                 });
             }
             Some(other) => self.say(
-                format!("{}: .{other} is not something clipcanvas saves (png, gif, json, or a folder)", path.display()),
+                format!(
+                    "{}: .{other} is not something clipcanvas saves (png, gif, mp4 for an animation, json, or a folder)",
+                    path.display()
+                ),
                 true,
             ),
         }
@@ -222,14 +238,20 @@ impl StudioApp {
         });
     }
 
+    /// How animation frames are exported: the export look at the animation's speed.
+    fn animation_look(&self) -> files::Look {
+        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "fps is 1 to 60")]
+        let fps = self.state.animation.fps.round().clamp(1.0, 240.0) as u32;
+        files::Look { fps, ..self.state.look }
+    }
+
     /// Writes the animation's frames as a GIF or an MP4, at the animation's speed.
     pub(super) fn export_animation(&mut self, video: bool) {
         if self.anim_frames.is_empty() {
             return self.say("no animation frames yet: render or preview one first", true);
         }
         let frames: Vec<Arc<FrameEvent>> = self.anim_frames.iter().map(|(f, _)| Arc::clone(f)).collect();
-        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "fps is 1 to 60")]
-        let look = files::Look { fps: self.state.animation.fps.round().clamp(1.0, 240.0) as u32, ..self.state.look };
+        let look = self.animation_look();
         let tx = self.bg_tx.clone();
         dialog(move || {
             let (name, ext, filter) =

@@ -91,8 +91,17 @@ impl StudioApp {
                         self.canvas.split = split.then_some(0.5);
                     }
                 }
-                if let Some(i) = self.canvas.shown_iteration() {
-                    ui.label(format!("iteration {i}"));
+                match (self.anim_selected, self.canvas.shown_iteration()) {
+                    (Some(_), Some(f)) => {
+                        ui.label(format!("{} {f}", if self.anim_preview { "preview frame" } else { "frame" }));
+                    }
+                    (None, Some(i)) if self.animating => {
+                        ui.label(format!("frame {} - iteration {i}", self.anim_frames.len()));
+                    }
+                    (None, Some(i)) => {
+                        ui.label(format!("iteration {i}"));
+                    }
+                    _ => {}
                 }
             });
             if let Some(rank) = self.draft_strip(ui) {
@@ -367,6 +376,9 @@ impl StudioApp {
         };
         ui.label(state);
         let Some(s) = &self.stats else { return };
+        if self.animating && !self.anim_preview {
+            return self.animation_progress(ui, s);
+        }
         // A branch counts from its kept frame: iteration `from` + the steps since it began.
         let (offset, prefix) = match self.branch {
             Some((from, Some(base))) if s.iteration >= base => (base - from, format!("branch from {from}: ")),
@@ -382,6 +394,28 @@ impl StudioApp {
         let mut text = format!("{prefix}{done}/{total} - loss {:.4} - {:.2} it/s", s.total_loss, s.its_per_sec);
         if let Some(eta) = eta {
             text.push_str(&format!(" - {} left", clock(eta)));
+        }
+        ui.add(egui::ProgressBar::new(fraction.clamp(0.0, 1.0)).desired_width(360.0).text(text));
+    }
+
+    /// An animation's progress: the frame and its iteration, and the time left at this
+    /// frame's speed and iterations.
+    fn animation_progress(&self, ui: &mut egui::Ui, s: &crate::worker::StepStats) {
+        let total = self.anim_total.max(1);
+        let done = self.anim_frames.len().min(total);
+        let within = (s.iteration + 1).min(s.iterations.max(1));
+        #[expect(clippy::cast_precision_loss, reason = "a progress fraction")]
+        let fraction = (done as f32 + within as f32 / s.iterations.max(1) as f32) / total as f32;
+        // Frames are numbered from 0, as in the schedules and the files.
+        let mut text = format!(
+            "{done} of {total} frames done - iteration {within}/{} - loss {:.4} - {:.2} it/s",
+            s.iterations, s.total_loss, s.its_per_sec
+        );
+        if s.its_per_sec > 0.0 && matches!(self.run_state, RunState::Running) {
+            let left = s.iterations.saturating_sub(within) + total.saturating_sub(done + 1) * s.iterations;
+            #[expect(clippy::cast_precision_loss, reason = "a time estimate")]
+            let eta = left as f64 / s.its_per_sec;
+            text.push_str(&format!(" - about {} left", clock(eta)));
         }
         ui.add(egui::ProgressBar::new(fraction.clamp(0.0, 1.0)).desired_width(360.0).text(text));
     }

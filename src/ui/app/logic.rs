@@ -129,6 +129,12 @@ impl StudioApp {
                 }
                 self.push_log(format!("{s:?}"));
             }
+            Event::Step(stats) if self.animating => {
+                // Each frame counts its iterations from 0; the plot runs on over frames.
+                self.plot.record(self.anim_steps, &stats.losses);
+                self.anim_steps += 1;
+                self.stats = Some(stats);
+            }
             Event::Step(stats) => {
                 if let Some((from, base @ None)) = &mut self.branch {
                     *base = Some(stats.iteration);

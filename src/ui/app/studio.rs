@@ -114,6 +114,8 @@ pub struct StudioApp {
     pub animating: bool,
     /// The animation frame on the canvas.
     pub(super) anim_selected: Option<usize>,
+    /// Steps of the animation render so far (the loss plot's x axis).
+    pub(super) anim_steps: usize,
     /// The Animation panel's schedule texts.
     pub(super) anim_editor: crate::ui::panels::animation::AnimationEditor,
 }
@@ -180,6 +182,7 @@ impl StudioApp {
             anim_total: 0,
             animating: false,
             anim_selected: None,
+            anim_steps: 0,
             anim_editor: crate::ui::panels::animation::AnimationEditor::default(),
         };
         app.check_models();

@@ -209,12 +209,12 @@ pub fn show(
             let l = ui.label(field.label()).on_hover_text(field.hint());
             let mut text = editor.texts[i].clone();
             let bad = editor.errors[i].clone();
-            let mut edit = egui::TextEdit::singleline(&mut text).desired_width(150.0);
+            let mut edit = egui::TextEdit::singleline(&mut text).desired_width(170.0);
             if bad.is_some() {
                 edit = edit.text_color(Color32::from_rgb(230, 80, 80));
             }
             let r = ui
-                .add(edit)
+                .add_sized([170.0, 20.0], edit)
                 .labelled_by(l.id)
                 .on_hover_text(bad.as_deref().unwrap_or("a number, or keyframes like 0:(1.0), 30:(1.04)"));
             if r.changed() {
@@ -284,7 +284,7 @@ pub fn show(
 fn curve(ui: &mut egui::Ui, id: &str, points: &[[f64; 2]]) {
     Plot::new(id)
         .height(28.0)
-        .width(120.0)
+        .width(100.0)
         .show_axes(false)
         .show_grid(false)
         .allow_drag(false)
