@@ -408,16 +408,16 @@ impl StudioApp {
         let fraction = (done as f32 + within as f32 / s.iterations.max(1) as f32) / total as f32;
         // Frames are numbered from 0, as in the schedules and the files.
         let mut text = format!(
-            "{done} of {total} frames done - iteration {within}/{} - loss {:.4} - {:.2} it/s",
+            "{done}/{total} frames - iteration {within}/{} - loss {:.4} - {:.2} it/s",
             s.iterations, s.total_loss, s.its_per_sec
         );
         if s.its_per_sec > 0.0 && matches!(self.run_state, RunState::Running) {
             let left = s.iterations.saturating_sub(within) + total.saturating_sub(done + 1) * s.iterations;
             #[expect(clippy::cast_precision_loss, reason = "a time estimate")]
             let eta = left as f64 / s.its_per_sec;
-            text.push_str(&format!(" - about {} left", clock(eta)));
+            text.push_str(&format!(" - {} left", clock(eta)));
         }
-        ui.add(egui::ProgressBar::new(fraction.clamp(0.0, 1.0)).desired_width(360.0).text(text));
+        ui.add(egui::ProgressBar::new(fraction.clamp(0.0, 1.0)).desired_width(440.0).text(text));
     }
 
     pub(super) fn banners(&mut self, ui: &mut egui::Ui) {
