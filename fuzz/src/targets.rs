@@ -25,6 +25,7 @@ pub const TARGETS: &[&str] = &[
     "session",
     "prompt",
     "catalog",
+    "animation",
 ];
 
 /// The outcome of one input: accepted, or refused with a message.
@@ -43,6 +44,7 @@ pub fn run(name: &str, data: &[u8], fixtures: &Path) -> Outcome {
         "session" => with_file(name, "session", data, |p| session(p, fixtures)),
         "prompt" => prompts(text(data)?),
         "catalog" => catalog(text(data)?),
+        "animation" => animation(text(data)?),
         other => panic!("no fuzz target named {other}"),
     }
 }
@@ -213,4 +215,21 @@ fn prompts(text: &str) -> Outcome {
 /// A model catalog (TOML).
 fn catalog(text: &str) -> Outcome {
     clipcanvas::catalog::entries::Catalog::parse(text, "fuzz").map(drop).map_err(|e| e.to_string())
+}
+
+/// A keyframe schedule (`0:(1.0), 30:(1.04)`, expressions in `t`) evaluated over 97
+/// frames both ways, or a prompt schedule (`{0: "a forest", 60: "a city"}`).
+fn animation(text: &str) -> Outcome {
+    use clipcanvas::settings::animation::parse_prompt_frames;
+    use clipcanvas::settings::schedule::{Easing, Schedule};
+    let schedule = Schedule::parse(text).and_then(|s| {
+        assert_eq!(s.text(), text, "a schedule keeps its text");
+        for easing in Easing::ALL {
+            let values = s.values(97, easing)?;
+            assert_eq!(values.len(), 97);
+            assert!(values.iter().all(|v| v.is_finite()), "a schedule gave a value that is not finite: {values:?}");
+        }
+        Ok(())
+    });
+    schedule.or_else(|_| parse_prompt_frames(text).map(drop))
 }

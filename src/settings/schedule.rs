@@ -273,6 +273,9 @@ impl Schedule {
                 (None, Some(&(_, v))) | (Some((_, v)), None) => v,
                 (None, None) => 0.0,
             };
+            if !v.is_finite() {
+                return Err(format!("at frame {t} the value between keyframes is too large to be a number"));
+            }
             out.push(v);
         }
         Ok(out)
@@ -385,6 +388,12 @@ mod tests {
         assert!(e(&"0:(".repeat(10)).contains("never closed") || e(&"0:(".repeat(10)).contains("nested"));
         assert!(e(&format!("0:({}1{})", "(".repeat(100), ")".repeat(100))).contains("nested deeper than 64"));
         assert!(e(&"1".repeat(MAX_SCHEDULE_CHARS + 1)).contains("at most"));
+        // Finite keyframes whose difference is not.
+        let s = Schedule::parse("0:(-1.7e308), 4:(1.7e308)").unwrap();
+        assert!(s
+            .values(5, Easing::Linear)
+            .unwrap_err()
+            .contains("at frame 1 the value between keyframes is too large"));
         // An expression that fails at some frame says which.
         let s = Schedule::parse("0:(1), 2:(1/(t-3))").unwrap();
         let msg = s.values(5, Easing::Linear).unwrap_err();
