@@ -616,10 +616,15 @@ fn run_ffmpeg(
 /// If ffmpeg is not on PATH returns [`ExportError::FfmpegMissing`].
 pub fn extract_frames(video: &Path, dir: &Path, max_frames: usize) -> Result<usize, ExportError> {
     let ffmpeg = find_on_path("ffmpeg").ok_or(ExportError::FfmpegMissing)?;
+    extract_frames_with(&ffmpeg, video, dir, max_frames)
+}
+
+/// [`extract_frames`] with a given ffmpeg executable.
+fn extract_frames_with(ffmpeg: &Path, video: &Path, dir: &Path, max_frames: usize) -> Result<usize, ExportError> {
     crate::files::check_regular(video)?;
     std::fs::create_dir_all(dir).map_err(|source| ExportError::Write { path: dir.to_path_buf(), source })?;
     let failed = |msg: String| ExportError::Ffmpeg { path: video.to_path_buf(), msg };
-    let out = Command::new(&ffmpeg)
+    let out = Command::new(ffmpeg)
         .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
         .arg(video)
         .args(["-frames:v", &max_frames.to_string(), "-start_number", "0"])

@@ -362,3 +362,33 @@ fn video_pipeline_with_a_fake_ffmpeg() {
     assert!(err.to_string().contains("cannot stream frames"), "{err}");
     assert_eq!(listing(dir.path()), ["run.mp4"]);
 }
+
+#[cfg(unix)]
+#[test]
+fn frames_are_extracted_from_a_video_through_ffmpeg() {
+    let tools = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("clip.mp4");
+    std::fs::write(&video, b"a video").unwrap();
+    let frame = dir.path().join("one.png");
+    gradient(8, 6, 1).save(&frame).unwrap();
+    // A stand-in that writes three frames to the numbered pattern it is given last.
+    let ok = fake_ffmpeg(
+        tools.path(),
+        &format!(r#"for a; do out="$a"; done; for i in 0 1 2; do cp {} "$(printf "$out" $i)"; done"#, frame.display()),
+    );
+    let out = dir.path().join("source");
+    assert_eq!(extract_frames_with(&ok, &video, &out, 100).unwrap(), 3);
+    assert_eq!(listing(&out), ["000000.png", "000001.png", "000002.png"]);
+    // ffmpeg's own complaint, in one line, names the video.
+    let bad = fake_ffmpeg(tools.path(), "echo 'clip.mp4: Invalid data found when processing input' >&2; exit 1");
+    let err = extract_frames_with(&bad, &video, &dir.path().join("s2"), 100).unwrap_err().to_string();
+    assert!(err.contains("Invalid data found") && err.contains("clip.mp4") && !err.contains('\n'), "{err}");
+    // A run that writes nothing is an error too; a video that is not a file is refused first.
+    let none = fake_ffmpeg(tools.path(), "exit 0");
+    assert!(extract_frames_with(&none, &video, &dir.path().join("s3"), 100)
+        .unwrap_err()
+        .to_string()
+        .contains("no frames"));
+    assert!(extract_frames_with(&ok, dir.path(), &dir.path().join("s4"), 100).is_err());
+}
