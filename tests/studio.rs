@@ -635,18 +635,8 @@ fn without_file_dialogs_a_typed_path_saves_and_opens() {
     let mut h = harness(&link);
     *link.frame.lock().expect("lock") = Some(frame(5, 16, 16));
     h.run_steps(2);
-    h.get_by_label("Export").click();
-    h.run_steps(2);
-    h.get_by_label("Save or open by path...").click();
-    h.run_steps(3);
     let target = dir.path().join("mine.png");
-    let fields: Vec<_> = h.get_all_by_role(egui::accesskit::Role::TextInput).collect();
-    let field = fields.last().expect("the path field");
-    field.focus();
-    field.set_text_value_accesskit(&target.display().to_string());
-    h.run_steps(2);
-    h.get_by_label("Save").click();
-    until(&mut h, |_| target.is_file());
+    save_by_path(&mut h, &target);
     assert!(clipcanvas::worker::files::png_settings(&target).is_some(), "the image holds its settings");
 }
 
@@ -727,17 +717,7 @@ fn a_recorded_run_exports_every_recorded_frame_enlarged() {
     *link.frame.lock().expect("lock") = Some(frame(4, 16, 16));
     h.run_steps(2);
     let gif = outputs.path().join("anim.gif");
-    h.get_by_label("Export").click();
-    h.run_steps(2);
-    h.get_by_label("Save or open by path...").click();
-    h.run_steps(3);
-    let fields: Vec<_> = h.get_all_by_role(egui::accesskit::Role::TextInput).collect();
-    let field = fields.last().expect("the path field");
-    field.focus();
-    field.set_text_value_accesskit(&gif.display().to_string());
-    h.run_steps(2);
-    h.get_by_label("Save").click();
-    until(&mut h, |_| gif.is_file());
+    save_by_path(&mut h, &gif);
     until(&mut h, |app| app.banner.as_ref().is_some_and(|b| b.text.contains("5 frames")));
     let decoded = image::open(&gif).expect("a GIF");
     assert_eq!((decoded.width(), decoded.height()), (32, 32), "enlarged x2");
@@ -757,6 +737,22 @@ fn a_number_typed_and_left_with_tab_is_kept() {
     h.key_press(egui::Key::Tab);
     h.run_steps(3);
     assert_eq!(h.state().state.settings.iterations, 77);
+}
+
+/// Saves through Export > Save or open by path... (where no file dialog opens), and
+/// waits until `path` is written.
+fn save_by_path(h: &mut Harness<'static, StudioApp>, path: &std::path::Path) {
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    h.get_by_label("Save or open by path...").click();
+    h.run_steps(3);
+    let fields: Vec<_> = h.get_all_by_role(egui::accesskit::Role::TextInput).collect();
+    let field = fields.last().expect("the path field");
+    field.focus();
+    field.set_text_value_accesskit(&path.display().to_string());
+    h.run_steps(2);
+    h.get_by_label("Save").click();
+    until(h, |_| path.is_file());
 }
 
 /// Selects all of a text field's text and types `text` over it.
@@ -825,17 +821,7 @@ fn the_animation_panel_checks_schedules_renders_and_shows_each_finished_frame() 
     // Saved by path (where no file dialog opens), a .gif holds the animation's frames.
     let dir = tempfile::tempdir().expect("temp");
     let gif = dir.path().join("animation.gif");
-    h.get_by_label("Export").click();
-    h.run_steps(2);
-    h.get_by_label("Save or open by path...").click();
-    h.run_steps(3);
-    let fields: Vec<_> = h.get_all_by_role(egui::accesskit::Role::TextInput).collect();
-    let field = fields.last().expect("the path field");
-    field.focus();
-    field.set_text_value_accesskit(&gif.display().to_string());
-    h.run_steps(2);
-    h.get_by_label("Save").click();
-    until(&mut h, |_| gif.is_file());
+    save_by_path(&mut h, &gif);
     let decoder = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(std::fs::read(&gif).expect("gif")));
     use image::AnimationDecoder;
     assert_eq!(decoder.expect("a GIF").into_frames().count(), 3);

@@ -74,6 +74,8 @@ pub struct GenerateArgs {
 /// Applies the flags over `base`.
 pub fn merge_settings(a: &GenerateArgs, mut s: RunSettings) -> Result<RunSettings, CliError> {
     merge_run(&a.run, &mut s)?;
+    // One image: an animation's settings (from a frame's PNG, say) make its frame 0.
+    s.animation = None;
     if let Some(v) = a.init_weight {
         s.init_weight = v;
     }
