@@ -767,8 +767,9 @@ fn retype(h: &mut Harness<'static, StudioApp>, label: &str, text: &str) {
 
 #[test]
 fn the_animation_panel_checks_schedules_renders_and_shows_each_finished_frame() {
+    let outputs = tempfile::tempdir().expect("temp");
     let link = FakeLink::default();
-    let mut h = harness(&link);
+    let mut h = harness_with_outputs(&link, Some(outputs.path().to_path_buf()));
     h.get_by_label("Animation").click();
     h.run_steps(2);
     h.get_by_label("Zoom").scroll_to_me();
@@ -825,6 +826,17 @@ fn the_animation_panel_checks_schedules_renders_and_shows_each_finished_frame() 
     let decoder = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(std::fs::read(&gif).expect("gif")));
     use image::AnimationDecoder;
     assert_eq!(decoder.expect("a GIF").into_frames().count(), 3);
+    // A finished render is kept in the outputs folder: its last frame (with the
+    // animation's settings) and every frame.
+    link.push(Event::State(RunState::Finished));
+    let run = |o: &std::path::Path| -> Option<PathBuf> {
+        let dir = std::fs::read_dir(o).ok()?.filter_map(Result::ok).map(|e| e.path()).next()?;
+        (dir.join("final.png").is_file() && dir.join("frames").read_dir().ok()?.count() == 3).then_some(dir)
+    };
+    until(&mut h, |_| run(outputs.path()).is_some());
+    let dir = run(outputs.path()).expect("a run folder");
+    let kept = clipcanvas::worker::files::png_settings(&dir.join("final.png")).expect("settings");
+    assert_eq!(kept.animation.map(|a| a.angle.text().to_owned()).as_deref(), Some("2"));
     // Its settings (schedules included) are what a settings file keeps.
     let saved = h.state().state.saved_settings();
     assert_eq!(saved.animation.as_ref().map(|a| a.zoom.text().to_owned()).as_deref(), Some("0:(1.0+0.002*sin(t/5))"));

@@ -81,17 +81,14 @@ impl StudioApp {
     /// Saves the run on screen in its folder of the outputs folder (after it finished or
     /// stopped); a draft not yet refined is not saved.
     pub(super) fn save_run_output(&mut self) {
-        let (Some(dir), Some(mut live)) = (self.run_folder.clone(), self.live.clone()) else { return };
-        let kept: Vec<Arc<FrameEvent>> = if self.animating {
+        let Some(dir) = self.run_folder.clone() else { return };
+        let (live, kept): (Arc<FrameEvent>, Vec<Arc<FrameEvent>>) = if self.animating {
             // An animation: its finished frames, the last one as the final image.
             let Some((last, _)) = self.anim_frames.last().filter(|_| !self.anim_preview) else { return };
-            live = Arc::clone(last);
-            self.anim_frames.iter().map(|(f, _)| Arc::clone(f)).collect()
+            (Arc::clone(last), self.anim_frames.iter().map(|(f, _)| Arc::clone(f)).collect())
         } else {
-            if live.iteration == 0 {
-                return;
-            }
-            self.kept.iter().map(|k| Arc::clone(&k.frame)).collect()
+            let Some(live) = self.live.clone().filter(|l| l.iteration > 0) else { return };
+            (live, self.kept.iter().map(|k| Arc::clone(&k.frame)).collect())
         };
         let settings = self.frame_settings(&live);
         let tx = self.bg_tx.clone();
