@@ -124,6 +124,15 @@ fn the_same_seed_makes_the_same_frames_and_a_png_brings_the_settings_back() {
         let name = format!("frame_{f:05}.png");
         assert_eq!(read(&a.join(&name)), read(&d.path().join("c").join(&name)), "{name} from the PNG's settings");
     }
+    // `generate` with a frame's settings makes one image, the animation's frame 0, and its
+    // PNG claims no animation.
+    let out =
+        bin().current_dir(d.path()).args(["generate", "--settings", "a/frame_00003.png", "-o", "one.png"]).output();
+    ok(&out.unwrap());
+    let one = image::open(d.path().join("one.png")).unwrap().to_rgb8();
+    assert_eq!(one.as_raw(), frame(&a, 0).as_raw());
+    let meta = png_meta(&d.path().join("one.png"));
+    assert!(meta["settings"].get("animation").is_none() && meta.get("frame").is_none(), "{meta}");
 }
 
 #[test]
