@@ -793,11 +793,21 @@ fn the_animation_panel_checks_schedules_renders_and_shows_each_finished_frame() 
         "{:?}",
         link.sent()
     );
+    // The prompt's weight follows a schedule of its own.
+    h.get_by_label("Prompt weights over the frames").click();
+    h.run_steps(2);
+    let weight = "weight of \"a big red circle on a bl\"";
+    h.get_by_label(weight).scroll_to_me();
+    h.run_steps(20);
+    retype(&mut h, weight, "0:(1), 59:(0)");
+    h.get_by_label("Render animation").scroll_to_me();
+    h.run_steps(20);
     h.get_by_label("Render animation").click();
     h.run_steps(2);
     let sent = link.sent();
     let Some(Command::Start(s)) = sent.last() else { panic!("expected Start, got {sent:?}") };
     let anim = s.animation.as_ref().expect("an animation");
+    assert_eq!(anim.prompt_weights.iter().map(|w| w.text()).collect::<Vec<_>>(), ["0:(1), 59:(0)"]);
     assert_eq!(anim.zoom.text(), "0:(1.0+0.002*sin(t/5))");
     assert_eq!(anim.angle.text(), "2");
     assert_eq!(s.prompts, vec!["a big red circle on a blue background:1".to_owned()]);

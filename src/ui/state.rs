@@ -71,6 +71,9 @@ pub struct StudioState {
     /// The Animation panel's frames, camera path and schedules (Render animation runs
     /// them; Start makes a single image).
     pub animation: AnimationSettings,
+    /// Prompt rows' weights over an animation's frames, by row id; a row without one
+    /// keeps its slider's weight.
+    pub weight_schedules: std::collections::BTreeMap<u32, crate::settings::schedule::Schedule>,
 }
 
 impl Default for StudioState {
@@ -88,6 +91,7 @@ impl Default for StudioState {
             record_every: 0,
             look: crate::worker::files::Look::default(),
             animation: AnimationSettings::default(),
+            weight_schedules: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -130,10 +134,17 @@ impl StudioState {
 
     /// The settings of the animation rendered now: the run's, with the Animation panel's.
     /// Its prompts are the prompt rows (story stages are not used by an animation).
+    /// Story stages take turns over the frames (each an equal share, in order).
     pub fn animation_settings(&self) -> Result<RunSettings, String> {
         let mut s = self.run_settings_unchecked();
-        s.story.clear();
-        s.animation = Some(self.animation.clone());
+        let mut anim = self.animation.clone();
+        let stages = std::mem::take(&mut s.story);
+        if stages.len() > 1 {
+            let every = anim.frames.div_ceil(stages.len()).max(1);
+            anim.prompt_frames = stages.into_iter().enumerate().map(|(k, p)| (k * every, p)).collect();
+        }
+        anim.prompt_weights = self.prompt_weight_schedules().unwrap_or_default();
+        s.animation = Some(anim);
         s.validate()?;
         if let Some(a) = &s.animation {
             a.plan(&s.prompts, s.iterations)?;
@@ -141,10 +152,30 @@ impl StudioState {
         Ok(s)
     }
 
+    /// The prompt rows' weight schedules in the order the rows are sent (a row without one
+    /// holds its slider's weight), or `None` when no row has one.
+    fn prompt_weight_schedules(&self) -> Option<Vec<crate::settings::schedule::Schedule>> {
+        let rows: Vec<&PromptRow> = self.sent_rows().collect();
+        rows.iter().any(|r| self.weight_schedules.contains_key(&r.id)).then(|| {
+            rows.iter()
+                .map(|r| {
+                    self.weight_schedules
+                        .get(&r.id)
+                        .cloned()
+                        .unwrap_or_else(|| crate::settings::schedule::Schedule::constant(f64::from(r.weight)))
+                })
+                .collect()
+        })
+    }
+
     /// The settings a settings file keeps: the run's and the Animation panel's.
     pub fn saved_settings(&self) -> RunSettings {
         let mut s = self.run_settings_unchecked();
-        s.animation = Some(self.animation.clone());
+        let mut anim = self.animation.clone();
+        if let Some(weights) = self.prompt_weight_schedules() {
+            anim.prompt_weights = weights;
+        }
+        s.animation = Some(anim);
         s
     }
 
@@ -206,8 +237,16 @@ impl StudioState {
             .collect();
         self.settings = s.clone();
         self.settings.animation = None;
+        self.number_rows();
+        self.weight_schedules.clear();
         if let Some(a) = &s.animation {
             self.animation = a.clone();
+            for (row, schedule) in self.prompts.iter().zip(&a.prompt_weights) {
+                if !schedule.is_constant() {
+                    self.weight_schedules.insert(row.id, schedule.clone());
+                }
+            }
+            self.animation.prompt_weights.clear();
         }
         if let Some(one) = &s.one_step {
             self.draft = one.clone();
@@ -258,6 +297,37 @@ mod tests {
         back.restore(&s);
         assert_eq!(back.prompts[0], st.prompts[0]);
         assert_eq!(back.targets, st.targets);
+    }
+
+    #[test]
+    fn an_animation_takes_story_stages_as_prompt_changes_and_row_weight_schedules() {
+        use crate::settings::schedule::Schedule;
+        let mut st = StudioState {
+            prompts: vec![PromptRow::new("a forest"), PromptRow { weight: 0.5, ..PromptRow::new("fog") }],
+            ..StudioState::default()
+        };
+        st.number_rows();
+        st.animation.frames = 10;
+        let second = st.prompts[1].id;
+        st.weight_schedules.insert(second, Schedule::parse("0:(0), 9:(1)").unwrap());
+        let s = st.animation_settings().unwrap();
+        let a = s.animation.as_ref().unwrap();
+        // The first row keeps its slider's weight; the second follows its schedule.
+        let weights: Vec<&str> = a.prompt_weights.iter().map(Schedule::text).collect();
+        assert_eq!(weights, ["1", "0:(0), 9:(1)"]);
+        assert!(a.prompt_frames.is_empty());
+        // Story stages take turns over the frames, in equal shares.
+        st.story = vec!["a seed".into(), "a sprout | rain:0.5".into(), "a tree".into()];
+        let a = st.animation_settings().unwrap().animation.unwrap();
+        let frames: Vec<usize> = a.prompt_frames.keys().copied().collect();
+        assert_eq!(frames, [0, 4, 8]);
+        assert_eq!(a.prompt_frames[&4], ["a sprout".to_owned(), "rain:0.5".to_owned()]);
+        // Restoring the settings brings the schedule back to its row; Start stays one image.
+        let mut back = StudioState::default();
+        back.restore(&st.saved_settings());
+        assert_eq!(back.weight_schedules.values().map(Schedule::text).collect::<Vec<_>>(), ["0:(0), 9:(1)"]);
+        assert_eq!(back.weight_schedules.keys().copied().collect::<Vec<_>>(), [back.prompts[1].id]);
+        assert!(back.run_settings().unwrap().animation.is_none());
     }
 
     #[test]

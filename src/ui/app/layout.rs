@@ -49,8 +49,18 @@ impl StudioApp {
                 egui::CollapsingHeader::new("Animation").default_open(false).show(ui, |ui| {
                     let running = self.running();
                     let frames = self.anim_frames.len();
-                    anim_action =
-                        animation::show(ui, &mut self.state.animation, &mut self.anim_editor, running, frames);
+                    let rows: Vec<animation::RowInfo> =
+                        self.state.sent_rows().map(|r| (r.id, r.text.clone(), r.weight)).collect();
+                    let st = &mut self.state;
+                    anim_action = animation::show(
+                        ui,
+                        &mut st.animation,
+                        &mut st.weight_schedules,
+                        &rows,
+                        &mut self.anim_editor,
+                        running,
+                        frames,
+                    );
                 });
             });
         });

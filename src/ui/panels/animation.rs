@@ -3,6 +3,8 @@
 //! frames and its error named when it does not parse), camera presets, the deflicker
 //! options, and the buttons that preview the motion, render and export.
 
+use std::collections::BTreeMap;
+
 use egui::{Color32, RichText};
 use egui_plot::{Line, Plot, PlotPoints};
 
@@ -98,6 +100,8 @@ pub struct AnimationEditor {
     values: Vec<Vec<[f64; 2]>>,
     /// What the values were computed for: the texts, the frames and the easing.
     computed_for: Option<(Vec<String>, usize, Easing)>,
+    /// Each prompt row's weight schedule as typed (by row id), with its error.
+    weights: BTreeMap<u32, (String, Option<String>)>,
 }
 
 impl AnimationEditor {
@@ -124,6 +128,7 @@ impl AnimationEditor {
             .iter()
             .zip(&self.errors)
             .find_map(|(f, e)| e.as_ref().map(|e| format!("{}: {e}", f.label().to_lowercase())))
+            .or_else(|| self.weights.values().find_map(|(_, e)| e.as_ref().map(|e| format!("prompt weight: {e}"))))
     }
 
     fn set_text(&mut self, a: &mut AnimationSettings, i: usize, text: String) {
@@ -174,11 +179,17 @@ pub enum AnimationAction {
     Export { video: bool },
 }
 
-/// Draws the panel. `running`: a run or render is going (Render waits); `frames`: how
-/// many finished frames there are to export.
+/// A prompt row as the panel lists it: its id, its text and its slider's weight.
+pub type RowInfo = (u32, String, f32);
+
+/// Draws the panel. `rows`: the prompt rows a run sends, whose weights can follow
+/// schedules (`weights`, by row id); `running`: a run or render is going (Render waits);
+/// `frames`: how many finished frames there are to export.
 pub fn show(
     ui: &mut egui::Ui,
     a: &mut AnimationSettings,
+    weights: &mut BTreeMap<u32, Schedule>,
+    rows: &[RowInfo],
     editor: &mut AnimationEditor,
     running: bool,
     frames: usize,
@@ -224,6 +235,7 @@ pub fn show(
             ui.end_row();
         }
     });
+    prompt_weights(ui, weights, rows, editor);
     if let Some(e) = editor.first_error() {
         ui.label(RichText::new(e).color(Color32::from_rgb(230, 80, 80)).small());
     }
@@ -278,6 +290,53 @@ pub fn show(
         ui.label(format!("{frames} frames"));
     });
     action
+}
+
+/// A weight schedule per prompt row ("weight of …"); an empty field keeps the row's
+/// slider. Story mode's stages take turns over the frames.
+fn prompt_weights(
+    ui: &mut egui::Ui,
+    weights: &mut BTreeMap<u32, Schedule>,
+    rows: &[RowInfo],
+    editor: &mut AnimationEditor,
+) {
+    ui.collapsing("Prompt weights over the frames", |ui| {
+        if rows.is_empty() {
+            ui.label("No prompts yet.");
+        }
+        for (id, text, weight) in rows {
+            let (typed, error) = editor
+                .weights
+                .entry(*id)
+                .or_insert_with(|| (weights.get(id).map(|s| s.text().to_owned()).unwrap_or_default(), None));
+            ui.horizontal(|ui| {
+                let short: String = text.chars().take(24).collect();
+                let l = ui.label(format!("weight of \"{short}\""));
+                let mut edit = egui::TextEdit::singleline(typed).desired_width(150.0).hint_text(format!("{weight}"));
+                if error.is_some() {
+                    edit = edit.text_color(Color32::from_rgb(230, 80, 80));
+                }
+                let r = ui.add(edit).labelled_by(l.id).on_hover_text(
+                    error.as_deref().unwrap_or("a schedule for this prompt's weight; empty keeps the slider's"),
+                );
+                if r.changed() {
+                    if typed.trim().is_empty() {
+                        weights.remove(id);
+                        *error = None;
+                    } else {
+                        match Schedule::parse(typed) {
+                            Ok(s) => {
+                                weights.insert(*id, s);
+                                *error = None;
+                            }
+                            Err(e) => *error = Some(e),
+                        }
+                    }
+                }
+            });
+        }
+        ui.label(RichText::new("Story mode's stages (Prompts) take turns over the frames.").small());
+    });
 }
 
 /// A schedule's values over the frames, as a small line plot.
