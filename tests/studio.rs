@@ -796,7 +796,7 @@ fn the_animation_panel_checks_schedules_renders_and_shows_each_finished_frame() 
     // The prompt's weight follows a schedule of its own.
     h.get_by_label("Prompt weights over the frames").click();
     h.run_steps(2);
-    let weight = "weight of \"a big red circle on a bl\"";
+    let weight = "weight of \"a big red circle on a bl…\"";
     h.get_by_label(weight).scroll_to_me();
     h.run_steps(20);
     retype(&mut h, weight, "0:(1), 59:(0)");

@@ -310,7 +310,10 @@ fn prompt_weights(
                 .entry(*id)
                 .or_insert_with(|| (weights.get(id).map(|s| s.text().to_owned()).unwrap_or_default(), None));
             ui.horizontal(|ui| {
-                let short: String = text.chars().take(24).collect();
+                let mut short: String = text.chars().take(24).collect();
+                if text.chars().count() > 24 {
+                    short.push('…');
+                }
                 let l = ui.label(format!("weight of \"{short}\""));
                 let mut edit = egui::TextEdit::singleline(typed).desired_width(150.0).hint_text(format!("{weight}"));
                 if error.is_some() {
