@@ -179,7 +179,16 @@ fn an_animation_stopped_by_ctrl_c_resumes_to_the_same_frames() {
     }
     let gif = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(read(&d.path().join("cut.gif")))).unwrap();
     use image::AnimationDecoder;
-    assert_eq!(gif.into_frames().count(), 5);
+    let frames = gif.into_frames().collect_frames().unwrap();
+    assert_eq!(frames.len(), 5);
+    // 12 fps: 83 ms a frame, which GIF keeps in hundredths (80 ms).
+    assert_eq!(frames[0].delay().numer_denom_ms(), (80, 1), "the animation's own 12 fps");
+    // A finished animation can be exported again at another speed.
+    let out =
+        bin().current_dir(d.path()).args(["animate", "--resume", "cut", "--fps", "5", "--gif", "slow.gif"]).output();
+    ok(&out.unwrap());
+    let slow = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(read(&d.path().join("slow.gif")))).unwrap();
+    assert_eq!(slow.into_frames().collect_frames().unwrap()[0].delay().numer_denom_ms(), (200, 1));
     // Resuming a finished animation makes nothing more.
     let out = bin().current_dir(d.path()).args(["animate", "--resume", "cut"]).output().unwrap();
     assert!(ok(&out).stderr.contains("5 frames in cut"));

@@ -471,7 +471,8 @@ pub fn run(a: &AnimateArgs) -> Result<(), CliError> {
         None => Animation::new(models, settings.clone())?,
     };
     let frames = animation.plans().len();
-    let fps = animation.settings().animation.as_ref().map_or(12.0, |an| an.fps);
+    // The merged settings: a resumed animation may be given another --fps.
+    let fps = settings.animation.as_ref().map_or(12.0, |an| an.fps);
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = Arc::clone(&cancel);
