@@ -26,7 +26,7 @@ use crate::engine::observer::StepStats;
 use crate::engine::session::RunEnd;
 use crate::engine::EngineError;
 use crate::export;
-use crate::settings::animation::{parse_prompt_frames, AnimationSettings, Border, FramePlan};
+use crate::settings::animation::{parse_prompt_frames, story_frames, AnimationSettings, Border, FramePlan};
 use crate::settings::png::{ModelFiles, PngMeta};
 use crate::settings::schedule::{Easing, Schedule};
 use crate::settings::RunSettings;
@@ -190,9 +190,7 @@ fn merge_settings(a: &AnimateArgs, mut s: RunSettings) -> Result<RunSettings, Cl
     }
     // Story stages ("a forest ^ a city") become prompt changes at frames.
     if !s.story.is_empty() {
-        let stages = std::mem::take(&mut s.story);
-        let every = a.story_every.unwrap_or_else(|| anim.frames.div_ceil(stages.len())).max(1);
-        anim.prompt_frames = stages.into_iter().enumerate().map(|(k, p)| (k * every, p)).collect();
+        anim.prompt_frames = story_frames(std::mem::take(&mut s.story), anim.frames, a.story_every);
         s.prompts.clear();
     } else if a.story_every.is_some() && a.run.prompts.is_empty() {
         return Err(input("--story-every needs story stages in -p (\"a forest ^ a city\")"));

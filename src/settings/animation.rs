@@ -245,6 +245,13 @@ pub fn format_prompt(spec: &PromptSpec) -> String {
     }
 }
 
+/// Story stages as prompt changes at frames: stage k takes over at frame `k·every`
+/// (default: the frames shared evenly among the stages).
+pub fn story_frames(stages: Vec<Vec<String>>, frames: usize, every: Option<usize>) -> BTreeMap<usize, Vec<String>> {
+    let every = every.unwrap_or_else(|| frames.div_ceil(stages.len().max(1))).max(1);
+    stages.into_iter().enumerate().map(|(k, p)| (k * every, p)).collect()
+}
+
 /// Prompt sets at frames from `{0: "a forest", 60: "a city | a river"}` (a YAML/JSON
 /// mapping of frame to prompts joined with `|`).
 pub fn parse_prompt_frames(text: &str) -> Result<BTreeMap<usize, Vec<String>>, String> {

@@ -140,8 +140,7 @@ impl StudioState {
         let mut anim = self.animation.clone();
         let stages = std::mem::take(&mut s.story);
         if stages.len() > 1 {
-            let every = anim.frames.div_ceil(stages.len()).max(1);
-            anim.prompt_frames = stages.into_iter().enumerate().map(|(k, p)| (k * every, p)).collect();
+            anim.prompt_frames = crate::settings::animation::story_frames(stages, anim.frames, None);
         }
         anim.prompt_weights = self.prompt_weight_schedules().unwrap_or_default();
         s.animation = Some(anim);
