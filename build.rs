@@ -1,8 +1,14 @@
 //! Validates every WGSL shader in shaders/ at compile time, so a broken shader fails the
-//! build rather than the user. Nothing else happens here.
+//! build rather than the user. Nothing else happens here, and nothing at all in a headless
+//! build (without the `studio` feature), which has no shaders to run.
 
+#[cfg(feature = "studio")]
 use std::path::Path;
 
+#[cfg(not(feature = "studio"))]
+fn main() {}
+
+#[cfg(feature = "studio")]
 fn main() {
     println!("cargo:rerun-if-changed=shaders");
     let dir = Path::new("shaders");
@@ -33,6 +39,7 @@ fn main() {
     }
 }
 
+#[cfg(feature = "studio")]
 fn fail(path: &Path, msg: &str) -> ! {
     eprintln!("{msg}");
     panic!("shader {} is invalid", path.display());

@@ -1,7 +1,8 @@
 //! clipcanvas: a studio for VQGAN+CLIP text-to-image art.
 //!
 //! The layers, one way down:
-//! - [`ui`]: the studio (egui, wgpu); imports only [`settings`], [`worker`] and itself.
+//! - `ui`: the studio (egui, wgpu); imports only [`settings`], [`worker`] and itself.
+//!   It is built with the default `studio` feature; without it the binary is headless.
 //! - [`cli`]: the headless commands (`generate`, `score`, `models`, `bench`,
 //!   `train-demo`, `train-onestep`); with no command, it opens the studio.
 //! - [`worker`]: the studio's background services (the engine thread, the file work,
@@ -29,5 +30,6 @@ pub mod models;
 pub mod process;
 pub mod settings;
 pub mod training;
+#[cfg(feature = "studio")]
 pub mod ui;
 pub mod worker;

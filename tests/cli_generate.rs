@@ -230,3 +230,16 @@ fn ctrl_c_saves_the_last_frame_and_the_session() {
         .expect("run");
     ok(&out);
 }
+
+/// The headless build (`--no-default-features`) has no studio: with no command it says
+/// so in one line, and its commands work as in the studio build (the tests above).
+#[cfg(not(feature = "studio"))]
+#[test]
+fn headless_build_without_a_command_says_how_to_run_one() {
+    let dir = tempfile::tempdir().expect("temp");
+    let out = bin().current_dir(dir.path()).output().expect("run");
+    let err = fails(&out, 2, "headless");
+    assert!(err.contains("clipcanvas generate"), "{err}");
+    let out = bin().args(["--settings", "nothing.json"]).current_dir(dir.path()).output().expect("run");
+    fails(&out, 2, "headless");
+}

@@ -61,12 +61,24 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Some(Command::TrainOnestep(args)) => train_onestep::run(&args),
         Some(Command::Models(args)) => models::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
-        None => {
-            let settings = match &cli.settings {
-                Some(path) => Some(run_args::read_settings_file(path)?),
-                None => None,
-            };
-            crate::ui::run_studio(crate::ui::StudioOptions { settings, start: cli.start }).map_err(CliError::Runtime)
-        }
+        None => open_studio(&cli),
     }
+}
+
+#[cfg(feature = "studio")]
+fn open_studio(cli: &Cli) -> Result<(), CliError> {
+    let settings = match &cli.settings {
+        Some(path) => Some(run_args::read_settings_file(path)?),
+        None => None,
+    };
+    crate::ui::run_studio(crate::ui::StudioOptions { settings, start: cli.start }).map_err(CliError::Runtime)
+}
+
+/// A headless build has no studio to open: it says so and how to run a command instead.
+#[cfg(not(feature = "studio"))]
+fn open_studio(_cli: &Cli) -> Result<(), CliError> {
+    Err(CliError::Input(anyhow::anyhow!(
+        "this clipcanvas is headless (built without the `studio` feature): give it a command, such as \
+         `clipcanvas generate -p \"a lighthouse\"`, or see `clipcanvas --help`"
+    )))
 }
