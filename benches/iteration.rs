@@ -25,6 +25,8 @@ fn main() -> anyhow::Result<()> {
         iterations: env_or("CLIPCANVAS_BENCH_ITERATIONS", "3").parse()?,
         warmup: 1,
         device: parse_device(&env_or("CLIPCANVAS_BENCH_DEVICE", "cpu"))?,
+        precision: clipcanvas::settings::Precision::parse(&env_or("CLIPCANVAS_BENCH_PRECISION", "f32"))
+            .ok_or_else(|| anyhow::anyhow!("CLIPCANVAS_BENCH_PRECISION: expected f32, f16 or bf16"))?,
         seed: 0,
         memory_check: true,
     };

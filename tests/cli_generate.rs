@@ -243,3 +243,16 @@ fn headless_build_without_a_command_says_how_to_run_one() {
     let out = bin().args(["--settings", "nothing.json"]).current_dir(dir.path()).output().expect("run");
     fails(&out, 2, "headless");
 }
+
+/// `--precision`: f16 runs (on the CPU too) and says so in the PNG; bf16 on the CPU and
+/// an unknown format get one line and exit 2, with nothing written.
+#[test]
+fn precision_flag_runs_f16_and_refuses_what_the_device_cannot_do() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    ok(&generate(d, &["-i", "2", "--precision", "f16", "-o", "half.png"]));
+    assert_eq!(common::png_meta(&d.join("half.png"))["settings"]["precision"], "f16");
+    fails(&generate(d, &["-i", "2", "--precision", "bf16", "-o", "b.png"]), 2, "needs a GPU");
+    fails(&generate(d, &["-i", "2", "--precision", "f64", "-o", "c.png"]), 2, "--precision: unknown format");
+    assert!(!d.join("b.png").exists() && !d.join("c.png").exists());
+}

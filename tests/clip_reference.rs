@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use clipcanvas::models::clip;
 use clipcanvas::models::tokenizer::ClipTokenizer;
 use common::{assert_close, fixture, golden};
@@ -48,7 +48,7 @@ fn long_prompts_are_truncated_with_end_marker_last() {
 
 #[test]
 fn text_and_image_embeddings_match_transformers() {
-    let (model, _) = clip::load(&fixture("clip-tiny"), DType::F32, &Device::Cpu).expect("load clip-tiny");
+    let (model, _) = clip::load(&fixture("clip-tiny"), DType::F32, &common::device()).expect("load clip-tiny");
     let g = golden("clip-tiny/expected.safetensors");
     let ids = g["input_ids"].to_dtype(DType::U32).expect("ids");
     assert_close("text hidden", &model.text_model().hidden_states(&ids).expect("text"), &g["text_hidden"], 1e-4);
@@ -110,7 +110,7 @@ fn pytorch_model_bin_folder_loads_and_matches() {
         std::fs::copy(fixture(&format!("clip-tiny-bin/{f}")), dir.path().join(f)).expect("copy");
     }
     std::fs::write(dir.path().join("tokenizer.json"), tokenizer_within(1024)).expect("write tokenizer");
-    let (model, _) = clip::load(dir.path(), DType::F32, &Device::Cpu).expect("load clip-tiny-bin");
+    let (model, _) = clip::load(dir.path(), DType::F32, &common::device()).expect("load clip-tiny-bin");
     let g = golden("clip-tiny-bin/expected.safetensors");
     let ids = g["input_ids"].to_dtype(DType::U32).expect("ids");
     assert_close("text_embeds", &model.encode_text(&ids).expect("text"), &g["text_embeds"], 1e-4);
@@ -121,7 +121,7 @@ fn pytorch_model_bin_folder_loads_and_matches() {
 fn tokenized_prompts_embed_like_open_clip_ids() {
     // The whole text path from a prompt string: our tokenizer feeding our model gives the
     // reference embedding of open_clip's ids.
-    let (model, tok) = clip::load(&fixture("clip-tiny"), DType::F32, &Device::Cpu).expect("load");
+    let (model, tok) = clip::load(&fixture("clip-tiny"), DType::F32, &common::device()).expect("load");
     let g = golden("clip-tiny/expected.safetensors");
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("clip-tiny/expected.json")).expect("meta"))
@@ -131,6 +131,6 @@ fn tokenized_prompts_embed_like_open_clip_ids() {
     for p in &prompts {
         ids.extend(tok.encode(p).expect("encode").0);
     }
-    let ids = Tensor::from_vec(ids, (prompts.len(), 77), &Device::Cpu).expect("ids");
+    let ids = Tensor::from_vec(ids, (prompts.len(), 77), &common::device()).expect("ids");
     assert_close("text_embeds from strings", &model.encode_text(&ids).expect("text"), &g["text_embeds"], 1e-4);
 }

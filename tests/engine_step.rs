@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use clipcanvas::engine::augment::AugmentParams;
 use clipcanvas::engine::cutouts::Crop;
 use clipcanvas::engine::session::{LabelledTarget, Session, StepPlan};
@@ -149,7 +149,7 @@ fn twenty_steps_track_the_reference_loss_curve() {
     };
     // The curve starts from the codes at its own indices.
     let (h, w) = (j.z_indices.len(), j.z_indices[0].len());
-    let idx = Tensor::from_vec(j.z_indices.concat(), (1, h, w), &Device::Cpu).expect("indices");
+    let idx = Tensor::from_vec(j.z_indices.concat(), (1, h, w), &common::device()).expect("indices");
     let models = fixture_models();
     let z0 = models.vqgan.embed_indices(&idx).expect("embed");
     let mut session = Session::new(models, settings).expect("session");

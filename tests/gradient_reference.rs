@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Var};
+use candle_core::{DType, Var};
 use clipcanvas::models::clip::{self, Clip};
 use clipcanvas::models::ops::composed::{l2_normalize, spherical_dist};
 use clipcanvas::models::vqgan;
@@ -11,7 +11,7 @@ use common::{assert_close, cosine, fixture, golden};
 
 #[test]
 fn loss_and_gradient_through_decoder_and_clip_match_autograd() {
-    let dev = Device::Cpu;
+    let dev = common::device();
     let model = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &dev).expect("vqgan");
     let (clip, _) = clip::load(&fixture("clip-tiny"), DType::F32, &dev).expect("clip");
     let g = golden("grad/expected.safetensors");
@@ -38,7 +38,7 @@ fn loss_and_gradient_through_decoder_and_clip_match_autograd() {
 
 #[test]
 fn clip_pixel_gradient_matches_autograd() {
-    let dev = Device::Cpu;
+    let dev = common::device();
     let (clip, _) = clip::load(&fixture("clip-tiny"), DType::F32, &dev).expect("clip");
     let g = golden("grad/expected.safetensors");
     let texts = golden("clip-tiny/expected.safetensors");

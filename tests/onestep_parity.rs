@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use clipcanvas::models::onestep::{self, OneStep};
 use clipcanvas::settings::Sampling;
 use common::{fixture, golden, values};
@@ -18,7 +18,7 @@ use common::{fixture, golden, values};
 const LOGIT_TOL: f32 = 1e-4;
 
 fn model() -> OneStep {
-    onestep::load(&fixture("onestep-tiny"), DType::F32, &Device::Cpu).expect("load onestep-tiny")
+    onestep::load(&fixture("onestep-tiny"), DType::F32, &common::device()).expect("load onestep-tiny")
 }
 
 fn max_abs_diff(got: &Tensor, want: &Tensor) -> f32 {

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use clipcanvas::models::vqgan::{self, Vqgan};
 use clipcanvas::models::weights::WeightFile;
 use common::{assert_close, fixture, golden, values};
@@ -27,7 +27,7 @@ fn check(model: &Vqgan, dir: &str) {
 
 #[test]
 fn lightning_ckpt_matches_taming() {
-    let model = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &Device::Cpu).expect("load ckpt");
+    let model = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &common::device()).expect("load ckpt");
     assert_eq!(model.config().downsample_factor(), 4);
     check(&model, "vqgan-tiny");
 }
@@ -40,34 +40,35 @@ fn safetensors_export_matches_taming() {
     let mut tensors = HashMap::new();
     for name in ckpt.names().into_iter().filter(|n| !n.starts_with("loss.")) {
         let (shape, values) = ckpt.read_f32(&name).expect("read");
-        tensors.insert(name, Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor"));
+        tensors.insert(name, Tensor::from_vec(values, shape, &common::device()).expect("tensor"));
     }
     let dir = tempfile::tempdir().expect("temp");
     let path = dir.path().join("vqgan.safetensors");
     candle_core::safetensors::save(&tensors, &path).expect("save");
-    let model = vqgan::load(&path, Some(&fixture("vqgan-tiny/model.yaml")), DType::F32, &Device::Cpu)
+    let model = vqgan::load(&path, Some(&fixture("vqgan-tiny/model.yaml")), DType::F32, &common::device())
         .expect("load safetensors");
     check(&model, "vqgan-tiny");
 }
 
 #[test]
 fn gumbel_first_stage_matches_taming() {
-    let model = vqgan::load(&fixture("vqgan-tiny-gumbel/model.ckpt"), None, DType::F32, &Device::Cpu).expect("load");
+    let model =
+        vqgan::load(&fixture("vqgan-tiny-gumbel/model.ckpt"), None, DType::F32, &common::device()).expect("load");
     check(&model, "vqgan-tiny-gumbel");
 }
 
 #[test]
 fn net2net_checkpoint_loads_its_first_stage() {
-    let model = vqgan::load(&fixture("net2net-tiny/model.ckpt"), None, DType::F32, &Device::Cpu).expect("load");
+    let model = vqgan::load(&fixture("net2net-tiny/model.ckpt"), None, DType::F32, &common::device()).expect("load");
     let g = golden("net2net-tiny/expected.safetensors");
     assert_close("net2net decoded", &model.decode(&g["z_q"]).expect("decode"), &g["decoded"], 1e-4);
 }
 
 #[test]
 fn straight_through_quantisation_snaps_to_codes_and_passes_gradient() {
-    let model = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &Device::Cpu).expect("load");
-    let z =
-        candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (1, 8, 4, 4), &Device::Cpu).expect("z")).expect("var");
+    let model = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &common::device()).expect("load");
+    let z = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (1, 8, 4, 4), &common::device()).expect("z"))
+        .expect("var");
     let q = model.quantize_st(z.as_tensor()).expect("quantize");
     // Every position now holds a codebook row.
     let cb = values(model.codebook());

@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use super::error::CliError;
 use crate::engine::bench::{self, BenchArch, BenchConfig, BenchReport};
 use crate::engine::device::parse_device;
+use crate::settings::Precision;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ArchArg {
@@ -39,6 +40,9 @@ pub struct BenchArgs {
     /// cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// f32, f16 or bf16: the number format CLIP and the VQGAN run in.
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Also write the figures as JSON here.
@@ -80,10 +84,16 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         iterations: args.iterations,
         warmup: args.warmup,
         device: parse_device(&args.device)?,
+        precision: Precision::parse(&args.precision).ok_or_else(|| {
+            CliError::Input(anyhow::anyhow!(
+                "--precision: unknown format {:?} (expected f32, f16 or bf16)",
+                args.precision
+            ))
+        })?,
         seed: args.seed,
         memory_check: !args.no_memory_check,
     };
-    eprintln!("bench: {} on {}, cutn {}", cfg.arch.describe(), args.device, cfg.cutn);
+    eprintln!("bench: {} on {} in {}, cutn {}", cfg.arch.describe(), args.device, cfg.precision.name(), cfg.cutn);
     if let Some(k) = args.animate {
         let frames = bench::animation(&cfg, k, &mut |line| eprintln!("  {line}")).map_err(|e| match e {
             crate::engine::EngineError::Memory(_) => {
@@ -222,7 +232,16 @@ fn read_report(path: &std::path::Path) -> anyhow::Result<BenchReport> {
 pub fn format_report(report: &BenchReport, reference: Option<&BenchReport>) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(s, "{} — {}, {} threads, cutn {}", report.arch, report.device, report.threads, report.cutn);
+    let _ = writeln!(
+        s,
+        "{} — {} in {}, {} threads, cutn {}; peak MB: {}",
+        report.arch,
+        report.device,
+        report.precision,
+        report.threads,
+        report.cutn,
+        if report.results.iter().any(|r| r.peak_device_bytes.is_some()) { "GPU memory" } else { "resident memory" }
+    );
     let stage_names: Vec<&str> =
         report.results.first().map(|r| r.stages.iter().map(|(n, _)| n.as_str()).collect()).unwrap_or_default();
     let _ = write!(s, "{:<10} {:<11} {:>8} {:>8}", "size", "impl", "s/it", "peak MB");
@@ -233,7 +252,8 @@ pub fn format_report(report: &BenchReport, reference: Option<&BenchReport>) -> S
     for r in &report.results {
         let theirs = reference.and_then(|rf| rf.results.iter().find(|x| x.size == r.size));
         let mut row = |name: &str, x: &bench::SizeReport, ratio: Option<f64>| {
-            let mb = x.peak_rss_bytes.map_or_else(|| "-".to_owned(), |b| format!("{:.0}", b as f64 / 1e6));
+            let peak = x.peak_device_bytes.or(x.peak_rss_bytes);
+            let mb = peak.map_or_else(|| "-".to_owned(), |b| format!("{:.0}", b as f64 / 1e6));
             let _ =
                 write!(s, "{:<10} {:<11} {:>8.2} {:>8}", format!("{0}x{0}", x.size), name, x.seconds_per_iteration, mb);
             for n in &stage_names {

@@ -9,7 +9,9 @@ use clap::Args;
 use super::error::CliError;
 use crate::export;
 use crate::settings::prompt::split_story;
-use crate::settings::{Augment, CutMethod, InitNoise, InitWeightMode, OneStepSettings, OptimizerKind, RunSettings};
+use crate::settings::{
+    Augment, CutMethod, InitNoise, InitWeightMode, OneStepSettings, OptimizerKind, Precision, RunSettings,
+};
 
 pub(super) fn input(msg: impl std::fmt::Display) -> CliError {
     CliError::Input(anyhow::anyhow!("{msg}"))
@@ -82,6 +84,10 @@ pub struct RunArgs {
     /// cpu, cuda[:N] or metal.
     #[arg(long)]
     pub device: Option<String>,
+    /// f32, f16 or bf16: the number format CLIP and the VQGAN run in (the latent and its
+    /// optimiser stay f32). Half precision is for GPUs; on a CPU it is slower than f32.
+    #[arg(long)]
+    pub precision: Option<String>,
     /// Start from a settings file (JSON) or a PNG made by clipcanvas; flags override it.
     #[arg(long)]
     pub settings: Option<PathBuf>,
@@ -215,6 +221,10 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
     }
     if let Some(d) = &a.device {
         s.device.clone_from(d);
+    }
+    if let Some(p) = &a.precision {
+        s.precision = Precision::parse(p)
+            .ok_or_else(|| input(format!("--precision: unknown format {p:?} (expected f32, f16 or bf16)")))?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::error::{EngineError, Result};
@@ -19,7 +19,7 @@ use crate::models::clip::{Clip, ClipConfig};
 use crate::models::random::RandomWeights;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::{Vqgan, VqganConfig};
-use crate::settings::RunSettings;
+use crate::settings::{Precision, RunSettings};
 
 /// Which networks to time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +81,8 @@ pub struct BenchConfig {
     /// Untimed iterations first (allocator and caches warm up).
     pub warmup: usize,
     pub device: Device,
+    /// The frozen networks' number format.
+    pub precision: Precision,
     pub seed: u64,
     /// Refuse, before building the models, sizes that will not fit in the memory
     /// available (`engine::memory`; CPU only).
@@ -99,6 +101,10 @@ pub struct SizeReport {
     pub stages: Vec<(String, f64)>,
     /// Peak resident memory of the process while this size ran, if the OS says.
     pub peak_rss_bytes: Option<u64>,
+    /// On a GPU, the most device memory this run added (see `profile::device_peak`),
+    /// beyond what was in use before the models were built.
+    #[serde(default)]
+    pub peak_device_bytes: Option<u64>,
 }
 
 /// The whole run.
@@ -108,6 +114,9 @@ pub struct BenchReport {
     pub implementation: String,
     pub arch: String,
     pub device: String,
+    /// f32, f16 or bf16 (reports without it were f32).
+    #[serde(default = "f32_name")]
+    pub precision: String,
     pub threads: usize,
     pub cutn: usize,
     pub iterations: usize,
@@ -155,10 +164,13 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
             estimate::check(&nets, settings, false)?;
         }
     }
-    let models = Arc::new(random_models(cfg.arch, &cfg.device, cfg.seed)?);
+    super::device::check_precision(&cfg.device, cfg.precision)?;
+    let baseline = super::device::memory_in_use(&cfg.device);
+    let models = Arc::new(random_models(cfg.arch, &cfg.device, cfg.seed, cfg.precision)?);
     let mut results = Vec::new();
     for (size, settings) in runs {
         memory::reset_peak();
+        super::profile::reset_device_peak();
         let mut session = Session::new(models.clone(), settings)?;
         session.set_profiling(true);
         let mut sum = StageTimes::default();
@@ -190,12 +202,14 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
             min_seconds: min,
             stages: StageTimes::NAMES.iter().map(|s| (*s).to_owned()).zip(mean.values()).collect(),
             peak_rss_bytes: memory::peak_rss(),
+            peak_device_bytes: super::profile::device_peak().map(|p| p.saturating_sub(baseline.unwrap_or(0))),
         });
     }
     Ok(BenchReport {
         implementation: "clipcanvas".to_owned(),
         arch: cfg.arch.describe().to_owned(),
         device: describe_device(&cfg.device),
+        precision: cfg.precision.name().to_owned(),
         threads: candle_core::utils::get_num_threads(),
         cutn: cfg.cutn,
         iterations: cfg.iterations,
@@ -248,7 +262,8 @@ pub fn animation(
     }
     #[expect(clippy::cast_precision_loss, reason = "small counts")]
     let per_frame = Schedule::constant(iterations_per_frame as f64);
-    let models = Arc::new(random_models(cfg.arch, &cfg.device, cfg.seed)?);
+    super::device::check_precision(&cfg.device, cfg.precision)?;
+    let models = Arc::new(random_models(cfg.arch, &cfg.device, cfg.seed, cfg.precision)?);
     let mut out = Vec::new();
     for &size in &cfg.sizes {
         let settings = RunSettings {
@@ -282,9 +297,9 @@ pub fn animation(
 }
 
 /// The benchmark's networks, with random weights.
-pub fn random_models(arch: BenchArch, device: &Device, seed: u64) -> Result<Models> {
+pub fn random_models(arch: BenchArch, device: &Device, seed: u64, precision: Precision) -> Result<Models> {
     let (clip_cfg, vqgan_cfg) = arch.configs();
-    let vb = RandomWeights::new(seed).var_builder(DType::F32, device);
+    let vb = RandomWeights::new(seed).var_builder(super::device::weights_dtype(precision), device);
     let clip = Clip::new(vb.clone(), &clip_cfg).map_err(EngineError::Candle)?;
     let vqgan = Vqgan::new(vb, &vqgan_cfg).map_err(EngineError::Candle)?;
     let tokenizer = ClipTokenizer::bundled(clip_cfg.text.max_position_embeddings)?;
@@ -297,6 +312,10 @@ fn describe_device(device: &Device) -> String {
         Device::Cuda(_) => "cuda".to_owned(),
         Device::Metal(_) => "metal".to_owned(),
     }
+}
+
+fn f32_name() -> String {
+    Precision::F32.name().to_owned()
 }
 
 fn cpu_name() -> Option<String> {

@@ -1,6 +1,9 @@
-//! Choosing the compute device from a user's `cpu`, `cuda[:N]` or `metal`.
+//! Choosing the compute device from a user's `cpu`, `cuda[:N]` or `metal`, and the
+//! number format the frozen networks run in on it.
 
-use candle_core::Device;
+use candle_core::{DType, Device};
+
+use crate::settings::Precision;
 
 use super::error::{EngineError, Result};
 
@@ -35,5 +38,38 @@ pub fn parse_device(name: &str) -> Result<Device> {
             Device::new_metal(index).map_err(|e| EngineError::Device(format!("cannot open metal:{index} ({e})")))
         }
         _ => Err(EngineError::Device(format!("unknown device '{name}' (expected cpu, cuda[:N] or metal)"))),
+    }
+}
+
+/// The format the frozen networks' weights are loaded in for `precision`.
+pub fn weights_dtype(precision: Precision) -> DType {
+    match precision {
+        Precision::F32 => DType::F32,
+        Precision::F16 => DType::F16,
+        Precision::Bf16 => DType::BF16,
+    }
+}
+
+/// Refuses a number format the device cannot run: candle's CPU backend has no bf16
+/// matrix product. f16 runs on the CPU, slower than f32 there (it is for GPUs).
+pub fn check_precision(device: &Device, precision: Precision) -> Result<()> {
+    if device.is_cpu() && precision == Precision::Bf16 {
+        return Err(EngineError::Input(
+            "--precision bf16 needs a GPU (--device cuda); on the CPU use f32 (f16 runs there too, but slower)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The memory in use on a GPU (its total less its free memory, every process counted),
+/// `None` on the CPU or where the driver cannot say.
+pub fn memory_in_use(device: &Device) -> Option<u64> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => {
+            let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
+            u64::try_from(total.saturating_sub(free)).ok()
+        }
+        _ => None,
     }
 }

@@ -79,8 +79,11 @@ pub fn resolve_models(settings: &RunSettings) -> Result<ModelSource> {
 /// Loads the models `settings` ask for (see [`resolve_models`]).
 pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
     let source = resolve_models(settings)?;
-    let vqgan = crate::models::vqgan::load(&source.vqgan, source.vqgan_config.as_deref(), DType::F32, device)?;
-    let (clip, tokenizer) = crate::models::clip::load(&source.clip, DType::F32, device)?;
+    super::device::check_precision(device, settings.precision)?;
+    let dtype = super::device::weights_dtype(settings.precision);
+    let vqgan = crate::models::vqgan::load(&source.vqgan, source.vqgan_config.as_deref(), dtype, device)?;
+    let (clip, tokenizer) = crate::models::clip::load(&source.clip, dtype, device)?;
+    // The one-step generator is small and samples codes: it stays in f32.
     let onestep = match onestep_dir(settings, &source)? {
         Some(dir) => {
             let model = crate::models::onestep::load(&dir, DType::F32, device)?;

@@ -2,6 +2,7 @@
 //! synchronised at each boundary when profiling (GPU work is otherwise asynchronous
 //! and would be billed to whichever stage next waits for it).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
@@ -76,14 +77,38 @@ impl<'a> StageClock<'a> {
         Ok(Self { sync, last: Instant::now(), times: StageTimes::default() })
     }
 
-    /// Ends the current stage; returns its duration.
+    /// Ends the current stage; returns its duration. When profiling on a GPU, also
+    /// notes the device memory in use at the boundary (see [`device_peak`]).
     pub fn lap(&mut self) -> Result<f64> {
         if let Some(d) = self.sync {
             d.synchronize()?;
+            if let Some(bytes) = super::device::memory_in_use(d) {
+                DEVICE_PEAK.fetch_max(bytes, Ordering::Relaxed);
+            }
         }
         let now = Instant::now();
         let d: Duration = now - self.last;
         self.last = now;
         Ok(d.as_secs_f64())
     }
+}
+
+/// The most GPU memory in use seen at a profiled stage boundary since the last
+/// [`reset_device_peak`].
+static DEVICE_PEAK: AtomicU64 = AtomicU64::new(0);
+
+/// Starts a new measurement of [`device_peak`].
+pub fn reset_device_peak() {
+    DEVICE_PEAK.store(0, Ordering::Relaxed);
+}
+
+/// The most GPU memory in use (the device's total less its free memory, as the driver
+/// reports it) seen at the stage boundaries of profiled steps; `None` when none was seen
+/// (the CPU). The stage boundaries are where a step's live memory is largest (after the
+/// forward passes, before backward frees them), but the driver's figure also counts
+/// what other processes and the CUDA context hold: the benchmark subtracts the figure
+/// taken before its models were built.
+pub fn device_peak() -> Option<u64> {
+    let v = DEVICE_PEAK.load(Ordering::Relaxed);
+    (v > 0).then_some(v)
 }

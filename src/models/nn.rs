@@ -138,10 +138,13 @@ impl Module for LayerNorm {
                 Path::Composed => {}
             }
         }
+        // In half precision the statistics are taken in f32, as PyTorch's autocast does:
+        // squares of the residual stream overflow f16.
+        let (dtype, x) = (x.dtype(), ops::composed::widened(x)?);
         let mean = x.mean_keepdim(D::Minus1)?;
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
         normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
     }
 }
@@ -201,11 +204,13 @@ impl Module for GroupNorm {
             Path::Composed => {}
         }
         let (b, c, h, w) = x.dims4()?;
+        // Statistics in f32 for half-precision inputs, as under autocast.
+        let (dtype, x) = (x.dtype(), ops::composed::widened(x)?);
         let grouped = x.reshape((b, self.groups, (c / self.groups) * h * w))?;
         let mean = grouped.mean_keepdim(D::Minus1)?;
         let centred = grouped.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape((b, c, h, w))?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape((b, c, h, w))?.to_dtype(dtype)?;
         normed.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
     }
 }

@@ -117,6 +117,43 @@ impl OptimizerKind {
     }
 }
 
+/// The number format the frozen networks (CLIP and the VQGAN) run in. The latent, its
+/// optimiser, the cutouts and the losses stay in f32, as under PyTorch's autocast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// IEEE half: half the weights' memory, fast on GPUs with tensor cores.
+    F16,
+    /// bfloat16: f32's range in half the memory (Ampere GPUs and later).
+    Bf16,
+}
+
+impl Precision {
+    pub const ALL: [Self; 3] = [Self::F32, Self::F16, Self::Bf16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Bytes per weight.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::Bf16 => 2,
+        }
+    }
+}
+
 /// A step learning-rate schedule: multiply by `gamma` every `every` iterations.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LrStep {
@@ -248,6 +285,8 @@ pub struct RunSettings {
     #[serde(serialize_with = "lossy_path")]
     pub clip: Option<PathBuf>,
     pub device: String,
+    /// The frozen networks' number format (`--precision`).
+    pub precision: Precision,
     /// Keep (and report) a frame every this many iterations.
     pub save_every: usize,
     /// Start from a one-step draft instead of `init_noise`.
@@ -288,6 +327,7 @@ impl Default for RunSettings {
             vqgan_config: None,
             clip: None,
             device: "cpu".to_owned(),
+            precision: Precision::F32,
             save_every: 50,
             one_step: None,
             animation: None,

@@ -27,7 +27,7 @@ use crate::engine::observer::{Frame, StepRate};
 use crate::engine::session::{Session, StepOutput};
 use crate::engine::EngineError;
 use crate::files::write_atomic;
-use crate::settings::RunSettings;
+use crate::settings::{Precision, RunSettings};
 
 /// What the model cache is keyed by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,7 @@ pub(super) struct ModelKey {
     vqgan_config: Option<PathBuf>,
     clip: Option<PathBuf>,
     device: String,
+    precision: Precision,
     /// The one-step model loaded with them (`Some(None)`: the built-in world's), if any.
     onestep: Option<Option<PathBuf>>,
 }
@@ -45,8 +46,8 @@ impl ModelKey {
     /// and device, and the one-step model it asks for (models loaded with one serve runs
     /// without).
     fn serves(&self, wanted: &Self) -> bool {
-        (&self.vqgan, &self.vqgan_config, &self.clip, &self.device)
-            == (&wanted.vqgan, &wanted.vqgan_config, &wanted.clip, &wanted.device)
+        (&self.vqgan, &self.vqgan_config, &self.clip, &self.device, self.precision)
+            == (&wanted.vqgan, &wanted.vqgan_config, &wanted.clip, &wanted.device, wanted.precision)
             && (wanted.onestep.is_none() || self.onestep == wanted.onestep)
     }
 
@@ -60,6 +61,7 @@ impl ModelKey {
             vqgan_config: settings.vqgan_config.clone(),
             clip: settings.clip.clone(),
             device,
+            precision: settings.precision,
             onestep: settings.one_step.as_ref().map(|o| o.model.clone()),
         }
     }

@@ -15,9 +15,16 @@ pub fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
 }
 
-/// The tensors of a golden safetensors file, on the CPU.
+/// The device the PyTorch parity suites run on: `cpu` unless `CLIPCANVAS_TEST_DEVICE`
+/// names another (`cuda`, `cuda:1`, `metal`), as `tests/gpu/device.sh` does on a GPU.
+pub fn device() -> Device {
+    let name = std::env::var("CLIPCANVAS_TEST_DEVICE").unwrap_or_else(|_| "cpu".to_owned());
+    clipcanvas::engine::device::parse_device(&name).unwrap_or_else(|e| panic!("CLIPCANVAS_TEST_DEVICE={name}: {e}"))
+}
+
+/// The tensors of a golden safetensors file, on the test [`device`].
 pub fn golden(rel: &str) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture(rel), &Device::Cpu).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    candle_core::safetensors::load(fixture(rel), &device()).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
 pub fn values(t: &Tensor) -> Vec<f32> {
@@ -59,12 +66,17 @@ pub fn model_args() -> Vec<String> {
     ]
 }
 
-/// The tiny fixture models, loaded for the engine on the CPU.
+/// The tiny fixture models, loaded for the engine on the test [`device`].
 pub fn fixture_models() -> Arc<clipcanvas::engine::loaded::Models> {
+    fixture_models_in(DType::F32)
+}
+
+/// The tiny fixture models with their weights in `dtype`, on the test [`device`].
+pub fn fixture_models_in(dtype: DType) -> Arc<clipcanvas::engine::loaded::Models> {
     use clipcanvas::models::{clip, vqgan};
-    let dev = Device::Cpu;
-    let vqgan = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &dev).expect("vqgan");
-    let (clip, tokenizer) = clip::load(&fixture("clip-tiny"), DType::F32, &dev).expect("clip");
+    let dev = device();
+    let vqgan = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, dtype, &dev).expect("vqgan");
+    let (clip, tokenizer) = clip::load(&fixture("clip-tiny"), dtype, &dev).expect("clip");
     Arc::new(clipcanvas::engine::loaded::Models { vqgan, clip, tokenizer, device: dev, source: None, onestep: None })
 }
 

@@ -28,6 +28,20 @@ SRC
 fi
 nvcc --version | tail -n 2
 
+# Debian's CUDA 11.8 nvcc takes host compilers up to gcc 11 and clang 14; bookworm's
+# default gcc is 12, and clang-14 comes with the toolkit.
+if [ -z "${NVCC_CCBIN:-}" ]; then
+  probe="$(mktemp -d)"
+  echo 'int main() { return 0; }' > "$probe/probe.cu"
+  if ! nvcc -c "$probe/probe.cu" -o "$probe/probe.o" >/dev/null 2>&1; then
+    for cc in g++-11 clang++-14 clang-14; do
+      if command -v "$cc" >/dev/null 2>&1; then export NVCC_CCBIN="$cc"; break; fi
+    done
+    echo "nvcc's host compiler: ${NVCC_CCBIN:-none found}"
+  fi
+  rm -rf "$probe"
+fi
+
 # candle-kernels asks nvidia-smi for the compute capability; there is none without a GPU.
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/gpu}"

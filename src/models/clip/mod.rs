@@ -344,21 +344,31 @@ impl Clip {
         &self.vision
     }
 
+    /// The format the weights are in. Pixels are cast to it; embeddings come back in f32
+    /// when it is a half-precision one ([`ops::composed::io_dtype`]).
+    pub fn dtype(&self) -> DType {
+        self.logit_scale.dtype()
+    }
+
+    fn out(&self, t: &Tensor) -> CResult<Tensor> {
+        t.to_dtype(ops::composed::io_dtype(self.dtype()))
+    }
+
     /// Projected (not normalised) text embeddings `[B, P]` for token ids `[B, T]`.
     pub fn encode_text(&self, ids: &Tensor) -> CResult<Tensor> {
-        self.text_projection.forward(&self.text.pooled(ids)?)
+        self.out(&self.text_projection.forward(&self.text.pooled(ids)?)?)
     }
 
     /// Projected (not normalised) image embeddings `[B, P]` for CLIP-normalised pixels.
     pub fn encode_image(&self, pixels: &Tensor) -> CResult<Tensor> {
-        self.visual_projection.forward(&self.vision.pooled(pixels)?)
+        self.out(&self.visual_projection.forward(&self.vision.pooled(&pixels.to_dtype(self.dtype())?)?)?)
     }
 
     /// [`Self::encode_image`] together with the vision tower's last hidden states
     /// `[B, 1 + N, D]`, which training reads per patch.
     pub fn encode_image_and_patches(&self, pixels: &Tensor) -> CResult<(Tensor, Tensor)> {
-        let hidden = self.vision.hidden_states(pixels)?;
-        Ok((self.visual_projection.forward(&self.vision.pool(&hidden)?)?, hidden))
+        let hidden = self.vision.hidden_states(&pixels.to_dtype(self.dtype())?)?;
+        Ok((self.out(&self.visual_projection.forward(&self.vision.pool(&hidden)?)?)?, self.out(&hidden)?))
     }
 
     /// The learned temperature, `exp(logit_scale)`.

@@ -15,7 +15,7 @@ pub use config::{DdConfig, QuantizerKind, VqganConfig};
 
 use crate::models::error::{ModelError, Result};
 use crate::models::nn::{Conv2d, GroupNorm};
-use crate::models::ops::composed::softmax_last_dim;
+use crate::models::ops::composed::{self, softmax_last_dim};
 use crate::models::ops::{self, resnet, Path as OpPath};
 use crate::models::weights::WeightFile;
 
@@ -309,6 +309,10 @@ pub struct Vqgan {
     quant_conv: Conv2d,
     post_quant_conv: Conv2d,
     quantizer: Quantizer,
+    /// The codebook in the format latents are in ([`composed::io_dtype`]): in f32 when
+    /// the weights are in half precision, so that latents, their nearest codes and the
+    /// optimiser stay f32.
+    codebook: Tensor,
     config: VqganConfig,
 }
 
@@ -327,7 +331,13 @@ impl Vqgan {
                 codebook: q.pp("embed").get((c.n_embed, c.embed_dim), "weight")?,
             },
         };
+        let codebook = match &quantizer {
+            Quantizer::Nearest { codebook } | Quantizer::Gumbel { codebook, .. } => {
+                codebook.to_dtype(composed::io_dtype(codebook.dtype()))?
+            }
+        };
         Ok(Self {
+            codebook,
             encoder: Encoder::new(vb.pp("encoder"), dd)?,
             decoder: Decoder::new(vb.pp("decoder"), dd)?,
             quant_conv: conv1(z_out, c.embed_dim, vb.pp("quant_conv"))?,
@@ -341,16 +351,23 @@ impl Vqgan {
         &self.config
     }
 
-    /// The codebook, `[n_embed, embed_dim]`.
+    /// The codebook, `[n_embed, embed_dim]`, in the latents' format (f32 for a model in
+    /// half precision).
     pub fn codebook(&self) -> &Tensor {
+        &self.codebook
+    }
+
+    /// The format the weights are in; inputs are cast to it, and outputs come back in
+    /// the codebook's.
+    pub fn dtype(&self) -> DType {
         match &self.quantizer {
-            Quantizer::Nearest { codebook } | Quantizer::Gumbel { codebook, .. } => codebook,
+            Quantizer::Nearest { codebook } | Quantizer::Gumbel { codebook, .. } => codebook.dtype(),
         }
     }
 
     /// Encoder and `quant_conv`: the latent before quantisation, `[B, embed_dim, h, w]`.
     pub fn encode_prequant(&self, x: &Tensor) -> CResult<Tensor> {
-        self.quant_conv.forward(&self.encoder.forward(x)?)
+        self.quant_conv.forward(&self.encoder.forward(&x.to_dtype(self.dtype())?)?)?.to_dtype(self.codebook.dtype())
     }
 
     /// The code indices `[B, h, w]` an image encodes to: the nearest codebook vector,
@@ -358,8 +375,8 @@ impl Vqgan {
     pub fn encode_indices(&self, x: &Tensor) -> CResult<Tensor> {
         let h = self.encode_prequant(x)?;
         match &self.quantizer {
-            Quantizer::Nearest { codebook } => nearest_indices(&h, codebook),
-            Quantizer::Gumbel { proj, .. } => proj.forward(&h)?.argmax(1),
+            Quantizer::Nearest { .. } => nearest_indices(&h, &self.codebook),
+            Quantizer::Gumbel { proj, .. } => proj.forward(&h.to_dtype(self.dtype())?)?.argmax(1),
         }
     }
 
@@ -385,7 +402,8 @@ impl Vqgan {
 
     /// `post_quant_conv` and the decoder: a latent to an image, roughly in `[-1, 1]`.
     pub fn decode(&self, z: &Tensor) -> CResult<Tensor> {
-        self.decoder.forward(&self.post_quant_conv.forward(z)?)
+        let out = self.decoder.forward(&self.post_quant_conv.forward(&z.to_dtype(self.dtype())?)?)?;
+        out.to_dtype(self.codebook.dtype())
     }
 }
 
