@@ -273,5 +273,18 @@ pub fn format_report(report: &BenchReport, reference: Option<&BenchReport>) -> S
             row(reference.map_or("reference", |rf| rf.implementation.as_str()), t, None);
         }
     }
+    for r in &report.results {
+        if let Some(t) = r.transfers {
+            let _ = writeln!(
+                s,
+                "{0}x{0}: host→device {1} copies ({2:.1} MB), device→host {3} ({4} B) an iteration",
+                r.size,
+                t.uploads,
+                t.upload_bytes as f64 / 1e6,
+                t.downloads,
+                t.download_bytes
+            );
+        }
+    }
     s
 }

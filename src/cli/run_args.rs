@@ -81,7 +81,8 @@ pub struct RunArgs {
     /// A Hugging Face CLIP folder, or an installed model's name (e.g. clip-vit-b-32).
     #[arg(long)]
     pub clip: Option<PathBuf>,
-    /// cpu, cuda[:N] or metal.
+    /// auto (the default: the first GPU this build can use, else the CPU), cpu, cuda[:N]
+    /// or metal.
     #[arg(long)]
     pub device: Option<String>,
     /// f32, f16 or bf16: the number format CLIP and the VQGAN run in (the latent and its

@@ -21,8 +21,8 @@ pub struct ScoreArgs {
     /// A prompt; repeat for several. Scores print in the order given.
     #[arg(short, long = "prompt", required = true)]
     pub prompts: Vec<String>,
-    /// cpu, cuda[:N] or metal.
-    #[arg(long, default_value = "cpu")]
+    /// auto (the first GPU this build can use, else the CPU), cpu, cuda[:N] or metal.
+    #[arg(long, default_value = "auto")]
     pub device: String,
 }
 

@@ -105,6 +105,9 @@ pub struct SizeReport {
     /// beyond what was in use before the models were built.
     #[serde(default)]
     pub peak_device_bytes: Option<u64>,
+    /// What the last timed iteration copied between host and device (`engine::transfer`).
+    #[serde(default)]
+    pub transfers: Option<super::transfer::Transfers>,
 }
 
 /// The whole run.
@@ -176,9 +179,12 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
         let mut sum = StageTimes::default();
         let mut total = 0.0;
         let mut min = f64::INFINITY;
+        let mut transfers = None;
         for i in 0..cfg.warmup + cfg.iterations {
             let t0 = Instant::now();
+            let before = super::transfer::counts();
             let out = session.step()?;
+            transfers = Some(super::transfer::counts().since(before));
             let secs = t0.elapsed().as_secs_f64();
             let timed = i >= cfg.warmup;
             if timed {
@@ -203,6 +209,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
             stages: StageTimes::NAMES.iter().map(|s| (*s).to_owned()).zip(mean.values()).collect(),
             peak_rss_bytes: memory::peak_rss(),
             peak_device_bytes: super::profile::device_peak().map(|p| p.saturating_sub(baseline.unwrap_or(0))),
+            transfers,
         });
     }
     Ok(BenchReport {

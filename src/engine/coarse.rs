@@ -29,7 +29,7 @@ fn averaging_matrix(n: usize, factor: usize, like: &Tensor) -> Result<Tensor> {
             }
         }
     }
-    Tensor::from_vec(m, (n, n), like.device())?.to_dtype(like.dtype())
+    super::transfer::upload(m, (n, n), like.dtype(), like.device())
 }
 
 /// Averages `t` (`[B, C, H, W]`) over blocks of `factor × factor` on its last two axes

@@ -236,8 +236,14 @@ fn matrix_t(kind: MatrixKind, n_in: usize, n_out: usize, dtype: DType, device: &
         MatrixKind::Resample => resample_matrix(n_in, n_out),
         MatrixKind::AvgPool => avg_pool_matrix(n_in, n_out),
     };
-    let t =
-        Tensor::from_vec(host, (n_out, n_in), &Device::Cpu)?.t()?.contiguous()?.to_dtype(dtype)?.to_device(device)?;
+    // Transposed on the host, so that one upload brings the matrix as it is used.
+    let mut transposed = vec![0.0; host.len()];
+    for (o, row) in host.chunks_exact(n_in).enumerate() {
+        for (i, v) in row.iter().enumerate() {
+            transposed[i * n_out + o] = *v;
+        }
+    }
+    let t = super::transfer::upload(transposed, (n_in, n_out), dtype, device)?;
     let mut guard = cache().lock().unwrap_or_else(PoisonError::into_inner);
     let size = n_in * n_out;
     if guard.elements + size > CACHE_BUDGET {
@@ -327,7 +333,7 @@ fn adaptive_max_axis(x: &Tensor, dim: usize, n_out: usize) -> Result<Tensor> {
             idx.push(u32::try_from(i).map_err(|_| candle_core::Error::Msg("image too large".into()))?);
         }
     }
-    let idx = Tensor::from_vec(idx, n_out * k, x.device())?;
+    let idx = super::transfer::upload(idx, n_out * k, DType::U32, x.device())?;
     let picked = x.index_select(&idx, dim)?;
     let mut dims = picked.dims().to_vec();
     dims[dim] = n_out;

@@ -8,9 +8,23 @@ use crate::settings::Precision;
 use super::error::{EngineError, Result};
 
 /// Parses a device name and opens it; names a missing GPU build or device clearly.
+/// `auto` is the first GPU this build can open (CUDA, then Metal), else the CPU.
 pub fn parse_device(name: &str) -> Result<Device> {
     let name = name.trim().to_ascii_lowercase();
     if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if name == "auto" {
+        if candle_core::utils::cuda_is_available() {
+            if let Ok(d) = Device::new_cuda(0) {
+                return Ok(d);
+            }
+        }
+        if candle_core::utils::metal_is_available() {
+            if let Ok(d) = Device::new_metal(0) {
+                return Ok(d);
+            }
+        }
         return Ok(Device::Cpu);
     }
     let (kind, index) = match name.split_once(':') {
@@ -37,7 +51,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
             }
             Device::new_metal(index).map_err(|e| EngineError::Device(format!("cannot open metal:{index} ({e})")))
         }
-        _ => Err(EngineError::Device(format!("unknown device '{name}' (expected cpu, cuda[:N] or metal)"))),
+        _ => Err(EngineError::Device(format!("unknown device '{name}' (expected auto, cpu, cuda[:N] or metal)"))),
     }
 }
 

@@ -21,5 +21,6 @@ pub mod rng;
 pub mod score;
 pub mod session;
 mod session_file;
+pub mod transfer;
 
 pub use error::{EngineError, Result};

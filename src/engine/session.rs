@@ -21,6 +21,7 @@ use super::image::{load_rgb, resize_exact_lanczos, resize_keep_aspect, rgb_to_te
 use super::loaded::Models;
 use super::loss::{clamp_with_grad, init_loss, tv_loss, PromptTarget};
 use super::observer::{Frame, Observer, StepRate, StepStats};
+use super::transfer;
 use super::optim::{Optimizer, OptimizerMeta};
 use super::profile::{StageClock, StageTimes};
 use super::rng::Rng;
@@ -559,14 +560,15 @@ impl Session {
         for (_, t) in &terms[1..] {
             total = (total + t)?;
         }
-        let total_value = f64::from(total.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        // The total and every term come back in one download: the only one of a step.
+        let mut values: Vec<Tensor> = vec![total.reshape(1)?];
+        values.extend(terms.iter().map(|(_, t)| t.reshape(1)).collect::<candle_core::Result<Vec<_>>>()?);
+        let host = transfer::download_f32(&Tensor::cat(&values, 0)?)?;
+        let total_value = f64::from(host[0]);
         if !total_value.is_finite() {
             return Err(EngineError::NanLoss { iteration: it });
         }
-        let losses = terms
-            .iter()
-            .map(|(l, t)| Ok((l.clone(), f64::from(t.to_dtype(DType::F32)?.to_scalar::<f32>()?))))
-            .collect::<Result<Vec<_>>>()?;
+        let losses = terms.iter().zip(&host[1..]).map(|((l, _), v)| (l.clone(), f64::from(*v))).collect();
 
         clock.times.loss = clock.lap()?;
         let grads = total.backward()?;

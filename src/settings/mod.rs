@@ -284,6 +284,7 @@ pub struct RunSettings {
     pub vqgan_config: Option<PathBuf>,
     #[serde(serialize_with = "lossy_path")]
     pub clip: Option<PathBuf>,
+    /// `auto` (the first GPU the build can use, else the CPU), `cpu`, `cuda[:N]`, `metal`.
     pub device: String,
     /// The frozen networks' number format (`--precision`).
     pub precision: Precision,
@@ -326,7 +327,7 @@ impl Default for RunSettings {
             vqgan: None,
             vqgan_config: None,
             clip: None,
-            device: "cpu".to_owned(),
+            device: "auto".to_owned(),
             precision: Precision::F32,
             save_every: 50,
             one_step: None,

@@ -40,6 +40,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::rng::Rng;
+use super::transfer::upload;
 use crate::settings::Augment;
 
 /// Affine parameters: rotation and shear in degrees, translation in fractions of the side.
@@ -176,19 +177,19 @@ fn on_subset(batch: &Tensor, subset: &[usize], f: impl FnOnce(&Tensor, &[usize])
     }
     let to_u32 = |i: usize| u32::try_from(i).map_err(|_| candle_core::Error::Msg("batch too large".into()));
     let ids = subset.iter().map(|&i| to_u32(i)).collect::<Result<Vec<_>>>()?;
-    let sub = batch.index_select(&Tensor::from_vec(ids, subset.len(), batch.device())?, 0)?;
+    let sub = batch.index_select(&upload(ids, subset.len(), DType::U32, batch.device())?, 0)?;
     let new = f(&sub, subset)?;
     let mut map = (0..n).map(to_u32).collect::<Result<Vec<_>>>()?;
     for (j, &i) in subset.iter().enumerate() {
         map[i] = to_u32(n + j)?;
     }
-    Tensor::cat(&[batch, &new], 0)?.index_select(&Tensor::from_vec(map, n, batch.device())?, 0)
+    Tensor::cat(&[batch, &new], 0)?.index_select(&upload(map, n, DType::U32, batch.device())?, 0)
 }
 
 /// A per-cutout `[m, 1, 1, 1]` tensor from host values.
 fn per_cutout(values: Vec<f64>, dtype: DType, device: &Device) -> Result<Tensor> {
     let m = values.len();
-    Tensor::from_vec(values, (m, 1, 1, 1), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)
+    upload(values, (m, 1, 1, 1), dtype, device)
 }
 
 /// Bilinear taps, as `grid_sample(bilinear, border, align_corners=False)`, for an
@@ -255,8 +256,8 @@ fn warp(x: &Tensor, maps: &[SourceMap<'_>]) -> Result<Tensor> {
         write_taps(h, w, map, idx, wts);
     }
     let device = x.device();
-    let idx = Tensor::from_vec(idx, (m, 1, hw * 4), device)?.broadcast_as((m, c, hw * 4))?.contiguous()?;
-    let wts = Tensor::from_vec(wts, (m, 1, 4, hw), &Device::Cpu)?.to_dtype(x.dtype())?.to_device(device)?;
+    let idx = upload(idx, (m, 1, hw * 4), DType::U32, device)?.broadcast_as((m, c, hw * 4))?.contiguous()?;
+    let wts = upload(wts, (m, 1, 4, hw), x.dtype(), device)?;
     let taps = x.reshape((m, c, hw))?.gather(&idx, 2)?.reshape((m, c, 4, hw))?.broadcast_mul(&wts)?;
     // Four strided adds are much faster on the CPU than a sum over the tap axis.
     let tap = |k: usize| taps.narrow(2, k, 1);
@@ -378,10 +379,9 @@ fn hue_matrix(hue: f64) -> [[f64; 3]; 3] {
 
 /// Luma `0.299 R + 0.587 G + 0.114 B` of `x` `[m, 3, H, W]`: `[m, 1, H, W]`.
 fn gray(x: &Tensor) -> Result<Tensor> {
-    let coef = Tensor::from_vec(vec![YIQ[0][0], YIQ[0][1], YIQ[0][2]], (1, 3, 1, 1), &Device::Cpu)?
-        .to_dtype(x.dtype())?
-        .to_device(x.device())?;
-    x.broadcast_mul(&coef)?.sum_keepdim(1)
+    // Three scaled channels summed: constants need no tensor (nothing to upload).
+    let channel = |i: usize| x.narrow(1, i, 1)?.affine(YIQ[0][i], 0.0);
+    (channel(0)? + channel(1)?)? + channel(2)?
 }
 
 /// Colour jitter (spec §3.4) on `x` `[m, 3, H, W]`, one [`Jitter`] per cutout.
@@ -398,7 +398,7 @@ fn jitter(x: &Tensor, params: &[Jitter]) -> Result<Tensor> {
     let g = gray(&x)?;
     let x = x.broadcast_sub(&g)?.broadcast_mul(&col(&|j| 1.0 + j.saturation)?)?.broadcast_add(&g)?;
     let mats: Vec<f64> = params.iter().flat_map(|j| hue_matrix(j.hue).into_iter().flatten()).collect();
-    let mats = Tensor::from_vec(mats, (m, 3, 3), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
+    let mats = upload(mats, (m, 3, 3), dtype, device)?;
     let x = mats.matmul(&x.reshape((m, 3, h * w))?)?.reshape((m, 3, h, w))?;
     clamp_unit(&x)
 }
@@ -423,7 +423,7 @@ fn erase(x: &Tensor, params: &[Erase]) -> Result<Tensor> {
         }
     }
     let (dtype, device) = (x.dtype(), x.device());
-    let mask = Tensor::from_vec(mask, (m, 1, h, w), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
+    let mask = upload(mask, (m, 1, h, w), dtype, device)?;
     let fill = mask.broadcast_mul(&per_cutout(params.iter().map(|e| e.value).collect(), dtype, device)?)?;
     x.broadcast_mul(&(1.0 - &mask)?)?.broadcast_add(&fill)
 }
@@ -471,7 +471,7 @@ fn blur(x: &Tensor, sigmas: &[f64]) -> Result<Tensor> {
     let (dtype, device) = (x.dtype(), x.device());
     let mats = |n: usize| -> Result<Tensor> {
         let data: Vec<f64> = sigmas.iter().flat_map(|&s| blur_matrix(n, s)).collect();
-        Tensor::from_vec(data, (m, 1, n, n), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)
+        upload(data, (m, 1, n, n), dtype, device)
     };
     mats(h)?.broadcast_matmul(x)?.broadcast_matmul(&mats(w)?.t()?)
 }
@@ -490,7 +490,7 @@ pub fn apply(batch: &Tensor, params: &[AugmentParams]) -> Result<Tensor> {
 
     x = on_subset(&x, &which(&|p| p.flip), |sub, _| {
         let rev = (0..w).rev().map(|i| u32::try_from(i).unwrap_or(0)).collect::<Vec<_>>();
-        sub.index_select(&Tensor::from_vec(rev, w, sub.device())?, 3)
+        sub.index_select(&upload(rev, w, DType::U32, sub.device())?, 3)
     })?;
 
     x = on_subset(&x, &which(&|p| p.affine.is_some()), |sub, ids| {
@@ -543,8 +543,8 @@ pub fn add_noise(batch: &Tensor, facs: &[f32], noise: &[f32]) -> Result<Tensor> 
         )
     }
     let (dtype, device) = (batch.dtype(), batch.device());
-    let facs = Tensor::from_slice(facs, (n, 1, 1, 1), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
-    let noise = Tensor::from_slice(noise, batch.shape(), &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
+    let facs = upload(facs.to_vec(), (n, 1, 1, 1), dtype, device)?;
+    let noise = upload(noise.to_vec(), batch.shape(), dtype, device)?;
     batch + noise.broadcast_mul(&facs)?
 }
 

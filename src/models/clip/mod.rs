@@ -377,11 +377,12 @@ impl Clip {
     }
 
     /// Normalises pixels in `[0, 1]` with CLIP's mean and standard deviation.
+    /// Channel by channel with constants, so nothing is copied to a GPU for it.
     pub fn normalize(pixels: &Tensor) -> CResult<Tensor> {
-        let dev = pixels.device();
-        let mean = Tensor::new(&CLIP_MEAN, dev)?.to_dtype(pixels.dtype())?.reshape((1, 3, 1, 1))?;
-        let std = Tensor::new(&CLIP_STD, dev)?.to_dtype(pixels.dtype())?.reshape((1, 3, 1, 1))?;
-        pixels.broadcast_sub(&mean)?.broadcast_div(&std)
+        let channels = (0..3)
+            .map(|c| (pixels.narrow(1, c, 1)? - f64::from(CLIP_MEAN[c]))? / f64::from(CLIP_STD[c]))
+            .collect::<CResult<Vec<_>>>()?;
+        Tensor::cat(&channels, 1)
     }
 
     /// Cosine similarity of each image embedding row with each text embedding row.

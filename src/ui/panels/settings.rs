@@ -4,7 +4,7 @@
 use crate::settings::coarse::{format_schedule, parse_schedule, CoarseStage};
 use crate::settings::Augment;
 use crate::settings::CutMethod;
-use crate::settings::{OneStepSettings, OptimizerKind, RunSettings};
+use crate::settings::{OneStepSettings, OptimizerKind, Precision, RunSettings};
 use crate::ui::state::memory_estimate;
 
 /// A named preset: size, cutouts, iterations, coarse-to-fine schedule.
@@ -163,7 +163,18 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
         });
         ui.end_row();
         let l = ui.label("Device");
-        ui.text_edit_singleline(&mut s.device).labelled_by(l.id);
+        ui.add(egui::TextEdit::singleline(&mut s.device).hint_text("auto, cpu, cuda:0 or metal"))
+            .on_hover_text("auto: the first GPU this build can use, else the CPU")
+            .labelled_by(l.id);
+        ui.end_row();
+        ui.label("Precision");
+        egui::ComboBox::from_id_salt("precision").selected_text(s.precision.name()).show_ui(ui, |ui| {
+            for p in Precision::ALL {
+                ui.selectable_value(&mut s.precision, p, p.name());
+            }
+        })
+        .response
+        .on_hover_text("f16 and bf16 run CLIP and the VQGAN in half precision: for GPUs (bf16 needs one)");
         ui.end_row();
         let l = ui.label("Keep a frame every");
         ui.add(egui::DragValue::new(&mut s.save_every).range(1..=10_000)).labelled_by(l.id);
