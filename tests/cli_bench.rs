@@ -43,6 +43,7 @@ fn bench_reports_every_size_and_stage_and_writes_json() -> anyhow::Result<()> {
         if cfg!(target_os = "linux") {
             assert!(r["peak_rss_bytes"].as_u64().unwrap_or(0) > 10_000_000, "{r}");
         }
+        assert_eq!(r["transfers"]["downloads"], 1, "one read-back an iteration: {r}");
     }
 
     // Beside a reference report: a ratio column.
@@ -54,7 +55,9 @@ fn bench_reports_every_size_and_stage_and_writes_json() -> anyhow::Result<()> {
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("ratio") && stdout.matches("32x32").count() == 2, "{stdout}");
+    assert!(stdout.contains("ratio") && stdout.lines().filter(|l| l.starts_with("32x32 ")).count() == 2, "{stdout}");
+    // And what an iteration copied between host and device.
+    assert!(stdout.contains("32x32: host→device"), "{stdout}");
     Ok(())
 }
 
