@@ -311,6 +311,27 @@ fn ticking_blur_sends_it_with_the_run_and_unticking_takes_it_back() {
 }
 
 #[test]
+fn choosing_half_precision_sends_it_with_the_run_on_the_automatic_device() {
+    use clipcanvas::settings::Precision;
+    let link = FakeLink::default();
+    let mut h = harness_with_settings_open(&link);
+    assert_eq!(h.state().state.settings.precision, Precision::F32, "f32 by default");
+    assert_eq!(h.state().state.settings.device, "auto", "the first GPU the build can use, else the CPU");
+    h.get_by_label("Precision").scroll_to_me();
+    h.run_steps(20);
+    h.get_by_label("f32").click();
+    h.run_steps(2);
+    h.get_by_label("f16").click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.settings.precision, Precision::F16);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
+    assert_eq!((settings.precision, settings.device.as_str()), (Precision::F16, "auto"));
+}
+
+#[test]
 fn the_memory_estimate_is_for_the_models_in_use() {
     let link = FakeLink::default();
     let mut h = harness_with_settings_open(&link);

@@ -21,11 +21,11 @@ use super::image::{load_rgb, resize_exact_lanczos, resize_keep_aspect, rgb_to_te
 use super::loaded::Models;
 use super::loss::{clamp_with_grad, init_loss, tv_loss, PromptTarget};
 use super::observer::{Frame, Observer, StepRate, StepStats};
-use super::transfer;
 use super::optim::{Optimizer, OptimizerMeta};
 use super::profile::{StageClock, StageTimes};
 use super::rng::Rng;
 use super::session_file;
+use super::transfer;
 use crate::models::clip::Clip;
 use crate::settings::coarse::factor_at;
 use crate::settings::prompt::{excerpt, parse_noise_prompt, parse_prompt};

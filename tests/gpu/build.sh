@@ -29,15 +29,16 @@ fi
 nvcc --version | tail -n 2
 
 # Debian's CUDA 11.8 nvcc takes host compilers up to gcc 11 and clang 14; bookworm's
-# default gcc is 12, and clang-14 comes with the toolkit.
-if [ -z "${NVCC_CCBIN:-}" ]; then
+# default gcc is 12, and clang-14 comes with the toolkit. NVCC_PREPEND_FLAGS reaches every
+# nvcc call (candle-kernels' static-library step ignores NVCC_CCBIN).
+if [ -z "${NVCC_PREPEND_FLAGS:-}" ]; then
   probe="$(mktemp -d)"
   echo 'int main() { return 0; }' > "$probe/probe.cu"
   if ! nvcc -c "$probe/probe.cu" -o "$probe/probe.o" >/dev/null 2>&1; then
-    for cc in g++-11 clang++-14 clang-14; do
-      if command -v "$cc" >/dev/null 2>&1; then export NVCC_CCBIN="$cc"; break; fi
+    for cc in g++-11 clang++-14; do
+      if command -v "$cc" >/dev/null 2>&1; then export NVCC_PREPEND_FLAGS="-ccbin $cc"; break; fi
     done
-    echo "nvcc's host compiler: ${NVCC_CCBIN:-none found}"
+    echo "nvcc's host compiler: ${NVCC_PREPEND_FLAGS:-none found}"
   fi
   rm -rf "$probe"
 fi

@@ -312,17 +312,27 @@ def build_models(device: torch.device, seed: int, attn: str):
 # the run
 # ---------------------------------------------------------------------------
 
+# The most GPU memory in use (total - free, as the driver reports it) seen at a stage
+# boundary: the same sampling as clipcanvas's profile::device_peak, for a like-for-like
+# figure beside torch.cuda.max_memory_allocated.
+DEVICE_PEAK = [0]
+
+
 class StageClock:
     """Times consecutive stages, synchronising the device at each boundary."""
 
     def __init__(self, device: torch.device):
-        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.cuda = device.type == "cuda"
+        self.sync = torch.cuda.synchronize if self.cuda else (lambda: None)
         self.sync()
         self.last = time.perf_counter()
 
     def lap(self) -> float:
         self.sync()
         now = time.perf_counter()
+        if self.cuda:
+            free, total = torch.cuda.mem_get_info()
+            DEVICE_PEAK[0] = max(DEVICE_PEAK[0], total - free)
         d, self.last = now - self.last, now
         return d
 
@@ -330,9 +340,13 @@ class StageClock:
 class Run:
     """One canvas size: the state Session::new sets up (not timed)."""
 
-    def __init__(self, clip, vqgan, size: int, cutn: int, seed: int, device: torch.device):
+    def __init__(self, clip, vqgan, size: int, cutn: int, seed: int, device: torch.device,
+                 half: torch.dtype | None = None):
         import open_clip
         self.clip, self.vqgan, self.size, self.cutn, self.device = clip, vqgan, size, cutn, device
+        # --precision f16/bf16: the networks under autocast, the rest in float32, as
+        # clipcanvas's --precision runs them.
+        self.autocast = (lambda: torch.autocast(device.type, dtype=half)) if half else contextlib.nullcontext
         self.cut_size = clip.config.vision_config.image_size
         torch.manual_seed(seed)  # randn_like / uniform_ of the noise
         self.g = torch.Generator().manual_seed(seed)  # crops, initial codes
@@ -362,14 +376,17 @@ class Run:
         clock = StageClock(self.device)
         t = {}
         z_q = vector_quantize(self.z.movedim(1, 3), self.codebook).movedim(3, 1)
-        image = clamp_with_grad(self.vqgan.decode(z_q).add(1).div(2), 0, 1)
+        with self.autocast():
+            decoded = self.vqgan.decode(z_q)
+        image = clamp_with_grad(decoded.float().add(1).div(2), 0, 1)
         t["decode"] = clock.lap()
         batch = augment(make_cutouts(image, self.cut_size, crops), augments)
         facs = batch.new_empty([self.cutn, 1, 1, 1]).uniform_(0, NOISE_FAC)
         batch = batch + facs * torch.randn_like(batch)
         batch = (batch - self.mean) / self.std
         t["cutouts"] = clock.lap()
-        embeds = _feat(self.clip.get_image_features(pixel_values=batch)).float()
+        with self.autocast():
+            embeds = _feat(self.clip.get_image_features(pixel_values=batch)).float()
         t["clip"] = clock.lap()
         loss = sum([self.prompt(embeds)])
         value = loss.item()
@@ -436,6 +453,8 @@ def main(argv=None) -> None:
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"],
                     help="CLIP attention implementation in transformers (default sdpa, transformers' default)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls/convs on CUDA (default: off, true fp32)")
+    ap.add_argument("--precision", default="f32", choices=["f32", "f16", "bf16"],
+                    help="run CLIP and the VQGAN under autocast in this format (default f32: no autocast)")
     args = ap.parse_args(argv)
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -449,8 +468,13 @@ def main(argv=None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    half = {"f32": None, "f16": torch.float16, "bf16": torch.bfloat16}[args.precision]
+    baseline = 0
     if device.type == "cuda":
         set_tf32(args.tf32)
+        torch.cuda.init()
+        free, total = torch.cuda.mem_get_info()
+        baseline = total - free
 
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -466,8 +490,9 @@ def main(argv=None) -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
+            DEVICE_PEAK[0] = 0
         reset_peak_rss()
-        run = Run(clip, vqgan, size, args.cutn, args.seed, device)
+        run = Run(clip, vqgan, size, args.cutn, args.seed, device, half)
         sums = dict.fromkeys(STAGES, 0.0)
         total, best = 0.0, math.inf
         for i in range(args.warmup + args.iterations):
@@ -492,6 +517,10 @@ def main(argv=None) -> None:
         }
         if device.type == "cuda":
             res["peak_gpu_bytes"] = torch.cuda.max_memory_allocated(device)
+            res["peak_gpu_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
+            # As clipcanvas's peak_device_bytes: in use at stage boundaries, less the
+            # figure before the models were built.
+            res["peak_device_bytes"] = max(0, DEVICE_PEAK[0] - baseline)
         results.append(res)
         del run
 
@@ -499,6 +528,7 @@ def main(argv=None) -> None:
         "implementation": "pytorch",
         "arch": ARCH,
         "device": describe_device(device),
+        "precision": args.precision,
         "threads": torch.get_num_threads(),
         "cutn": args.cutn,
         "iterations": args.iterations,

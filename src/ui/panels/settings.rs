@@ -168,13 +168,15 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
             .labelled_by(l.id);
         ui.end_row();
         ui.label("Precision");
-        egui::ComboBox::from_id_salt("precision").selected_text(s.precision.name()).show_ui(ui, |ui| {
-            for p in Precision::ALL {
-                ui.selectable_value(&mut s.precision, p, p.name());
-            }
-        })
-        .response
-        .on_hover_text("f16 and bf16 run CLIP and the VQGAN in half precision: for GPUs (bf16 needs one)");
+        egui::ComboBox::from_id_salt("precision")
+            .selected_text(s.precision.name())
+            .show_ui(ui, |ui| {
+                for p in Precision::ALL {
+                    ui.selectable_value(&mut s.precision, p, p.name());
+                }
+            })
+            .response
+            .on_hover_text("f16 and bf16 run CLIP and the VQGAN in half precision: for GPUs (bf16 needs one)");
         ui.end_row();
         let l = ui.label("Keep a frame every");
         ui.add(egui::DragValue::new(&mut s.save_every).range(1..=10_000)).labelled_by(l.id);
