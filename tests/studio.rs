@@ -319,7 +319,7 @@ fn choosing_half_precision_sends_it_with_the_run_on_the_automatic_device() {
     assert_eq!(h.state().state.settings.device, "auto", "the first GPU the build can use, else the CPU");
     h.get_by_label("Precision").scroll_to_me();
     h.run_steps(20);
-    h.get_by_label("f32").click();
+    h.get_by_label("Precision").click();
     h.run_steps(2);
     h.get_by_label("f16").click();
     h.run_steps(2);

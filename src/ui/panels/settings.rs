@@ -167,7 +167,7 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
             .on_hover_text("auto: the first GPU this build can use, else the CPU")
             .labelled_by(l.id);
         ui.end_row();
-        ui.label("Precision");
+        let l = ui.label("Precision");
         egui::ComboBox::from_id_salt("precision")
             .selected_text(s.precision.name())
             .show_ui(ui, |ui| {
@@ -176,6 +176,7 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
                 }
             })
             .response
+            .labelled_by(l.id)
             .on_hover_text("f16 and bf16 run CLIP and the VQGAN in half precision: for GPUs (bf16 needs one)");
         ui.end_row();
         let l = ui.label("Keep a frame every");
