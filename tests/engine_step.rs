@@ -6,7 +6,7 @@ mod common;
 use candle_core::Tensor;
 use clipcanvas::engine::augment::AugmentParams;
 use clipcanvas::engine::cutouts::Crop;
-use clipcanvas::engine::session::{LabelledTarget, Session, StepPlan};
+use clipcanvas::engine::session::{LabelledTarget, Session, StepNoise, StepPlan};
 use clipcanvas::settings::RunSettings;
 use common::{assert_close, cosine, fixture, fixture_models, golden, values};
 use serde::Deserialize;
@@ -109,7 +109,7 @@ fn one_step_matches_the_reference() {
     let plan = StepPlan {
         crops: j.crops.clone(),
         augments: j.augments.clone(),
-        noise: Some((values(&g["noise_facs"]), values(&g["noise"]))),
+        noise: Some(StepNoise::Host { facs: values(&g["noise_facs"]), values: values(&g["noise"]) }),
     };
     let out = session.step_with(&plan).expect("step");
     assert_close("synthesised image", &out.image, &g["image"], 1e-4);

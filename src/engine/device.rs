@@ -69,7 +69,7 @@ pub fn weights_dtype(precision: Precision) -> DType {
 pub fn check_precision(device: &Device, precision: Precision) -> Result<()> {
     if device.is_cpu() && precision == Precision::Bf16 {
         return Err(EngineError::Input(
-            "--precision bf16 needs a GPU (--device cuda); on the CPU use f32 (f16 runs there too, but slower)".into(),
+            "bf16 precision needs a GPU (device cuda); on the CPU use f32 (f16 runs there too, but slower)".into(),
         ));
     }
     Ok(())

@@ -37,8 +37,19 @@ use crate::settings::{Augment, CutMethod, InitNoise, InitWeightMode, OneStepSett
 pub struct StepPlan {
     pub crops: Vec<Crop>,
     pub augments: Vec<AugmentParams>,
-    /// Per-cutout noise factors and the standard normal values.
-    pub noise: Option<(Vec<f32>, Vec<f32>)>,
+    pub noise: Option<StepNoise>,
+}
+
+/// The notebook's cutout noise for one step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepNoise {
+    /// Per-cutout factors and the standard normal values, drawn on the host by the
+    /// session's generator: on the CPU, and in the tests against the reference.
+    Host { facs: Vec<f32>, values: Vec<f32> },
+    /// Drawn on the device by its own generator, seeded from the session's: on a GPU,
+    /// where host-drawn noise would be the largest copy of an iteration (`cutn·3·S·S`
+    /// floats).
+    Device { seed: u64, fac: f64 },
 }
 
 /// One loss term's target.
@@ -469,8 +480,10 @@ impl Session {
         if plan.augments.iter().any(|a| *a != AugmentParams::default()) {
             batch = augment::apply(&batch, &plan.augments)?;
         }
-        if let Some((facs, noise)) = &plan.noise {
-            batch = augment::add_noise(&batch, facs, noise)?;
+        match &plan.noise {
+            Some(StepNoise::Host { facs, values }) => batch = augment::add_noise(&batch, facs, values)?,
+            Some(StepNoise::Device { seed, fac }) => batch = augment::add_device_noise(&batch, *seed, *fac)?,
+            None => {}
         }
         Ok(batch)
     }
@@ -484,8 +497,14 @@ impl Session {
         };
         let geometric: Vec<Augment> = st.augments.iter().copied().filter(|a| *a != Augment::Noise).collect();
         let augments = (0..st.cutn).map(|_| augment::random_params(&geometric, s, rng)).collect();
-        let noise = (st.augments.contains(&Augment::Noise) && st.noise_fac > 0.0)
-            .then(|| augment::random_noise(st.cutn, s, st.noise_fac, rng));
+        let noise = (st.augments.contains(&Augment::Noise) && st.noise_fac > 0.0).then(|| {
+            if self.models.device.is_cpu() {
+                let (facs, values) = augment::random_noise(st.cutn, s, st.noise_fac, rng);
+                StepNoise::Host { facs, values }
+            } else {
+                StepNoise::Device { seed: rng.next_u64(), fac: st.noise_fac }
+            }
+        });
         StepPlan { crops, augments, noise }
     }
 

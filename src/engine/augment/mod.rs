@@ -36,6 +36,9 @@
 //! Noise is separate ([`random_noise`], [`add_noise`]): the notebook adds
 //! `fac_i · N(0, 1)` with `fac_i ~ U[0, noise_fac)` after the augmentations.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
 use candle_core::{DType, Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -192,80 +195,89 @@ fn per_cutout(values: Vec<f64>, dtype: DType, device: &Device) -> Result<Tensor>
     upload(values, (m, 1, 1, 1), dtype, device)
 }
 
-/// Bilinear taps, as `grid_sample(bilinear, border, align_corners=False)`, for an
-/// `h`×`w` image whose output pixel at normalised `(u, v)` samples `src(u, v)`;
-/// written tap-major (`[4, h·w]`: tap `k` of output pixel `p` at `k·h·w + p`) as flat
-/// pixel indices and weights. The caller checks that `h·w` fits a `u32` and sizes the
-/// slices `4·h·w`.
-fn write_taps(h: usize, w: usize, src: impl Fn(f64, f64) -> (f64, f64), idx: &mut [u32], wts: &mut [f64]) {
-    let hw = h * w;
-    let unnormalise = |g: f64, size: usize| -> f64 {
-        let p = ((g + 1.0) * as_f64(size) - 1.0) / 2.0;
-        if p.is_nan() {
-            0.0
-        } else {
-            p.clamp(0.0, as_f64(size - 1))
-        }
-    };
-    #[expect(clippy::cast_possible_truncation, reason = "h·w fits u32, checked by the caller")]
-    let flat = |y: usize, x: usize| (y * w + x) as u32;
-    for i in 0..h {
-        let v = (2.0 * as_f64(i) + 1.0) / as_f64(h) - 1.0;
-        for j in 0..w {
-            let u = (2.0 * as_f64(j) + 1.0) / as_f64(w) - 1.0;
-            let (gx, gy) = src(u, v);
-            let (ix, iy) = (unnormalise(gx, w), unnormalise(gy, h));
-            let (fx, fy) = (ix.floor(), iy.floor());
-            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "clamped to [0, side - 1]")]
-            let (x0, y0) = (fx as usize, fy as usize);
-            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-            let (tx, ty) = (ix - fx, iy - fy);
-            let p = i * w + j;
-            for (k, (id, wt)) in [
-                (flat(y0, x0), (1.0 - ty) * (1.0 - tx)),
-                (flat(y0, x1), (1.0 - ty) * tx),
-                (flat(y1, x0), ty * (1.0 - tx)),
-                (flat(y1, x1), ty * tx),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                idx[k * hw + p] = id;
-                wts[k * hw + p] = wt;
-            }
+/// A source map as a homography `[h0..h8]` (row-major 3×3): the output pixel at
+/// normalised `(u, v)` samples the input at
+/// `((h0 u + h1 v + h2) / z, (h3 u + h4 v + h5) / z)`, `z = h6 u + h7 v + h8`.
+type Homography = [f64; 9];
+
+/// The normalised pixel centres `(u, v)` of an `h`×`w` image as two `[1, h·w]` f64
+/// tensors on `device`, built once per size and device (the warp's only upload of them).
+fn centres(h: usize, w: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    type Key = (usize, usize, candle_core::DeviceLocation);
+    static CACHE: OnceLock<Mutex<HashMap<Key, (Tensor, Tensor)>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (h, w, device.location());
+    if let Some((u, v)) = cache.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        // Several `Device`s can share a location; tensors only mix within one.
+        if u.device().same_device(device) {
+            return Ok((u.clone(), v.clone()));
         }
     }
+    let us: Vec<f64> = (0..h).flat_map(|_| (0..w).map(|j| (2.0 * as_f64(j) + 1.0) / as_f64(w) - 1.0)).collect();
+    let vs: Vec<f64> = (0..h).flat_map(|i| std::iter::repeat_n((2.0 * as_f64(i) + 1.0) / as_f64(h) - 1.0, w)).collect();
+    let u = upload(us, (1, h * w), DType::F64, device)?;
+    let v = upload(vs, (1, h * w), DType::F64, device)?;
+    let mut guard = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if guard.len() >= 64 {
+        guard.clear();
+    }
+    guard.insert(key, (u.clone(), v.clone()));
+    Ok((u, v))
 }
 
-/// A source map: normalised output coordinates to normalised input coordinates.
-type SourceMap<'a> = Box<dyn Fn(f64, f64) -> (f64, f64) + 'a>;
+/// Bilinear taps, as `grid_sample(bilinear, border, align_corners=False)`, of each
+/// homography over an `h`×`w` image, computed in f64 where the image lives (on a GPU,
+/// only the `m × 9` homographies travel): flat pixel indices `[m, 4·h·w]` and weights
+/// `[m, 4·h·w]`, tap-major (tap `k` of output pixel `p` at `k·h·w + p`).
+fn taps(hs: &[Homography], h: usize, w: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    let m = hs.len();
+    let (u, v) = centres(h, w, device)?;
+    let hm = upload(hs.iter().flatten().copied().collect::<Vec<f64>>(), (m, 9), DType::F64, device)?;
+    let col = |k: usize| hm.narrow(1, k, 1);
+    // h_a u + h_b v + h_c, in that order (as the host form computes it).
+    let lin = |a: usize, b: usize, c: usize| -> Result<Tensor> {
+        col(a)?.broadcast_mul(&u)?.broadcast_add(&col(b)?.broadcast_mul(&v)?)?.broadcast_add(&col(c)?)
+    };
+    let z = lin(6, 7, 8)?;
+    let (gx, gy) = (lin(0, 1, 2)?.div(&z)?, lin(3, 4, 5)?.div(&z)?);
+    // grid_sample's unnormalisation; NaN (0/0 in a degenerate warp) reads pixel 0.
+    let unnormalise = |g: &Tensor, size: usize| -> Result<Tensor> {
+        let p = ((((g + 1.0)? * as_f64(size))? - 1.0)? / 2.0)?;
+        let p = p.eq(&p)?.where_cond(&p, &p.zeros_like()?)?;
+        p.clamp(0.0, as_f64(size - 1))
+    };
+    let (ix, iy) = (unnormalise(&gx, w)?, unnormalise(&gy, h)?);
+    let (fx, fy) = (ix.floor()?, iy.floor()?);
+    let (tx, ty) = ((&ix - &fx)?, (&iy - &fy)?);
+    let (x1, y1) = ((&fx + 1.0)?.clamp(0.0, as_f64(w - 1))?, (&fy + 1.0)?.clamp(0.0, as_f64(h - 1))?);
+    let flat = |y: &Tensor, x: &Tensor| -> Result<Tensor> { ((y * as_f64(w))? + x)?.to_dtype(DType::U32) };
+    let (sx, sy) = ((1.0 - &tx)?, (1.0 - &ty)?);
+    let idx = Tensor::cat(&[flat(&fy, &fx)?, flat(&fy, &x1)?, flat(&y1, &fx)?, flat(&y1, &x1)?], 1)?;
+    let wts = Tensor::cat(&[(&sy * &sx)?, (&sy * &tx)?, (&ty * &sx)?, (&ty * &tx)?], 1)?;
+    Ok((idx, wts))
+}
 
-/// Resamples each cutout of `x` `[m, C, H, W]` through its own source map (normalised
+/// Resamples each cutout of `x` `[m, C, H, W]` through its own homography (normalised
 /// output coords → normalised input coords) with bilinear border sampling: a `gather`
 /// of 4 taps per output pixel along the flattened pixels (indices shared by the
 /// channels), weighted and summed.
-fn warp(x: &Tensor, maps: &[SourceMap<'_>]) -> Result<Tensor> {
+fn warp(x: &Tensor, hs: &[Homography]) -> Result<Tensor> {
     let (m, c, h, w) = x.dims4()?;
     let hw = h * w;
-    if hw == 0 || u32::try_from(hw * 4).is_err() || maps.len() != m {
-        candle_core::bail!("warp: {} maps for {m} cutouts of {h}x{w}", maps.len())
+    if hw == 0 || u32::try_from(hw * 4).is_err() || hs.len() != m {
+        candle_core::bail!("warp: {} maps for {m} cutouts of {h}x{w}", hs.len())
     }
-    let mut idx = vec![0u32; m * hw * 4];
-    let mut wts = vec![0f64; m * hw * 4];
-    for ((map, idx), wts) in maps.iter().zip(idx.chunks_mut(hw * 4)).zip(wts.chunks_mut(hw * 4)) {
-        write_taps(h, w, map, idx, wts);
-    }
-    let device = x.device();
-    let idx = upload(idx, (m, 1, hw * 4), DType::U32, device)?.broadcast_as((m, c, hw * 4))?.contiguous()?;
-    let wts = upload(wts, (m, 1, 4, hw), x.dtype(), device)?;
+    let (idx, wts) = taps(hs, h, w, x.device())?;
+    let idx = idx.reshape((m, 1, hw * 4))?.broadcast_as((m, c, hw * 4))?.contiguous()?;
+    let wts = wts.to_dtype(x.dtype())?.reshape((m, 1, 4, hw))?;
     let taps = x.reshape((m, c, hw))?.gather(&idx, 2)?.reshape((m, c, 4, hw))?.broadcast_mul(&wts)?;
     // Four strided adds are much faster on the CPU than a sum over the tap axis.
     let tap = |k: usize| taps.narrow(2, k, 1);
     ((tap(0)? + tap(1)?)? + (tap(2)? + tap(3)?)?)?.reshape((m, c, h, w))
 }
 
-/// The source map of an affine transform: `u ↦ A⁻¹(u − t)`.
-fn affine_map(a: &Affine) -> Result<impl Fn(f64, f64) -> (f64, f64)> {
+/// The source map of an affine transform, `u ↦ A⁻¹(u − t)`, as a homography.
+fn affine_h(a: &Affine) -> Result<Homography> {
     let (sin, cos) = a.angle_deg.to_radians().sin_cos();
     let tan = a.shear_deg.to_radians().tan();
     // A = scale · R · Sh = scale · [[cos, cos·tan − sin], [sin, sin·tan + cos]]
@@ -277,10 +289,7 @@ fn affine_map(a: &Affine) -> Result<impl Fn(f64, f64) -> (f64, f64)> {
     }
     let (i00, i01, i10, i11) = (m11 / det, -m01 / det, -m10 / det, m00 / det);
     let (tx, ty) = (2.0 * a.translate_x, 2.0 * a.translate_y);
-    Ok(move |u: f64, v: f64| {
-        let (du, dv) = (u - tx, v - ty);
-        (i00 * du + i01 * dv, i10 * du + i11 * dv)
-    })
+    Ok([i00, i01, -(i00 * tx + i01 * ty), i10, i11, -(i10 * tx + i11 * ty), 0.0, 0.0, 1.0])
 }
 
 /// Solves `a · x = b` (8×8) by Gaussian elimination with partial pivoting.
@@ -323,9 +332,9 @@ fn homography(from: &[[f64; 2]; 4], to: &[[f64; 2]; 4]) -> Option<[f64; 9]> {
     Some([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], 1.0])
 }
 
-/// The source map of a perspective warp: the homography from the displaced
+/// The source map of a perspective warp as a homography: from the displaced
 /// (destination) corners to the original ones.
-fn perspective_map(d: &[[f64; 2]; 4]) -> Result<impl Fn(f64, f64) -> (f64, f64)> {
+fn perspective_h(d: &[[f64; 2]; 4]) -> Result<Homography> {
     let corners = [[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]];
     let mut dst = corners;
     for (p, dk) in dst.iter_mut().zip(d) {
@@ -335,10 +344,7 @@ fn perspective_map(d: &[[f64; 2]; 4]) -> Result<impl Fn(f64, f64) -> (f64, f64)>
     let Some(h) = homography(&dst, &corners) else {
         candle_core::bail!("perspective augmentation is degenerate: {d:?}")
     };
-    Ok(move |u: f64, v: f64| {
-        let z = h[6] * u + h[7] * v + h[8];
-        ((h[0] * u + h[1] * v + h[2]) / z, (h[3] * u + h[4] * v + h[5]) / z)
-    })
+    Ok(h)
 }
 
 /// RGB → YIQ.
@@ -494,23 +500,17 @@ pub fn apply(batch: &Tensor, params: &[AugmentParams]) -> Result<Tensor> {
     })?;
 
     x = on_subset(&x, &which(&|p| p.affine.is_some()), |sub, ids| {
-        let mut maps: Vec<SourceMap> = Vec::with_capacity(ids.len());
-        for &i in ids {
-            if let Some(a) = &params[i].affine {
-                maps.push(Box::new(affine_map(a)?));
-            }
-        }
-        warp(sub, &maps)
+        let hs = ids.iter().filter_map(|&i| params[i].affine.as_ref()).map(affine_h).collect::<Result<Vec<_>>>()?;
+        warp(sub, &hs)
     })?;
 
     x = on_subset(&x, &which(&|p| p.perspective.is_some()), |sub, ids| {
-        let mut maps: Vec<SourceMap> = Vec::with_capacity(ids.len());
-        for &i in ids {
-            if let Some(d) = &params[i].perspective {
-                maps.push(Box::new(perspective_map(d)?));
-            }
-        }
-        warp(sub, &maps)
+        let hs = ids
+            .iter()
+            .filter_map(|&i| params[i].perspective.as_ref())
+            .map(perspective_h)
+            .collect::<Result<Vec<_>>>()?;
+        warp(sub, &hs)
     })?;
 
     x = on_subset(&x, &which(&|p| p.jitter.is_some()), |sub, ids| {
@@ -545,6 +545,19 @@ pub fn add_noise(batch: &Tensor, facs: &[f32], noise: &[f32]) -> Result<Tensor> 
     let (dtype, device) = (batch.dtype(), batch.device());
     let facs = upload(facs.to_vec(), (n, 1, 1, 1), dtype, device)?;
     let noise = upload(noise.to_vec(), batch.shape(), dtype, device)?;
+    batch + noise.broadcast_mul(&facs)?
+}
+
+/// The notebook's noise drawn where `batch` lives, by the device's own generator seeded
+/// with `seed`: factors `U[0, fac)` per cutout and standard normals, nothing from the
+/// host. For GPUs (candle's CPU generator cannot be seeded; the CPU uses [`add_noise`]).
+pub fn add_device_noise(batch: &Tensor, seed: u64, fac: f64) -> Result<Tensor> {
+    let device = batch.device();
+    device.set_seed(seed)?;
+    let n = batch.dim(0)?;
+    #[expect(clippy::cast_possible_truncation, reason = "noise in f32")]
+    let facs = Tensor::rand(0f32, fac as f32, (n, 1, 1, 1), device)?.to_dtype(batch.dtype())?;
+    let noise = Tensor::randn(0f32, 1f32, batch.shape(), device)?.to_dtype(batch.dtype())?;
     batch + noise.broadcast_mul(&facs)?
 }
 

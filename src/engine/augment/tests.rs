@@ -120,16 +120,16 @@ fn affine_translation_by_a_pixel_shifts() {
 #[test]
 fn homography_maps_the_corners() {
     let d = [[0.05, -0.02], [-0.08, 0.03], [0.01, 0.09], [-0.04, -0.06]];
-    let map = perspective_map(&d).unwrap();
+    let map = map_of(perspective_h(&d).unwrap());
     let corners = [[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]];
     for (c, dk) in corners.iter().zip(&d) {
         let (x, y) = map(c[0] + 2.0 * dk[0], c[1] + 2.0 * dk[1]);
         assert!((x - c[0]).abs() < 1e-12 && (y - c[1]).abs() < 1e-12);
     }
     // All corners pulled to the centre: no homography.
-    assert!(perspective_map(&[[0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5], [0.5, -0.5]]).is_err());
+    assert!(perspective_h(&[[0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5], [0.5, -0.5]]).is_err());
     // The corners swapped through the centre is a valid one (a half turn).
-    let half_turn = perspective_map(&[[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]]).unwrap();
+    let half_turn = map_of(perspective_h(&[[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]]).unwrap());
     let (x, y) = half_turn(0.3, -0.2);
     assert!((x + 0.3).abs() < 1e-12 && (y - 0.2).abs() < 1e-12);
     let singular = Affine { scale: 0.0, ..IDENTITY_AFFINE };
@@ -364,4 +364,77 @@ fn random_params_ranges_rates_and_determinism() {
     let c: Vec<_> = (0..20).map(|_| random_params(&Augment::ALL, s, &mut r2)).collect();
     assert_eq!(b, c);
     assert!(a.iter().all(|p| *p == a[0]));
+}
+
+/// A homography as a function of normalised output coordinates.
+fn map_of(h: Homography) -> impl Fn(f64, f64) -> (f64, f64) {
+    move |u: f64, v: f64| {
+        let z = h[6] * u + h[7] * v + h[8];
+        ((h[0] * u + h[1] * v + h[2]) / z, (h[3] * u + h[4] * v + h[5]) / z)
+    }
+}
+
+/// The taps `grid_sample(bilinear, border, align_corners=False)` reads, computed pixel
+/// by pixel on the host in f64: the reference for the tensor form in `taps`.
+fn host_taps(h: usize, w: usize, hm: Homography) -> (Vec<u32>, Vec<f64>) {
+    let map = map_of(hm);
+    let hw = h * w;
+    let (mut idx, mut wts) = (vec![0u32; 4 * hw], vec![0f64; 4 * hw]);
+    let unnormalise = |g: f64, size: usize| -> f64 {
+        let p = ((g + 1.0) * size as f64 - 1.0) / 2.0;
+        if p.is_nan() {
+            0.0
+        } else {
+            p.clamp(0.0, (size - 1) as f64)
+        }
+    };
+    for i in 0..h {
+        let v = (2.0 * i as f64 + 1.0) / h as f64 - 1.0;
+        for j in 0..w {
+            let u = (2.0 * j as f64 + 1.0) / w as f64 - 1.0;
+            let (gx, gy) = map(u, v);
+            let (ix, iy) = (unnormalise(gx, w), unnormalise(gy, h));
+            let (fx, fy) = (ix.floor(), iy.floor());
+            let (x0, y0) = (fx as usize, fy as usize);
+            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+            let (tx, ty) = (ix - fx, iy - fy);
+            let p = i * w + j;
+            let flat = |y: usize, x: usize| (y * w + x) as u32;
+            for (k, (id, wt)) in [
+                (flat(y0, x0), (1.0 - ty) * (1.0 - tx)),
+                (flat(y0, x1), (1.0 - ty) * tx),
+                (flat(y1, x0), ty * (1.0 - tx)),
+                (flat(y1, x1), ty * tx),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                idx[k * hw + p] = id;
+                wts[k * hw + p] = wt;
+            }
+        }
+    }
+    (idx, wts)
+}
+
+#[test]
+fn warp_taps_computed_as_tensors_are_the_per_pixel_ones() {
+    let affine = Affine { scale: 1.13, angle_deg: 17.0, shear_deg: -6.0, translate_x: 0.08, translate_y: -0.11 };
+    let hs = [
+        affine_h(&affine).unwrap(),
+        perspective_h(&[[0.05, -0.02], [-0.08, 0.03], [0.01, 0.09], [-0.04, -0.06]]).unwrap(),
+        // Far outside the image: every tap clamps to the border.
+        affine_h(&Affine { translate_x: 3.0, ..IDENTITY_AFFINE }).unwrap(),
+    ];
+    let (h, w) = (7, 9);
+    let (idx, wts) = taps(&hs, h, w, &Device::Cpu).unwrap();
+    let idx: Vec<Vec<u32>> = idx.to_vec2().unwrap();
+    let wts: Vec<Vec<f64>> = wts.to_vec2().unwrap();
+    for (k, hm) in hs.iter().enumerate() {
+        let (want_idx, want_wts) = host_taps(h, w, *hm);
+        assert_eq!(idx[k], want_idx, "map {k}: indices");
+        for (a, b) in wts[k].iter().zip(&want_wts) {
+            assert!((a - b).abs() <= 1e-15, "map {k}: weight {a} vs {b}");
+        }
+    }
 }
