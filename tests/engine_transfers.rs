@@ -45,6 +45,26 @@ fn a_plain_iteration_uploads_nothing_and_reads_its_losses_back_once() {
     assert_eq!(t, Transfers { uploads: 0, upload_bytes: 0, downloads: 1, download_bytes: 4 * 4 }, "{t:?}");
 }
 
+/// The pixel and Fourier generators make their index lists and transform matrices once,
+/// at setup: their plain iterations copy no more than the VQGAN's.
+#[test]
+fn the_pixel_and_fourier_generators_upload_nothing_per_iteration_either() {
+    use clipcanvas::settings::GeneratorSettings;
+    for name in ["pixel", "fft"] {
+        let generator = GeneratorSettings::named(name, 32, 32).expect("generator");
+        let settings = RunSettings { generator, lr: generator.default_lr(), ..settings() };
+        let mut session = Session::new(fixture_models(), settings).expect("session");
+        let crops: Vec<Crop> = [(20, 0, 0), (32, 0, 0), (24, 8, 4), (16, 16, 16)]
+            .into_iter()
+            .map(|(size, x, y)| Crop { size, x, y })
+            .collect();
+        let plan = StepPlan { crops, augments: vec![Default::default(); 4], noise: None };
+        step(&mut session, &plan);
+        let t = step(&mut session, &plan);
+        assert_eq!(t, Transfers { uploads: 0, upload_bytes: 0, downloads: 1, download_bytes: 4 * 4 }, "{name}: {t:?}");
+    }
+}
+
 /// With the default augmentations, what goes up is the noise (drawn on the host on the
 /// CPU only: a GPU draws it with its own generator) and the augmentations' parameters:
 /// the warps' homographies, the jitter's hue matrices and the lists of the cutouts each

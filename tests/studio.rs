@@ -332,6 +332,52 @@ fn choosing_half_precision_sends_it_with_the_run_on_the_automatic_device() {
 }
 
 #[test]
+fn choosing_the_pixel_generator_shows_its_cells_and_sends_them_with_the_run() {
+    use clipcanvas::settings::GeneratorSettings;
+    let link = FakeLink::default();
+    let mut h = harness_with_settings_open(&link);
+    assert_eq!(h.state().state.settings.generator, GeneratorSettings::Vqgan, "the VQGAN by default");
+    assert!(h.query_by_label("Pixel cells").is_none(), "no cells for the VQGAN");
+    h.get_by_label("Generator").scroll_to_me();
+    h.run_steps(20);
+    h.get_by_label("Generator").click();
+    h.run_steps(2);
+    h.get_by_label("pixel").click();
+    h.run_steps(2);
+    let s = &h.state().state.settings;
+    // The shapes world's 128² canvas: 48 cells across, its learning rate, no coarse start.
+    assert_eq!(s.generator, GeneratorSettings::Pixel { cells_x: 48, cells_y: 48 });
+    assert!((s.lr - 0.05).abs() < 1e-12 && s.coarse.is_empty(), "lr {} coarse {:?}", s.lr, s.coarse);
+    // The two numbers the row's label names: across and down.
+    assert_eq!(h.query_all_by_label("Pixel cells").count(), 2, "the cells' row");
+    // Draft is for VQGAN codes, and says so.
+    let why = h.state().draft_unavailable().expect("Draft is unavailable");
+    assert!(why.contains("choose vqgan"), "{why}");
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
+    assert_eq!(settings.generator.name(), "pixel");
+}
+
+#[test]
+fn choosing_the_fft_generator_shows_its_decay_and_colours() {
+    use clipcanvas::settings::{FftSettings, GeneratorSettings};
+    let link = FakeLink::default();
+    let mut h = harness_with_settings_open(&link);
+    h.get_by_label("Generator").scroll_to_me();
+    h.run_steps(20);
+    h.get_by_label("Generator").click();
+    h.run_steps(2);
+    h.get_by_label("fft").click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.settings.generator, GeneratorSettings::Fft(FftSettings::default()));
+    assert!((h.state().state.settings.lr - 0.3).abs() < 1e-12);
+    assert_eq!(h.query_all_by_label("Fourier").count(), 2, "the decay and colours row");
+    assert!(h.query_by_label("Pixel cells").is_none());
+}
+
+#[test]
 fn the_memory_estimate_is_for_the_models_in_use() {
     let link = FakeLink::default();
     let mut h = harness_with_settings_open(&link);

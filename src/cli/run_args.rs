@@ -10,7 +10,8 @@ use super::error::CliError;
 use crate::export;
 use crate::settings::prompt::split_story;
 use crate::settings::{
-    Augment, CutMethod, InitNoise, InitWeightMode, OneStepSettings, OptimizerKind, Precision, RunSettings,
+    Augment, CutMethod, GeneratorSettings, InitNoise, InitWeightMode, OneStepSettings, OptimizerKind, Precision,
+    RunSettings,
 };
 
 pub(super) fn input(msg: impl std::fmt::Display) -> CliError {
@@ -33,6 +34,19 @@ pub struct RunArgs {
     /// A noise prompt "SEED[:weight]"; repeatable.
     #[arg(long = "noise-prompt")]
     pub noise_prompts: Vec<String>,
+    /// What draws the image: vqgan (the default), pixel (flat cells) or fft (Fourier
+    /// coefficients). pixel and fft need no VQGAN weights of their own.
+    #[arg(long)]
+    pub generator: Option<String>,
+    /// The pixel generator's grid of cells "COLSxROWS" (default: 48 across the longer side).
+    #[arg(long)]
+    pub pixel_size: Option<String>,
+    /// The fft generator's frequency decay (default 1.5; higher is smoother).
+    #[arg(long)]
+    pub fft_decay: Option<f64>,
+    /// The fft generator's colour saturation (default 1.5; higher is more colourful).
+    #[arg(long)]
+    pub fft_colors: Option<f64>,
     /// Start from this image instead of random codes.
     #[arg(long)]
     pub init_image: Option<PathBuf>,
@@ -169,6 +183,7 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
     if let Some(size) = &a.size {
         (s.width, s.height) = parse_size(size)?;
     }
+    merge_generator(a, s)?;
     if let Some(v) = a.cutn {
         s.cutn = v;
     }
@@ -226,6 +241,53 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
     if let Some(p) = &a.precision {
         s.precision = Precision::parse(p)
             .ok_or_else(|| input(format!("--precision: unknown format {p:?} (expected f32, f16 or bf16)")))?;
+    }
+    Ok(())
+}
+
+/// Applies `--generator` and the flags that belong to one generator. Choosing another
+/// generator than the settings' sets the learning rate to its own default (`--lr`
+/// still overrides it) and, unless `--coarse` is given, leaves coarse-to-fine search out
+/// (its blocks are the VQGAN's tokens).
+fn merge_generator(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError> {
+    if let Some(name) = &a.generator {
+        let chosen = GeneratorSettings::named(name, s.width, s.height).ok_or_else(|| {
+            input(format!("--generator: unknown generator {name:?} (expected {})", GeneratorSettings::NAMES.join(", ")))
+        })?;
+        if chosen.name() != s.generator.name() {
+            s.generator = chosen;
+            s.lr = chosen.default_lr();
+            if a.coarse.is_none() {
+                s.coarse.clear();
+            }
+        }
+    }
+    let current = s.generator.name();
+    let wrong = |flag: &str, owner: &str| {
+        input(format!(
+            "{flag} belongs to the {owner} generator, and this run draws with the {current} generator \
+             (--generator {owner})"
+        ))
+    };
+    if let Some(cells) = &a.pixel_size {
+        let GeneratorSettings::Pixel { cells_x, cells_y } = &mut s.generator else {
+            return Err(wrong("--pixel-size", "pixel"));
+        };
+        let bad = || input(format!("--pixel-size {cells:?} must be COLSxROWS, e.g. 48x48"));
+        let (x, y) = cells.split_once(['x', 'X']).ok_or_else(bad)?;
+        *cells_x = x.trim().parse().map_err(|_| bad())?;
+        *cells_y = y.trim().parse().map_err(|_| bad())?;
+    }
+    for (flag, value) in [("--fft-decay", a.fft_decay), ("--fft-colors", a.fft_colors)] {
+        let Some(v) = value else { continue };
+        let GeneratorSettings::Fft(fft) = &mut s.generator else {
+            return Err(wrong(flag, "fft"));
+        };
+        if flag == "--fft-decay" {
+            fft.decay = v;
+        } else {
+            fft.colors = v;
+        }
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ use super::loaded::{onestep_dir, resolve_models, Models};
 use crate::models::clip::{ClipConfig, ClipFiles};
 use crate::models::onestep::{OneStepConfig, OneStepFiles};
 use crate::models::vqgan::{VqganConfig, VqganFiles};
-use crate::settings::{Augment, CutMethod, RunSettings};
+use crate::settings::{Augment, CutMethod, GeneratorSettings, RunSettings};
 
 /// The environment variable that, set to a number of bytes, replaces the memory the
 /// machine reports as available.
@@ -122,16 +122,37 @@ pub fn canvas(vqgan: &VqganConfig, width: usize, height: usize) -> (usize, usize
     ((width / fac).max(1) * fac, (height / fac).max(1) * fac)
 }
 
+/// The canvas of a run of `settings`: the VQGAN's rounded down to its factor, the
+/// other generators' as asked.
+pub fn run_canvas(nets: &Nets, settings: &RunSettings) -> (usize, usize) {
+    match settings.generator {
+        GeneratorSettings::Vqgan => canvas(&nets.vqgan, settings.width, settings.height),
+        _ => (settings.width.max(1), settings.height.max(1)),
+    }
+}
+
 /// The estimated peak memory of a run of `settings` on `nets`.
 pub fn estimate(nets: &Nets, settings: &RunSettings) -> Estimate {
-    let (width, height) = canvas(&nets.vqgan, settings.width, settings.height);
+    let vqgan = settings.generator == GeneratorSettings::Vqgan;
+    let (width, height) = run_canvas(nets, settings);
     let fac = nets.vqgan.downsample_factor();
     let latent = f(width / fac) * f(height / fac);
     let pixels = f(width) * f(height);
-    let code_search = 4.0 * latent * f(nets.vqgan.n_embed);
-    let step =
-        decoder_step(&nets.vqgan, latent) + image_and_cutouts(nets, settings, pixels) + clip_step(nets, settings);
-    let encode = if settings.init_image.is_some() || settings.init_noise != crate::settings::InitNoise::Codes {
+    let code_search = if vqgan { 4.0 * latent * f(nets.vqgan.n_embed) } else { 0.0 };
+    let render = match settings.generator {
+        GeneratorSettings::Vqgan => decoder_step(&nets.vqgan, latent),
+        // The two gathers and their gradients.
+        GeneratorSettings::Pixel { .. } => 4.0 * 3.0 * pixels,
+        // The transform's constant matrices; the scaled half spectra, their row
+        // transforms and gradients; the image, normalised, mixed, and their gradients.
+        GeneratorSettings::Fft(_) => {
+            let half = f(height) * f(width / 2 + 1);
+            2.0 * f(height) * f(height) + 2.0 * f(width / 2 + 1) * f(width) + 12.0 * 3.0 * half + 8.0 * 3.0 * pixels
+        }
+    };
+    let step = render + image_and_cutouts(nets, settings, pixels) + clip_step(nets, settings);
+    let encode = if vqgan && (settings.init_image.is_some() || settings.init_noise != crate::settings::InitNoise::Codes)
+    {
         encoder_forward(&nets.vqgan, latent)
     } else {
         0.0
@@ -463,8 +484,11 @@ fn human_rounded(bytes: u64, round: fn(f64) -> f64) -> String {
 /// larger than asked, whose run fits in `limit` bytes.
 pub fn largest_size(nets: &Nets, settings: &RunSettings, limit: u64, weights_loaded: bool) -> Option<(usize, usize)> {
     let fac = nets.vqgan.downsample_factor();
-    let (w, h) = canvas(&nets.vqgan, settings.width, settings.height);
+    let (w, h) = run_canvas(nets, settings);
     let (long, short) = (w.max(h) / fac, w.min(h) / fac);
+    if long == 0 {
+        return None;
+    }
     let fits = |toks_long: usize| {
         let toks_short = (toks_long * short / long).max(1);
         let (tw, th) = if w >= h { (toks_long, toks_short) } else { (toks_short, toks_long) };
@@ -522,7 +546,7 @@ fn refusal(nets: &Nets, settings: &RunSettings, avail: Available, weights_loaded
     if need <= avail.bytes {
         return None;
     }
-    let (w, h) = canvas(&nets.vqgan, settings.width, settings.height);
+    let (w, h) = run_canvas(nets, settings);
     Some(format!(
         "a {w}x{h} run with {} cutouts needs about {} of memory and {} is available ({}); {}",
         settings.cutn,
@@ -537,7 +561,7 @@ fn refusal(nets: &Nets, settings: &RunSettings, avail: Available, weights_loaded
 /// at the asked size; failing both, the largest size with half, a quarter… of the
 /// cutouts; failing that, what the smallest run needs.
 fn advice(nets: &Nets, settings: &RunSettings, limit: u64, weights_loaded: bool) -> String {
-    let (w, h) = canvas(&nets.vqgan, settings.width, settings.height);
+    let (w, h) = run_canvas(nets, settings);
     let cutn = settings.cutn;
     let size = largest_size(nets, settings, limit, weights_loaded);
     match (size, largest_cutn(nets, settings, limit, weights_loaded)) {

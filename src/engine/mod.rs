@@ -10,6 +10,7 @@ pub mod cutouts;
 pub mod device;
 pub mod draft;
 pub mod error;
+pub mod generator;
 pub mod image;
 pub mod loaded;
 pub mod loss;

@@ -1,5 +1,6 @@
-//! A run of the z+quantize method: the latent, the optimiser, the prompts and the random
-//! state, stepped one iteration at a time. Both the studio and `clipcanvas generate`
+//! A run of the z+quantize method: the generator's parameters (the "latent": the VQGAN's
+//! z, or another generator's, see `engine::generator`), the optimiser, the prompts and
+//! the random state, stepped one iteration at a time. Both the studio and `clipcanvas generate`
 //! drive it. A session saves to one file (safetensors with JSON metadata and a checksum,
 //! see `session_file.rs`) and resumes exactly where it stopped.
 
@@ -17,9 +18,10 @@ use super::coarse::block_average;
 use super::cutouts::{self, Crop};
 use super::draft::{check_fit, draft, embed_image_file, Candidate, Target};
 use super::error::{EngineError, Result};
-use super::image::{load_rgb, resize_exact_lanczos, resize_keep_aspect, rgb_to_tensor, tensor_to_rgb};
+use super::generator::{self, Generator};
+use super::image::{load_rgb, resize_keep_aspect, rgb_to_tensor, tensor_to_rgb};
 use super::loaded::Models;
-use super::loss::{clamp_with_grad, init_loss, tv_loss, PromptTarget};
+use super::loss::{init_loss, tv_loss, PromptTarget};
 use super::observer::{Frame, Observer, StepRate, StepStats};
 use super::optim::{Optimizer, OptimizerMeta};
 use super::profile::{StageClock, StageTimes};
@@ -29,7 +31,7 @@ use super::transfer;
 use crate::models::clip::Clip;
 use crate::settings::coarse::factor_at;
 use crate::settings::prompt::{excerpt, parse_noise_prompt, parse_prompt};
-use crate::settings::{Augment, CutMethod, InitNoise, InitWeightMode, OneStepSettings, RunSettings};
+use crate::settings::{Augment, CutMethod, GeneratorSettings, InitNoise, InitWeightMode, OneStepSettings, RunSettings};
 
 /// The random choices of one step: crops, augmentation parameters, noise. Drawn from the
 /// session's generator, or given (tests against the reference, replays).
@@ -66,7 +68,8 @@ pub struct StepOutput {
     pub total: f64,
     pub losses: Vec<(String, f64)>,
     pub lr: f64,
-    /// The image of the latent before the update, `[1, 3, H, W]` in `[0, 1]`, detached.
+    /// The image of the parameters before the update, `[1, 3, H, W]` in `[0, 1]`,
+    /// detached.
     pub image: Tensor,
     /// Where the step's time went (exact per stage only when profiling, see
     /// [`Session::set_profiling`]).
@@ -129,10 +132,11 @@ pub enum SteerChange {
 pub struct Session {
     models: Arc<Models>,
     settings: RunSettings,
+    generator: Box<dyn Generator>,
+    /// The generator's parameters, optimised.
     z: Var,
+    /// What the init regulariser pulls the parameters toward.
     z_orig: Tensor,
-    z_min: Tensor,
-    z_max: Tensor,
     optimizer: Optimizer,
     rng: Rng,
     iteration: usize,
@@ -143,7 +147,7 @@ pub struct Session {
     width: usize,
     height: usize,
     notices: Vec<String>,
-    /// The gradient of the last step's loss with respect to the latent.
+    /// The gradient of the last step's loss with respect to the parameters.
     last_grad: Option<Tensor>,
     /// Live changes, in order.
     steering: Vec<SteerRecord>,
@@ -154,31 +158,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// Sets up a run: the canvas size (rounded down to the VQGAN's factor), the prompt
-    /// embeddings, and the initial latent.
+    /// Sets up a run: the generator and its canvas (the VQGAN's rounded down to its
+    /// factor), the prompt embeddings, and the initial parameters.
     pub fn new(models: Arc<Models>, settings: RunSettings) -> Result<Self> {
         settings.validate().map_err(EngineError::Input)?;
-        let cfg = models.vqgan.config();
-        let f = cfg.downsample_factor();
-        let (toks_x, toks_y) = (settings.width / f, settings.height / f);
-        if toks_x == 0 || toks_y == 0 {
-            return Err(EngineError::Input(format!(
-                "size {}x{} is below the minimum of {f}x{f} for this VQGAN",
-                settings.width, settings.height
-            )));
-        }
-        let (width, height) = (toks_x * f, toks_y * f);
-        let mut notices = Vec::new();
-        if (width, height) != (settings.width, settings.height) {
-            notices.push(format!(
-                "size {}x{} rounded down to {width}x{height} (a multiple of the VQGAN's factor {f})",
-                settings.width, settings.height
-            ));
-        }
-        let codebook = models.vqgan.codebook();
-        let c = cfg.embed_dim;
-        let z_min = codebook.min(0)?.reshape((1, c, 1, 1))?;
-        let z_max = codebook.max(0)?.reshape((1, c, 1, 1))?;
+        let (generator, notices) = generator::build(&models, &settings)?;
+        let (width, height) = generator.size();
 
         let mut root = Rng::new(settings.seed);
         let mut init_rng = root.fork();
@@ -186,13 +171,12 @@ impl Session {
         let rng = root.fork();
         let mut draft_rng = root.fork();
 
-        let z0 = initial_latent(&models, &settings, width, height, toks_x, toks_y, &mut init_rng)?;
+        let z0 = generator::initial(generator.as_ref(), &settings, &mut init_rng)?;
         let mut session = Self {
             models,
+            generator,
             z: Var::from_tensor(&z0)?,
             z_orig: z0,
-            z_min,
-            z_max,
             optimizer: Optimizer::new(settings.optimizer),
             rng,
             iteration: 0,
@@ -211,7 +195,7 @@ impl Session {
             session.settings.prompt_stages().iter().map(|stage| session.text_targets(stage)).collect::<Result<_>>()?;
         session.fixed = session.fixed_targets(&mut prompt_rng)?;
         if let Some(one) = session.settings.one_step.clone() {
-            session.start_from_draft(&one, toks_x, toks_y, &mut draft_rng)?;
+            session.start_from_draft(&one, &mut draft_rng)?;
         }
         Ok(session)
     }
@@ -225,13 +209,7 @@ impl Session {
         settings.init_noise = InitNoise::Codes;
         settings.one_step = None;
         let mut session = Self::new(models, settings)?;
-        let (w, h) =
-            (u32::try_from(session.width).unwrap_or(u32::MAX), u32::try_from(session.height).unwrap_or(u32::MAX));
-        let z = if start.dimensions() == (w, h) {
-            encode_rgb(&session.models, start)?
-        } else {
-            encode_rgb(&session.models, &resize_exact_lanczos(start, w, h))?
-        };
+        let z = generator::encode_resized(session.generator.as_ref(), start)?;
         session.z = Var::from_tensor(&z)?;
         session.z_orig = z;
         Ok(session)
@@ -240,11 +218,16 @@ impl Session {
     /// Draws the one-step candidates for the first prompt stage (or, without text
     /// prompts, the image prompts) and starts the latent, and the init regulariser's
     /// target, at the chosen one.
-    fn start_from_draft(&mut self, one: &OneStepSettings, toks_x: usize, toks_y: usize, rng: &mut Rng) -> Result<()> {
+    fn start_from_draft(&mut self, one: &OneStepSettings, rng: &mut Rng) -> Result<()> {
         let models = Arc::clone(&self.models);
         let onestep = models.onestep.as_ref().ok_or_else(|| {
             EngineError::Input("this run asks for a one-step draft but no one-step model was loaded".into())
         })?;
+        if self.settings.generator != GeneratorSettings::Vqgan {
+            return Err(EngineError::Input("a one-step draft starts only a run of the VQGAN generator".into()));
+        }
+        let f = models.vqgan.config().downsample_factor();
+        let (toks_x, toks_y) = (self.width / f, self.height / f);
         check_fit(onestep, &models, toks_x, toks_y)?;
         let mut targets: Vec<Target> = self
             .stages
@@ -318,11 +301,13 @@ impl Session {
         (self.width, self.height)
     }
 
+    /// The generator's parameters (the VQGAN's latent, the pixel cells' colours, the
+    /// Fourier coefficients).
     pub fn latent(&self) -> &Tensor {
         self.z.as_tensor()
     }
 
-    /// The gradient of the last step's loss with respect to the latent.
+    /// The gradient of the last step's loss with respect to the parameters.
     pub fn last_gradient(&self) -> Option<&Tensor> {
         self.last_grad.as_ref()
     }
@@ -516,11 +501,9 @@ impl Session {
         plan
     }
 
-    /// The image of the current latent, `[1, 3, H, W]` in `[0, 1]`.
+    /// The image of the current parameters, `[1, 3, H, W]` in `[0, 1]`.
     pub fn render(&self) -> Result<Tensor> {
-        let zq = self.models.vqgan.quantize_st(&self.z.as_tensor().detach())?;
-        let out = self.models.vqgan.decode(&zq)?;
-        Ok(((out + 1.0)? / 2.0)?.clamp(0.0, 1.0)?)
+        Ok(self.generator.render(&self.z.as_tensor().detach())?.clamp(0.0, 1.0)?)
     }
 
     /// The current image as RGB8.
@@ -540,8 +523,9 @@ impl Session {
         out
     }
 
-    /// One iteration with the given plan: synthesise, cut out, embed, loss, backward,
-    /// optimiser step, clamp to the codebook's range. On error nothing has changed.
+    /// One iteration with the given plan: render, cut out, embed, loss, backward,
+    /// optimiser step, the generator's clamp (the VQGAN's: to the codebook's range). On
+    /// error nothing has changed.
     pub fn step_with(&mut self, plan: &StepPlan) -> Result<StepOutput> {
         let device = self.models.device.clone();
         let sync = self.profiling.then_some(&device);
@@ -549,9 +533,7 @@ impl Session {
         let it = self.iteration;
         let lr = self.settings.lr_at(it);
         let z = self.z.as_tensor().clone();
-        let zq = self.models.vqgan.quantize_st(&z)?;
-        let out = self.models.vqgan.decode(&zq)?;
-        let image = clamp_with_grad(&((out + 1.0)? / 2.0)?, 0.0, 1.0)?;
+        let image = self.generator.render(&z)?;
         clock.times.decode = clock.lap()?;
         let batch = Clip::normalize(&self.cutouts(&image, plan)?)?;
         clock.times.cutouts = clock.lap()?;
@@ -591,7 +573,9 @@ impl Session {
 
         clock.times.loss = clock.lap()?;
         let grads = total.backward()?;
-        let g = grads.get(&z).ok_or_else(|| EngineError::Input("the loss does not depend on the latent".into()))?;
+        let g = grads
+            .get(&z)
+            .ok_or_else(|| EngineError::Input("the loss does not depend on the generator's parameters".into()))?;
         // Coarse-to-fine: the latent moves in blocks while a stage is active.
         let g = &block_average(g, factor_at(&self.settings.coarse, it))?;
         clock.times.backward = clock.lap()?;
@@ -599,8 +583,7 @@ impl Session {
         // once the latent has moved too.
         let mut optimizer = self.optimizer.clone();
         let updated = optimizer.step(&z, g, lr)?;
-        let clamped = updated.broadcast_maximum(&self.z_min)?.broadcast_minimum(&self.z_max)?;
-        self.z.set(&clamped)?;
+        self.z.set(&self.generator.clamp(&updated)?)?;
         self.optimizer = optimizer;
         self.last_grad = Some(g.clone());
         clock.times.optimiser = clock.lap()?;
@@ -706,81 +689,4 @@ fn read_session(path: &Path) -> Result<(SessionMeta, HashMap<String, Tensor>)> {
         return Err(bad(format!("session version {} is not supported", meta.version)));
     }
     Ok((meta, tensors))
-}
-
-/// The starting latent: an encoded init image, encoded noise, or random codes.
-fn initial_latent(
-    models: &Models,
-    settings: &RunSettings,
-    width: usize,
-    height: usize,
-    toks_x: usize,
-    toks_y: usize,
-    rng: &mut Rng,
-) -> Result<Tensor> {
-    let dev = &models.device;
-    let (w32, h32) = (u32::try_from(width).unwrap_or(u32::MAX), u32::try_from(height).unwrap_or(u32::MAX));
-    let encode = |rgb: &image::RgbImage| encode_rgb(models, rgb);
-    if let Some(path) = &settings.init_image {
-        let rgb = resize_exact_lanczos(&load_rgb(path)?, w32, h32);
-        return encode(&rgb);
-    }
-    match settings.init_noise {
-        InitNoise::Pixels => {
-            let mut img = image::RgbImage::new(w32, h32);
-            for p in img.pixels_mut() {
-                #[expect(clippy::cast_possible_truncation, reason = "below 256")]
-                let mut byte = || rng.below(255) as u8;
-                *p = image::Rgb([byte(), byte(), byte()]);
-            }
-            encode(&img)
-        }
-        InitNoise::Gradient => encode(&gradient_image(w32, h32, rng)),
-        InitNoise::Codes => {
-            // One random code per block of the first coarse stage (per token without one).
-            let n = models.vqgan.config().n_embed;
-            let f = factor_at(&settings.coarse, 0);
-            let (bx, by) = (toks_x.div_ceil(f), toks_y.div_ceil(f));
-            let blocks: Vec<u32> = (0..bx * by).map(|_| u32::try_from(rng.below(n)).unwrap_or(0)).collect();
-            let idx: Vec<u32> = (0..toks_y)
-                .flat_map(|y| (0..toks_x).map(move |x| (y / f, x / f)))
-                .map(|(y, x)| blocks[y * bx + x])
-                .collect();
-            let idx = Tensor::from_vec(idx, (1, toks_y, toks_x), dev)?;
-            Ok(models.vqgan.embed_indices(&idx)?)
-        }
-    }
-}
-
-/// The VQGAN latent of an RGB image (its encoder's output, before quantisation).
-fn encode_rgb(models: &Models, rgb: &image::RgbImage) -> Result<Tensor> {
-    let x = ((rgb_to_tensor(rgb, &models.device)? * 2.0)? - 1.0)?;
-    Ok(models.vqgan.encode(&x)?)
-}
-
-/// nerdyrodent's random gradient image: two random colours blended along a random axis,
-/// per channel.
-fn gradient_image(width: u32, height: u32, rng: &mut Rng) -> image::RgbImage {
-    let mut img = image::RgbImage::new(width, height);
-    let horizontal: [bool; 3] = [rng.chance(0.5), rng.chance(0.5), rng.chance(0.5)];
-    let ends: [(f64, f64); 3] = [
-        (rng.range(0.0, 255.0), rng.range(0.0, 255.0)),
-        (rng.range(0.0, 255.0), rng.range(0.0, 255.0)),
-        (rng.range(0.0, 255.0), rng.range(0.0, 255.0)),
-    ];
-    for (x, y, p) in img.enumerate_pixels_mut() {
-        for c in 0..3 {
-            let t = if horizontal[c] {
-                f64::from(x) / f64::from(width.max(2) - 1)
-            } else {
-                f64::from(y) / f64::from(height.max(2) - 1)
-            };
-            let (a, b) = ends[c];
-            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "within [0, 255]")]
-            {
-                p[c] = (a + (b - a) * t).round().clamp(0.0, 255.0) as u8;
-            }
-        }
-    }
-    img
 }

@@ -9,12 +9,14 @@ use serde::{Deserialize, Serialize};
 
 pub mod animation;
 pub mod coarse;
+pub mod generator;
 pub mod png;
 pub mod prompt;
 pub mod schedule;
 
 use coarse::validate_schedule;
 pub use coarse::CoarseStage;
+pub use generator::{FftSettings, GeneratorSettings};
 use prompt::{parse_noise_prompt, parse_prompt};
 
 /// The switchable augmentations.
@@ -255,6 +257,11 @@ pub struct RunSettings {
     pub image_prompts: Vec<String>,
     /// Noise prompts, each `seed[:weight]`.
     pub noise_prompts: Vec<String>,
+    /// What draws the image: the VQGAN (the default), pixel cells or Fourier
+    /// coefficients. Left out of the JSON when it is the VQGAN, so that files written
+    /// before there was a choice read and write the same.
+    #[serde(skip_serializing_if = "GeneratorSettings::is_vqgan")]
+    pub generator: GeneratorSettings,
     #[serde(serialize_with = "lossy_path")]
     pub init_image: Option<PathBuf>,
     pub init_noise: InitNoise,
@@ -306,6 +313,7 @@ impl Default for RunSettings {
             story_every: 50,
             image_prompts: Vec::new(),
             noise_prompts: Vec::new(),
+            generator: GeneratorSettings::Vqgan,
             init_image: None,
             init_noise: InitNoise::Codes,
             init_weight: 0.0,
@@ -433,8 +441,21 @@ impl RunSettings {
             }
         }
         validate_schedule(&self.coarse)?;
+        self.generator.validate(self.width, self.height)?;
+        if !self.coarse.is_empty() && !self.generator.has_grid() {
+            return Err(format!(
+                "coarse-to-fine search moves a grid in blocks; the {} generator has none (leave coarse out)",
+                self.generator.name()
+            ));
+        }
         if let Some(one) = &self.one_step {
             one.validate()?;
+            if self.generator != GeneratorSettings::Vqgan {
+                return Err(format!(
+                    "a one-step draft is a grid of VQGAN codes; it cannot start a run of the {} generator",
+                    self.generator.name()
+                ));
+            }
             if self.init_image.is_some() {
                 return Err("a one-step draft is the start of the run; it cannot be combined with an init image".into());
             }

@@ -245,12 +245,14 @@ impl Animation {
         }))
     }
 
-    /// The canvas size the frames are made at (the settings' size rounded down to the
-    /// VQGAN's factor).
+    /// The canvas size the frames are made at (the generator's: the VQGAN's is the
+    /// settings' size rounded down to its factor).
     pub fn canvas_size(&self) -> (u32, u32) {
-        let f = self.models.vqgan.config().downsample_factor().max(1);
-        let side = |v: usize| u32::try_from(v / f * f).unwrap_or(u32::MAX);
-        (side(self.settings.width), side(self.settings.height))
+        let (w, h) = match crate::engine::generator::canvas(&self.models, &self.settings) {
+            Ok(((w, h), _)) => (w, h),
+            Err(_) => (self.settings.width, self.settings.height),
+        };
+        (u32::try_from(w).unwrap_or(u32::MAX), u32::try_from(h).unwrap_or(u32::MAX))
     }
 
     /// The session of the next frame, set up from its start (the warped previous frame,

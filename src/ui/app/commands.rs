@@ -231,6 +231,13 @@ impl StudioApp {
 
     /// Why Draft cannot run with the current models, if it cannot.
     pub fn draft_unavailable(&self) -> Option<String> {
+        if !self.state.settings.generator.is_vqgan() {
+            return Some(format!(
+                "one-step drafts are VQGAN codes, and this run draws with the {} generator: choose vqgan in \
+                 Settings > Generator",
+                self.state.settings.generator.name()
+            ));
+        }
         self.draft_check.as_ref().and_then(|(_, why)| why.clone())
     }
 

@@ -1,10 +1,10 @@
-//! Run settings: models, size, seed, learning rate, iterations, cutouts, optimiser,
+//! Run settings: models, the generator and its own settings, size, seed, learning rate, iterations, cutouts, optimiser,
 //! augmentations, coarse-to-fine schedule, device, with presets and a memory estimate.
 
 use crate::settings::coarse::{format_schedule, parse_schedule, CoarseStage};
 use crate::settings::Augment;
 use crate::settings::CutMethod;
-use crate::settings::{OneStepSettings, OptimizerKind, Precision, RunSettings};
+use crate::settings::{GeneratorSettings, OneStepSettings, OptimizerKind, Precision, RunSettings};
 use crate::ui::state::memory_estimate;
 
 /// A named preset: size, cutouts, iterations, coarse-to-fine schedule.
@@ -81,6 +81,7 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
         let l = ui.label("CLIP");
         path_edit(ui, l.id, &mut s.clip, "empty: the shapes world's (built in)");
         ui.end_row();
+        generator_edit(ui, s);
         let l = ui.label("One-step model").on_hover_text(
             "The one-step generator Draft uses (clipcanvas train-onestep makes one); empty: the shapes world's",
         );
@@ -196,6 +197,60 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
         },
     );
     lr_changed
+}
+
+/// The generator and the settings that belong to it (two grid rows). Choosing another
+/// generator sets its own learning rate and leaves the VQGAN's coarse-to-fine search out.
+fn generator_edit(ui: &mut egui::Ui, s: &mut RunSettings) {
+    let l = ui.label("Generator").on_hover_text(
+        "What draws the image: the VQGAN, flat pixel cells, or Fourier coefficients (pixel and fft need no VQGAN)",
+    );
+    let current = s.generator.name();
+    let mut chosen = current;
+    egui::ComboBox::from_id_salt("generator")
+        .selected_text(current)
+        .show_ui(ui, |ui| {
+            for name in GeneratorSettings::NAMES {
+                ui.selectable_value(&mut chosen, name, name);
+            }
+        })
+        .response
+        .labelled_by(l.id);
+    ui.end_row();
+    if chosen != current {
+        if let Some(g) = GeneratorSettings::named(chosen, s.width, s.height) {
+            s.generator = g;
+            s.lr = g.default_lr();
+            if !g.is_vqgan() {
+                s.coarse.clear();
+            }
+        }
+    }
+    match &mut s.generator {
+        GeneratorSettings::Vqgan => {}
+        GeneratorSettings::Pixel { cells_x, cells_y } => {
+            let l = ui.label("Pixel cells");
+            ui.horizontal(|ui| {
+                ui.add(egui::DragValue::new(cells_x).range(1..=s.width.max(1)).suffix(" across")).labelled_by(l.id);
+                ui.add(egui::DragValue::new(cells_y).range(1..=s.height.max(1)).suffix(" down")).labelled_by(l.id);
+            })
+            .response
+            .on_hover_text("The grid of flat cells the pixel generator colours");
+            ui.end_row();
+        }
+        GeneratorSettings::Fft(fft) => {
+            let l = ui.label("Fourier");
+            ui.horizontal(|ui| {
+                ui.add(egui::DragValue::new(&mut fft.decay).speed(0.05).range(0.0..=4.0).prefix("decay "))
+                    .labelled_by(l.id)
+                    .on_hover_text("Higher is smoother: fine detail costs more");
+                ui.add(egui::DragValue::new(&mut fft.colors).speed(0.05).range(0.1..=10.0).prefix("colours "))
+                    .labelled_by(l.id)
+                    .on_hover_text("Higher is more colourful");
+            });
+            ui.end_row();
+        }
+    }
 }
 
 /// The coarse-to-fine schedule as text ("4:50,2:150", empty for none). The text lives in
