@@ -89,6 +89,29 @@ fn an_init_image_starts_the_pixel_cells_at_its_colours() {
 }
 
 #[test]
+fn a_clip_alone_draws_with_the_pixel_and_fourier_generators() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let clip = common::fixture("clip-tiny").display().to_string();
+    let run = |extra: &[&str]| {
+        let mut cmd = bin();
+        cmd.args(["generate", "--clip", &clip, "-s", "32x32", "--cutn", "2", "-p", "a red barn", "-i", "2"]);
+        cmd.args(extra).current_dir(d).output().expect("run clipcanvas")
+    };
+    for name in ["pixel", "fft"] {
+        let out = format!("{name}.png");
+        ok(&run(&["--generator", name, "-o", &out]));
+        let meta = clipcanvas::export::read_png_metadata(&d.join(&out)).expect("read").expect("metadata");
+        let v: serde_json::Value = serde_json::from_str(&meta).expect("json");
+        assert_eq!(v["models"]["clip"]["name"], "clip-tiny");
+        assert!(v["models"]["vqgan"].is_null(), "no VQGAN was used: {}", v["models"]);
+        ok(&bin().args(["generate", "--settings", &out, "-o", "again.png"]).current_dir(d).output().expect("run"));
+        assert_eq!(read(&d.join(&out)), read(&d.join("again.png")), "{name}: reproduced without a VQGAN");
+    }
+    fails(&run(&["-o", "v.png"]), 2, "a CLIP alone with --generator pixel or fft");
+}
+
+#[test]
 fn flags_of_another_generator_and_impossible_combinations_get_one_line() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();

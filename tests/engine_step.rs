@@ -151,7 +151,7 @@ fn twenty_steps_track_the_reference_loss_curve() {
     let (h, w) = (j.z_indices.len(), j.z_indices[0].len());
     let idx = Tensor::from_vec(j.z_indices.concat(), (1, h, w), &common::device()).expect("indices");
     let models = fixture_models();
-    let z0 = models.vqgan.embed_indices(&idx).expect("embed");
+    let z0 = models.vqgan().expect("vqgan").embed_indices(&idx).expect("embed");
     let mut session = Session::new(models, settings).expect("session");
     session.set_latent(&z0).expect("z0");
     let want = values(&g["losses"]);

@@ -201,8 +201,9 @@ fn evaluate(a: &TrainOneStepArgs, out: &Path) -> Result<(), CliError> {
         prompts: usize::MAX,
     };
     let started = Instant::now();
-    let side = models.onestep.as_ref().map_or(128, |m| m.config().grid[0] * models.vqgan.config().downsample_factor());
-    let ceiling = evaluate_reconstructions(&models.vqgan, &a.eval_seeds, side)?;
+    let vqgan = models.vqgan()?;
+    let side = models.onestep.as_ref().map_or(128, |m| m.config().grid[0] * vqgan.config().downsample_factor());
+    let ceiling = evaluate_reconstructions(vqgan, &a.eval_seeds, side)?;
     let eval = evaluate_drafts(&models, &opts, a.keep.as_deref(), &mut |line| eprintln!("{line}"))?;
     println!("meaning test of {} ({:.1} min):", out.display(), started.elapsed().as_secs_f64() / 60.0);
     println!("  the VQGAN's reconstructions of drawn scenes (the ceiling): {}", ceiling.line());

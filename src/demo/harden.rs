@@ -62,7 +62,8 @@ impl Pool {
     /// chasers always see the CLIP as it is now.
     pub fn new(models: (Clip, ClipTokenizer, Vqgan), settings: RunSettings, size: usize, seed: u64) -> Result<Self> {
         let (clip, tokenizer, vqgan) = models;
-        let models = Arc::new(Models { vqgan, clip, tokenizer, device: Device::Cpu, source: None, onestep: None });
+        let models =
+            Arc::new(Models { vqgan: Some(vqgan), clip, tokenizer, device: Device::Cpu, source: None, onestep: None });
         let mut pool = Self { models, chasers: Vec::with_capacity(size), rng: Rng::new(seed), settings };
         let life = pool.settings.iterations.max(1);
         for i in 0..size {
@@ -83,8 +84,8 @@ impl Pool {
     }
 
     /// The VQGAN the chasers decode with.
-    pub fn vqgan(&self) -> &Vqgan {
-        &self.models.vqgan
+    pub fn vqgan(&self) -> crate::engine::Result<&Vqgan> {
+        self.models.vqgan()
     }
 
     /// One engine step of every chaser against the current weights (text prompts

@@ -55,7 +55,8 @@ pub type Target = (Tensor, f64);
 pub fn check_fit(onestep: &OneStep, models: &Models, toks_x: usize, toks_y: usize) -> Result<()> {
     let c = onestep.config();
     let clip_dim = models.clip.config().projection_dim;
-    let n_codes = models.vqgan.config().n_embed;
+    let vqgan = models.vqgan()?;
+    let n_codes = vqgan.config().n_embed;
     if c.clip_dim != clip_dim || c.n_codes != n_codes {
         return Err(EngineError::Input(format!(
             "the one-step model is for a CLIP of width {} and a VQGAN of {} codes, not these ({clip_dim}, {n_codes}); \
@@ -64,7 +65,7 @@ pub fn check_fit(onestep: &OneStep, models: &Models, toks_x: usize, toks_y: usiz
         )));
     }
     if c.grid != [toks_y, toks_x] {
-        let f = models.vqgan.config().downsample_factor();
+        let f = vqgan.config().downsample_factor();
         return Err(EngineError::Input(format!(
             "the one-step model draws {}x{} images; set the size to that (this run's is {}x{})",
             c.grid[1] * f,
@@ -136,7 +137,8 @@ pub fn draft_timed(
     times.sample = clock.elapsed().as_secs_f64();
     // Decoded and ranked a few at a time: as many as fit a million pixels.
     let (_, h, w) = grids.dims3()?;
-    let f = models.vqgan.config().downsample_factor();
+    let vqgan = models.vqgan()?;
+    let f = vqgan.config().downsample_factor();
     let chunk = ((1usize << 20) / (h * w * f * f).max(1)).clamp(1, s.candidates);
     let units: Vec<Tensor> = targets.iter().map(|(t, _)| l2_normalize(t)).collect::<candle_core::Result<_>>()?;
     let mut out = Vec::with_capacity(s.candidates);
@@ -144,8 +146,8 @@ pub fn draft_timed(
         let n = chunk.min(s.candidates - start);
         let clock = Instant::now();
         let codes = grids.narrow(0, start, n)?;
-        let z = models.vqgan.embed_indices(&codes)?;
-        let x = ((models.vqgan.decode(&z)? + 1.0)? / 2.0)?;
+        let z = vqgan.embed_indices(&codes)?;
+        let x = ((vqgan.decode(&z)? + 1.0)? / 2.0)?;
         let images = (0..n).map(|i| tensor_to_rgb(&x.narrow(0, i, 1)?)).collect::<Result<Vec<_>>>()?;
         times.decode += clock.elapsed().as_secs_f64();
         let clock = Instant::now();

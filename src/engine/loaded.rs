@@ -1,7 +1,8 @@
 //! The networks a run uses, loaded from the files its settings name: which files they
-//! are (the given ones, or the built-in shapes world), the loading itself (with the
-//! one-step model when the run starts from a draft, refused when it was trained for
-//! other files), and their names and hashes for a PNG's metadata.
+//! are (the given ones, or the built-in shapes world; a CLIP alone for the generators
+//! that need no VQGAN), the loading itself (with the one-step model when the run starts
+//! from a draft, refused when it was trained for other files), and their names and
+//! hashes for a PNG's metadata.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,8 @@ use crate::settings::RunSettings;
 /// The loaded networks a session runs on.
 #[derive(Debug)]
 pub struct Models {
-    pub vqgan: Vqgan,
+    /// The VQGAN, unless the run draws with another generator and named none.
+    pub vqgan: Option<Vqgan>,
     pub clip: Clip,
     pub tokenizer: ClipTokenizer,
     pub device: Device,
@@ -31,7 +33,8 @@ pub struct Models {
 /// The files a run's models come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSource {
-    pub vqgan: PathBuf,
+    /// None: a CLIP alone, for a generator that needs no VQGAN.
+    pub vqgan: Option<PathBuf>,
     pub vqgan_config: Option<PathBuf>,
     pub clip: PathBuf,
     /// The built-in shapes world, used because no models were given.
@@ -45,7 +48,7 @@ pub struct ModelSource {
 pub fn resolve_models(settings: &RunSettings) -> Result<ModelSource> {
     match (&settings.vqgan, &settings.clip) {
         (Some(vqgan), Some(clip)) => Ok(ModelSource {
-            vqgan: vqgan.clone(),
+            vqgan: Some(vqgan.clone()),
             vqgan_config: settings.vqgan_config.clone(),
             clip: clip.clone(),
             demo: false,
@@ -60,15 +63,21 @@ pub fn resolve_models(settings: &RunSettings) -> Result<ModelSource> {
                 )
             })?;
             Ok(ModelSource {
-                vqgan: world.vqgan,
+                vqgan: Some(world.vqgan),
                 vqgan_config: None,
                 clip: world.clip,
                 demo: true,
                 onestep: world.onestep,
             })
         }
+        // The pixel and Fourier generators draw without a VQGAN.
+        (None, Some(clip)) if !settings.generator.is_vqgan() => {
+            Ok(ModelSource { vqgan: None, vqgan_config: None, clip: clip.clone(), demo: false, onestep: None })
+        }
         (None, Some(_)) => Err(EngineError::Input(
-            "no VQGAN given (--vqgan FILE); give both models, or neither for the built-in shapes world".into(),
+            "no VQGAN given (--vqgan FILE); give both models, neither for the built-in shapes world, or a CLIP \
+             alone with --generator pixel or fft"
+                .into(),
         )),
         (Some(_), None) => Err(EngineError::Input(
             "no CLIP given (--clip DIR); give both models, or neither for the built-in shapes world".into(),
@@ -81,7 +90,10 @@ pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
     let source = resolve_models(settings)?;
     super::device::check_precision(device, settings.precision)?;
     let dtype = super::device::weights_dtype(settings.precision);
-    let vqgan = crate::models::vqgan::load(&source.vqgan, source.vqgan_config.as_deref(), dtype, device)?;
+    let vqgan = match &source.vqgan {
+        Some(path) => Some(crate::models::vqgan::load(path, source.vqgan_config.as_deref(), dtype, device)?),
+        None => None,
+    };
     let (clip, tokenizer) = crate::models::clip::load(&source.clip, dtype, device)?;
     // The one-step generator is small and samples codes: it stays in f32.
     let onestep = match onestep_dir(settings, &source)? {
@@ -126,7 +138,10 @@ pub fn model_files(source: &ModelSource, settings: &RunSettings) -> Result<Model
         clip: Some(id(&source.clip, &clip_weights)?),
         demo: source.demo.then(|| crate::catalog::bundled::SHAPES_WORLD.to_owned()),
         onestep,
-        vqgan: Some(id(&source.vqgan, &source.vqgan)?),
+        vqgan: match &source.vqgan {
+            Some(path) => Some(id(path, path)?),
+            None => None,
+        },
     })
 }
 
@@ -135,8 +150,8 @@ pub fn model_files(source: &ModelSource, settings: &RunSettings) -> Result<Model
 fn check_trained_with(model: &OneStep, dir: &Path, source: &ModelSource) -> Result<()> {
     let with = &model.config().trained_with;
     let clip_weights = crate::models::clip::ClipFiles::locate(&source.clip)?.weights;
-    for (want, file, what) in [(&with.clip_sha256, &clip_weights, "CLIP"), (&with.vqgan_sha256, &source.vqgan, "VQGAN")]
-    {
+    let vqgan = source.vqgan.clone().unwrap_or_default();
+    for (want, file, what) in [(&with.clip_sha256, &clip_weights, "CLIP"), (&with.vqgan_sha256, &vqgan, "VQGAN")] {
         if want.is_empty() {
             continue;
         }
@@ -151,4 +166,17 @@ fn check_trained_with(model: &OneStep, dir: &Path, source: &ModelSource) -> Resu
         }
     }
     Ok(())
+}
+
+impl Models {
+    /// The VQGAN, or why there is none: the run drew without one and named none.
+    pub fn vqgan(&self) -> Result<&Vqgan> {
+        self.vqgan.as_ref().ok_or_else(|| {
+            EngineError::Input(
+                "no VQGAN is loaded (these models are a CLIP alone): the vqgan generator and one-step drafts need \
+                 one (--vqgan FILE)"
+                    .into(),
+            )
+        })
+    }
 }

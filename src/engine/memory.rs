@@ -48,7 +48,8 @@ const BASE_BYTES: f64 = 96.0 * 1024.0 * 1024.0;
 /// The architectures a run uses.
 #[derive(Debug, Clone)]
 pub struct Nets {
-    pub vqgan: VqganConfig,
+    /// None for a CLIP alone (the pixel and Fourier generators need no VQGAN).
+    pub vqgan: Option<VqganConfig>,
     pub clip: ClipConfig,
     pub onestep: Option<OneStepConfig>,
 }
@@ -58,7 +59,10 @@ impl Nets {
     /// (no weights are read).
     pub fn of_settings(settings: &RunSettings) -> Result<Self> {
         let source = resolve_models(settings)?;
-        let vqgan = VqganFiles::locate(&source.vqgan, source.vqgan_config.as_deref())?.read_config()?;
+        let vqgan = match &source.vqgan {
+            Some(path) => Some(VqganFiles::locate(path, source.vqgan_config.as_deref())?.read_config()?),
+            None => None,
+        };
         let clip = ClipFiles::locate(&source.clip)?.read_config()?;
         let onestep = match onestep_dir(settings, &source)? {
             Some(dir) => Some(OneStepFiles::locate(&dir)?.read_config()?),
@@ -70,7 +74,7 @@ impl Nets {
     /// The configs of loaded models.
     pub fn of_models(models: &Models) -> Self {
         Self {
-            vqgan: models.vqgan.config().clone(),
+            vqgan: models.vqgan.as_ref().map(|v| v.config().clone()),
             clip: models.clip.config().clone(),
             onestep: models.onestep.as_ref().map(|o| o.config().clone()),
         }
@@ -79,7 +83,14 @@ impl Nets {
     /// The weights' bytes (f32).
     pub fn weight_bytes(&self) -> f64 {
         let onestep = self.onestep.as_ref().map_or(0.0, onestep_params);
-        4.0 * (vqgan_params(&self.vqgan) + clip_params(&self.clip) + onestep)
+        let vqgan = self.vqgan.as_ref().map_or(0.0, vqgan_params);
+        4.0 * (vqgan + clip_params(&self.clip) + onestep)
+    }
+
+    /// The VQGAN's downsampling factor (16, the common one, without a VQGAN: the step
+    /// sizes are searched in).
+    pub fn factor(&self) -> usize {
+        self.vqgan.as_ref().map_or(16, VqganConfig::downsample_factor)
     }
 }
 
@@ -125,22 +136,24 @@ pub fn canvas(vqgan: &VqganConfig, width: usize, height: usize) -> (usize, usize
 /// The canvas of a run of `settings`: the VQGAN's rounded down to its factor, the
 /// other generators' as asked.
 pub fn run_canvas(nets: &Nets, settings: &RunSettings) -> (usize, usize) {
-    match settings.generator {
-        GeneratorSettings::Vqgan => canvas(&nets.vqgan, settings.width, settings.height),
+    match (&settings.generator, &nets.vqgan) {
+        (GeneratorSettings::Vqgan, Some(vqgan)) => canvas(vqgan, settings.width, settings.height),
         _ => (settings.width.max(1), settings.height.max(1)),
     }
 }
 
 /// The estimated peak memory of a run of `settings` on `nets`.
 pub fn estimate(nets: &Nets, settings: &RunSettings) -> Estimate {
-    let vqgan = settings.generator == GeneratorSettings::Vqgan;
+    // The VQGAN when the run draws with it (a run that asks for it without one fails
+    // when it loads its models).
+    let vqgan = nets.vqgan.as_ref().filter(|_| settings.generator.is_vqgan());
     let (width, height) = run_canvas(nets, settings);
-    let fac = nets.vqgan.downsample_factor();
+    let fac = nets.factor();
     let latent = f(width / fac) * f(height / fac);
     let pixels = f(width) * f(height);
-    let code_search = if vqgan { 4.0 * latent * f(nets.vqgan.n_embed) } else { 0.0 };
+    let code_search = vqgan.map_or(0.0, |v| 4.0 * latent * f(v.n_embed));
     let render = match settings.generator {
-        GeneratorSettings::Vqgan => decoder_step(&nets.vqgan, latent),
+        GeneratorSettings::Vqgan => vqgan.map_or(0.0, |v| decoder_step(v, latent)),
         // The two gathers and their gradients.
         GeneratorSettings::Pixel { .. } => 4.0 * 3.0 * pixels,
         // The transform's constant matrices; the scaled half spectra, their row
@@ -151,14 +164,14 @@ pub fn estimate(nets: &Nets, settings: &RunSettings) -> Estimate {
         }
     };
     let step = render + image_and_cutouts(nets, settings, pixels) + clip_step(nets, settings);
-    let encode = if vqgan && (settings.init_image.is_some() || settings.init_noise != crate::settings::InitNoise::Codes)
-    {
-        encoder_forward(&nets.vqgan, latent)
-    } else {
-        0.0
+    let encode = match vqgan {
+        Some(v) if settings.init_image.is_some() || settings.init_noise != crate::settings::InitNoise::Codes => {
+            encoder_forward(v, latent)
+        }
+        _ => 0.0,
     };
-    let draft = match (&nets.onestep, &settings.one_step) {
-        (Some(one), Some(_)) => drafting(nets, one, settings),
+    let draft = match (&nets.onestep, &settings.one_step, vqgan) {
+        (Some(one), Some(_), Some(v)) => drafting(nets, v, one, settings),
         _ => 0.0,
     };
     let floats = step.max(code_search).max(encode).max(draft);
@@ -269,16 +282,16 @@ fn encoder_forward(c: &VqganConfig, latent: f64) -> f64 {
 
 /// One-step drafts: the sampler's key/value cache and logits, then the candidates
 /// decoded in chunks of about a million pixels (without gradients) and ranked by CLIP.
-fn drafting(nets: &Nets, one: &OneStepConfig, s: &RunSettings) -> f64 {
+fn drafting(nets: &Nets, vqgan: &VqganConfig, one: &OneStepConfig, s: &RunSettings) -> f64 {
     let candidates = f(s.one_step.as_ref().map_or(1, |o| o.candidates));
     let cells = f(one.cells() + 1);
     let sampler = candidates * (2.0 * f(one.layers) * cells * f(one.width) + 4.0 * f(one.n_codes));
-    let fac = nets.vqgan.downsample_factor();
-    let (w, h) = canvas(&nets.vqgan, s.width, s.height);
+    let fac = vqgan.downsample_factor();
+    let (w, h) = canvas(vqgan, s.width, s.height);
     let image = f(w) * f(h);
     let chunk = (1_048_576.0 / image).floor().clamp(1.0, candidates);
     let latent = f(w / fac) * f(h / fac);
-    let decode = chunk * encoder_forward(&nets.vqgan, latent);
+    let decode = chunk * encoder_forward(vqgan, latent);
     let side = f(nets.clip.vision.image_size);
     sampler + decode + candidates * 3.0 * image + chunk * 4.0 * 3.0 * side * side
 }
@@ -483,7 +496,7 @@ fn human_rounded(bytes: u64, round: fn(f64) -> f64) -> String {
 /// The largest canvas of `settings`' aspect, in multiples of the VQGAN's factor and no
 /// larger than asked, whose run fits in `limit` bytes.
 pub fn largest_size(nets: &Nets, settings: &RunSettings, limit: u64, weights_loaded: bool) -> Option<(usize, usize)> {
-    let fac = nets.vqgan.downsample_factor();
+    let fac = nets.factor();
     let (w, h) = run_canvas(nets, settings);
     let (long, short) = (w.max(h) / fac, w.min(h) / fac);
     if long == 0 {
@@ -612,7 +625,7 @@ mod tests {
     }
 
     fn full_nets() -> Nets {
-        Nets { vqgan: VqganConfig::imagenet_f16_16384(), clip: ClipConfig::vit_b_32(), onestep: None }
+        Nets { vqgan: Some(VqganConfig::imagenet_f16_16384()), clip: ClipConfig::vit_b_32(), onestep: None }
     }
 
     fn run(width: usize, height: usize, cutn: usize) -> RunSettings {
@@ -655,9 +668,10 @@ mod tests {
     fn the_weights_counted_from_the_configs_are_the_ones_the_models_load() {
         for nets in [full_nets(), tiny_nets()] {
             let vqgan = counted(|vb| {
-                Vqgan::new(vb, &nets.vqgan).expect("vqgan");
+                Vqgan::new(vb, nets.vqgan.as_ref().expect("a vqgan")).expect("vqgan");
             });
-            assert!((vqgan_params(&nets.vqgan) - vqgan).abs() < 1.0, "{} vs {vqgan}", vqgan_params(&nets.vqgan));
+            let ours = vqgan_params(nets.vqgan.as_ref().expect("a vqgan"));
+            assert!((ours - vqgan).abs() < 1.0, "{ours} vs {vqgan}");
             let clip = counted(|vb| {
                 Clip::new(vb, &nets.clip).expect("clip");
             });
@@ -675,7 +689,7 @@ mod tests {
     #[test]
     fn the_estimate_grows_with_the_size_and_the_cutouts() {
         for nets in [full_nets(), tiny_nets()] {
-            let fac = nets.vqgan.downsample_factor();
+            let fac = nets.factor();
             let mut last = 0;
             for side in [fac, 4 * fac, 16 * fac, 64 * fac, 8192 / fac * fac] {
                 let b = estimate(&nets, &run(side, side, 8)).bytes(false);
@@ -701,7 +715,7 @@ mod tests {
     #[test]
     fn the_suggested_size_and_cutouts_fit_and_are_the_largest_that_do() {
         for nets in [full_nets(), tiny_nets()] {
-            let fac = nets.vqgan.downsample_factor();
+            let fac = nets.factor();
             let asked = run(4096, 2048, 32);
             for limit in [5_000_000_000u64, 12_000_000_000, 40_000_000_000] {
                 let (w, h) = largest_size(&nets, &asked, limit, false).expect("some size fits");

@@ -226,7 +226,7 @@ impl Session {
         if self.settings.generator != GeneratorSettings::Vqgan {
             return Err(EngineError::Input("a one-step draft starts only a run of the VQGAN generator".into()));
         }
-        let f = models.vqgan.config().downsample_factor();
+        let f = models.vqgan()?.config().downsample_factor();
         let (toks_x, toks_y) = (self.width / f, self.height / f);
         check_fit(onestep, &models, toks_x, toks_y)?;
         let mut targets: Vec<Target> = self
@@ -244,7 +244,7 @@ impl Session {
         let chosen = drafts.get(one.pick).ok_or_else(|| {
             EngineError::Input(format!("pick {} is not one of the {} candidates", one.pick, drafts.len()))
         })?;
-        let z = models.vqgan.embed_indices(&chosen.codes)?;
+        let z = models.vqgan()?.embed_indices(&chosen.codes)?;
         self.z = Var::from_tensor(&z)?;
         self.z_orig = z;
         self.drafts = drafts;
@@ -259,7 +259,7 @@ impl Session {
         let chosen = self.drafts.get(rank).ok_or_else(|| {
             EngineError::Input(format!("draft {rank} is not one of the {} candidates", self.drafts.len()))
         })?;
-        let z = self.models.vqgan.embed_indices(&chosen.codes)?;
+        let z = self.models.vqgan()?.embed_indices(&chosen.codes)?;
         self.z = Var::from_tensor(&z)?;
         self.z_orig = z;
         self.optimizer = Optimizer::new(self.settings.optimizer);

@@ -77,7 +77,14 @@ pub fn fixture_models_in(dtype: DType) -> Arc<clipcanvas::engine::loaded::Models
     let dev = device();
     let vqgan = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, dtype, &dev).expect("vqgan");
     let (clip, tokenizer) = clip::load(&fixture("clip-tiny"), dtype, &dev).expect("clip");
-    Arc::new(clipcanvas::engine::loaded::Models { vqgan, clip, tokenizer, device: dev, source: None, onestep: None })
+    Arc::new(clipcanvas::engine::loaded::Models {
+        vqgan: Some(vqgan),
+        clip,
+        tokenizer,
+        device: dev,
+        source: None,
+        onestep: None,
+    })
 }
 
 /// A finished process's output as text.

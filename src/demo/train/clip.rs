@@ -265,7 +265,7 @@ pub fn train_clip(
         let hardening = match pool.as_mut() {
             Some(pool) => {
                 let chase = pool.step()?;
-                let reals = harden::real_through_vqgan(pool.vqgan(), &chase.scenes, &mut harden_rng)?;
+                let reals = harden::real_through_vqgan(pool.vqgan()?, &chase.scenes, &mut harden_rng)?;
                 let (fv, rv) = harden::paired_views(&chase.images, &reals, opts.harden_views, &mut harden_rng)?;
                 let ids = tokenize(tokenizer, &chase.captions, &device)?;
                 let text = l2_normalize(&clip.encode_text(&ids)?)?;

@@ -17,7 +17,7 @@ use crate::settings::RunSettings;
 
 /// The canvas rounded down to the VQGAN's factor, with a notice when it was.
 pub fn canvas(models: &Models, width: usize, height: usize) -> Result<((usize, usize), Option<String>)> {
-    let f = models.vqgan.config().downsample_factor();
+    let f = models.vqgan()?.config().downsample_factor();
     let (toks_x, toks_y) = (width / f, height / f);
     if toks_x == 0 || toks_y == 0 {
         return Err(EngineError::Input(format!(
@@ -43,15 +43,24 @@ pub struct VqganGenerator {
 impl VqganGenerator {
     /// For a canvas already rounded to the VQGAN's factor (see [`canvas`]).
     pub fn new(models: Arc<Models>, width: usize, height: usize) -> Result<Self> {
-        let codebook = models.vqgan.codebook();
-        let c = models.vqgan.config().embed_dim;
+        let vqgan = models.vqgan()?;
+        let codebook = vqgan.codebook();
+        let c = vqgan.config().embed_dim;
         let z_min = codebook.min(0)?.reshape((1, c, 1, 1))?;
         let z_max = codebook.max(0)?.reshape((1, c, 1, 1))?;
         Ok(Self { models, width, height, z_min, z_max })
     }
 
+    /// The VQGAN (there is one: [`VqganGenerator::new`] checked).
+    fn vqgan(&self) -> &crate::models::vqgan::Vqgan {
+        match &self.models.vqgan {
+            Some(v) => v,
+            None => unreachable!("VqganGenerator::new refuses models without a VQGAN"),
+        }
+    }
+
     fn tokens(&self) -> (usize, usize) {
-        let f = self.models.vqgan.config().downsample_factor();
+        let f = self.vqgan().config().downsample_factor();
         (self.width / f, self.height / f)
     }
 }
@@ -64,7 +73,7 @@ impl Generator for VqganGenerator {
     /// The encoder's output, before quantisation.
     fn encode(&self, rgb: &image::RgbImage) -> Result<Tensor> {
         let x = ((rgb_to_tensor(rgb, &self.models.device)? * 2.0)? - 1.0)?;
-        Ok(self.models.vqgan.encode(&x)?)
+        Ok(self.vqgan().encode(&x)?)
     }
 
     /// Random codes, one per block of the first coarse stage (per token without one);
@@ -74,7 +83,7 @@ impl Generator for VqganGenerator {
             return self.encode(&img);
         }
         let (toks_x, toks_y) = self.tokens();
-        let n = self.models.vqgan.config().n_embed;
+        let n = self.vqgan().config().n_embed;
         let f = factor_at(&settings.coarse, 0);
         let (bx, by) = (toks_x.div_ceil(f), toks_y.div_ceil(f));
         let blocks: Vec<u32> = (0..bx * by).map(|_| u32::try_from(rng.below(n)).unwrap_or(0)).collect();
@@ -83,13 +92,13 @@ impl Generator for VqganGenerator {
             .map(|(y, x)| blocks[y * bx + x])
             .collect();
         let idx = Tensor::from_vec(idx, (1, toks_y, toks_x), &self.models.device)?;
-        Ok(self.models.vqgan.embed_indices(&idx)?)
+        Ok(self.vqgan().embed_indices(&idx)?)
     }
 
     /// `ClampWithGrad((decode(quantize_st(z)) + 1) / 2, 0, 1)`.
     fn render(&self, z: &Tensor) -> Result<Tensor> {
-        let zq = self.models.vqgan.quantize_st(z)?;
-        let out = self.models.vqgan.decode(&zq)?;
+        let zq = self.vqgan().quantize_st(z)?;
+        let out = self.vqgan().decode(&zq)?;
         Ok(clamp_with_grad(&((out + 1.0)? / 2.0)?, 0.0, 1.0)?)
     }
 

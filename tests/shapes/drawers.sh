@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Makes README's drawers gallery with the built-in shapes world (no model flags): for each
+# prompt, the same run (seed, 150 iterations of the shapes preset) drawn by pixel cells
+# (pixel-N.png, 24×24 cells) and by the Fourier drawer (fft-N.png).
+#   tests/shapes/drawers.sh [OUT_DIR]     (default: assets/shapes)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out="${1:-assets/shapes}"
+mkdir -p "$out"
+cargo build --release --quiet
+bin=target/release/clipcanvas
+i=0
+while IFS='|' read -r prompt seed; do
+  [ -z "$prompt" ] && continue
+  i=$((i + 1))
+  echo "[$i] $prompt (seed $seed)"
+  "$bin" generate -p "$prompt" --seed "$seed" --generator pixel --pixel-size 24x24 -o "$out/pixel-$i.png"
+  "$bin" generate -p "$prompt" --seed "$seed" --generator fft -o "$out/fft-$i.png"
+done <<'PROMPTS'
+a big red circle on a blue background|1
+a small yellow square on the left on a green background|1
+a purple background with a big white star at the top|1
+PROMPTS
+echo "wrote $out"
