@@ -378,6 +378,20 @@ fn choosing_the_fft_generator_shows_its_decay_and_colours() {
 }
 
 #[test]
+fn the_looks_are_three_weights_sent_with_the_run() {
+    let link = FakeLink::default();
+    let mut h = harness_with_settings_open(&link);
+    assert_eq!(h.query_all_by_label("Looks").count(), 3, "saturation and the two mirrors");
+    h.state_mut().state.settings.looks.symmetry = 2.0;
+    h.run_steps(2);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
+    assert_eq!(settings.looks.symmetry, 2.0);
+}
+
+#[test]
 fn the_memory_estimate_is_for_the_models_in_use() {
     let link = FakeLink::default();
     let mut h = harness_with_settings_open(&link);

@@ -81,6 +81,15 @@ pub struct RunArgs {
     /// Smoothness (total variation) loss weight.
     #[arg(long)]
     pub tv_weight: Option<f64>,
+    /// Look: colourfulness loss weight (pixray's saturation; negative: toward grey).
+    #[arg(long, allow_negative_numbers = true)]
+    pub saturation: Option<f64>,
+    /// Look: left–right mirror symmetry loss weight.
+    #[arg(long)]
+    pub symmetry: Option<f64>,
+    /// Look: top–bottom mirror symmetry loss weight.
+    #[arg(long)]
+    pub symmetry_vertical: Option<f64>,
     /// Coarse-to-fine search "FACTOR:UNTIL[,…]": the latent moves in FACTOR×FACTOR token
     /// blocks until iteration UNTIL (e.g. "4:40,2:80"); "none" is the notebook's search.
     #[arg(long)]
@@ -222,6 +231,15 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
     }
     if let Some(v) = a.tv_weight {
         s.tv_weight = v;
+    }
+    if let Some(v) = a.saturation {
+        s.looks.saturation = v;
+    }
+    if let Some(v) = a.symmetry {
+        s.looks.symmetry = v;
+    }
+    if let Some(v) = a.symmetry_vertical {
+        s.looks.symmetry_vertical = v;
     }
     if let Some(v) = &a.coarse {
         s.coarse = crate::settings::coarse::parse_schedule(v).map_err(input)?;

@@ -13,6 +13,7 @@ pub mod error;
 pub mod generator;
 pub mod image;
 pub mod loaded;
+pub mod looks;
 pub mod loss;
 pub mod memory;
 pub mod observer;

@@ -21,6 +21,7 @@ use super::error::{EngineError, Result};
 use super::generator::{self, Generator};
 use super::image::{load_rgb, resize_keep_aspect, rgb_to_tensor, tensor_to_rgb};
 use super::loaded::Models;
+use super::looks::LookLosses;
 use super::loss::{init_loss, tv_loss, PromptTarget};
 use super::observer::{Frame, Observer, StepRate, StepStats};
 use super::optim::{Optimizer, OptimizerMeta};
@@ -137,6 +138,8 @@ pub struct Session {
     z: Var,
     /// What the init regulariser pulls the parameters toward.
     z_orig: Tensor,
+    /// The look losses in use (saturation, symmetry).
+    looks: LookLosses,
     optimizer: Optimizer,
     rng: Rng,
     iteration: usize,
@@ -164,6 +167,7 @@ impl Session {
         settings.validate().map_err(EngineError::Input)?;
         let (generator, notices) = generator::build(&models, &settings)?;
         let (width, height) = generator.size();
+        let looks = LookLosses::new(settings.looks, width, height, &models.device)?;
 
         let mut root = Rng::new(settings.seed);
         let mut init_rng = root.fork();
@@ -177,6 +181,7 @@ impl Session {
             generator,
             z: Var::from_tensor(&z0)?,
             z_orig: z0,
+            looks,
             optimizer: Optimizer::new(settings.optimizer),
             rng,
             iteration: 0,
@@ -535,7 +540,8 @@ impl Session {
         let z = self.z.as_tensor().clone();
         let image = self.generator.render(&z)?;
         clock.times.decode = clock.lap()?;
-        let batch = Clip::normalize(&self.cutouts(&image, plan)?)?;
+        let cut = self.cutouts(&image, plan)?;
+        let batch = Clip::normalize(&cut)?;
         clock.times.cutouts = clock.lap()?;
         let embeds = self.models.clip.encode_image(&batch)?;
         clock.times.clip = clock.lap()?;
@@ -552,6 +558,7 @@ impl Session {
         if self.settings.tv_weight > 0.0 {
             terms.push(("tv".to_owned(), (tv_loss(&image)? * self.settings.tv_weight)?));
         }
+        terms.extend(self.looks.terms(&image, &cut)?);
         if terms.is_empty() {
             return Err(EngineError::Input(
                 "nothing to optimise: give a prompt, an image prompt or a noise prompt".into(),

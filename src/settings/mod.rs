@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub mod animation;
 pub mod coarse;
 pub mod generator;
+pub mod looks;
 pub mod png;
 pub mod prompt;
 pub mod schedule;
@@ -17,6 +18,7 @@ pub mod schedule;
 use coarse::validate_schedule;
 pub use coarse::CoarseStage;
 pub use generator::{FftSettings, GeneratorSettings};
+pub use looks::Looks;
 use prompt::{parse_noise_prompt, parse_prompt};
 
 /// The switchable augmentations.
@@ -269,6 +271,10 @@ pub struct RunSettings {
     pub init_weight_mode: InitWeightMode,
     /// Weight of the total-variation (smoothness) loss on the image; 0 is off.
     pub tv_weight: f64,
+    /// The look losses' weights (saturation, symmetry); left out of the JSON when all are
+    /// off, as files written before them were.
+    #[serde(skip_serializing_if = "Looks::is_off")]
+    pub looks: Looks,
     /// Coarse-to-fine search: the latent moves in blocks of `factor` tokens until each
     /// stage's iteration (see `engine::coarse`); empty is the notebook's search.
     pub coarse: Vec<CoarseStage>,
@@ -319,6 +325,7 @@ impl Default for RunSettings {
             init_weight: 0.0,
             init_weight_mode: InitWeightMode::Constant,
             tv_weight: 0.0,
+            looks: Looks::default(),
             coarse: Vec::new(),
             width: 256,
             height: 256,
@@ -442,6 +449,7 @@ impl RunSettings {
         }
         validate_schedule(&self.coarse)?;
         self.generator.validate(self.width, self.height)?;
+        self.looks.validate()?;
         if !self.coarse.is_empty() && !self.generator.has_grid() {
             return Err(format!(
                 "coarse-to-fine search moves a grid in blocks; the {} generator has none (leave coarse out)",

@@ -1,4 +1,4 @@
-//! Run settings: models, the generator and its own settings, size, seed, learning rate, iterations, cutouts, optimiser,
+//! Run settings: models, the generator and its own settings, the looks, size, seed, learning rate, iterations, cutouts, optimiser,
 //! augmentations, coarse-to-fine schedule, device, with presets and a memory estimate.
 
 use crate::settings::coarse::{format_schedule, parse_schedule, CoarseStage};
@@ -75,7 +75,9 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
     });
     egui::Grid::new("settings-grid").num_columns(2).spacing([8.0, 4.0]).show(ui, |ui| {
         // Empty paths are the built-in shapes world, and the hints say so.
-        let l = ui.label("VQGAN");
+        let l = ui.label("VQGAN").on_hover_text(
+            "Empty with no CLIP: the shapes world's. The pixel and fft generators need none: a CLIP alone will do",
+        );
         path_edit(ui, l.id, &mut s.vqgan, "empty: the shapes world's (built in)");
         ui.end_row();
         let l = ui.label("CLIP");
@@ -133,6 +135,21 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
                 ui.selectable_value(&mut s.cut_method, CutMethod::Notebook, "notebook");
                 ui.selectable_value(&mut s.cut_method, CutMethod::Pooled, "pooled");
             });
+        ui.end_row();
+        let l = ui.label("Looks").on_hover_text(
+            "Loss weights, 0 is off: colourfulness (negative: toward grey), and mirror symmetry left-right and \
+             top-bottom",
+        );
+        ui.horizontal(|ui| {
+            let looks = &mut s.looks;
+            for (value, prefix) in [
+                (&mut looks.saturation, "saturation "),
+                (&mut looks.symmetry, "mirror left-right "),
+                (&mut looks.symmetry_vertical, "mirror top-bottom "),
+            ] {
+                ui.add(egui::DragValue::new(value).speed(0.05).range(-100.0..=100.0).prefix(prefix)).labelled_by(l.id);
+            }
+        });
         ui.end_row();
         let l = ui.label("Coarse start");
         coarse_edit(ui, l.id, s);

@@ -1,0 +1,87 @@
+//! The look losses, pixray's: each a loss term with its own weight, off at 0, added to
+//! the prompts' in every step.
+//!
+//! - **saturation** (pixray's `SaturationLoss`, Hasler and Süsstrunk's colourfulness):
+//!   over every pixel of the step's cutouts (before CLIP's normalisation), with
+//!   `rg = R − G` and `yb = (R + G)/2 − B`, the loss is
+//!   `−(√(σ_rg² + σ_yb²) + 0.3·√(μ_rg² + μ_yb²)) · weight / 10` (unbiased σ). A negative
+//!   weight pushes toward grey. (Each square root takes 1e-12 more than pixray's, so
+//!   that a grey image's gradient is not a NaN.)
+//! - **symmetry** (pixray's `SymmetryLoss`): `MSE(image, image mirrored left–right) ·
+//!   weight`; and ours, the same mirrored top–bottom.
+//!
+//! The mirrors are gathers with index lists made once per canvas, so a step uploads
+//! nothing for them.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::error::Result;
+use super::transfer;
+use crate::settings::Looks;
+
+/// The look losses of a run on a `width × height` canvas.
+#[derive(Debug)]
+pub struct LookLosses {
+    looks: Looks,
+    /// Column and row indices in reverse, for the mirrors in use.
+    mirror_x: Option<Tensor>,
+    mirror_y: Option<Tensor>,
+}
+
+fn reversed(n: usize, device: &Device) -> Result<Tensor> {
+    let idx: Vec<u32> = (0..n).rev().map(|i| u32::try_from(i).unwrap_or(u32::MAX)).collect();
+    Ok(transfer::upload(idx, n, DType::U32, device)?)
+}
+
+impl LookLosses {
+    pub fn new(looks: Looks, width: usize, height: usize, device: &Device) -> Result<Self> {
+        let mirror_x = if looks.symmetry == 0.0 { None } else { Some(reversed(width, device)?) };
+        let mirror_y = if looks.symmetry_vertical == 0.0 { None } else { Some(reversed(height, device)?) };
+        Ok(Self { looks, mirror_x, mirror_y })
+    }
+
+    /// The terms for this step: `image` is `[1, 3, H, W]` and `cutouts` `[N, 3, S, S]`,
+    /// both in `[0, 1]`.
+    pub fn terms(&self, image: &Tensor, cutouts: &Tensor) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        if self.looks.saturation != 0.0 {
+            out.push(("saturation".to_owned(), (saturation_loss(cutouts)? * self.looks.saturation)?));
+        }
+        if let Some(idx) = &self.mirror_x {
+            let mirrored = image.index_select(idx, 3)?;
+            out.push(("symmetry".to_owned(), ((image - mirrored)?.sqr()?.mean_all()? * self.looks.symmetry)?));
+        }
+        if let Some(idx) = &self.mirror_y {
+            let mirrored = image.index_select(idx, 2)?;
+            let loss = ((image - mirrored)?.sqr()?.mean_all()? * self.looks.symmetry_vertical)?;
+            out.push(("symmetry top-bottom".to_owned(), loss));
+        }
+        Ok(out)
+    }
+}
+
+/// Keeps the square roots' gradients finite at 0.
+const EPS: f64 = 1e-12;
+
+/// pixray's saturation loss at weight 1: minus a tenth of the colourfulness of all the
+/// pixels of `cutouts` (`[N, 3, S, S]`).
+pub fn saturation_loss(cutouts: &Tensor) -> Result<Tensor> {
+    let channel = |c: usize| cutouts.narrow(1, c, 1);
+    let (r, g, b) = (channel(0)?, channel(1)?, channel(2)?);
+    let rg = (&r - &g)?.flatten_all()?;
+    let yb = (((&r + &g)? * 0.5)? - &b)?.flatten_all()?;
+    let n = rg.elem_count();
+    #[expect(clippy::cast_precision_loss, reason = "pixel counts are far below 2^52")]
+    let denom = (n.max(2) - 1) as f64;
+    let mean_var = |x: &Tensor| -> Result<(Tensor, Tensor)> {
+        let mean = x.mean_all()?;
+        let var = (x.broadcast_sub(&mean)?.sqr()?.sum_all()? / denom)?;
+        Ok((mean, var))
+    };
+    let (rg_mean, rg_var) = mean_var(&rg)?;
+    let (yb_mean, yb_var) = mean_var(&yb)?;
+    let spread = ((rg_var + yb_var)? + EPS)?.sqrt()?;
+    let centre = ((rg_mean.sqr()? + yb_mean.sqr()?)? + EPS)?.sqrt()?;
+    let colourfulness = (spread + (centre * 0.3)?)?;
+    Ok((colourfulness * -0.1)?)
+}

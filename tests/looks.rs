@@ -1,0 +1,98 @@
+//! The look losses against pixray's PyTorch code (`tests/reference/make_look_fixtures.py`):
+//! values and gradients of saturation and both mirror symmetries; and, as a process, a
+//! symmetry weight that makes the image more symmetric.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use candle_core::{Tensor, Var};
+use clipcanvas::engine::looks::LookLosses;
+use clipcanvas::settings::Looks;
+use common::{assert_close, bin, device, fixture, golden, model_args, ok};
+
+fn expected_values() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("looks/values.json")).expect("values.json");
+    serde_json::from_str::<serde_json::Value>(&text).expect("json")["values"].clone()
+}
+
+/// The one term `looks` makes on the golden image and cutouts, its value and the
+/// gradients with respect to the image and the cutouts.
+fn term(looks: Looks) -> (f64, Tensor, Tensor) {
+    let g = golden("looks/expected.safetensors");
+    let image = Var::from_tensor(&g["image"]).expect("var");
+    let cutouts = Var::from_tensor(&g["cutouts"]).expect("var");
+    let (_, _, h, w) = image.as_tensor().dims4().expect("4d");
+    let losses = LookLosses::new(looks, w, h, &device()).expect("looks");
+    let terms = losses.terms(image.as_tensor(), cutouts.as_tensor()).expect("terms");
+    assert_eq!(terms.len(), 1, "one look on: {:?}", terms.iter().map(|t| &t.0).collect::<Vec<_>>());
+    let loss = &terms[0].1;
+    let value = f64::from(loss.to_scalar::<f32>().expect("scalar"));
+    let grads = loss.backward().expect("backward");
+    let zero = |v: &Var| v.as_tensor().zeros_like().expect("zeros");
+    let gi = grads.get(image.as_tensor()).cloned().unwrap_or_else(|| zero(&image));
+    let gc = grads.get(cutouts.as_tensor()).cloned().unwrap_or_else(|| zero(&cutouts));
+    (value, gi, gc)
+}
+
+#[test]
+fn saturation_and_symmetry_match_pixrays_losses_and_gradients() {
+    let want = expected_values();
+    let g = golden("looks/expected.safetensors");
+    let cases = [
+        ("saturation", Looks { saturation: 1.0, ..Looks::default() }),
+        ("symmetry", Looks { symmetry: 1.0, ..Looks::default() }),
+        ("symmetry_vertical", Looks { symmetry_vertical: 1.0, ..Looks::default() }),
+    ];
+    for (name, looks) in cases {
+        let (value, grad_image, grad_cutouts) = term(looks);
+        let expected = want[name].as_f64().expect("value");
+        assert!((value - expected).abs() <= 1e-6 * expected.abs().max(1e-3), "{name}: {value} vs {expected}");
+        let (grad, _) = if name == "saturation" { (grad_cutouts, grad_image) } else { (grad_image, grad_cutouts) };
+        assert_close(&format!("{name}: gradient"), &grad, &g[&format!("{name}.grad")], 1e-5);
+    }
+}
+
+#[test]
+fn weights_scale_the_terms_and_off_makes_none() {
+    let g = golden("looks/expected.safetensors");
+    let (_, _, h, w) = g["image"].dims4().expect("4d");
+    let off = LookLosses::new(Looks::default(), w, h, &device()).expect("looks");
+    assert!(off.terms(&g["image"], &g["cutouts"]).expect("terms").is_empty());
+    let (one, _, _) = term(Looks { symmetry: 1.0, ..Looks::default() });
+    let (three, _, _) = term(Looks { symmetry: 3.0, ..Looks::default() });
+    assert!((three - 3.0 * one).abs() < 1e-6 * three.abs(), "{three} vs 3 × {one}");
+}
+
+/// Mean absolute difference between an image and its left–right mirror, in 0–255.
+fn asymmetry(path: &std::path::Path) -> f64 {
+    let img = image::open(path).expect("png").to_rgb8();
+    let (w, h) = img.dimensions();
+    let mut sum = 0u64;
+    for (x, y, p) in img.enumerate_pixels() {
+        let q = img.get_pixel(w - 1 - x, y);
+        sum += p.0.iter().zip(q.0).map(|(a, b)| u64::from(a.abs_diff(b))).sum::<u64>();
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a mean")]
+    let mean = sum as f64 / f64::from(3 * w * h);
+    mean
+}
+
+#[test]
+fn a_symmetry_weight_makes_the_image_more_symmetric() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let run = |extra: &[&str], out: &str| {
+        let mut cmd = bin();
+        cmd.arg("generate").args(model_args());
+        cmd.args(["--generator", "pixel", "--pixel-size", "16x16", "-s", "32x32", "--cutn", "2", "-i", "30"]);
+        cmd.args(["-p", "a lighthouse", "--seed", "4", "-o", out]).args(extra).current_dir(d);
+        ok(&cmd.output().expect("run"));
+    };
+    run(&[], "plain.png");
+    run(&["--symmetry", "50"], "mirror.png");
+    let (plain, mirror) = (asymmetry(&d.join("plain.png")), asymmetry(&d.join("mirror.png")));
+    assert!(mirror < plain / 2.0, "asymmetry {mirror:.1} with the symmetry loss against {plain:.1} without");
+    let meta = clipcanvas::export::read_png_metadata(&d.join("mirror.png")).expect("read").expect("metadata");
+    let v: serde_json::Value = serde_json::from_str(&meta).expect("json");
+    assert_eq!(v["settings"]["looks"]["symmetry"], 50.0, "the PNG keeps the look");
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Golden values and gradients of the look losses (tests/fixtures/looks/).
+
+    python tests/reference/make_look_fixtures.py
+
+pixray's `SaturationLoss.get_loss` (Hasler and Süsstrunk's colourfulness over every
+pixel of the cutouts, at weight 1) and `SymmetryLoss.get_loss` (`MSELoss(out,
+flip(out, [3]))`), and the same mirrored top-bottom (`flip(out, [2])`), written out as
+pixray has them, on a random image and random cutouts; with the gradients of each loss
+with respect to its input. Needs torch and safetensors (see requirements.txt).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+OUT = Path(__file__).resolve().parents[1] / "fixtures" / "looks"
+
+
+def saturation(cutouts: torch.Tensor) -> torch.Tensor:
+    # pixray Losses/SaturationLoss.py, one group of cutouts, weight 1.
+    _pixels = cutouts.permute(0, 2, 3, 1).reshape(-1, 3)
+    rg = _pixels[:, 0] - _pixels[:, 1]
+    yb = 0.5 * (_pixels[:, 0] + _pixels[:, 1]) - _pixels[:, 2]
+    rg_std, rg_mean = torch.std_mean(rg)
+    yb_std, yb_mean = torch.std_mean(yb)
+    std_rggb = torch.sqrt(rg_std**2 + yb_std**2)
+    mean_rggb = torch.sqrt(rg_mean**2 + yb_mean**2)
+    colorfullness = std_rggb + 0.3 * mean_rggb
+    return -colorfullness * 1.0 / 10.0
+
+
+def symmetry(out: torch.Tensor, dim: int) -> torch.Tensor:
+    # pixray Losses/SymmetryLoss.py, weight 1 (dim 3); dim 2 is the top-bottom mirror.
+    return nn.MSELoss()(out, torch.flip(out, [dim]))
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 24, 40, generator=gen).requires_grad_(True)
+    cutouts = torch.rand(5, 3, 16, 16, generator=gen).requires_grad_(True)
+    values = {}
+    tensors = {"image": image.detach().clone(), "cutouts": cutouts.detach().clone()}
+    for name, fn, x in [
+        ("saturation", lambda: saturation(cutouts), cutouts),
+        ("symmetry", lambda: symmetry(image, 3), image),
+        ("symmetry_vertical", lambda: symmetry(image, 2), image),
+    ]:
+        x.grad = None
+        loss = fn()
+        loss.backward()
+        values[name] = float(loss.detach())
+        tensors[f"{name}.grad"] = x.grad.detach().clone()
+    save_file(tensors, str(OUT / "expected.safetensors"))
+    (OUT / "values.json").write_text(json.dumps({"torch": torch.__version__, "values": values}, indent=1) + "\n")
+    print(values)
+
+
+if __name__ == "__main__":
+    main()
