@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes README's drawers gallery with the built-in shapes world (no model flags): for each
 # prompt, the same run (seed, 150 iterations of the shapes preset) drawn by pixel cells
-# (pixel-N.png, 24×24 cells) and by the Fourier drawer (fft-N.png).
+# (pixel-N.png, 24×24 cells) and by the Fourier drawer (fft-N.png, colours 3: the shapes
+# world's saturated colours come through better than at pixray's 1.5).
 #   tests/shapes/drawers.sh [OUT_DIR]     (default: assets/shapes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,7 +16,7 @@ while IFS='|' read -r prompt seed; do
   i=$((i + 1))
   echo "[$i] $prompt (seed $seed)"
   "$bin" generate -p "$prompt" --seed "$seed" --generator pixel --pixel-size 24x24 -o "$out/pixel-$i.png"
-  "$bin" generate -p "$prompt" --seed "$seed" --generator fft -o "$out/fft-$i.png"
+  "$bin" generate -p "$prompt" --seed "$seed" --generator fft --fft-colors 3 -o "$out/fft-$i.png"
 done <<'PROMPTS'
 a big red circle on a blue background|1
 a small yellow square on the left on a green background|1

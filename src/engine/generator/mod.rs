@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::error::{EngineError, Result};
+use super::error::Result;
 use super::image::{load_rgb, resize_exact_lanczos};
 use super::loaded::Models;
 use super::rng::Rng;
@@ -132,16 +132,4 @@ fn gradient_image(width: u32, height: u32, rng: &mut Rng) -> image::RgbImage {
 /// A constant host matrix as an f32 tensor on `device` (set-up only, never per step).
 fn constant(values: Vec<f32>, shape: (usize, usize), device: &Device) -> Result<Tensor> {
     Ok(super::transfer::upload(values, shape, DType::F32, device)?)
-}
-
-/// Refuses parameters of the wrong shape (a session file or a kept frame of another
-/// generator or size).
-pub fn check_shape(params: &Tensor, expected: &[usize], what: &str) -> Result<()> {
-    if params.dims() != expected {
-        return Err(EngineError::Input(format!(
-            "{what} parameters of shape {:?} do not fit this canvas ({expected:?})",
-            params.dims()
-        )));
-    }
-    Ok(())
 }
