@@ -1,6 +1,7 @@
 //! The look losses against pixray's PyTorch code (`tests/reference/make_look_fixtures.py`):
-//! values and gradients of saturation and both mirror symmetries; and, as a process, a
-//! symmetry weight that makes the image more symmetric.
+//! values and gradients of saturation, both mirror symmetries and the edge colour; and,
+//! as processes, a symmetry weight that makes the image more symmetric and an edge
+//! weight that colours the border.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -34,14 +35,30 @@ fn term(looks: Looks) -> (f64, Tensor, Tensor) {
     (value, gi, gc)
 }
 
+/// The edge look of the golden case: orange, 10 % strips, pixray's global share.
+fn edge_looks() -> Looks {
+    let text = std::fs::read_to_string(fixture("looks/values.json")).expect("values.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let e = &v["edge"];
+    let c = |i: usize| e["color"][i].as_f64().expect("colour");
+    Looks {
+        edge: 1.0,
+        edge_color: [c(0), c(1), c(2)],
+        edge_thickness: e["thickness"].as_f64().expect("thickness"),
+        edge_global: e["global"].as_f64().expect("global"),
+        ..Looks::default()
+    }
+}
+
 #[test]
-fn saturation_and_symmetry_match_pixrays_losses_and_gradients() {
+fn saturation_symmetry_and_edge_match_pixrays_losses_and_gradients() {
     let want = expected_values();
     let g = golden("looks/expected.safetensors");
     let cases = [
         ("saturation", Looks { saturation: 1.0, ..Looks::default() }),
         ("symmetry", Looks { symmetry: 1.0, ..Looks::default() }),
         ("symmetry_vertical", Looks { symmetry_vertical: 1.0, ..Looks::default() }),
+        ("edge", edge_looks()),
     ];
     for (name, looks) in cases {
         let (value, grad_image, grad_cutouts) = term(looks);
@@ -95,4 +112,41 @@ fn a_symmetry_weight_makes_the_image_more_symmetric() {
     let meta = clipcanvas::export::read_png_metadata(&d.join("mirror.png")).expect("read").expect("metadata");
     let v: serde_json::Value = serde_json::from_str(&meta).expect("json");
     assert_eq!(v["settings"]["looks"]["symmetry"], 50.0, "the PNG keeps the look");
+}
+
+/// Mean distance (0–255) of the pixels within `strip` of the border from `colour`.
+fn border_distance(path: &std::path::Path, strip: u32, colour: [u8; 3]) -> f64 {
+    let img = image::open(path).expect("png").to_rgb8();
+    let (w, h) = img.dimensions();
+    let (mut sum, mut n) = (0u64, 0u64);
+    for (x, y, p) in img.enumerate_pixels() {
+        if x < strip || y < strip || x >= w - strip || y >= h - strip {
+            sum += p.0.iter().zip(colour).map(|(a, b)| u64::from(a.abs_diff(b))).sum::<u64>();
+            n += 3;
+        }
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a mean")]
+    let mean = sum as f64 / n as f64;
+    mean
+}
+
+#[test]
+fn an_edge_weight_pulls_the_border_to_its_colour_and_a_bad_colour_is_one_line() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let run = |extra: &[&str], out: &str| {
+        let mut cmd = bin();
+        cmd.arg("generate").args(model_args());
+        cmd.args(["--generator", "pixel", "--pixel-size", "16x16", "-s", "32x32", "--cutn", "2", "-i", "30"]);
+        cmd.args(["-p", "a lighthouse", "--seed", "4", "-o", out]).args(extra).current_dir(d);
+        cmd.output().expect("run")
+    };
+    ok(&run(&[], "plain.png"));
+    ok(&run(&["--edge", "20", "--edge-color", "#00ff00", "--edge-thickness", "10"], "edge.png"));
+    let (plain, edged) =
+        (border_distance(&d.join("plain.png"), 2, [0, 255, 0]), border_distance(&d.join("edge.png"), 2, [0, 255, 0]));
+    assert!(edged < plain / 2.0, "border {edged:.1} from green with the edge loss against {plain:.1} without");
+    common::fails(&run(&["--edge", "1", "--edge-color", "greenish"], "x.png"), 2, "--edge-color");
+    common::fails(&run(&["--edge-thickness", "60"], "x.png"), 2, "between 0 and 45 percent");
+    assert!(!d.join("x.png").exists());
 }

@@ -382,6 +382,7 @@ fn the_looks_are_three_weights_sent_with_the_run() {
     let link = FakeLink::default();
     let mut h = harness_with_settings_open(&link);
     assert_eq!(h.query_all_by_label("Looks").count(), 3, "saturation and the two mirrors");
+    assert_eq!(h.query_all_by_label("Edge").count(), 2, "the edge's weight and strip width");
     h.state_mut().state.settings.looks.symmetry = 2.0;
     h.run_steps(2);
     h.get_by_label("Start").click();

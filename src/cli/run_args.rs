@@ -90,6 +90,15 @@ pub struct RunArgs {
     /// Look: top–bottom mirror symmetry loss weight.
     #[arg(long)]
     pub symmetry_vertical: Option<f64>,
+    /// Look: edge colour loss weight (pixray's; try 1): the border strips pulled to --edge-color.
+    #[arg(long)]
+    pub edge: Option<f64>,
+    /// Look: the border's colour, #RRGGBB, R,G,B (0-255) or a name (default white).
+    #[arg(long)]
+    pub edge_color: Option<String>,
+    /// Look: the border strips' width in percent of the side (default 5).
+    #[arg(long)]
+    pub edge_thickness: Option<f64>,
     /// Coarse-to-fine search "FACTOR:UNTIL[,…]": the latent moves in FACTOR×FACTOR token
     /// blocks until iteration UNTIL (e.g. "4:40,2:80"); "none" is the notebook's search.
     #[arg(long)]
@@ -240,6 +249,15 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
     }
     if let Some(v) = a.symmetry_vertical {
         s.looks.symmetry_vertical = v;
+    }
+    if let Some(v) = a.edge {
+        s.looks.edge = v;
+    }
+    if let Some(c) = &a.edge_color {
+        s.looks.edge_color = crate::settings::looks::parse_color(c).map_err(|e| input(format!("--edge-color: {e}")))?;
+    }
+    if let Some(v) = a.edge_thickness {
+        s.looks.edge_thickness = v;
     }
     if let Some(v) = &a.coarse {
         s.coarse = crate::settings::coarse::parse_schedule(v).map_err(input)?;

@@ -9,6 +9,10 @@
 //!   that a grey image's gradient is not a NaN.)
 //! - **symmetry** (pixray's `SymmetryLoss`): `MSE(image, image mirrored left–right) ·
 //!   weight`; and ours, the same mirrored top–bottom.
+//! - **edge** (pixray's `EdgeLoss` without its mask image): the MSE from a colour of
+//!   each border strip, `thickness` percent of the side wide (left and right strips
+//!   full height, top and bottom between them), plus `global ·` the whole image's, all
+//!   times the weight.
 //!
 //! The mirrors are gathers with index lists made once per canvas, so a step uploads
 //! nothing for them.
@@ -26,6 +30,8 @@ pub struct LookLosses {
     /// Column and row indices in reverse, for the mirrors in use.
     mirror_x: Option<Tensor>,
     mirror_y: Option<Tensor>,
+    /// The edge colour, `[1, 3, 1, 1]`, when the edge loss is on.
+    edge_color: Option<Tensor>,
 }
 
 fn reversed(n: usize, device: &Device) -> Result<Tensor> {
@@ -37,7 +43,14 @@ impl LookLosses {
     pub fn new(looks: Looks, width: usize, height: usize, device: &Device) -> Result<Self> {
         let mirror_x = if looks.symmetry == 0.0 { None } else { Some(reversed(width, device)?) };
         let mirror_y = if looks.symmetry_vertical == 0.0 { None } else { Some(reversed(height, device)?) };
-        Ok(Self { looks, mirror_x, mirror_y })
+        let edge_color = if looks.edge == 0.0 {
+            None
+        } else {
+            #[expect(clippy::cast_possible_truncation, reason = "colours in [0, 1]")]
+            let rgb: Vec<f32> = looks.edge_color.iter().map(|&c| c as f32).collect();
+            Some(transfer::upload(rgb, (1, 3, 1, 1), DType::F32, device)?)
+        };
+        Ok(Self { looks, mirror_x, mirror_y, edge_color })
     }
 
     /// The terms for this step: `image` is `[1, 3, H, W]` and `cutouts` `[N, 3, S, S]`,
@@ -55,6 +68,10 @@ impl LookLosses {
             let mirrored = image.index_select(idx, 2)?;
             let loss = ((image - mirrored)?.sqr()?.mean_all()? * self.looks.symmetry_vertical)?;
             out.push(("symmetry top-bottom".to_owned(), loss));
+        }
+        if let Some(colour) = &self.edge_color {
+            let loss = edge_loss(image, colour, self.looks.edge_thickness, self.looks.edge_global)?;
+            out.push(("edge".to_owned(), (loss * self.looks.edge)?));
         }
         Ok(out)
     }
@@ -84,4 +101,32 @@ pub fn saturation_loss(cutouts: &Tensor) -> Result<Tensor> {
     let centre = ((rg_mean.sqr()? + yb_mean.sqr()?)? + EPS)?.sqrt()?;
     let colourfulness = (spread + (centre * 0.3)?)?;
     Ok((colourfulness * -0.1)?)
+}
+
+/// pixray's edge loss at weight 1: each border strip's MSE from `colour` (`[1, 3, 1, 1]`),
+/// plus `global` times the whole image's. A strip is `thickness` percent of its side,
+/// rounded down as pixray's `int()` does; a strip of no pixels adds nothing.
+pub fn edge_loss(image: &Tensor, colour: &Tensor, thickness: f64, global: f64) -> Result<Tensor> {
+    let (_, _, h, w) = image.dims4()?;
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "pixray's int()"
+    )]
+    let strip = |side: usize| ((thickness / 100.0 * side as f64) as usize).min(side / 2);
+    let (lr, ud) = (strip(w), strip(h));
+    let mse = |x: Tensor| -> Result<Tensor> { Ok(x.broadcast_sub(colour)?.sqr()?.mean_all()?) };
+    let mut total = (mse(image.clone())? * global)?;
+    if lr > 0 {
+        total = (total + mse(image.narrow(3, 0, lr)?)?)?;
+        total = (total + mse(image.narrow(3, w - lr, lr)?)?)?;
+    }
+    let inner = w - 2 * lr;
+    if ud > 0 && inner > 0 {
+        let middle = image.narrow(3, lr, inner)?;
+        total = (total + mse(middle.narrow(2, 0, ud)?)?)?;
+        total = (total + mse(middle.narrow(2, h - ud, ud)?)?)?;
+    }
+    Ok(total)
 }

@@ -4,9 +4,10 @@
     python tests/reference/make_look_fixtures.py
 
 pixray's `SaturationLoss.get_loss` (Hasler and Süsstrunk's colourfulness over every
-pixel of the cutouts, at weight 1) and `SymmetryLoss.get_loss` (`MSELoss(out,
-flip(out, [3]))`), and the same mirrored top-bottom (`flip(out, [2])`), written out as
-pixray has them, on a random image and random cutouts; with the gradients of each loss
+pixel of the cutouts, at weight 1), `SymmetryLoss.get_loss` (`MSELoss(out,
+flip(out, [3]))`), the same mirrored top-bottom (`flip(out, [2])`) and
+`EdgeLoss.get_loss` without a mask image (orange, 10 % strips, global weight 0.05,
+weight 1), written out as pixray has them, on a random image and random cutouts; with the gradients of each loss
 with respect to its input. Needs torch and safetensors (see requirements.txt).
 """
 from __future__ import annotations
@@ -39,6 +40,39 @@ def symmetry(out: torch.Tensor, dim: int) -> torch.Tensor:
     return nn.MSELoss()(out, torch.flip(out, [dim]))
 
 
+def map_number(n, start1, stop1, start2, stop2):
+    return ((n - start1) / (stop1 - start1)) * (stop2 - start2) + start2
+
+
+def edge(out: torch.Tensor, color, thickness, global_color_weight) -> torch.Tensor:
+    # pixray Losses/EdgeLoss.py, no edge image or mask, edge_color_weight 1.
+    zers = torch.zeros(out.size())
+    zers[:, 0, :, :], zers[:, 1, :, :], zers[:, 2, :, :] = color
+    cur_loss = torch.tensor(0.0)
+    mseloss = nn.MSELoss()
+    lmax, rmax = out.size()[2], out.size()[3]
+    left = right = int(map_number(thickness, 0, 100, 0, rmax))
+    upper = lower = int(map_number(thickness, 0, 100, 0, lmax))
+    lloss = mseloss(out[:, :, :, :left], zers[:, :, :, :left])
+    rloss = mseloss(out[:, :, :, rmax - right:], zers[:, :, :, rmax - right:])
+    uloss = mseloss(out[:, :, :upper, left:rmax - right], zers[:, :, :upper, left:rmax - right])
+    dloss = mseloss(out[:, :, lmax - lower:, left:rmax - right], zers[:, :, lmax - lower:, left:rmax - right])
+    if left != 0:
+        cur_loss += lloss
+    if right != 0:
+        cur_loss += rloss
+    if upper != 0:
+        cur_loss += uloss
+    if lower != 0:
+        cur_loss += dloss
+    if global_color_weight:
+        cur_loss += mseloss(out, zers) * global_color_weight
+    return cur_loss
+
+
+EDGE = {"color": [1.0, 165 / 255, 0.0], "thickness": 10.0, "global": 0.05}
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(0)
@@ -50,6 +84,7 @@ def main() -> None:
         ("saturation", lambda: saturation(cutouts), cutouts),
         ("symmetry", lambda: symmetry(image, 3), image),
         ("symmetry_vertical", lambda: symmetry(image, 2), image),
+        ("edge", lambda: edge(image, EDGE["color"], EDGE["thickness"], EDGE["global"]), image),
     ]:
         x.grad = None
         loss = fn()
@@ -57,7 +92,7 @@ def main() -> None:
         values[name] = float(loss.detach())
         tensors[f"{name}.grad"] = x.grad.detach().clone()
     save_file(tensors, str(OUT / "expected.safetensors"))
-    (OUT / "values.json").write_text(json.dumps({"torch": torch.__version__, "values": values}, indent=1) + "\n")
+    (OUT / "values.json").write_text(json.dumps({"torch": torch.__version__, "edge": EDGE, "values": values}, indent=1) + "\n")
     print(values)
 
 

@@ -151,6 +151,22 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
             }
         });
         ui.end_row();
+        let l = ui.label("Edge").on_hover_text(
+            "The border pulled toward a colour (pixray's edge loss): weight, colour, strip width in percent",
+        );
+        ui.horizontal(|ui| {
+            let looks = &mut s.looks;
+            ui.add(egui::DragValue::new(&mut looks.edge).speed(0.05).range(0.0..=100.0).prefix("weight "))
+                .labelled_by(l.id);
+            #[expect(clippy::cast_possible_truncation, reason = "colours in [0, 1]")]
+            let mut rgb = looks.edge_color.map(|c| c as f32);
+            if ui.color_edit_button_rgb(&mut rgb).changed() {
+                looks.edge_color = rgb.map(f64::from);
+            }
+            ui.add(egui::DragValue::new(&mut looks.edge_thickness).speed(0.5).range(0.0..=45.0).suffix(" %"))
+                .labelled_by(l.id);
+        });
+        ui.end_row();
         let l = ui.label("Coarse start");
         coarse_edit(ui, l.id, s);
         ui.end_row();
