@@ -112,6 +112,24 @@ fn a_clip_alone_draws_with_the_pixel_and_fourier_generators() {
 }
 
 #[test]
+fn an_animation_draws_every_frame_with_the_pixel_cells() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let mut cmd = bin();
+    cmd.arg("animate").args(model_args()).args(["-s", "32x32", "--cutn", "2", "-p", "a red barn in snow"]);
+    cmd.args(["--generator", "pixel", "--pixel-size", "8x4", "--frames", "3", "--iterations-per-frame", "2"]);
+    cmd.args(["-i", "2", "--zoom", "1.1", "--frames-dir", "frames"]).current_dir(d);
+    ok(&cmd.output().expect("run clipcanvas"));
+    for n in 0..3 {
+        let img = image::open(d.join(format!("frames/frame_{n:05}.png"))).expect("frame").to_rgb8();
+        // Each warped frame is taken back into cells: flat on every 4×8 block.
+        for (x, y, p) in img.enumerate_pixels() {
+            assert_eq!(p, img.get_pixel(x / 4 * 4, y / 8 * 8), "frame {n}: pixel {x},{y} differs from its cell");
+        }
+    }
+}
+
+#[test]
 fn flags_of_another_generator_and_impossible_combinations_get_one_line() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();
