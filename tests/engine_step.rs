@@ -98,7 +98,7 @@ fn one_step_matches_the_reference() {
     let target = session
         .image_target(
             &g["target"],
-            &StepPlan { crops: j.image_prompt.crops.clone(), augments: no_aug, noise: None },
+            &StepPlan { crops: j.image_prompt.crops.clone(), augments: no_aug, noise: None, roll: None },
             j.image_prompt.weight,
             j.image_prompt.stop.as_f64().unwrap_or(f64::NEG_INFINITY),
         )
@@ -110,6 +110,7 @@ fn one_step_matches_the_reference() {
         crops: j.crops.clone(),
         augments: j.augments.clone(),
         noise: Some(StepNoise::Host { facs: values(&g["noise_facs"]), values: values(&g["noise"]) }),
+        roll: None,
     };
     let out = session.step_with(&plan).expect("step");
     assert_close("synthesised image", &out.image, &g["image"], 1e-4);
@@ -157,8 +158,12 @@ fn twenty_steps_track_the_reference_loss_curve() {
     let want = values(&g["losses"]);
     let totals = values(&g["total"]);
     for (i, step) in j.steps.iter().enumerate() {
-        let plan =
-            StepPlan { crops: step.crops.clone(), augments: vec![AugmentParams::default(); j.cutn], noise: None };
+        let plan = StepPlan {
+            crops: step.crops.clone(),
+            augments: vec![AugmentParams::default(); j.cutn],
+            noise: None,
+            roll: None,
+        };
         let out = session.step_with(&plan).expect("step");
         for (k, (_, got)) in out.losses.iter().enumerate() {
             close(&format!("step {i} prompt {k}"), *got, f64::from(want[i * 2 + k]));

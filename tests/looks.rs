@@ -70,6 +70,16 @@ fn saturation_symmetry_and_edge_match_pixrays_losses_and_gradients() {
 }
 
 #[test]
+fn the_tilers_roll_is_torch_roll() {
+    let g = golden("looks/expected.safetensors");
+    let rolled = clipcanvas::engine::looks::roll(&g["image"], 13, 5).expect("roll");
+    assert_close("rolled by (5, 13)", &rolled, &g["rolled"], 0.0);
+    let (_, _, h, w) = g["image"].dims4().expect("4d");
+    let whole = clipcanvas::engine::looks::roll(&g["image"], w, 2 * h).expect("roll");
+    assert_close("rolled by whole turns", &whole, &g["image"], 0.0);
+}
+
+#[test]
 fn weights_scale_the_terms_and_off_makes_none() {
     let g = golden("looks/expected.safetensors");
     let (_, _, h, w) = g["image"].dims4().expect("4d");

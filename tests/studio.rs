@@ -384,12 +384,15 @@ fn the_looks_are_three_weights_sent_with_the_run() {
     assert_eq!(h.query_all_by_label("Looks").count(), 3, "saturation and the two mirrors");
     assert_eq!(h.query_all_by_label("Edge").count(), 2, "the edge's weight and strip width");
     h.state_mut().state.settings.looks.symmetry = 2.0;
+    h.get_by_label("tile").click();
     h.run_steps(2);
+    assert!(h.state().state.settings.looks.tile, "the tile box switches seamless tiling on");
     h.get_by_label("Start").click();
     h.run_steps(2);
     let sent = link.sent();
     let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
     assert_eq!(settings.looks.symmetry, 2.0);
+    assert!(settings.looks.tile);
 }
 
 #[test]

@@ -99,6 +99,9 @@ pub struct RunArgs {
     /// Look: the border strips' width in percent of the side (default 5).
     #[arg(long)]
     pub edge_thickness: Option<f64>,
+    /// Look: make an image that tiles seamlessly (each step sees it rolled around).
+    #[arg(long)]
+    pub tile: bool,
     /// Coarse-to-fine search "FACTOR:UNTIL[,…]": the latent moves in FACTOR×FACTOR token
     /// blocks until iteration UNTIL (e.g. "4:40,2:80"); "none" is the notebook's search.
     #[arg(long)]
@@ -258,6 +261,9 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
     }
     if let Some(v) = a.edge_thickness {
         s.looks.edge_thickness = v;
+    }
+    if a.tile {
+        s.looks.tile = true;
     }
     if let Some(v) = &a.coarse {
         s.coarse = crate::settings::coarse::parse_schedule(v).map_err(input)?;

@@ -14,8 +14,13 @@
 //!   full height, top and bottom between them), plus `global ·` the whole image's, all
 //!   times the weight.
 //!
-//! The mirrors are gathers with index lists made once per canvas, so a step uploads
-//! nothing for them.
+//! - **tile** (pixray's `--tiler`): not a loss but a switch. Each step the image is
+//!   rolled by a random offset, wrapping around, before the cutouts are made
+//!   ([`roll`], `torch.roll`), so CLIP sees the image's edges as neighbours and the
+//!   result tiles.
+//!
+//! The mirrors are gathers with index lists made once per canvas, and the roll is two
+//! slices and a join per axis, so a step uploads nothing for them.
 
 use candle_core::{DType, Device, Tensor};
 
@@ -129,4 +134,18 @@ pub fn edge_loss(image: &Tensor, colour: &Tensor, thickness: f64, global: f64) -
         total = (total + mse(middle.narrow(2, h - ud, ud)?)?)?;
     }
     Ok(total)
+}
+
+/// `torch.roll(image, shifts=(dy, dx), dims=(2, 3))`: pixel `(x, y)` moves to
+/// `((x + dx) mod W, (y + dy) mod H)`.
+pub fn roll(image: &Tensor, dx: usize, dy: usize) -> Result<Tensor> {
+    let (_, _, h, w) = image.dims4()?;
+    let along = |t: Tensor, dim: usize, n: usize, shift: usize| -> Result<Tensor> {
+        let shift = shift % n.max(1);
+        if shift == 0 {
+            return Ok(t);
+        }
+        Ok(Tensor::cat(&[t.narrow(dim, n - shift, shift)?, t.narrow(dim, 0, n - shift)?], dim)?)
+    };
+    along(along(image.clone(), 3, w, dx)?, 2, h, dy)
 }

@@ -41,6 +41,9 @@ pub struct StepPlan {
     pub crops: Vec<Crop>,
     pub augments: Vec<AugmentParams>,
     pub noise: Option<StepNoise>,
+    /// Seamless tiling: the image is rolled by `(x, y)` pixels (wrapping around) before
+    /// the cutouts are made, so its edges are scored as neighbours.
+    pub roll: Option<(usize, usize)>,
 }
 
 /// The notebook's cutout noise for one step.
@@ -495,7 +498,9 @@ impl Session {
                 StepNoise::Device { seed: rng.next_u64(), fac: st.noise_fac }
             }
         });
-        StepPlan { crops, augments, noise }
+        // Drawn last, and only when tiling: the other draws stay as without it.
+        let roll = st.looks.tile.then(|| (rng.below(width.max(1)), rng.below(height.max(1))));
+        StepPlan { crops, augments, noise, roll }
     }
 
     /// Draws the next step's plan from the session's generator.
@@ -540,7 +545,10 @@ impl Session {
         let z = self.z.as_tensor().clone();
         let image = self.generator.render(&z)?;
         clock.times.decode = clock.lap()?;
-        let cut = self.cutouts(&image, plan)?;
+        let cut = match plan.roll {
+            Some((dx, dy)) => self.cutouts(&super::looks::roll(&image, dx, dy)?, plan)?,
+            None => self.cutouts(&image, plan)?,
+        };
         let batch = Clip::normalize(&cut)?;
         clock.times.cutouts = clock.lap()?;
         let embeds = self.models.clip.encode_image(&batch)?;

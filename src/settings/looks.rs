@@ -21,6 +21,9 @@ pub struct Looks {
     pub edge_thickness: f64,
     /// The whole image's share of the edge loss (pixray's `global_color_weight`, 0.05).
     pub edge_global: f64,
+    /// Seamless tiling: each step the image is rolled by a random offset before the
+    /// cutouts, so the result tiles (pixray's `--tiler`).
+    pub tile: bool,
 }
 
 impl Default for Looks {
@@ -33,6 +36,7 @@ impl Default for Looks {
             edge_color: [1.0, 1.0, 1.0],
             edge_thickness: 5.0,
             edge_global: 0.05,
+            tile: false,
         }
     }
 }

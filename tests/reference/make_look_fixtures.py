@@ -7,7 +7,8 @@ pixray's `SaturationLoss.get_loss` (Hasler and Süsstrunk's colourfulness over e
 pixel of the cutouts, at weight 1), `SymmetryLoss.get_loss` (`MSELoss(out,
 flip(out, [3]))`), the same mirrored top-bottom (`flip(out, [2])`) and
 `EdgeLoss.get_loss` without a mask image (orange, 10 % strips, global weight 0.05,
-weight 1), written out as pixray has them, on a random image and random cutouts; with the gradients of each loss
+weight 1), written out as pixray has them, and `torch.roll` of the image by (5, 13)
+(the tiler's roll), on a random image and random cutouts; with the gradients of each loss
 with respect to its input. Needs torch and safetensors (see requirements.txt).
 """
 from __future__ import annotations
@@ -91,6 +92,8 @@ def main() -> None:
         loss.backward()
         values[name] = float(loss.detach())
         tensors[f"{name}.grad"] = x.grad.detach().clone()
+    # pixray's tiler rolls the image before the cutouts: torch.roll by (dy, dx) = (5, 13).
+    tensors["rolled"] = torch.roll(image.detach(), shifts=(5, 13), dims=(2, 3))
     save_file(tensors, str(OUT / "expected.safetensors"))
     (OUT / "values.json").write_text(json.dumps({"torch": torch.__version__, "edge": EDGE, "values": values}, indent=1) + "\n")
     print(values)

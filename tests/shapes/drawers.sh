@@ -22,4 +22,8 @@ a big red circle on a blue background|1
 a small yellow square on the left on a green background|1
 a purple background with a big white star at the top|1
 PROMPTS
+# --tile: the first prompt as an image that tiles, shown 2×2 (needs ImageMagick's convert).
+"$bin" generate -p "a big red circle on a blue background" --seed 1 --tile -o "$out/tile.png"
+convert \( "$out/tile.png" "$out/tile.png" +append \) \( "$out/tile.png" "$out/tile.png" +append \) -append \
+  "$out/tile-2x2.png"
 echo "wrote $out"

@@ -149,6 +149,7 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
             ] {
                 ui.add(egui::DragValue::new(value).speed(0.05).range(-100.0..=100.0).prefix(prefix)).labelled_by(l.id);
             }
+            ui.checkbox(&mut looks.tile, "tile").on_hover_text("Make an image that tiles seamlessly");
         });
         ui.end_row();
         let l = ui.label("Edge").on_hover_text(
