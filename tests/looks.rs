@@ -50,8 +50,21 @@ fn edge_looks() -> Looks {
     }
 }
 
+/// The palette look of the golden case: four colours at weight 1.
+fn palette_looks() -> Looks {
+    let text = std::fs::read_to_string(fixture("looks/values.json")).expect("values.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let palette = v["palette"]
+        .as_array()
+        .expect("palette")
+        .iter()
+        .map(|c| [0, 1, 2].map(|i| c[i].as_f64().expect("channel")))
+        .collect();
+    Looks { palette_weight: 1.0, palette, ..Looks::default() }
+}
+
 #[test]
-fn saturation_symmetry_and_edge_match_pixrays_losses_and_gradients() {
+fn saturation_symmetry_edge_and_palette_match_pixrays_losses_and_gradients() {
     let want = expected_values();
     let g = golden("looks/expected.safetensors");
     let cases = [
@@ -59,12 +72,14 @@ fn saturation_symmetry_and_edge_match_pixrays_losses_and_gradients() {
         ("symmetry", Looks { symmetry: 1.0, ..Looks::default() }),
         ("symmetry_vertical", Looks { symmetry_vertical: 1.0, ..Looks::default() }),
         ("edge", edge_looks()),
+        ("palette", palette_looks()),
     ];
     for (name, looks) in cases {
         let (value, grad_image, grad_cutouts) = term(looks);
         let expected = want[name].as_f64().expect("value");
         assert!((value - expected).abs() <= 1e-6 * expected.abs().max(1e-3), "{name}: {value} vs {expected}");
-        let (grad, _) = if name == "saturation" { (grad_cutouts, grad_image) } else { (grad_image, grad_cutouts) };
+        let on_cutouts = name == "saturation" || name == "palette";
+        let (grad, _) = if on_cutouts { (grad_cutouts, grad_image) } else { (grad_image, grad_cutouts) };
         assert_close(&format!("{name}: gradient"), &grad, &g[&format!("{name}.grad")], 1e-5);
     }
 }
@@ -158,5 +173,46 @@ fn an_edge_weight_pulls_the_border_to_its_colour_and_a_bad_colour_is_one_line() 
     assert!(edged < plain / 2.0, "border {edged:.1} from green with the edge loss against {plain:.1} without");
     common::fails(&run(&["--edge", "1", "--edge-color", "greenish"], "x.png"), 2, "--edge-color");
     common::fails(&run(&["--edge-thickness", "60"], "x.png"), 2, "between 0 and 45 percent");
+    assert!(!d.join("x.png").exists());
+}
+
+/// Mean distance (0–1, Euclidean over RGB) of an image's pixels from the nearest of
+/// `palette`.
+fn palette_distance(path: &std::path::Path, palette: &[[f64; 3]]) -> f64 {
+    let img = image::open(path).expect("png").to_rgb8();
+    let mut sum = 0.0;
+    for p in img.pixels() {
+        let rgb = p.0.map(|v| f64::from(v) / 255.0);
+        let d = palette
+            .iter()
+            .map(|c| c.iter().zip(rgb).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt())
+            .fold(f64::INFINITY, f64::min);
+        sum += d;
+    }
+    sum / f64::from(img.width() * img.height())
+}
+
+#[test]
+fn a_palette_pulls_the_pixels_to_its_colours_and_an_unreadable_one_is_one_line() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let run = |extra: &[&str], out: &str| {
+        let mut cmd = bin();
+        cmd.arg("generate").args(model_args());
+        cmd.args(["--generator", "pixel", "--pixel-size", "16x16", "-s", "32x32", "--cutn", "2", "-i", "30"]);
+        cmd.args(["-p", "a lighthouse", "--seed", "4", "-o", out]).args(extra).current_dir(d);
+        cmd.output().expect("run")
+    };
+    std::fs::write(d.join("bw.txt"), "# black and white\n#000000\nwhite\n").expect("palette file");
+    ok(&run(&[], "plain.png"));
+    ok(&run(&["--palette", "bw.txt", "--palette-weight", "20"], "bw.png"));
+    let bw = [[0.0; 3], [1.0; 3]];
+    let (plain, kept) = (palette_distance(&d.join("plain.png"), &bw), palette_distance(&d.join("bw.png"), &bw));
+    assert!(kept < plain / 2.0, "distance from black and white {kept:.3} with the palette against {plain:.3} without");
+    let meta = clipcanvas::export::read_png_metadata(&d.join("bw.png")).expect("read").expect("metadata");
+    let v: serde_json::Value = serde_json::from_str(&meta).expect("json");
+    assert_eq!(v["settings"]["looks"]["palette"], serde_json::json!([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]));
+    common::fails(&run(&["--palette", "blurple"], "x.png"), 2, "--palette: colour \"blurple\"");
+    common::fails(&run(&["--palette-weight", "1"], "x.png"), 2, "needs a palette");
     assert!(!d.join("x.png").exists());
 }

@@ -396,6 +396,38 @@ fn the_looks_are_three_weights_sent_with_the_run() {
 }
 
 #[test]
+fn a_palette_is_typed_checked_and_sent_with_the_run() {
+    let link = FakeLink::default();
+    let mut h = harness_with_settings_open(&link);
+    let field = || egui::accesskit::Role::TextInput;
+    h.query_all_by_label("Palette")
+        .find(|n| n.accesskit_node().role() == field())
+        .expect("the palette's text")
+        .scroll_to_me();
+    h.run_steps(2);
+    let type_palette = |h: &mut Harness<'static, StudioApp>, text: &str| {
+        h.query_all_by_label("Palette").find(|n| n.accesskit_node().role() == field()).expect("text").focus();
+        h.run_steps(1);
+        h.query_all_by_label("Palette").find(|n| n.accesskit_node().role() == field()).expect("text").type_text(text);
+        h.run_steps(2);
+    };
+    type_palette(&mut h, "#000000 blurple");
+    h.get_by_label_contains("\"blurple\" must be #RRGGBB");
+    assert!(h.state().state.settings.looks.palette.is_empty(), "a palette that does not parse changes nothing");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.run_steps(1);
+    type_palette(&mut h, "bw");
+    assert_eq!(h.state().state.settings.looks.palette, vec![[0.0; 3], [1.0; 3]]);
+    h.state_mut().state.settings.looks.palette_weight = 2.0;
+    h.run_steps(2);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
+    assert_eq!((settings.looks.palette.len(), settings.looks.palette_weight), (2, 2.0));
+}
+
+#[test]
 fn the_memory_estimate_is_for_the_models_in_use() {
     let link = FakeLink::default();
     let mut h = harness_with_settings_open(&link);

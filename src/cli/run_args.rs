@@ -102,6 +102,13 @@ pub struct RunArgs {
     /// Look: make an image that tiles seamlessly (each step sees it rolled around).
     #[arg(long)]
     pub tile: bool,
+    /// Look: keep to a palette: colours ("#000000 #ff0000 white"), a file of them (one or
+    /// more a line), or a name (rgb, cmyk, bw, pico8).
+    #[arg(long)]
+    pub palette: Option<String>,
+    /// Look: the palette loss's weight (default 1 with --palette).
+    #[arg(long)]
+    pub palette_weight: Option<f64>,
     /// Coarse-to-fine search "FACTOR:UNTIL[,…]": the latent moves in FACTOR×FACTOR token
     /// blocks until iteration UNTIL (e.g. "4:40,2:80"); "none" is the notebook's search.
     #[arg(long)]
@@ -264,6 +271,22 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
     }
     if a.tile {
         s.looks.tile = true;
+    }
+    if let Some(spec) = &a.palette {
+        let path = Path::new(spec);
+        let text = if path.is_file() {
+            std::fs::read_to_string(path)
+                .map_err(|e| input(format!("--palette {}: cannot read it ({e})", path.display())))?
+        } else {
+            spec.clone()
+        };
+        s.looks.palette = crate::settings::looks::parse_palette(&text).map_err(|e| input(format!("--palette: {e}")))?;
+        if s.looks.palette_weight == 0.0 {
+            s.looks.palette_weight = 1.0;
+        }
+    }
+    if let Some(v) = a.palette_weight {
+        s.looks.palette_weight = v;
     }
     if let Some(v) = &a.coarse {
         s.coarse = crate::settings::coarse::parse_schedule(v).map_err(input)?;

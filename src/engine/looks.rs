@@ -14,6 +14,9 @@
 //!   full height, top and bottom between them), plus `global ·` the whole image's, all
 //!   times the weight.
 //!
+//! - **palette** (pixray's `PaletteLoss`): over every pixel of the step's cutouts, the
+//!   mean distance from its nearest palette colour (chosen without gradient), times the
+//!   number of cutouts, `weight / 10`.
 //! - **tile** (pixray's `--tiler`): not a loss but a switch. Each step the image is
 //!   rolled by a random offset, wrapping around, before the cutouts are made
 //!   ([`roll`], `torch.roll`), so CLIP sees the image's edges as neighbours and the
@@ -37,6 +40,8 @@ pub struct LookLosses {
     mirror_y: Option<Tensor>,
     /// The edge colour, `[1, 3, 1, 1]`, when the edge loss is on.
     edge_color: Option<Tensor>,
+    /// The palette, `[K, 3]`, when the palette loss is on.
+    palette: Option<Tensor>,
 }
 
 fn reversed(n: usize, device: &Device) -> Result<Tensor> {
@@ -55,7 +60,14 @@ impl LookLosses {
             let rgb: Vec<f32> = looks.edge_color.iter().map(|&c| c as f32).collect();
             Some(transfer::upload(rgb, (1, 3, 1, 1), DType::F32, device)?)
         };
-        Ok(Self { looks, mirror_x, mirror_y, edge_color })
+        let palette = if looks.palette_weight == 0.0 || looks.palette.is_empty() {
+            None
+        } else {
+            #[expect(clippy::cast_possible_truncation, reason = "colours in [0, 1]")]
+            let rgb: Vec<f32> = looks.palette.iter().flatten().map(|&c| c as f32).collect();
+            Some(transfer::upload(rgb, (looks.palette.len(), 3), DType::F32, device)?)
+        };
+        Ok(Self { looks, mirror_x, mirror_y, edge_color, palette })
     }
 
     /// The terms for this step: `image` is `[1, 3, H, W]` and `cutouts` `[N, 3, S, S]`,
@@ -73,6 +85,9 @@ impl LookLosses {
             let mirrored = image.index_select(idx, 2)?;
             let loss = ((image - mirrored)?.sqr()?.mean_all()? * self.looks.symmetry_vertical)?;
             out.push(("symmetry top-bottom".to_owned(), loss));
+        }
+        if let Some(palette) = &self.palette {
+            out.push(("palette".to_owned(), (palette_loss(cutouts, palette)? * self.looks.palette_weight)?));
         }
         if let Some(colour) = &self.edge_color {
             let loss = edge_loss(image, colour, self.looks.edge_thickness, self.looks.edge_global)?;
@@ -148,4 +163,20 @@ pub fn roll(image: &Tensor, dx: usize, dy: usize) -> Result<Tensor> {
         Ok(Tensor::cat(&[t.narrow(dim, n - shift, shift)?, t.narrow(dim, 0, n - shift)?], dim)?)
     };
     along(along(image.clone(), 3, w, dx)?, 2, h, dy)
+}
+
+/// pixray's palette loss at weight 1: the mean distance of every pixel of `cutouts`
+/// (`[N, 3, S, S]`) from its nearest colour of `palette` (`[K, 3]`), times `N / 10`. The
+/// square root takes 1e-12 more, so that a pixel on a palette colour has a gradient of 0
+/// (as `torch.norm`'s) rather than a NaN.
+pub fn palette_loss(cutouts: &Tensor, palette: &Tensor) -> Result<Tensor> {
+    let n = cutouts.dim(0)?;
+    let pixels = cutouts.permute((0, 2, 3, 1))?.reshape(((), 3))?;
+    let d2 = pixels.unsqueeze(1)?.broadcast_sub(&palette.unsqueeze(0)?)?.sqr()?.sum(2)?;
+    let nearest = d2.detach().argmin(1)?;
+    let target = palette.index_select(&nearest, 0)?.detach();
+    let dist = ((pixels - target)?.sqr()?.sum(1)? + EPS)?.sqrt()?;
+    #[expect(clippy::cast_precision_loss, reason = "cutout counts are small")]
+    let scale = n as f64 / 10.0;
+    Ok((dist.mean_all()? * scale)?)
 }

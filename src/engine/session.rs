@@ -1,7 +1,7 @@
-//! A run of the z+quantize method: the generator's parameters (the "latent": the VQGAN's
-//! z, or another generator's, see `engine::generator`), the optimiser, the prompts and
-//! the random state, stepped one iteration at a time. Both the studio and `clipcanvas generate`
-//! drive it. A session saves to one file (safetensors with JSON metadata and a checksum,
+//! A run: the generator's parameters (the "latent": the VQGAN's z for the notebook's
+//! z+quantize, or another generator's, see `engine::generator`), the optimiser, the
+//! prompts, the look losses and the random state, stepped one iteration at a time. Both
+//! the studio and `clipcanvas generate` drive it. A session saves to one file (safetensors with JSON metadata and a checksum,
 //! see `session_file.rs`) and resumes exactly where it stopped.
 
 use std::collections::HashMap;
@@ -170,7 +170,7 @@ impl Session {
         settings.validate().map_err(EngineError::Input)?;
         let (generator, notices) = generator::build(&models, &settings)?;
         let (width, height) = generator.size();
-        let looks = LookLosses::new(settings.looks, width, height, &models.device)?;
+        let looks = LookLosses::new(settings.looks.clone(), width, height, &models.device)?;
 
         let mut root = Rng::new(settings.seed);
         let mut init_rng = root.fork();

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Weights of the look losses; 0 is off.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Looks {
     /// pixray's colourfulness loss on the cutouts (negative: toward grey).
@@ -24,6 +24,11 @@ pub struct Looks {
     /// Seamless tiling: each step the image is rolled by a random offset before the
     /// cutouts, so the result tiles (pixray's `--tiler`).
     pub tile: bool,
+    /// pixray's palette loss: the weight of the cutouts' pixels' distance from their
+    /// nearest colour of `palette`.
+    pub palette_weight: f64,
+    /// The palette's colours, RGB in `[0, 1]`.
+    pub palette: Vec<[f64; 3]>,
 }
 
 impl Default for Looks {
@@ -37,6 +42,8 @@ impl Default for Looks {
             edge_thickness: 5.0,
             edge_global: 0.05,
             tile: false,
+            palette_weight: 0.0,
+            palette: Vec::new(),
         }
     }
 }
@@ -53,6 +60,7 @@ impl Looks {
             ("symmetry_vertical", self.symmetry_vertical),
             ("edge", self.edge),
             ("edge_global", self.edge_global),
+            ("palette", self.palette_weight),
         ] {
             if !(v.is_finite() && v.abs() <= 1000.0) {
                 return Err(format!("the {name} weight must be a number between -1000 and 1000, got {v}"));
@@ -63,6 +71,15 @@ impl Looks {
         }
         if self.edge_color.iter().any(|c| !(c.is_finite() && (0.0..=1.0).contains(c))) {
             return Err(format!("the edge colour's channels must be between 0 and 1, got {:?}", self.edge_color));
+        }
+        if self.palette.iter().flatten().any(|c| !(c.is_finite() && (0.0..=1.0).contains(c))) {
+            return Err("the palette's colours must have channels between 0 and 1".into());
+        }
+        if self.palette_weight != 0.0 && self.palette.is_empty() {
+            return Err("the palette loss needs a palette (--palette)".into());
+        }
+        if self.palette.len() > 256 {
+            return Err(format!("a palette holds at most 256 colours, got {}", self.palette.len()));
         }
         Ok(())
     }
@@ -104,6 +121,38 @@ pub fn parse_color(text: &str) -> Result<[f64; 3], String> {
     Ok(bytes.map(|b| f64::from(b) / 255.0))
 }
 
+/// A palette: colours (as [`parse_color`] reads them) separated by spaces, semicolons or
+/// new lines, with `# ` (a hash and a space) starting a comment, or a named one: `rgb`
+/// (red, green, blue), `cmyk` (cyan, magenta, yellow, black), `bw` (black, white),
+/// `pico8` (PICO-8's 16).
+pub fn parse_palette(text: &str) -> Result<Vec<[f64; 3]>, String> {
+    let named: Option<&[&str]> = match text.trim().to_ascii_lowercase().as_str() {
+        "rgb" => Some(&["red", "lime", "blue"]),
+        "cmyk" => Some(&["cyan", "magenta", "yellow", "black"]),
+        "bw" => Some(&["black", "white"]),
+        "pico8" => Some(&[
+            "#000000", "#1d2b53", "#7e2553", "#008751", "#ab5236", "#5f574f", "#c2c3c7", "#fff1e8", "#ff004d",
+            "#ffa300", "#ffec27", "#00e436", "#29adff", "#83769c", "#ff77a8", "#ffccaa",
+        ]),
+        _ => None,
+    };
+    if let Some(names) = named {
+        return names.iter().map(|n| parse_color(n)).collect();
+    }
+    let colours: Vec<[f64; 3]> = text
+        .lines()
+        .map(|line| if line.trim_start().starts_with("# ") { "" } else { line.split(" # ").next().unwrap_or("") })
+        .flat_map(|line| line.split([' ', ';', '\t']))
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(parse_color)
+        .collect::<Result<_, _>>()?;
+    if colours.is_empty() {
+        return Err("the palette holds no colours".into());
+    }
+    Ok(colours)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,11 +168,21 @@ mod tests {
     }
 
     #[test]
+    fn palettes_parse_from_lists_files_and_names() {
+        assert_eq!(parse_palette("#ff0000; black white").expect("list").len(), 3);
+        let file = "# my palette\n#000000 # black\n255,255,255\n\n";
+        assert_eq!(parse_palette(file).expect("file"), vec![[0.0; 3], [1.0; 3]]);
+        assert_eq!(parse_palette("PICO8").expect("pico8").len(), 16);
+        assert!(parse_palette("  ").expect_err("empty").contains("no colours"));
+        assert!(parse_palette("red blurple").expect_err("bad").contains("blurple"));
+    }
+
+    #[test]
     fn defaults_are_pixrays_and_off() {
         let l = Looks::default();
         assert!(l.is_off() && l.validate().is_ok());
         assert_eq!((l.edge_color, l.edge_thickness, l.edge_global), ([1.0; 3], 5.0, 0.05));
-        assert!(Looks { edge_thickness: 60.0, ..l }.validate().is_err());
+        assert!(Looks { edge_thickness: 60.0, ..l.clone() }.validate().is_err());
         assert!(Looks { edge_color: [1.5, 0.0, 0.0], ..l }.validate().is_err());
     }
 }

@@ -7,7 +7,7 @@ pixray's `SaturationLoss.get_loss` (Hasler and Süsstrunk's colourfulness over e
 pixel of the cutouts, at weight 1), `SymmetryLoss.get_loss` (`MSELoss(out,
 flip(out, [3]))`), the same mirrored top-bottom (`flip(out, [2])`) and
 `EdgeLoss.get_loss` without a mask image (orange, 10 % strips, global weight 0.05,
-weight 1), written out as pixray has them, and `torch.roll` of the image by (5, 13)
+weight 1), `PaletteLoss.get_loss` (a four-colour palette, weight 1), written out as pixray has them, and `torch.roll` of the image by (5, 13)
 (the tiler's roll), on a random image and random cutouts; with the gradients of each loss
 with respect to its input. Needs torch and safetensors (see requirements.txt).
 """
@@ -72,6 +72,18 @@ def edge(out: torch.Tensor, color, thickness, global_color_weight) -> torch.Tens
 
 
 EDGE = {"color": [1.0, 165 / 255, 0.0], "thickness": 10.0, "global": 0.05}
+PALETTE = [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.2, 0.6, 0.9]]
+
+
+def palette(cutouts: torch.Tensor, colours) -> torch.Tensor:
+    # pixray Losses/PaletteLoss.py, one group of cutouts, palette_weight 1.
+    target_palette = torch.FloatTensor(colours).requires_grad_(False)
+    _pixels = cutouts.permute(0, 2, 3, 1).reshape(-1, 3)
+    palette_dists = torch.cdist(target_palette, _pixels, p=2)
+    best_guesses = palette_dists.argmin(axis=0)
+    diffs = _pixels - target_palette[best_guesses]
+    palette_loss = torch.mean(torch.norm(diffs, 2, dim=1)) * cutouts.shape[0]
+    return palette_loss * 1.0 / 10.0
 
 
 def main() -> None:
@@ -86,6 +98,7 @@ def main() -> None:
         ("symmetry", lambda: symmetry(image, 3), image),
         ("symmetry_vertical", lambda: symmetry(image, 2), image),
         ("edge", lambda: edge(image, EDGE["color"], EDGE["thickness"], EDGE["global"]), image),
+        ("palette", lambda: palette(cutouts, PALETTE), cutouts),
     ]:
         x.grad = None
         loss = fn()
@@ -95,7 +108,7 @@ def main() -> None:
     # pixray's tiler rolls the image before the cutouts: torch.roll by (dy, dx) = (5, 13).
     tensors["rolled"] = torch.roll(image.detach(), shifts=(5, 13), dims=(2, 3))
     save_file(tensors, str(OUT / "expected.safetensors"))
-    (OUT / "values.json").write_text(json.dumps({"torch": torch.__version__, "edge": EDGE, "values": values}, indent=1) + "\n")
+    (OUT / "values.json").write_text(json.dumps({"torch": torch.__version__, "edge": EDGE, "palette": PALETTE, "values": values}, indent=1) + "\n")
     print(values)
 
 

@@ -168,6 +168,12 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
                 .labelled_by(l.id);
         });
         ui.end_row();
+        let l = ui.label("Palette").on_hover_text(
+            "Keep to these colours (pixray's palette loss): its weight, and colours such as \
+             \"#000000 #ff0000 white\" or a name: rgb, cmyk, bw, pico8",
+        );
+        palette_edit(ui, l.id, s);
+        ui.end_row();
         let l = ui.label("Coarse start");
         coarse_edit(ui, l.id, s);
         ui.end_row();
@@ -285,6 +291,48 @@ fn generator_edit(ui: &mut egui::Ui, s: &mut RunSettings) {
             ui.end_row();
         }
     }
+}
+
+/// The palette loss's weight and its colours as text. The text lives in egui's memory
+/// while it is typed; colours that parse are applied at once, others are shown in red
+/// with the reason and leave the palette as it was.
+fn palette_edit(ui: &mut egui::Ui, label: egui::Id, s: &mut RunSettings) {
+    let id = ui.make_persistent_id("palette-text");
+    let current = format_palette(&s.looks.palette);
+    let mut text: String = ui.data_mut(|d| d.get_temp(id)).unwrap_or_else(|| current.clone());
+    if crate::settings::looks::parse_palette(&text).is_ok_and(|p| p != s.looks.palette) || text.trim().is_empty() {
+        text = current;
+    }
+    ui.vertical(|ui| {
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut s.looks.palette_weight).speed(0.05).range(0.0..=100.0).prefix("weight "))
+                .labelled_by(label);
+            let edit = egui::TextEdit::singleline(&mut text).hint_text("e.g. pico8").desired_width(160.0);
+            let response = ui.add(edit).labelled_by(label);
+            if response.changed() {
+                if let Ok(palette) = crate::settings::looks::parse_palette(&text) {
+                    s.looks.palette = palette;
+                }
+            }
+        });
+        if !text.trim().is_empty() {
+            if let Err(e) = crate::settings::looks::parse_palette(&text) {
+                ui.colored_label(ui.visuals().error_fg_color, e);
+            }
+        }
+    });
+    ui.data_mut(|d| d.insert_temp(id, text));
+}
+
+/// A palette as the text [`crate::settings::looks::parse_palette`] reads back.
+fn format_palette(palette: &[[f64; 3]]) -> String {
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "channels in [0, 1]")]
+    let byte = |c: f64| (c * 255.0).round().clamp(0.0, 255.0) as u8;
+    palette
+        .iter()
+        .map(|c| format!("#{:02x}{:02x}{:02x}", byte(c[0]), byte(c[1]), byte(c[2])))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The coarse-to-fine schedule as text ("4:50,2:150", empty for none). The text lives in
