@@ -105,6 +105,16 @@ fn weights_scale_the_terms_and_off_makes_none() {
     assert!((three - 3.0 * one).abs() < 1e-6 * three.abs(), "{three} vs 3 × {one}");
 }
 
+/// A 30-iteration pixel-cell run of the fixture models in `dir` (the look tests' common
+/// run), with `extra` flags, writing `out`.
+fn pixel_run(dir: &std::path::Path, extra: &[&str], out: &str) -> std::process::Output {
+    let mut cmd = bin();
+    cmd.arg("generate").args(model_args());
+    cmd.args(["--generator", "pixel", "--pixel-size", "16x16", "-s", "32x32", "--cutn", "2", "-i", "30"]);
+    cmd.args(["-p", "a lighthouse", "--seed", "4", "-o", out]).args(extra).current_dir(dir);
+    cmd.output().expect("run")
+}
+
 /// Mean absolute difference between an image and its left–right mirror, in 0–255.
 fn asymmetry(path: &std::path::Path) -> f64 {
     let img = image::open(path).expect("png").to_rgb8();
@@ -124,11 +134,7 @@ fn a_symmetry_weight_makes_the_image_more_symmetric() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();
     let run = |extra: &[&str], out: &str| {
-        let mut cmd = bin();
-        cmd.arg("generate").args(model_args());
-        cmd.args(["--generator", "pixel", "--pixel-size", "16x16", "-s", "32x32", "--cutn", "2", "-i", "30"]);
-        cmd.args(["-p", "a lighthouse", "--seed", "4", "-o", out]).args(extra).current_dir(d);
-        ok(&cmd.output().expect("run"));
+        ok(&pixel_run(d, extra, out));
     };
     run(&[], "plain.png");
     run(&["--symmetry", "50"], "mirror.png");
@@ -159,13 +165,7 @@ fn border_distance(path: &std::path::Path, strip: u32, colour: [u8; 3]) -> f64 {
 fn an_edge_weight_pulls_the_border_to_its_colour_and_a_bad_colour_is_one_line() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();
-    let run = |extra: &[&str], out: &str| {
-        let mut cmd = bin();
-        cmd.arg("generate").args(model_args());
-        cmd.args(["--generator", "pixel", "--pixel-size", "16x16", "-s", "32x32", "--cutn", "2", "-i", "30"]);
-        cmd.args(["-p", "a lighthouse", "--seed", "4", "-o", out]).args(extra).current_dir(d);
-        cmd.output().expect("run")
-    };
+    let run = |extra: &[&str], out: &str| pixel_run(d, extra, out);
     ok(&run(&[], "plain.png"));
     ok(&run(&["--edge", "20", "--edge-color", "#00ff00", "--edge-thickness", "10"], "edge.png"));
     let (plain, edged) =
@@ -196,13 +196,7 @@ fn palette_distance(path: &std::path::Path, palette: &[[f64; 3]]) -> f64 {
 fn a_palette_pulls_the_pixels_to_its_colours_and_an_unreadable_one_is_one_line() {
     let dir = tempfile::tempdir().expect("temp");
     let d = dir.path();
-    let run = |extra: &[&str], out: &str| {
-        let mut cmd = bin();
-        cmd.arg("generate").args(model_args());
-        cmd.args(["--generator", "pixel", "--pixel-size", "16x16", "-s", "32x32", "--cutn", "2", "-i", "30"]);
-        cmd.args(["-p", "a lighthouse", "--seed", "4", "-o", out]).args(extra).current_dir(d);
-        cmd.output().expect("run")
-    };
+    let run = |extra: &[&str], out: &str| pixel_run(d, extra, out);
     std::fs::write(d.join("bw.txt"), "# black and white\n#000000\nwhite\n").expect("palette file");
     ok(&run(&[], "plain.png"));
     ok(&run(&["--palette", "bw.txt", "--palette-weight", "20"], "bw.png"));

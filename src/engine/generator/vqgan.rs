@@ -35,6 +35,8 @@ pub struct VqganGenerator {
     models: Arc<Models>,
     width: usize,
     height: usize,
+    /// The latent grid, `(W/f, H/f)`.
+    tokens: (usize, usize),
     /// The codebook's least and greatest value per channel, `[1, C, 1, 1]`.
     z_min: Tensor,
     z_max: Tensor,
@@ -48,20 +50,13 @@ impl VqganGenerator {
         let c = vqgan.config().embed_dim;
         let z_min = codebook.min(0)?.reshape((1, c, 1, 1))?;
         let z_max = codebook.max(0)?.reshape((1, c, 1, 1))?;
-        Ok(Self { models, width, height, z_min, z_max })
+        let f = vqgan.config().downsample_factor();
+        Ok(Self { tokens: (width / f, height / f), models, width, height, z_min, z_max })
     }
 
-    /// The VQGAN (there is one: [`VqganGenerator::new`] checked).
-    fn vqgan(&self) -> &crate::models::vqgan::Vqgan {
-        match &self.models.vqgan {
-            Some(v) => v,
-            None => unreachable!("VqganGenerator::new refuses models without a VQGAN"),
-        }
-    }
-
-    fn tokens(&self) -> (usize, usize) {
-        let f = self.vqgan().config().downsample_factor();
-        (self.width / f, self.height / f)
+    /// The VQGAN ([`VqganGenerator::new`] checked that there is one).
+    fn vqgan(&self) -> Result<&crate::models::vqgan::Vqgan> {
+        self.models.vqgan()
     }
 }
 
@@ -73,7 +68,7 @@ impl Generator for VqganGenerator {
     /// The encoder's output, before quantisation.
     fn encode(&self, rgb: &image::RgbImage) -> Result<Tensor> {
         let x = ((rgb_to_tensor(rgb, &self.models.device)? * 2.0)? - 1.0)?;
-        Ok(self.vqgan().encode(&x)?)
+        Ok(self.vqgan()?.encode(&x)?)
     }
 
     /// Random codes, one per block of the first coarse stage (per token without one);
@@ -82,8 +77,8 @@ impl Generator for VqganGenerator {
         if let Some(img) = noise_image(settings.init_noise, self.width, self.height, rng) {
             return self.encode(&img);
         }
-        let (toks_x, toks_y) = self.tokens();
-        let n = self.vqgan().config().n_embed;
+        let (toks_x, toks_y) = self.tokens;
+        let n = self.vqgan()?.config().n_embed;
         let f = factor_at(&settings.coarse, 0);
         let (bx, by) = (toks_x.div_ceil(f), toks_y.div_ceil(f));
         let blocks: Vec<u32> = (0..bx * by).map(|_| u32::try_from(rng.below(n)).unwrap_or(0)).collect();
@@ -92,13 +87,13 @@ impl Generator for VqganGenerator {
             .map(|(y, x)| blocks[y * bx + x])
             .collect();
         let idx = Tensor::from_vec(idx, (1, toks_y, toks_x), &self.models.device)?;
-        Ok(self.vqgan().embed_indices(&idx)?)
+        Ok(self.vqgan()?.embed_indices(&idx)?)
     }
 
     /// `ClampWithGrad((decode(quantize_st(z)) + 1) / 2, 0, 1)`.
     fn render(&self, z: &Tensor) -> Result<Tensor> {
-        let zq = self.vqgan().quantize_st(z)?;
-        let out = self.vqgan().decode(&zq)?;
+        let zq = self.vqgan()?.quantize_st(z)?;
+        let out = self.vqgan()?.decode(&zq)?;
         Ok(clamp_with_grad(&((out + 1.0)? / 2.0)?, 0.0, 1.0)?)
     }
 
