@@ -972,3 +972,94 @@ fn the_animation_panel_checks_schedules_renders_and_shows_each_finished_frame() 
     assert_eq!(restored.animation, h.state().state.animation);
     assert!(restored.settings.animation.is_none(), "Start stays a single image");
 }
+
+/// Presses the primary button at `from`, drags through `to` and lets go.
+fn drag(h: &mut Harness<'static, StudioApp>, path: &[egui::Pos2]) {
+    let button = |pos, pressed| egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::NONE,
+    };
+    // Hover first, over a few frames: a tooltip left by a click elsewhere closes.
+    for _ in 0..2 {
+        h.input_mut().events.push(egui::Event::PointerMoved(path[0]));
+        h.run_steps(2);
+    }
+    h.input_mut().events.push(button(path[0], true));
+    h.run_steps(1);
+    for &p in &path[1..] {
+        h.input_mut().events.push(egui::Event::PointerMoved(p));
+        h.run_steps(1);
+    }
+    h.input_mut().events.push(button(path[path.len() - 1], false));
+    h.run_steps(1);
+}
+
+#[test]
+fn a_region_painted_on_the_canvas_goes_with_its_prompt() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    // A second row, for the region: "a yellow star", painted on the left of the canvas.
+    h.get_by_label("Add prompt").click();
+    h.run_steps(2);
+    let last = h.state().state.prompts.len() - 1;
+    h.state_mut().state.prompts[last].text = "a yellow star".into();
+    h.run_steps(1);
+    h.get_all_by_label("Region...").nth(1).expect("the second row's Region button").click();
+    h.run_steps(2);
+    h.get_by_label_contains("Region of \"a yellow star\"");
+    let rect = h.state().canvas.image_rect.expect("canvas drawn");
+    let at = |u: f32, v: f32| rect.min + egui::vec2(u * rect.width(), v * rect.height());
+    let pan_before = rect;
+    drag(&mut h, &[at(0.1, 0.2), at(0.2, 0.5), at(0.15, 0.8)]);
+    // Painting does not pan the canvas.
+    assert_eq!(h.state().canvas.image_rect, Some(pan_before));
+    let region = h.state().state.prompts[last].region.clone().expect("the row has a region");
+    let (w, hgt) = (region.mask.width(), region.mask.height());
+    assert_eq!((w, hgt), (128, 128), "a new mask has the canvas's size");
+    let bits = region.mask.bits();
+    let left: usize = (0..hgt).map(|y| (0..w / 2).filter(|&x| bits[y * w + x]).count()).sum();
+    assert!(left > 200 && left == region.mask.covered(), "painted {left} on the left of {}", region.mask.covered());
+    // Erase takes some away; Clear empties it; Show mask hides the tint.
+    h.get_by_label("Erase").click();
+    h.run_steps(1);
+    assert!(h.state().brush.erase);
+    h.run_steps(5);
+    drag(&mut h, &[at(0.2, 0.5), at(0.2, 0.52)]);
+    let after = h.state().state.prompts[last].region.as_ref().map(|r| r.mask.covered());
+    assert!(after.is_some_and(|n| n < left), "{after:?} after erasing from {left}");
+    // Start sends the row as a region prompt, and the others as text prompts.
+    h.get_by_label("Done").click();
+    h.run_steps(1);
+    h.get_by_label("outside").click();
+    h.run_steps(1);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
+    assert_eq!(settings.prompts, vec!["a big red circle on a blue background:1".to_owned()]);
+    assert_eq!(settings.regions.len(), 1);
+    assert_eq!(settings.regions[0].prompt, "a yellow star:1");
+    assert!(settings.regions[0].outside);
+    assert_eq!(Some(settings.regions[0].mask.covered()), after);
+}
+
+#[test]
+fn a_region_with_nothing_painted_says_so_at_start() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    h.get_by_label("Region...").click();
+    h.run_steps(2);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    assert!(link.sent().is_empty(), "{:?}", link.sent());
+    h.get_by_label_contains("covers nothing");
+    // Clear, then no region: the row is a text prompt again.
+    h.get_by_label("no region").click();
+    h.run_steps(1);
+    assert!(h.state().brush.target.is_none());
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    assert!(matches!(link.sent().first(), Some(Command::Start(s)) if s.regions.is_empty()));
+}

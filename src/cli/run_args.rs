@@ -8,10 +8,10 @@ use clap::Args;
 
 use super::error::CliError;
 use crate::export;
-use crate::settings::prompt::split_story;
+use crate::settings::prompt::{split_prompts, split_story};
 use crate::settings::{
     Augment, CutMethod, GeneratorSettings, InitNoise, InitWeightMode, OneStepSettings, OptimizerKind, Precision,
-    RunSettings,
+    Region, RegionCutouts, RunSettings,
 };
 
 pub(super) fn input(msg: impl std::fmt::Display) -> CliError {
@@ -34,6 +34,21 @@ pub struct RunArgs {
     /// A noise prompt "SEED[:weight]"; repeatable.
     #[arg(long = "noise-prompt")]
     pub noise_prompts: Vec<String>,
+    /// A region prompt "text[:weight[:stop]]", scored only inside --region-mask;
+    /// repeat, or join with "|".
+    #[arg(long = "region")]
+    pub regions: Vec<String>,
+    /// A prompt scored only outside --region-mask; repeat, or join with "|".
+    #[arg(long = "region-off")]
+    pub regions_off: Vec<String>,
+    /// The region prompts' mask: an image, light (and opaque) where they apply; resized
+    /// to the canvas if it is another size.
+    #[arg(long)]
+    pub region_mask: Option<PathBuf>,
+    /// How region prompts see the canvas: masked (the default: the crops with the rest
+    /// painted grey, one more CLIP pass) or centres (the crops centred in the region).
+    #[arg(long)]
+    pub region_cutouts: Option<String>,
     /// What draws the image: vqgan (the default), pixel (flat cells) or fft (Fourier
     /// coefficients). pixel and fft need no VQGAN weights of their own.
     #[arg(long)]
@@ -190,6 +205,7 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
     if !a.noise_prompts.is_empty() {
         s.noise_prompts.clone_from(&a.noise_prompts);
     }
+    merge_regions(a, s)?;
     if a.init_image.is_some() {
         s.init_image.clone_from(&a.init_image);
     }
@@ -306,6 +322,31 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
     if let Some(p) = &a.precision {
         s.precision = Precision::parse(p)
             .ok_or_else(|| input(format!("--precision: unknown format {p:?} (expected f32, f16 or bf16)")))?;
+    }
+    Ok(())
+}
+
+/// Applies `--region`, `--region-off` and `--region-mask` (which replace the settings'
+/// region prompts) and `--region-cutouts`.
+fn merge_regions(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError> {
+    let inside: Vec<String> = a.regions.iter().flat_map(|p| split_prompts(p)).collect();
+    let outside: Vec<String> = a.regions_off.iter().flat_map(|p| split_prompts(p)).collect();
+    match (&a.region_mask, inside.is_empty() && outside.is_empty()) {
+        (None, false) => {
+            return Err(input("--region and --region-off need --region-mask FILE (light where the prompts apply)"));
+        }
+        (Some(_), true) => return Err(input("--region-mask needs a --region or --region-off prompt")),
+        (Some(path), false) => {
+            let mask = crate::engine::image::load_mask(path).map_err(|e| input(format!("--region-mask: {e}")))?;
+            mask.validate().map_err(|e| input(format!("--region-mask {}: {e}", path.display())))?;
+            let with = |prompt: &String, outside: bool| Region { prompt: prompt.clone(), outside, mask: mask.clone() };
+            s.regions = inside.iter().map(|p| with(p, false)).chain(outside.iter().map(|p| with(p, true))).collect();
+        }
+        (None, true) => {}
+    }
+    if let Some(m) = &a.region_cutouts {
+        s.region_cutouts = RegionCutouts::parse(m)
+            .ok_or_else(|| input(format!("--region-cutouts must be masked or centres, got {m:?}")))?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use image::imageops::FilterType;
 use image::RgbImage;
 
 use super::error::{EngineError, Result};
+use crate::settings::Mask;
 
 /// The longest side of an image clipcanvas reads (init images, targets, image prompts).
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
@@ -25,6 +26,24 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 
 /// [`load_rgb`] for bytes in memory; the error says what is wrong, without the path.
 pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
+    Ok(decode(bytes)?.to_rgb8())
+}
+
+/// Reads a region mask from an image: a pixel is covered where it is light (luma of
+/// 128 or more) and opaque (a transparent pixel counts as dark).
+pub fn load_mask(path: &Path) -> Result<Mask> {
+    let bytes = crate::files::read_bounded(path, crate::files::MAX_IMAGE_BYTES, "mask")?;
+    let image = decode(&bytes).map_err(|msg| EngineError::Image { path: path.to_path_buf(), msg })?.to_luma_alpha8();
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    Ok(Mask::from_fn(w, h, |x, y| {
+        #[expect(clippy::cast_possible_truncation, reason = "x and y come from the image's own u32 sides")]
+        let [luma, alpha] = image.get_pixel(x as u32, y as u32).0;
+        u32::from(luma) * u32::from(alpha) >= 128 * 255
+    }))
+}
+
+/// Decodes an image of any supported format, within clipcanvas's size limits.
+fn decode(bytes: &[u8]) -> std::result::Result<image::DynamicImage, String> {
     let reader = || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format();
     let format = reader().map_err(|e| e.to_string())?.format();
     if format == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
@@ -40,7 +59,7 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    Ok(reader.decode().map_err(|e| e.to_string())?.to_rgb8())
+    reader.decode().map_err(|e| e.to_string())
 }
 
 /// Whether a JPEG's segments run on to its end-of-image marker. Segments are skipped by

@@ -64,6 +64,13 @@ pub struct PromptTarget {
     pub stop: f64,
 }
 
+/// One loss term's target, with the label its loss is reported under.
+#[derive(Debug, Clone)]
+pub struct LabelledTarget {
+    pub label: String,
+    pub target: PromptTarget,
+}
+
 impl PromptTarget {
     /// The reference `Prompt.forward`: for image embeddings `[N, D]`,
     /// `|w| · mean(sign(w) · 2·arcsin(‖a−b‖/2)²)`, where pairs whose signed distance is

@@ -163,7 +163,10 @@ pub fn estimate(nets: &Nets, settings: &RunSettings) -> Estimate {
             2.0 * f(height) * f(height) + 2.0 * f(width / 2 + 1) * f(width) + 12.0 * 3.0 * half + 8.0 * 3.0 * pixels
         }
     };
-    let step = render + image_and_cutouts(nets, settings, pixels) + clip_step(nets, settings);
+    // Each mask of masked region prompts is one more batch of cutouts through CLIP,
+    // kept for the backward pass like the first.
+    let passes = f(1 + settings.region_passes());
+    let step = render + passes * (image_and_cutouts(nets, settings, pixels) + clip_step(nets, settings));
     let encode = match vqgan {
         Some(v) if settings.init_image.is_some() || settings.init_noise != crate::settings::InitNoise::Codes => {
             encoder_forward(v, latent)

@@ -19,6 +19,7 @@ pub mod memory;
 pub mod observer;
 pub mod optim;
 pub mod profile;
+pub mod region;
 pub mod rng;
 pub mod score;
 pub mod session;

@@ -22,17 +22,21 @@ use super::generator::{self, Generator};
 use super::image::{load_rgb, resize_keep_aspect, rgb_to_tensor, tensor_to_rgb};
 use super::loaded::Models;
 use super::looks::LookLosses;
+pub use super::loss::LabelledTarget;
 use super::loss::{init_loss, tv_loss, PromptTarget};
 use super::observer::{Frame, Observer, StepRate, StepStats};
 use super::optim::{Optimizer, OptimizerMeta};
 use super::profile::{StageClock, StageTimes};
+use super::region::Regions;
 use super::rng::Rng;
 use super::session_file;
 use super::transfer;
 use crate::models::clip::Clip;
 use crate::settings::coarse::factor_at;
 use crate::settings::prompt::{excerpt, parse_noise_prompt, parse_prompt};
-use crate::settings::{Augment, CutMethod, GeneratorSettings, InitNoise, InitWeightMode, OneStepSettings, RunSettings};
+use crate::settings::{
+    Augment, CutMethod, GeneratorSettings, InitNoise, InitWeightMode, OneStepSettings, RegionCutouts, RunSettings,
+};
 
 /// The random choices of one step: crops, augmentation parameters, noise. Drawn from the
 /// session's generator, or given (tests against the reference, replays).
@@ -56,13 +60,6 @@ pub enum StepNoise {
     /// where host-drawn noise would be the largest copy of an iteration (`cutn·3·S·S`
     /// floats).
     Device { seed: u64, fac: f64 },
-}
-
-/// One loss term's target.
-#[derive(Debug, Clone)]
-pub struct LabelledTarget {
-    pub label: String,
-    pub target: PromptTarget,
 }
 
 /// What a step computed.
@@ -150,6 +147,8 @@ pub struct Session {
     stages: Vec<Vec<LabelledTarget>>,
     /// Image and noise prompts, active throughout.
     fixed: Vec<LabelledTarget>,
+    /// Region prompts, active throughout.
+    regions: Regions,
     width: usize,
     height: usize,
     notices: Vec<String>,
@@ -190,6 +189,7 @@ impl Session {
             iteration: 0,
             stages: Vec::new(),
             fixed: Vec::new(),
+            regions: Regions::default(),
             width,
             height,
             notices,
@@ -202,6 +202,7 @@ impl Session {
         session.stages =
             session.settings.prompt_stages().iter().map(|stage| session.text_targets(stage)).collect::<Result<_>>()?;
         session.fixed = session.fixed_targets(&mut prompt_rng)?;
+        session.regions = session.region_targets()?;
         if let Some(one) = session.settings.one_step.clone() {
             session.start_from_draft(&one, &mut draft_rng)?;
         }
@@ -429,6 +430,72 @@ impl Session {
         Ok(out)
     }
 
+    /// The region prompts' targets, each with the part of the canvas it scores; a mask
+    /// of another size than the canvas is resized to it, with a notice.
+    fn region_targets(&mut self) -> Result<Regions> {
+        let mut parts = Vec::new();
+        for region in self.settings.regions.clone() {
+            let mut scored = region.scored();
+            let (mw, mh) = (scored.width(), scored.height());
+            if (mw, mh) != (self.width, self.height) {
+                let notice =
+                    format!("a region mask of {mw}x{mh} was resized to the canvas, {}x{}", self.width, self.height);
+                if !self.notices.contains(&notice) {
+                    self.notices.push(notice);
+                }
+                scored = scored.resized(self.width, self.height);
+            }
+            let Some(mut target) = self.text_targets(std::slice::from_ref(&region.prompt))?.pop() else { continue };
+            if scored.covered() == 0 {
+                return Err(EngineError::Input(format!(
+                    "the mask of region prompt {:?} covers nothing at the canvas's size",
+                    excerpt(&target.label)
+                )));
+            }
+            target.label = format!("{}: {}", if region.outside { "outside" } else { "region" }, target.label);
+            parts.push((scored, target));
+        }
+        Regions::new(self.settings.region_cutouts, parts, self.width, self.height, &self.models.device)
+    }
+
+    /// The region prompts' loss terms for a step: each group's targets scored on its
+    /// masked cutouts (one more CLIP pass), or on the step's `embeds` of the crops centred
+    /// in its part (0 when none is).
+    fn region_terms(&self, image: &Tensor, plan: &StepPlan, embeds: &Tensor) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for group in &self.regions.groups {
+            let seen = match self.regions.mode {
+                RegionCutouts::Masked => {
+                    let painted = group.paint(image)?;
+                    let painted = match plan.roll {
+                        Some((dx, dy)) => super::looks::roll(&painted, dx, dy)?,
+                        None => painted,
+                    };
+                    let cut = self.cutouts(&painted, plan)?;
+                    Some(self.models.clip.encode_image(&Clip::normalize(&cut)?)?)
+                }
+                RegionCutouts::Centres => {
+                    let rows = group.crops_inside(&plan.crops, plan.roll);
+                    if rows.is_empty() {
+                        None
+                    } else {
+                        let n = rows.len();
+                        let index = Tensor::from_vec(rows, n, embeds.device())?;
+                        Some(embeds.index_select(&index, 0)?)
+                    }
+                }
+            };
+            for t in &group.targets {
+                let loss = match &seen {
+                    Some(e) => t.target.loss(e)?,
+                    None => Tensor::zeros((), DType::F32, embeds.device())?,
+                };
+                out.push((t.label.clone(), loss));
+            }
+        }
+        Ok(out)
+    }
+
     fn fixed_targets(&mut self, rng: &mut Rng) -> Result<Vec<LabelledTarget>> {
         let mut out = Vec::new();
         for p in self.settings.image_prompts.clone() {
@@ -563,6 +630,7 @@ impl Session {
         for t in self.stages.get(stage).into_iter().flatten().chain(&self.fixed) {
             terms.push((t.label.clone(), t.target.loss(&embeds)?));
         }
+        terms.extend(self.region_terms(&image, plan, &embeds)?);
         if self.settings.tv_weight > 0.0 {
             terms.push(("tv".to_owned(), (tv_loss(&image)? * self.settings.tv_weight)?));
         }

@@ -13,6 +13,7 @@ pub mod generator;
 pub mod looks;
 pub mod png;
 pub mod prompt;
+pub mod region;
 pub mod schedule;
 
 use coarse::validate_schedule;
@@ -20,6 +21,7 @@ pub use coarse::CoarseStage;
 pub use generator::{FftSettings, GeneratorSettings};
 pub use looks::Looks;
 use prompt::{parse_noise_prompt, parse_prompt};
+pub use region::{Mask, Region, RegionCutouts};
 
 /// The switchable augmentations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -259,6 +261,13 @@ pub struct RunSettings {
     pub image_prompts: Vec<String>,
     /// Noise prompts, each `seed[:weight]`.
     pub noise_prompts: Vec<String>,
+    /// Region prompts: text prompts scored only inside (or outside) a mask. Left out of
+    /// the JSON when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<Region>,
+    /// How region prompts see the canvas; left out of the JSON at its default.
+    #[serde(skip_serializing_if = "RegionCutouts::is_default")]
+    pub region_cutouts: RegionCutouts,
     /// What draws the image: the VQGAN (the default), pixel cells or Fourier
     /// coefficients. Left out of the JSON when it is the VQGAN, so that files written
     /// before there was a choice read and write the same.
@@ -319,6 +328,8 @@ impl Default for RunSettings {
             story_every: 50,
             image_prompts: Vec::new(),
             noise_prompts: Vec::new(),
+            regions: Vec::new(),
+            region_cutouts: RegionCutouts::Masked,
             generator: GeneratorSettings::Vqgan,
             init_image: None,
             init_noise: InitNoise::Codes,
@@ -378,6 +389,21 @@ impl RunSettings {
         }
     }
 
+    /// The extra CLIP passes a step makes for region prompts: one per distinct scored
+    /// part of the canvas with masked cutouts, none with centred ones.
+    pub fn region_passes(&self) -> usize {
+        if self.region_cutouts != RegionCutouts::Masked {
+            return 0;
+        }
+        let mut parts: Vec<(&Mask, bool)> = Vec::new();
+        for r in &self.regions {
+            if !parts.contains(&(&r.mask, r.outside)) {
+                parts.push((&r.mask, r.outside));
+            }
+        }
+        parts.len()
+    }
+
     /// The prompt sets of the run: the story stages, or the one set of `prompts`.
     pub fn prompt_stages(&self) -> Vec<Vec<String>> {
         if self.story.is_empty() {
@@ -397,6 +423,7 @@ impl RunSettings {
             |prompts: &[String]| prompts.iter().filter_map(|p| parse_prompt(p).ok()).any(|p| p.weight != 0.0);
         let always = weighted(&self.image_prompts)
             || self.noise_prompts.iter().filter_map(|p| parse_noise_prompt(p).ok()).any(|(_, w)| w != 0.0)
+            || self.regions.iter().filter_map(|r| parse_prompt(&r.prompt).ok()).any(|p| p.weight != 0.0)
             || self.init_weight != 0.0
             || self.tv_weight > 0.0;
         if always {
@@ -424,6 +451,9 @@ impl RunSettings {
         for p in &self.noise_prompts {
             parse_noise_prompt(p)?;
         }
+        for r in &self.regions {
+            r.validate()?;
+        }
         if self.width == 0 || self.height == 0 || self.width > 8192 || self.height > 8192 {
             return Err(format!("size {}x{} is out of range (1 to 8192 per side)", self.width, self.height));
         }
@@ -450,6 +480,12 @@ impl RunSettings {
         validate_schedule(&self.coarse)?;
         self.generator.validate(self.width, self.height)?;
         self.looks.validate()?;
+        if self.region_cutouts == RegionCutouts::Centres
+            && self.cut_method == CutMethod::Pooled
+            && !self.regions.is_empty()
+        {
+            return Err("region prompts with centred cutouts need crops (cut method notebook); pooled cutouts are the whole image".into());
+        }
         if !self.coarse.is_empty() && !self.generator.has_grid() {
             return Err(format!(
                 "coarse-to-fine search moves a grid in blocks; the {} generator has none (leave coarse out)",

@@ -38,6 +38,13 @@ pub struct UploadTimes {
     pub latencies_ms: Vec<f64>,
 }
 
+/// Where the canvas was drawn this frame.
+pub struct CanvasView {
+    pub response: egui::Response,
+    /// Where the image is (or would be) drawn.
+    pub image_rect: Rect,
+}
+
 /// The canvas widget's state.
 pub struct Canvas {
     frame: Option<Arc<FrameEvent>>,
@@ -49,6 +56,10 @@ pub struct Canvas {
     pan: Vec2,
     /// Fraction of the width showing the init image, when split view is on.
     pub split: Option<f32>,
+    /// A region is being painted: a drag paints instead of panning.
+    pub painting: bool,
+    /// Where the image was last drawn.
+    pub image_rect: Option<Rect>,
     wgpu: bool,
     fallback: Option<egui::TextureHandle>,
     fallback_version: u64,
@@ -71,6 +82,8 @@ impl Canvas {
             zoom: None,
             pan: Vec2::ZERO,
             split: None,
+            painting: false,
+            image_rect: None,
             wgpu,
             fallback: None,
             fallback_version: 0,
@@ -137,9 +150,9 @@ impl Canvas {
         }
     }
 
-    /// Draws the canvas filling the available space; scroll zooms, drag pans,
-    /// double-click fits.
-    pub fn ui(&mut self, ui: &mut egui::Ui) {
+    /// Draws the canvas filling the available space; scroll zooms, drag pans (unless a
+    /// region is being painted), double-click fits.
+    pub fn ui(&mut self, ui: &mut egui::Ui) -> CanvasView {
         let (rect, response) = ui.allocate_exact_size(ui.available_size(), Sense::click_and_drag());
         let ppp = ui.ctx().pixels_per_point();
         let dims = self
@@ -164,11 +177,11 @@ impl Canvas {
             }
         }
         let shift = ui.input(|i| i.modifiers.shift);
-        if response.dragged() && !(shift && self.split.is_some()) {
+        if response.dragged() && !self.painting && !(shift && self.split.is_some()) {
             self.pan += response.drag_delta();
             self.zoom = Some(zoom);
         }
-        if response.double_clicked() {
+        if response.double_clicked() && !self.painting {
             self.fit();
             zoom = fit_zoom;
         }
@@ -211,6 +224,8 @@ impl Canvas {
         } else {
             self.paint_fallback(ui, rect, image_rect, zoom);
         }
+        self.image_rect = Some(image_rect);
+        CanvasView { response, image_rect }
     }
 
     fn paint_fallback(&mut self, ui: &egui::Ui, rect: Rect, image_rect: Rect, zoom: f32) {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::settings::animation::AnimationSettings;
 use crate::settings::prompt::parse_prompt;
-use crate::settings::{OneStepSettings, RunSettings};
+use crate::settings::{Mask, OneStepSettings, Region, RunSettings};
 
 /// One row of the prompt editor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,11 +21,34 @@ pub struct PromptRow {
     /// series and colour follow it); 0 until [`StudioState::number_rows`] gives it one.
     #[serde(default)]
     pub id: u32,
+    /// A region prompt's mask: the row is scored only inside it (or outside, see
+    /// [`RowRegion::outside`]); `None` scores the whole canvas.
+    #[serde(default)]
+    pub region: Option<RowRegion>,
+}
+
+/// The mask a prompt row is painted onto.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowRegion {
+    pub mask: Mask,
+    /// Scored on what the mask leaves out.
+    #[serde(default)]
+    pub outside: bool,
 }
 
 impl PromptRow {
     pub fn new(text: &str) -> Self {
-        Self { text: text.to_owned(), weight: 1.0, stop: None, enabled: true, id: 0 }
+        Self { text: text.to_owned(), weight: 1.0, stop: None, enabled: true, id: 0, region: None }
+    }
+
+    /// The label the engine reports this row's loss under.
+    pub fn loss_label(&self) -> String {
+        let text = parse_prompt(&self.to_spec()).map_or_else(|_| self.text.trim().to_owned(), |p| p.text);
+        match &self.region {
+            Some(r) if r.outside => format!("outside: {text}"),
+            Some(_) => format!("region: {text}"),
+            None => text,
+        }
     }
 
     /// The `text:weight[:stop]` form the engine parses.
@@ -102,8 +125,18 @@ impl StudioState {
         self.sent_rows().map(PromptRow::to_spec).collect()
     }
 
-    /// The rows a run uses, in order: enabled, with text.
+    /// The rows a run uses as text prompts, in order: enabled, with text, and no region.
     pub fn sent_rows(&self) -> impl Iterator<Item = &PromptRow> {
+        self.prompts.iter().filter(|r| r.enabled && !r.text.trim().is_empty() && r.region.is_none())
+    }
+
+    /// The rows a run uses as region prompts, in order.
+    pub fn region_rows(&self) -> impl Iterator<Item = &PromptRow> {
+        self.prompts.iter().filter(|r| r.enabled && !r.text.trim().is_empty() && r.region.is_some())
+    }
+
+    /// Every row a run uses, text and region prompts.
+    pub fn used_rows(&self) -> impl Iterator<Item = &PromptRow> {
         self.prompts.iter().filter(|r| r.enabled && !r.text.trim().is_empty())
     }
 
@@ -189,6 +222,13 @@ impl StudioState {
             .filter(|stage| !stage.is_empty())
             .collect();
         s.image_prompts = self.target_specs();
+        s.regions = self
+            .region_rows()
+            .filter_map(|row| {
+                let r = row.region.as_ref()?;
+                Some(Region { prompt: row.to_spec(), outside: r.outside, mask: r.mask.clone() })
+            })
+            .collect();
         s
     }
 
@@ -221,9 +261,22 @@ impl StudioState {
                     stop: p.stop.is_finite().then_some(p.stop as f32),
                     enabled: true,
                     id: 0,
+                    region: None,
                 }
             })
             .collect();
+        for r in &s.regions {
+            let Ok(p) = parse_prompt(&r.prompt) else { continue };
+            #[expect(clippy::cast_possible_truncation, reason = "weights are small")]
+            self.prompts.push(PromptRow {
+                text: p.text,
+                weight: p.weight as f32,
+                stop: p.stop.is_finite().then_some(p.stop as f32),
+                enabled: true,
+                id: 0,
+                region: Some(RowRegion { mask: r.mask.clone(), outside: r.outside }),
+            });
+        }
         self.story = s.story.iter().map(|stage| stage.join(" | ")).collect();
         self.targets = s
             .image_prompts
@@ -283,8 +336,13 @@ mod tests {
     fn rows_round_trip_through_settings() {
         let st = StudioState {
             prompts: vec![
-                PromptRow { text: "a cat".into(), weight: -0.5, stop: Some(0.8), enabled: true, id: 1 },
-                PromptRow { text: "off".into(), weight: 1.0, stop: None, enabled: false, id: 2 },
+                PromptRow { weight: -0.5, stop: Some(0.8), id: 1, ..PromptRow::new("a cat") },
+                PromptRow { enabled: false, id: 2, ..PromptRow::new("off") },
+                PromptRow {
+                    id: 3,
+                    region: Some(RowRegion { mask: Mask::from_fn(4, 4, |x, _| x < 2), outside: true }),
+                    ..PromptRow::new("a moon")
+                },
             ],
             targets: vec![ImageRow { path: PathBuf::from("C:\\art\\x.png"), weight: 0.5 }],
             ..StudioState::default()
@@ -295,6 +353,12 @@ mod tests {
         let mut back = StudioState::default();
         back.restore(&s);
         assert_eq!(back.prompts[0], st.prompts[0]);
+        assert_eq!(s.regions.len(), 1);
+        assert_eq!((s.regions[0].prompt.as_str(), s.regions[0].outside), ("a moon:1", true));
+        // The region row comes back after the text prompts, with its mask.
+        assert_eq!(back.prompts.len(), 2);
+        assert_eq!(PromptRow { id: 3, ..back.prompts[1].clone() }, st.prompts[2]);
+        assert_eq!(back.prompts[1].loss_label(), "outside: a moon");
         assert_eq!(back.targets, st.targets);
     }
 

@@ -195,7 +195,7 @@ impl StudioApp {
         self.sent_prompts.clone_from(&settings.prompts);
         self.sent_targets.clone_from(&settings.image_prompts);
         self.plot.clear();
-        self.plot.note_sent(self.state.sent_rows());
+        self.plot.note_sent(self.state.used_rows());
         self.branch = None;
         self.kept.clear();
         self.drafts.clear();

@@ -32,7 +32,7 @@ impl StudioApp {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 egui::CollapsingHeader::new("Prompts").default_open(true).show(ui, |ui| {
                     // Edits are sent to a live run by the next frame's logic.
-                    prompts::show(ui, &mut self.state);
+                    prompts::show(ui, &mut self.state, &mut self.brush);
                 });
                 egui::CollapsingHeader::new("Init image").default_open(true).show(ui, |ui| {
                     images::init_panel(ui, &mut self.state, self.init_thumb.as_ref(), &mut image_actions);
@@ -120,15 +120,25 @@ impl StudioApp {
             if let Some(i) = self.animation_strip(ui) {
                 self.ask(UiCommand::ShowAnimationFrame(i));
             }
+            self.brush.toolbar(ui, &mut self.state);
             let area = ui.available_rect_before_wrap();
-            self.canvas.ui(ui);
-            if self.canvas.frame().is_none() && !self.running() {
+            self.canvas.painting = self.brush.target.is_some();
+            let view = self.canvas.ui(ui);
+            self.brush.canvas_size = self.canvas.frame().map_or((self.state.settings.width, self.state.settings.height), |f| {
+                (f.frame.width as usize, f.frame.height as usize)
+            });
+            if self.brush.target.is_some() {
+                self.brush.paint(&mut self.state, &view.response, view.image_rect);
+                self.brush.overlay(ui, &mut self.state, view.image_rect);
+            }
+            if self.canvas.frame().is_none() && !self.running() && self.brush.target.is_none() {
                 let hint = if self.draft_unavailable().is_none() {
                     "Type a prompt on the left and press Start (Ctrl+Enter),\nor Draft (Ctrl+D) for a one-step draft to refine."
                 } else {
                     "Type a prompt on the left and press Start (Ctrl+Enter)."
                 };
-                let label = egui::Label::new(RichText::new(hint).size(18.0).strong()).halign(egui::Align::Center);
+                let label =
+                    egui::Label::new(RichText::new(hint).size(18.0).strong()).halign(egui::Align::Center).selectable(false);
                 ui.put(egui::Rect::from_center_size(area.center(), egui::vec2(560.0, 60.0)), label);
             }
         });

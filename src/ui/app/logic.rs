@@ -104,7 +104,7 @@ impl StudioApp {
         }
         let prompts = self.state.prompt_specs();
         if prompts != self.sent_prompts {
-            self.plot.note_sent(self.state.sent_rows());
+            self.plot.note_sent(self.state.used_rows());
             self.sent_prompts.clone_from(&prompts);
             self.send(Command::SetPrompts(prompts));
         }

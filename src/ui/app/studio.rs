@@ -13,6 +13,7 @@ use super::ui_command::UiCommand;
 use crate::settings::RunSettings;
 use crate::ui::canvas::Canvas;
 use crate::ui::link::EngineLink;
+use crate::ui::panels::mask::MaskBrush;
 use crate::ui::panels::models::ModelsWindow;
 use crate::ui::panels::plot::LossPlot;
 use crate::ui::panels::timeline::KeptFrame;
@@ -91,6 +92,8 @@ pub struct StudioApp {
     pub target_rect: Option<egui::Rect>,
     /// The model-manager window.
     pub models_window: ModelsWindow,
+    /// The region brush: which prompt row's mask the canvas paints.
+    pub brush: MaskBrush,
     /// The last draft's ranked candidates and their thumbnails.
     pub drafts: Vec<(DraftFrame, egui::TextureHandle)>,
     /// The candidate on the canvas (its rank).
@@ -171,6 +174,7 @@ impl StudioApp {
             recording: false,
             target_rect: None,
             models_window: ModelsWindow::default(),
+            brush: MaskBrush::default(),
             drafts: Vec::new(),
             draft_pick: 0,
             last_run: None,

@@ -2,6 +2,7 @@
 
 pub mod animation;
 pub mod images;
+pub mod mask;
 pub mod models;
 pub mod plot;
 pub mod prompts;

@@ -66,9 +66,7 @@ impl LossPlot {
     /// losses that come back, now and for the steps already under way.
     pub fn note_sent<'a>(&mut self, rows: impl Iterator<Item = &'a PromptRow>) {
         for row in rows {
-            let label =
-                crate::settings::prompt::parse_prompt(&row.to_spec()).map_or_else(|_| row.text.clone(), |p| p.text);
-            self.row_of_label.insert(label, row.id);
+            self.row_of_label.insert(row.loss_label(), row.id);
         }
     }
 

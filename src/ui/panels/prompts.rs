@@ -1,8 +1,10 @@
 //! The prompt editor: rows of text, weight (−2…2, negative shown in red), stop and an
-//! enable toggle; add, remove, reorder; modifier chips; the story-mode editor.
+//! enable toggle; add, remove, reorder; a region (a mask painted on the canvas, see
+//! `mask.rs`) for a row; modifier chips; the story-mode editor.
 
 use egui::{Color32, RichText};
 
+use super::mask::MaskBrush;
 use crate::ui::state::{PromptRow, StudioState};
 
 /// The modifier chips, from assets/modifiers.txt.
@@ -19,10 +21,66 @@ fn last_row_id() -> egui::Id {
     egui::Id::unique("last-prompt-row")
 }
 
+/// A row's region controls: "Region" to paint one; with one, Paint (the brush on this
+/// row), inside or outside, how much it covers, and remove. Sets `paint` to the row's
+/// index when the brush should start on it.
+fn region_line(
+    ui: &mut egui::Ui,
+    row: &mut PromptRow,
+    brush: &mut MaskBrush,
+    i: usize,
+    paint: &mut Option<usize>,
+) -> bool {
+    let mut changed = false;
+    let painting = brush.target.is_some() && brush.target == Some(row.id);
+    ui.horizontal(|ui| {
+        let Some(region) = &mut row.region else {
+            if ui
+                .small_button("Region...")
+                .on_hover_text("Paint on the canvas where this prompt applies; it takes effect at the next Start")
+                .clicked()
+            {
+                *paint = Some(i);
+            }
+            return;
+        };
+        if ui.selectable_label(painting, "Paint").on_hover_text("Paint this prompt's region on the canvas").clicked() {
+            if painting {
+                brush.target = None;
+            } else {
+                *paint = Some(i);
+            }
+        }
+        changed |=
+            ui.selectable_value(&mut region.outside, false, "inside").on_hover_text("Scored inside the mask").changed();
+        changed |= ui
+            .selectable_value(&mut region.outside, true, "outside")
+            .on_hover_text("Scored outside the mask")
+            .changed();
+        let share = region.mask.coverage() * 100.0;
+        let text = format!("{share:.0}% masked");
+        if region.mask.covered() == 0 {
+            ui.label(RichText::new(text).color(Color32::from_rgb(230, 90, 80)))
+                .on_hover_text("Paint the region on the canvas");
+        } else {
+            ui.label(text);
+        }
+        if ui.small_button("no region").on_hover_text("Score this prompt on the whole canvas again").clicked() {
+            row.region = None;
+            if painting {
+                brush.target = None;
+            }
+            changed = true;
+        }
+    });
+    changed
+}
+
 /// Shows the editor; returns true if the prompts changed.
-pub fn show(ui: &mut egui::Ui, state: &mut StudioState) -> bool {
+pub fn show(ui: &mut egui::Ui, state: &mut StudioState, brush: &mut MaskBrush) -> bool {
     let mut changed = false;
     let mut remove = None;
+    let mut paint = None;
     let mut swap = None;
     let count = state.prompts.len();
     for (i, row) in state.prompts.iter_mut().enumerate() {
@@ -69,8 +127,16 @@ pub fn show(ui: &mut egui::Ui, state: &mut StudioState) -> bool {
                     remove = Some(i);
                 }
             });
+            changed |= region_line(ui, row, brush, i, &mut paint);
         });
         ui.separator();
+    }
+    if let Some(i) = paint {
+        state.number_rows();
+        if let Some(id) = state.prompts.get(i).map(|r| r.id) {
+            brush.start(state, id);
+            changed = true;
+        }
     }
     if let Some((a, b)) = swap {
         state.prompts.swap(a, b);
