@@ -98,7 +98,13 @@ fn one_step_matches_the_reference() {
     let target = session
         .image_target(
             &g["target"],
-            &StepPlan { crops: j.image_prompt.crops.clone(), augments: no_aug, noise: None, roll: None },
+            &StepPlan {
+                crops: j.image_prompt.crops.clone(),
+                augments: no_aug,
+                noise: None,
+                roll: None,
+                sized_noise: Vec::new(),
+            },
             j.image_prompt.weight,
             j.image_prompt.stop.as_f64().unwrap_or(f64::NEG_INFINITY),
         )
@@ -111,6 +117,7 @@ fn one_step_matches_the_reference() {
         augments: j.augments.clone(),
         noise: Some(StepNoise::Host { facs: values(&g["noise_facs"]), values: values(&g["noise"]) }),
         roll: None,
+        sized_noise: Vec::new(),
     };
     let out = session.step_with(&plan).expect("step");
     assert_close("synthesised image", &out.image, &g["image"], 1e-4);
@@ -163,6 +170,7 @@ fn twenty_steps_track_the_reference_loss_curve() {
             augments: vec![AugmentParams::default(); j.cutn],
             noise: None,
             roll: None,
+            sized_noise: Vec::new(),
         };
         let out = session.step_with(&plan).expect("step");
         for (k, (_, got)) in out.losses.iter().enumerate() {

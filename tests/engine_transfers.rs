@@ -39,7 +39,8 @@ fn a_plain_iteration_uploads_nothing_and_reads_its_losses_back_once() {
         .into_iter()
         .map(|(size, x, y)| Crop { size, x, y })
         .collect();
-    let plan = StepPlan { crops, augments: vec![Default::default(); 4], noise: None, roll: None };
+    let plan =
+        StepPlan { crops, augments: vec![Default::default(); 4], noise: None, roll: None, sized_noise: Vec::new() };
     step(&mut session, &plan); // fills the matrix cache for these sizes
     let t = step(&mut session, &plan);
     assert_eq!(t, Transfers { uploads: 0, upload_bytes: 0, downloads: 1, download_bytes: 4 * 4 }, "{t:?}");
@@ -58,7 +59,8 @@ fn the_pixel_and_fourier_generators_upload_nothing_per_iteration_either() {
             .into_iter()
             .map(|(size, x, y)| Crop { size, x, y })
             .collect();
-        let plan = StepPlan { crops, augments: vec![Default::default(); 4], noise: None, roll: None };
+        let plan =
+            StepPlan { crops, augments: vec![Default::default(); 4], noise: None, roll: None, sized_noise: Vec::new() };
         step(&mut session, &plan);
         let t = step(&mut session, &plan);
         assert_eq!(t, Transfers { uploads: 0, upload_bytes: 0, downloads: 1, download_bytes: 4 * 4 }, "{name}: {t:?}");

@@ -41,7 +41,7 @@ fn left_third() -> Mask {
 
 fn plan(crops: Vec<Crop>) -> StepPlan {
     let n = crops.len();
-    StepPlan { crops, augments: vec![Default::default(); n], noise: None, roll: None }
+    StepPlan { crops, augments: vec![Default::default(); n], noise: None, roll: None, sized_noise: Vec::new() }
 }
 
 fn crops() -> Vec<Crop> {

@@ -182,7 +182,15 @@ fn models(fixtures: &Path) -> &'static Arc<Models> {
         let vqgan =
             vqgan::load(&fixtures.join("vqgan-tiny/model.ckpt"), None, DType::F32, &dev).expect("fixture vqgan");
         let (clip, tokenizer) = clip::load(&fixtures.join("clip-tiny"), DType::F32, &dev).expect("fixture clip");
-        Arc::new(Models { vqgan: Some(vqgan), clip, tokenizer, device: dev, source: None, onestep: None })
+        Arc::new(Models {
+            vqgan: Some(vqgan),
+            clip,
+            tokenizer,
+            extra_clips: Vec::new(),
+            device: dev,
+            source: None,
+            onestep: None,
+        })
     })
 }
 

@@ -387,12 +387,18 @@ fn catalog_name(value: &Path) -> Option<&str> {
 pub fn resolve_names(mut s: RunSettings) -> Result<RunSettings, CliError> {
     let clip = s.clip.as_deref().and_then(catalog_name).map(str::to_owned);
     let vqgan = s.vqgan.as_deref().and_then(catalog_name).map(str::to_owned);
-    if clip.is_none() && vqgan.is_none() {
+    let extra: Vec<Option<String>> = s.extra_clips.iter().map(|c| catalog_name(&c.path).map(str::to_owned)).collect();
+    if clip.is_none() && vqgan.is_none() && extra.iter().all(Option::is_none) {
         return Ok(s);
     }
     let store = Store::open(&[]).map_err(cli_error)?;
     if let Some(name) = clip.filter(|n| store.catalog().get(n).is_some()) {
         s.clip = Some(store.resolve_clip(&name).map_err(cli_error)?);
+    }
+    for (c, name) in s.extra_clips.iter_mut().zip(extra) {
+        if let Some(name) = name.filter(|n| store.catalog().get(n).is_some()) {
+            c.path = store.resolve_clip(&name).map_err(cli_error)?;
+        }
     }
     if let Some(name) = vqgan.filter(|n| store.catalog().get(n).is_some()) {
         let (config, checkpoint) = store.resolve_vqgan(&name).map_err(cli_error)?;

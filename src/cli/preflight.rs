@@ -71,7 +71,19 @@ pub fn check_distinct(outputs: &[(&str, &Path)], resume: Option<&Path>, frames: 
 /// runs, where the models are, the device, and how often a frame is kept. Every other
 /// flag must agree with the session (see [`check_resume`]).
 fn resume_takes_from_flags(saved: &RunSettings, given: &RunSettings) -> RunSettings {
+    // The other CLIPs' places, not their number or weights.
+    let extra_clips = if saved.extra_clips.len() == given.extra_clips.len() {
+        saved
+            .extra_clips
+            .iter()
+            .zip(&given.extra_clips)
+            .map(|(s, g)| crate::settings::ExtraClip { path: s.path.clone(), weight: g.weight })
+            .collect()
+    } else {
+        given.extra_clips.clone()
+    };
     RunSettings {
+        extra_clips,
         iterations: saved.iterations,
         vqgan: saved.vqgan.clone(),
         vqgan_config: saved.vqgan_config.clone(),

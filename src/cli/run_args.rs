@@ -10,8 +10,8 @@ use super::error::CliError;
 use crate::export;
 use crate::settings::prompt::{split_prompts, split_story};
 use crate::settings::{
-    Augment, CutMethod, GeneratorSettings, InitNoise, InitWeightMode, OneStepSettings, OptimizerKind, Precision,
-    Region, RegionCutouts, RunSettings,
+    Augment, CutMethod, ExtraClip, GeneratorSettings, InitNoise, InitWeightMode, OneStepSettings, OptimizerKind,
+    Precision, Region, RegionCutouts, RunSettings,
 };
 
 pub(super) fn input(msg: impl std::fmt::Display) -> CliError {
@@ -135,9 +135,13 @@ pub struct RunArgs {
     /// The VQGAN's YAML, if not beside the checkpoint.
     #[arg(long)]
     pub vqgan_config: Option<PathBuf>,
-    /// A Hugging Face CLIP folder, or an installed model's name (e.g. clip-vit-b-32).
+    /// A Hugging Face CLIP folder, or an installed model's name (e.g. clip-vit-b-32);
+    /// several, joined with ",", score together (each at its own input size).
     #[arg(long)]
     pub clip: Option<PathBuf>,
+    /// The CLIPs' weights, joined with "," in --clip's order (default 1 each).
+    #[arg(long)]
+    pub clip_weights: Option<String>,
     /// auto (the default: the first GPU this build can use, else the CPU), cpu, cuda[:N]
     /// or metal.
     #[arg(long)]
@@ -313,15 +317,52 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
     if a.vqgan_config.is_some() {
         s.vqgan_config.clone_from(&a.vqgan_config);
     }
-    if a.clip.is_some() {
-        s.clip.clone_from(&a.clip);
-    }
+    merge_clips(a, s)?;
     if let Some(d) = &a.device {
         s.device.clone_from(d);
     }
     if let Some(p) = &a.precision {
         s.precision = Precision::parse(p)
             .ok_or_else(|| input(format!("--precision: unknown format {p:?} (expected f32, f16 or bf16)")))?;
+    }
+    Ok(())
+}
+
+/// Applies `--clip` (one CLIP, or several joined with ",": a path that exists is taken
+/// whole, commas and all) and `--clip-weights`.
+fn merge_clips(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError> {
+    if let Some(value) = &a.clip {
+        let text = value.to_string_lossy();
+        let parts: Vec<PathBuf> = if value.exists() || !text.contains(',') {
+            vec![value.clone()]
+        } else {
+            text.split(',').map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect()
+        };
+        let Some((first, rest)) = parts.split_first() else {
+            return Err(input("--clip: give a CLIP folder or name (several joined with \",\")"));
+        };
+        s.clip = Some(first.clone());
+        s.clip_weight = 1.0;
+        s.extra_clips = rest.iter().map(|path| ExtraClip { path: path.clone(), weight: 1.0 }).collect();
+    }
+    if let Some(list) = &a.clip_weights {
+        let weights: Vec<f64> = list
+            .split(',')
+            .map(|w| {
+                w.trim().parse::<f64>().map_err(|_| input(format!("--clip-weights: {:?} is not a number", w.trim())))
+            })
+            .collect::<Result<_, _>>()?;
+        let clips = 1 + s.extra_clips.len();
+        if weights.len() != clips {
+            return Err(input(format!(
+                "--clip-weights gives {} weight(s) for {clips} CLIP(s); give one for each, in --clip's order",
+                weights.len()
+            )));
+        }
+        s.clip_weight = weights[0];
+        for (clip, w) in s.extra_clips.iter_mut().zip(&weights[1..]) {
+            clip.weight = *w;
+        }
     }
     Ok(())
 }

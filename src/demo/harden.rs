@@ -62,8 +62,15 @@ impl Pool {
     /// chasers always see the CLIP as it is now.
     pub fn new(models: (Clip, ClipTokenizer, Vqgan), settings: RunSettings, size: usize, seed: u64) -> Result<Self> {
         let (clip, tokenizer, vqgan) = models;
-        let models =
-            Arc::new(Models { vqgan: Some(vqgan), clip, tokenizer, device: Device::Cpu, source: None, onestep: None });
+        let models = Arc::new(Models {
+            vqgan: Some(vqgan),
+            clip,
+            tokenizer,
+            extra_clips: Vec::new(),
+            device: Device::Cpu,
+            source: None,
+            onestep: None,
+        });
         let mut pool = Self { models, chasers: Vec::with_capacity(size), rng: Rng::new(seed), settings };
         let life = pool.settings.iterations.max(1);
         for i in 0..size {

@@ -162,7 +162,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
         .collect::<Result<Vec<_>>>()?;
     if cfg.memory_check && cfg.device.is_cpu() {
         let (clip, vqgan) = cfg.arch.configs();
-        let nets = Nets { vqgan: Some(vqgan), clip, onestep: None };
+        let nets = Nets { vqgan: Some(vqgan), clip, extra_clips: Vec::new(), onestep: None };
         for (_, settings) in &runs {
             estimate::check(&nets, settings, false)?;
         }
@@ -290,7 +290,11 @@ pub fn animation(
         };
         if cfg.memory_check && cfg.device.is_cpu() {
             let (clip, vqgan) = cfg.arch.configs();
-            estimate::check(&Nets { vqgan: Some(vqgan), clip, onestep: None }, &settings, false)?;
+            estimate::check(
+                &Nets { vqgan: Some(vqgan), clip, extra_clips: Vec::new(), onestep: None },
+                &settings,
+                false,
+            )?;
         }
         let mut animation = Animation::new(Arc::clone(&models), settings)?;
         let mut clock = Clock { started: Instant::now(), seconds: Vec::new(), progress: &mut *progress, size };
@@ -310,7 +314,15 @@ pub fn random_models(arch: BenchArch, device: &Device, seed: u64, precision: Pre
     let clip = Clip::new(vb.clone(), &clip_cfg).map_err(EngineError::Candle)?;
     let vqgan = Vqgan::new(vb, &vqgan_cfg).map_err(EngineError::Candle)?;
     let tokenizer = ClipTokenizer::bundled(clip_cfg.text.max_position_embeddings)?;
-    Ok(Models { vqgan: Some(vqgan), clip, tokenizer, device: device.clone(), source: None, onestep: None })
+    Ok(Models {
+        vqgan: Some(vqgan),
+        clip,
+        tokenizer,
+        extra_clips: Vec::new(),
+        device: device.clone(),
+        source: None,
+        onestep: None,
+    })
 }
 
 fn describe_device(device: &Device) -> String {

@@ -23,6 +23,8 @@ pub struct Models {
     pub vqgan: Option<Vqgan>,
     pub clip: Clip,
     pub tokenizer: ClipTokenizer,
+    /// More CLIPs scoring beside `clip`, in the settings' order (`extra_clips`).
+    pub extra_clips: Vec<(Clip, ClipTokenizer)>,
     pub device: Device,
     /// Where the models were loaded from, when they came from files.
     pub source: Option<ModelSource>,
@@ -37,6 +39,8 @@ pub struct ModelSource {
     pub vqgan: Option<PathBuf>,
     pub vqgan_config: Option<PathBuf>,
     pub clip: PathBuf,
+    /// More CLIPs, in the settings' order.
+    pub extra_clips: Vec<PathBuf>,
     /// The built-in shapes world, used because no models were given.
     pub demo: bool,
     /// The one-step model that comes with these models (the shapes world's), if any.
@@ -46,14 +50,21 @@ pub struct ModelSource {
 /// Which models `settings` ask for: the given files, or with none given the built-in
 /// shapes world.
 pub fn resolve_models(settings: &RunSettings) -> Result<ModelSource> {
+    let extra_clips: Vec<PathBuf> = settings.extra_clips.iter().map(|c| c.path.clone()).collect();
     match (&settings.vqgan, &settings.clip) {
         (Some(vqgan), Some(clip)) => Ok(ModelSource {
             vqgan: Some(vqgan.clone()),
             vqgan_config: settings.vqgan_config.clone(),
             clip: clip.clone(),
+            extra_clips,
             demo: false,
             onestep: None,
         }),
+        (None, None) if !extra_clips.is_empty() => Err(EngineError::Input(
+            "several CLIPs score only models named by path or name (--clip A,B); the built-in shapes world has \
+             one"
+            .into(),
+        )),
         (None, None) => {
             let world = crate::catalog::bundled::shapes_world().ok_or_else(|| {
                 EngineError::Input(
@@ -66,14 +77,20 @@ pub fn resolve_models(settings: &RunSettings) -> Result<ModelSource> {
                 vqgan: Some(world.vqgan),
                 vqgan_config: None,
                 clip: world.clip,
+                extra_clips,
                 demo: true,
                 onestep: world.onestep,
             })
         }
         // The pixel and Fourier generators draw without a VQGAN.
-        (None, Some(clip)) if !settings.generator.is_vqgan() => {
-            Ok(ModelSource { vqgan: None, vqgan_config: None, clip: clip.clone(), demo: false, onestep: None })
-        }
+        (None, Some(clip)) if !settings.generator.is_vqgan() => Ok(ModelSource {
+            vqgan: None,
+            vqgan_config: None,
+            clip: clip.clone(),
+            extra_clips,
+            demo: false,
+            onestep: None,
+        }),
         (None, Some(_)) => Err(EngineError::Input(
             "no VQGAN given (--vqgan FILE); give both models, neither for the built-in shapes world, or a CLIP \
              alone with --generator pixel or fft"
@@ -95,6 +112,11 @@ pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
         None => None,
     };
     let (clip, tokenizer) = crate::models::clip::load(&source.clip, dtype, device)?;
+    let extra_clips = source
+        .extra_clips
+        .iter()
+        .map(|path| Ok(crate::models::clip::load(path, dtype, device)?))
+        .collect::<Result<_>>()?;
     // The one-step generator is small and samples codes: it stays in f32.
     let onestep = match onestep_dir(settings, &source)? {
         Some(dir) => {
@@ -104,7 +126,7 @@ pub fn load_models(settings: &RunSettings, device: &Device) -> Result<Models> {
         }
         None => None,
     };
-    Ok(Models { vqgan, clip, tokenizer, device: device.clone(), source: Some(source), onestep })
+    Ok(Models { vqgan, clip, tokenizer, extra_clips, device: device.clone(), source: Some(source), onestep })
 }
 
 /// The one-step model's folder when `settings` ask for drafts: the one they name, or
@@ -134,8 +156,14 @@ pub fn model_files(source: &ModelSource, settings: &RunSettings) -> Result<Model
         Some(dir) => Some(id(dir, &dir.join("model.safetensors"))?),
         None => None,
     };
+    let extra_clips = source
+        .extra_clips
+        .iter()
+        .map(|dir| id(dir, &crate::models::clip::ClipFiles::locate(dir)?.weights))
+        .collect::<Result<_>>()?;
     Ok(ModelFiles {
         clip: Some(id(&source.clip, &clip_weights)?),
+        extra_clips,
         demo: source.demo.then(|| crate::catalog::bundled::SHAPES_WORLD.to_owned()),
         onestep,
         vqgan: match &source.vqgan {

@@ -51,6 +51,8 @@ pub struct Nets {
     /// None for a CLIP alone (the pixel and Fourier generators need no VQGAN).
     pub vqgan: Option<VqganConfig>,
     pub clip: ClipConfig,
+    /// More CLIPs scoring beside `clip`.
+    pub extra_clips: Vec<ClipConfig>,
     pub onestep: Option<OneStepConfig>,
 }
 
@@ -64,11 +66,13 @@ impl Nets {
             None => None,
         };
         let clip = ClipFiles::locate(&source.clip)?.read_config()?;
+        let extra_clips =
+            source.extra_clips.iter().map(|dir| Ok(ClipFiles::locate(dir)?.read_config()?)).collect::<Result<_>>()?;
         let onestep = match onestep_dir(settings, &source)? {
             Some(dir) => Some(OneStepFiles::locate(&dir)?.read_config()?),
             None => None,
         };
-        Ok(Self { vqgan, clip, onestep })
+        Ok(Self { vqgan, clip, extra_clips, onestep })
     }
 
     /// The configs of loaded models.
@@ -76,6 +80,7 @@ impl Nets {
         Self {
             vqgan: models.vqgan.as_ref().map(|v| v.config().clone()),
             clip: models.clip.config().clone(),
+            extra_clips: models.extra_clips.iter().map(|(c, _)| c.config().clone()).collect(),
             onestep: models.onestep.as_ref().map(|o| o.config().clone()),
         }
     }
@@ -84,7 +89,8 @@ impl Nets {
     pub fn weight_bytes(&self) -> f64 {
         let onestep = self.onestep.as_ref().map_or(0.0, onestep_params);
         let vqgan = self.vqgan.as_ref().map_or(0.0, vqgan_params);
-        4.0 * (vqgan + clip_params(&self.clip) + onestep)
+        let clips: f64 = std::iter::once(&self.clip).chain(&self.extra_clips).map(clip_params).sum();
+        4.0 * (vqgan + clips + onestep)
     }
 
     /// The VQGAN's downsampling factor (16, the common one, without a VQGAN: the step
@@ -165,8 +171,13 @@ pub fn estimate(nets: &Nets, settings: &RunSettings) -> Estimate {
     };
     // Each mask of masked region prompts is one more batch of cutouts through CLIP,
     // kept for the backward pass like the first.
+    // Every CLIP scores its own cutouts, all kept for the one backward pass.
     let passes = f(1 + settings.region_passes());
-    let step = render + passes * (image_and_cutouts(nets, settings, pixels) + clip_step(nets, settings));
+    let perceive: f64 = std::iter::once(&nets.clip)
+        .chain(&nets.extra_clips)
+        .map(|clip| image_and_cutouts(clip, settings, pixels) + clip_step(clip, settings))
+        .sum();
+    let step = render + passes * perceive;
     let encode = match vqgan {
         Some(v) if settings.init_image.is_some() || settings.init_noise != crate::settings::InitNoise::Codes => {
             encoder_forward(v, latent)
@@ -254,8 +265,8 @@ fn augment_copies(a: Augment) -> f64 {
 
 /// The image (scaled, clamped, the smoothness loss) and the cutouts: resampled crops,
 /// their concatenation and normalised copy, and what each augmentation adds.
-fn image_and_cutouts(nets: &Nets, s: &RunSettings, pixels: f64) -> f64 {
-    let side = f(nets.clip.vision.image_size);
+fn image_and_cutouts(clip: &ClipConfig, s: &RunSettings, pixels: f64) -> f64 {
+    let side = f(clip.vision.image_size);
     let pooled = if s.cut_method == CutMethod::Pooled { 4.0 * 3.0 * pixels } else { 0.0 };
     let copies = 8.0 + s.augments.iter().map(|&a| augment_copies(a)).sum::<f64>();
     8.0 * 3.0 * pixels + pooled + copies * f(s.cutn) * 3.0 * side * side
@@ -264,8 +275,8 @@ fn image_and_cutouts(nets: &Nets, s: &RunSettings, pixels: f64) -> f64 {
 /// CLIP's vision tower over `cutn` cutouts: per layer the residual stream, the layer
 /// norms, queries/keys/values, attention probabilities, output, MLP and activation kept
 /// for the backward pass, and one layer's gradients on the way back.
-fn clip_step(nets: &Nets, s: &RunSettings) -> f64 {
-    let v = &nets.clip.vision;
+fn clip_step(clip: &ClipConfig, s: &RunSettings) -> f64 {
+    let v = &clip.vision;
     let tokens = f((v.image_size / v.patch_size.max(1)).pow(2) + 1);
     let (d, inner, heads) = (f(v.hidden_size), f(v.intermediate_size), f(v.num_attention_heads));
     let layer = 10.0 * tokens * d + 2.0 * tokens * inner + heads * tokens * tokens;
@@ -628,7 +639,12 @@ mod tests {
     }
 
     fn full_nets() -> Nets {
-        Nets { vqgan: Some(VqganConfig::imagenet_f16_16384()), clip: ClipConfig::vit_b_32(), onestep: None }
+        Nets {
+            vqgan: Some(VqganConfig::imagenet_f16_16384()),
+            clip: ClipConfig::vit_b_32(),
+            extra_clips: Vec::new(),
+            onestep: None,
+        }
     }
 
     fn run(width: usize, height: usize, cutn: usize) -> RunSettings {

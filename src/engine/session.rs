@@ -32,6 +32,7 @@ use super::rng::Rng;
 use super::session_file;
 use super::transfer;
 use crate::models::clip::Clip;
+use crate::models::tokenizer::ClipTokenizer;
 use crate::settings::coarse::factor_at;
 use crate::settings::prompt::{excerpt, parse_noise_prompt, parse_prompt};
 use crate::settings::{
@@ -48,6 +49,9 @@ pub struct StepPlan {
     /// Seamless tiling: the image is rolled by `(x, y)` pixels (wrapping around) before
     /// the cutouts are made, so its edges are scored as neighbours.
     pub roll: Option<(usize, usize)>,
+    /// The noise of the cutouts at the other CLIPs' input sizes (side, noise), when
+    /// several CLIPs of different sizes score (`noise` is the first CLIP's).
+    pub sized_noise: Vec<(usize, StepNoise)>,
 }
 
 /// The notebook's cutout noise for one step.
@@ -60,6 +64,17 @@ pub enum StepNoise {
     /// where host-drawn noise would be the largest copy of an iteration (`cutn·3·S·S`
     /// floats).
     Device { seed: u64, fac: f64 },
+}
+
+/// One CLIP's targets.
+#[derive(Debug, Default)]
+struct Targets {
+    /// Text prompts per story stage.
+    stages: Vec<Vec<LabelledTarget>>,
+    /// Image and noise prompts, active throughout.
+    fixed: Vec<LabelledTarget>,
+    /// Region prompts, active throughout.
+    regions: Regions,
 }
 
 /// What a step computed.
@@ -143,12 +158,8 @@ pub struct Session {
     optimizer: Optimizer,
     rng: Rng,
     iteration: usize,
-    /// Text prompts per story stage.
-    stages: Vec<Vec<LabelledTarget>>,
-    /// Image and noise prompts, active throughout.
-    fixed: Vec<LabelledTarget>,
-    /// Region prompts, active throughout.
-    regions: Regions,
+    /// Each CLIP's targets: the first's, then `extra_clips`' in order.
+    targets: Vec<Targets>,
     width: usize,
     height: usize,
     notices: Vec<String>,
@@ -187,9 +198,7 @@ impl Session {
             optimizer: Optimizer::new(settings.optimizer),
             rng,
             iteration: 0,
-            stages: Vec::new(),
-            fixed: Vec::new(),
-            regions: Regions::default(),
+            targets: Vec::new(),
             width,
             height,
             notices,
@@ -199,10 +208,12 @@ impl Session {
             profiling: false,
             drafts: Vec::new(),
         };
-        session.stages =
-            session.settings.prompt_stages().iter().map(|stage| session.text_targets(stage)).collect::<Result<_>>()?;
-        session.fixed = session.fixed_targets(&mut prompt_rng)?;
-        session.regions = session.region_targets()?;
+        let fixed = session.fixed_targets(&mut prompt_rng)?;
+        for (p, fixed) in fixed.into_iter().enumerate() {
+            let stages = session.stage_targets(p)?;
+            let regions = session.region_targets(p)?;
+            session.targets.push(Targets { stages, fixed, regions });
+        }
         if let Some(one) = session.settings.one_step.clone() {
             session.start_from_draft(&one, &mut draft_rng)?;
         }
@@ -239,8 +250,9 @@ impl Session {
         let (toks_x, toks_y) = (self.width / f, self.height / f);
         check_fit(onestep, &models, toks_x, toks_y)?;
         let mut targets: Vec<Target> = self
-            .stages
+            .targets
             .first()
+            .and_then(|t| t.stages.first())
             .map(|s| s.iter().map(|t| (t.target.embed.clone(), t.target.weight)).collect())
             .unwrap_or_default();
         if targets.is_empty() {
@@ -340,12 +352,15 @@ impl Session {
         Ok(())
     }
 
-    /// Replaces the text prompts (all story stages become this one set).
+    /// Replaces the text prompts (all story stages become this one set). On error
+    /// nothing changes.
     pub fn set_prompts(&mut self, prompts: &[String]) -> Result<()> {
-        let targets = self.text_targets(prompts)?;
+        let embedded = (0..self.targets.len()).map(|p| self.text_targets(prompts, p)).collect::<Result<Vec<_>>>()?;
         self.settings.prompts = prompts.to_vec();
         self.settings.story.clear();
-        self.stages = vec![targets];
+        for (t, stage) in self.targets.iter_mut().zip(embedded) {
+            t.stages = vec![stage];
+        }
         self.record(SteerChange::Prompts(prompts.to_vec()));
         Ok(())
     }
@@ -354,14 +369,17 @@ impl Session {
     /// weights change between steps (the shapes world's training runs sessions against
     /// the model it trains). Not a live change: nothing is recorded.
     pub fn embed_prompts_again(&mut self) -> Result<()> {
-        self.stages =
-            self.settings.prompt_stages().iter().map(|stage| self.text_targets(stage)).collect::<Result<_>>()?;
+        for p in 0..self.targets.len() {
+            self.targets[p].stages = self.stage_targets(p)?;
+        }
         Ok(())
     }
 
-    /// Replaces the image and noise prompt targets.
+    /// Replaces the first CLIP's image and noise prompt targets.
     pub fn set_fixed_targets(&mut self, targets: Vec<LabelledTarget>) {
-        self.fixed = targets;
+        if let Some(t) = self.targets.first_mut() {
+            t.fixed = targets;
+        }
     }
 
     /// Replaces the image prompts (`path[:weight[:stop]]`) mid-run and embeds them again;
@@ -374,7 +392,9 @@ impl Session {
         let mut prompt_rng = root.fork();
         match self.fixed_targets(&mut prompt_rng) {
             Ok(fixed) => {
-                self.fixed = fixed;
+                for (t, fixed) in self.targets.iter_mut().zip(fixed) {
+                    t.fixed = fixed;
+                }
                 self.record(SteerChange::ImagePrompts(prompts.to_vec()));
                 Ok(())
             }
@@ -408,20 +428,45 @@ impl Session {
         &self.steering
     }
 
-    fn text_targets(&mut self, prompts: &[String]) -> Result<Vec<LabelledTarget>> {
+    /// The CLIP `p` (0: the first; then `extra_clips`' in order) and its tokenizer.
+    fn perceptor(&self, p: usize) -> (&Clip, &ClipTokenizer) {
+        match p.checked_sub(1).and_then(|i| self.models.extra_clips.get(i)) {
+            Some((clip, tokenizer)) => (clip, tokenizer),
+            None => (&self.models.clip, &self.models.tokenizer),
+        }
+    }
+
+    /// The weight of CLIP `p`'s losses.
+    fn perceptor_weight(&self, p: usize) -> f64 {
+        match p.checked_sub(1) {
+            Some(i) => self.settings.extra_clips.get(i).map_or(1.0, |c| c.weight),
+            None => self.settings.clip_weight,
+        }
+    }
+
+    /// How many CLIPs score: the first and the extra ones the models have.
+    fn perceptors(&self) -> usize {
+        1 + self.models.extra_clips.len().min(self.settings.extra_clips.len())
+    }
+
+    /// Every story stage's text prompts, embedded by CLIP `p`.
+    fn stage_targets(&mut self, p: usize) -> Result<Vec<Vec<LabelledTarget>>> {
+        self.settings.prompt_stages().iter().map(|stage| self.text_targets(stage, p)).collect()
+    }
+
+    fn text_targets(&mut self, prompts: &[String], p: usize) -> Result<Vec<LabelledTarget>> {
         let mut out = Vec::with_capacity(prompts.len());
-        for p in prompts {
-            let spec = parse_prompt(p).map_err(EngineError::Input)?;
-            let (ids, truncated) = self.models.tokenizer.encode(&spec.text)?;
-            if truncated {
-                self.notices.push(format!(
-                    "prompt {:?} is longer than CLIP's 77 tokens and was truncated",
-                    excerpt(&spec.text)
-                ));
-            }
+        for prompt in prompts {
+            let spec = parse_prompt(prompt).map_err(EngineError::Input)?;
+            let (clip, tokenizer) = self.perceptor(p);
+            let (ids, truncated) = tokenizer.encode(&spec.text)?;
             let n = ids.len();
             let ids = Tensor::from_vec(ids, (1, n), &self.models.device)?;
-            let embed = self.models.clip.encode_text(&ids)?.detach();
+            let embed = clip.encode_text(&ids)?.detach();
+            let notice = format!("prompt {:?} is longer than CLIP's 77 tokens and was truncated", excerpt(&spec.text));
+            if truncated && !self.notices.contains(&notice) {
+                self.notices.push(notice);
+            }
             out.push(LabelledTarget {
                 label: spec.text.clone(),
                 target: PromptTarget { embed, weight: spec.weight, stop: spec.stop },
@@ -432,7 +477,7 @@ impl Session {
 
     /// The region prompts' targets, each with the part of the canvas it scores; a mask
     /// of another size than the canvas is resized to it, with a notice.
-    fn region_targets(&mut self) -> Result<Regions> {
+    fn region_targets(&mut self, p: usize) -> Result<Regions> {
         let mut parts = Vec::new();
         for region in self.settings.regions.clone() {
             let mut scored = region.scored();
@@ -445,7 +490,7 @@ impl Session {
                 }
                 scored = scored.resized(self.width, self.height);
             }
-            let Some(mut target) = self.text_targets(std::slice::from_ref(&region.prompt))?.pop() else { continue };
+            let Some(mut target) = self.text_targets(std::slice::from_ref(&region.prompt), p)?.pop() else { continue };
             if scored.covered() == 0 {
                 return Err(EngineError::Input(format!(
                     "the mask of region prompt {:?} covers nothing at the canvas's size",
@@ -461,18 +506,25 @@ impl Session {
     /// The region prompts' loss terms for a step: each group's targets scored on its
     /// masked cutouts (one more CLIP pass), or on the step's `embeds` of the crops centred
     /// in its part (0 when none is).
-    fn region_terms(&self, image: &Tensor, plan: &StepPlan, embeds: &Tensor) -> Result<Vec<(String, Tensor)>> {
+    fn region_terms(
+        &self,
+        p: usize,
+        image: &Tensor,
+        plan: &StepPlan,
+        embeds: &Tensor,
+    ) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
-        for group in &self.regions.groups {
-            let seen = match self.regions.mode {
+        let Some(regions) = self.targets.get(p).map(|t| &t.regions) else { return Ok(out) };
+        for group in &regions.groups {
+            let seen = match regions.mode {
                 RegionCutouts::Masked => {
                     let painted = group.paint(image)?;
                     let painted = match plan.roll {
                         Some((dx, dy)) => super::looks::roll(&painted, dx, dy)?,
                         None => painted,
                     };
-                    let cut = self.cutouts(&painted, plan)?;
-                    Some(self.models.clip.encode_image(&Clip::normalize(&cut)?)?)
+                    let cut = self.cutouts(&painted, plan, p)?;
+                    Some(self.perceptor(p).0.encode_image(&Clip::normalize(&cut)?)?)
                 }
                 RegionCutouts::Centres => {
                     let rows = group.crops_inside(&plan.crops, plan.roll);
@@ -496,10 +548,13 @@ impl Session {
         Ok(out)
     }
 
-    fn fixed_targets(&mut self, rng: &mut Rng) -> Result<Vec<LabelledTarget>> {
-        let mut out = Vec::new();
-        for p in self.settings.image_prompts.clone() {
-            let spec = parse_prompt(&p).map_err(EngineError::Input)?;
+    /// The image and noise prompts' targets, for every CLIP (the first's first). Each
+    /// image prompt is cut once, by one plan, for all of them.
+    fn fixed_targets(&mut self, rng: &mut Rng) -> Result<Vec<Vec<LabelledTarget>>> {
+        let n = self.perceptors();
+        let mut out: Vec<Vec<LabelledTarget>> = vec![Vec::new(); n];
+        for prompt in self.settings.image_prompts.clone() {
+            let spec = parse_prompt(&prompt).map_err(EngineError::Input)?;
             let path = PathBuf::from(&spec.text);
             let rgb = load_rgb(&path)?;
             let (w, h) =
@@ -507,18 +562,22 @@ impl Session {
             let rgb = resize_keep_aspect(&rgb, w, h);
             let img = rgb_to_tensor(&rgb, &self.models.device)?;
             let plan = self.random_plan_for(rgb.width() as usize, rgb.height() as usize, rng);
-            let target = self.image_target(&img, &plan, spec.weight, spec.stop)?;
-            out.push(LabelledTarget { label: format!("image: {}", path.display()), target });
+            for (p, targets) in out.iter_mut().enumerate() {
+                let target = self.image_target_for(p, &img, &plan, spec.weight, spec.stop)?;
+                targets.push(LabelledTarget { label: format!("image: {}", path.display()), target });
+            }
         }
-        let dim = self.models.clip.config().projection_dim;
-        for p in self.settings.noise_prompts.clone() {
-            let (seed, weight) = parse_noise_prompt(&p).map_err(EngineError::Input)?;
-            let values = Rng::new(seed).normals_f32(dim);
-            let embed = Tensor::from_vec(values, (1, dim), &self.models.device)?;
-            out.push(LabelledTarget {
-                label: format!("noise: {seed}"),
-                target: PromptTarget { embed, weight, stop: f64::NEG_INFINITY },
-            });
+        for prompt in self.settings.noise_prompts.clone() {
+            let (seed, weight) = parse_noise_prompt(&prompt).map_err(EngineError::Input)?;
+            for (p, targets) in out.iter_mut().enumerate() {
+                let dim = self.perceptor(p).0.config().projection_dim;
+                let values = Rng::new(seed).normals_f32(dim);
+                let embed = Tensor::from_vec(values, (1, dim), &self.models.device)?;
+                targets.push(LabelledTarget {
+                    label: format!("noise: {seed}"),
+                    target: PromptTarget { embed, weight, stop: f64::NEG_INFINITY },
+                });
+            }
         }
         Ok(out)
     }
@@ -526,26 +585,63 @@ impl Session {
     /// The target of an image prompt: CLIP embeddings of the image's cutouts, `[cutn, D]`,
     /// cut once at setup as the reference does. `img` is `[1, 3, H, W]` in `[0, 1]`.
     pub fn image_target(&self, img: &Tensor, plan: &StepPlan, weight: f64, stop: f64) -> Result<PromptTarget> {
-        let batch = self.cutouts(img, plan)?;
-        let embed = self.models.clip.encode_image(&Clip::normalize(&batch)?)?.detach();
+        self.image_target_for(0, img, plan, weight, stop)
+    }
+
+    fn image_target_for(
+        &self,
+        p: usize,
+        img: &Tensor,
+        plan: &StepPlan,
+        weight: f64,
+        stop: f64,
+    ) -> Result<PromptTarget> {
+        let batch = self.cutouts(img, plan, p)?;
+        let embed = self.perceptor(p).0.encode_image(&Clip::normalize(&batch)?)?.detach();
         Ok(PromptTarget { embed, weight, stop })
     }
 
-    fn cutouts(&self, img: &Tensor, plan: &StepPlan) -> Result<Tensor> {
-        let s = self.models.clip.image_size();
+    /// The cutouts CLIP `p` sees: the plan's crops resampled to its input size, its
+    /// augmentations (their pixel sizes scaled from the first CLIP's) and its noise.
+    fn cutouts(&self, img: &Tensor, plan: &StepPlan, p: usize) -> Result<Tensor> {
+        let first = self.models.clip.image_size();
+        let s = self.perceptor(p).0.image_size();
         let mut batch = match self.settings.cut_method {
             CutMethod::Notebook => cutouts::cut(img, &plan.crops, s)?,
             CutMethod::Pooled => cutouts::pooled(img, self.settings.cutn, s)?,
         };
         if plan.augments.iter().any(|a| *a != AugmentParams::default()) {
-            batch = augment::apply(&batch, &plan.augments)?;
+            batch = if s == first {
+                augment::apply(&batch, &plan.augments)?
+            } else {
+                let scaled: Vec<AugmentParams> = plan.augments.iter().map(|a| a.rescaled(first, s)).collect();
+                augment::apply(&batch, &scaled)?
+            };
         }
-        match &plan.noise {
+        let noise = if s == first {
+            plan.noise.as_ref()
+        } else {
+            plan.sized_noise.iter().find(|(n, _)| *n == s).map(|(_, noise)| noise)
+        };
+        match noise {
             Some(StepNoise::Host { facs, values }) => batch = augment::add_noise(&batch, facs, values)?,
             Some(StepNoise::Device { seed, fac }) => batch = augment::add_device_noise(&batch, *seed, *fac)?,
             None => {}
         }
         Ok(batch)
+    }
+
+    /// The input sizes of the other CLIPs that differ from the first's, each once.
+    fn other_sizes(&self) -> Vec<usize> {
+        let first = self.models.clip.image_size();
+        let mut sizes: Vec<usize> = Vec::new();
+        for p in 1..self.perceptors() {
+            let s = self.perceptor(p).0.image_size();
+            if s != first && !sizes.contains(&s) {
+                sizes.push(s);
+            }
+        }
+        sizes
     }
 
     fn random_plan_for(&self, width: usize, height: usize, rng: &mut Rng) -> StepPlan {
@@ -557,17 +653,25 @@ impl Session {
         };
         let geometric: Vec<Augment> = st.augments.iter().copied().filter(|a| *a != Augment::Noise).collect();
         let augments = (0..st.cutn).map(|_| augment::random_params(&geometric, s, rng)).collect();
-        let noise = (st.augments.contains(&Augment::Noise) && st.noise_fac > 0.0).then(|| {
+        let noisy = st.augments.contains(&Augment::Noise) && st.noise_fac > 0.0;
+        let draw_noise = |size: usize, rng: &mut Rng| {
             if self.models.device.is_cpu() {
-                let (facs, values) = augment::random_noise(st.cutn, s, st.noise_fac, rng);
+                let (facs, values) = augment::random_noise(st.cutn, size, st.noise_fac, rng);
                 StepNoise::Host { facs, values }
             } else {
                 StepNoise::Device { seed: rng.next_u64(), fac: st.noise_fac }
             }
-        });
-        // Drawn last, and only when tiling: the other draws stay as without it.
+        };
+        let noise = noisy.then(|| draw_noise(s, rng));
+        // Drawn after the rest, and only when tiling or when other CLIPs need noise at
+        // their sizes: the other draws stay as without them.
         let roll = st.looks.tile.then(|| (rng.below(width.max(1)), rng.below(height.max(1))));
-        StepPlan { crops, augments, noise, roll }
+        let sized_noise = if noisy {
+            self.other_sizes().into_iter().map(|size| (size, draw_noise(size, rng))).collect()
+        } else {
+            Vec::new()
+        };
+        StepPlan { crops, augments, noise, roll, sized_noise }
     }
 
     /// Draws the next step's plan from the session's generator.
@@ -612,10 +716,11 @@ impl Session {
         let z = self.z.as_tensor().clone();
         let image = self.generator.render(&z)?;
         clock.times.decode = clock.lap()?;
-        let cut = match plan.roll {
-            Some((dx, dy)) => self.cutouts(&super::looks::roll(&image, dx, dy)?, plan)?,
-            None => self.cutouts(&image, plan)?,
+        let seen = match plan.roll {
+            Some((dx, dy)) => super::looks::roll(&image, dx, dy)?,
+            None => image.clone(),
         };
+        let cut = self.cutouts(&seen, plan, 0)?;
         let batch = Clip::normalize(&cut)?;
         clock.times.cutouts = clock.lap()?;
         let embeds = self.models.clip.encode_image(&batch)?;
@@ -626,11 +731,29 @@ impl Session {
             let decay = self.settings.init_weight_mode == InitWeightMode::Decay;
             terms.push(("init".to_owned(), init_loss(&z, &self.z_orig, self.settings.init_weight, decay, it)?));
         }
-        let stage = if self.stages.len() > 1 { (it / self.settings.story_every.max(1)) % self.stages.len() } else { 0 };
-        for t in self.stages.get(stage).into_iter().flatten().chain(&self.fixed) {
-            terms.push((t.label.clone(), t.target.loss(&embeds)?));
+        for p in 0..self.targets.len() {
+            let clip = self.perceptor(p).0;
+            let embeds = if p == 0 {
+                embeds.clone()
+            } else if clip.image_size() == self.models.clip.image_size() {
+                // The same cutouts, seen by another CLIP of the same input size.
+                clip.encode_image(&batch)?
+            } else {
+                clip.encode_image(&Clip::normalize(&self.cutouts(&seen, plan, p)?)?)?
+            };
+            let weight = self.perceptor_weight(p);
+            for (label, term) in self.perceptor_terms(p, it, &image, plan, &embeds)? {
+                let term = if weight == 1.0 { term } else { (term * weight)? };
+                // The same prompt scored by several CLIPs is one term: their sum.
+                match terms.iter_mut().find(|(l, _)| *l == label) {
+                    Some((_, t)) if p > 0 => *t = (&*t + term)?,
+                    _ => terms.push((label, term)),
+                }
+            }
         }
-        terms.extend(self.region_terms(&image, plan, &embeds)?);
+        if self.targets.len() > 1 {
+            clock.times.clip += clock.lap()?;
+        }
         if self.settings.tv_weight > 0.0 {
             terms.push(("tv".to_owned(), (tv_loss(&image)? * self.settings.tv_weight)?));
         }
@@ -672,6 +795,27 @@ impl Session {
         clock.times.optimiser = clock.lap()?;
         self.iteration += 1;
         Ok(StepOutput { iteration: it, total: total_value, losses, lr, image: image.detach(), stages: clock.times })
+    }
+
+    /// CLIP `p`'s prompt terms at iteration `it`: the story stage's text prompts, the
+    /// image and noise prompts and the region prompts, on its cutout embeddings.
+    fn perceptor_terms(
+        &self,
+        p: usize,
+        it: usize,
+        image: &Tensor,
+        plan: &StepPlan,
+        embeds: &Tensor,
+    ) -> Result<Vec<(String, Tensor)>> {
+        let Some(targets) = self.targets.get(p) else { return Ok(Vec::new()) };
+        let stages = targets.stages.len();
+        let stage = if stages > 1 { (it / self.settings.story_every.max(1)) % stages } else { 0 };
+        let mut out = Vec::new();
+        for t in targets.stages.get(stage).into_iter().flatten().chain(&targets.fixed) {
+            out.push((t.label.clone(), t.target.loss(embeds)?));
+        }
+        out.extend(self.region_terms(p, image, plan, embeds)?);
+        Ok(out)
     }
 
     /// Runs until `iterations` are done or `cancel` is set, reporting to `observer`.

@@ -209,6 +209,26 @@ fn lossy_path<S: serde::Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::O
     }
 }
 
+/// [`lossy_path`] for a path that is always there.
+fn lossy_path_buf<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+
+/// Another CLIP scoring the image beside the run's first (pixray's several perceptors).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraClip {
+    /// A Hugging Face CLIP folder, or an installed model's name.
+    #[serde(serialize_with = "lossy_path_buf")]
+    pub path: PathBuf,
+    /// Its losses' weight.
+    pub weight: f64,
+}
+
 /// One-step drafting (CLIP-GEN): a one-step model draws candidate code grids for the
 /// prompts, CLIP ranks them, and the run starts from the chosen one (iteration 0).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -306,6 +326,14 @@ pub struct RunSettings {
     pub vqgan_config: Option<PathBuf>,
     #[serde(serialize_with = "lossy_path")]
     pub clip: Option<PathBuf>,
+    /// The weight of `clip`'s losses beside `extra_clips`' (1 when it scores alone).
+    #[serde(skip_serializing_if = "is_one")]
+    pub clip_weight: f64,
+    /// More CLIPs scoring the same image: each sees the step's crops at its own input
+    /// size, and its losses add, times its weight. Left out of the JSON when there are
+    /// none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_clips: Vec<ExtraClip>,
     /// `auto` (the first GPU the build can use, else the CPU), `cpu`, `cuda[:N]`, `metal`.
     pub device: String,
     /// The frozen networks' number format (`--precision`).
@@ -353,6 +381,8 @@ impl Default for RunSettings {
             vqgan: None,
             vqgan_config: None,
             clip: None,
+            clip_weight: 1.0,
+            extra_clips: Vec::new(),
             device: "auto".to_owned(),
             precision: Precision::F32,
             save_every: 50,
@@ -478,6 +508,7 @@ impl RunSettings {
             }
         }
         validate_schedule(&self.coarse)?;
+        self.validate_clips()?;
         self.generator.validate(self.width, self.height)?;
         self.looks.validate()?;
         if self.region_cutouts == RegionCutouts::Centres
@@ -509,6 +540,22 @@ impl RunSettings {
         }
         if let Some(a) = &self.animation {
             a.validate()?;
+        }
+        Ok(())
+    }
+
+    /// Checks the CLIPs' weights, and that several CLIPs name the first too.
+    fn validate_clips(&self) -> Result<(), String> {
+        let weights = std::iter::once(self.clip_weight).chain(self.extra_clips.iter().map(|c| c.weight));
+        for w in weights {
+            if !(w.is_finite() && w > 0.0 && w <= 1000.0) {
+                return Err(format!("a CLIP's weight must be above 0 and at most 1000, got {w}"));
+            }
+        }
+        if !self.extra_clips.is_empty() && self.clip.is_none() {
+            return Err("several CLIPs score only models named by path or name (--clip A,B); the built-in \
+                        shapes world has one"
+                .into());
         }
         Ok(())
     }

@@ -24,6 +24,9 @@ pub struct ModelFiles {
     /// The built-in world's folder name, when its models ran because none were given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demo: Option<String>,
+    /// More CLIPs, in the settings' order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_clips: Vec<FileId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onestep: Option<FileId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

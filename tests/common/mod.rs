@@ -81,6 +81,7 @@ pub fn fixture_models_in(dtype: DType) -> Arc<clipcanvas::engine::loaded::Models
         vqgan: Some(vqgan),
         clip,
         tokenizer,
+        extra_clips: Vec::new(),
         device: dev,
         source: None,
         onestep: None,

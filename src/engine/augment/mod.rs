@@ -91,6 +91,25 @@ pub struct AugmentParams {
 }
 
 impl AugmentParams {
+    /// The same augmentation for a cutout of side `to` instead of `from`: the erased
+    /// rectangle and the blur, given in cutout pixels, are scaled; the rest is in
+    /// fractions of the side already.
+    #[must_use]
+    pub fn rescaled(&self, from: usize, to: usize) -> Self {
+        if from == to || from == 0 {
+            return self.clone();
+        }
+        #[expect(clippy::cast_precision_loss, reason = "cutout sides are small")]
+        let k = to as f64 / from as f64;
+        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "rounded, non-negative, small")]
+        let px = |v: usize| ((v as f64 * k).round() as usize).min(to);
+        let erase = self.erase.map(|e| {
+            let (x, y) = (px(e.x), px(e.y));
+            Erase { x, y, w: px(e.w).min(to - x.min(to)), h: px(e.h).min(to - y.min(to)), value: e.value }
+        });
+        Self { erase, blur: self.blur.map(|b| b * k), ..self.clone() }
+    }
+
     /// True when applying these parameters changes nothing.
     pub fn is_identity(&self) -> bool {
         !self.flip
