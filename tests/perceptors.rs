@@ -116,3 +116,45 @@ fn bad_clip_lists_are_one_line() {
     fails(&run(d, &missing, &[], "x.png"), 2, "/nowhere/clip");
     assert!(!d.join("x.png").exists());
 }
+
+/// A two-iteration pixel run of clip-tiny at 32×32 with `extra` flags (no --cutn).
+fn preset_run(dir: &std::path::Path, extra: &[&str], limit: Option<u64>, out: &str) -> std::process::Output {
+    let mut cmd = bin();
+    cmd.args(["generate", "--clip", &fixture("clip-tiny").display().to_string(), "--generator", "pixel"]);
+    cmd.args(["--pixel-size", "16x16", "-s", "32x32", "-i", "2", "-p", "a lighthouse", "-o", out]).args(extra);
+    if let Some(limit) = limit {
+        cmd.env(clipcanvas::engine::memory::LIMIT_VAR, limit.to_string());
+    }
+    cmd.current_dir(dir).output().expect("run")
+}
+
+#[test]
+fn quality_presets_choose_the_cutouts_and_fit_the_memory() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let streams = ok(&preset_run(d, &["--quality", "draft"], None, "draft.png"));
+    assert!(
+        streams.stderr.contains("note: quality draft: 16 cutouts a step, scored by clip-tiny"),
+        "{}",
+        streams.stderr
+    );
+    assert_eq!(common::png_meta(&d.join("draft.png"))["settings"]["cutn"], 16);
+    // Memory for about 40 of "better"'s 64 cutouts: fewer, and said so.
+    let settings = RunSettings {
+        clip: Some(fixture("clip-tiny")),
+        generator: GeneratorSettings::Pixel { cells_x: 16, cells_y: 16 },
+        width: 32,
+        height: 32,
+        ..RunSettings::default()
+    };
+    let nets = clipcanvas::engine::memory::Nets::of_settings(&settings).expect("nets");
+    let need =
+        |cutn| clipcanvas::engine::memory::estimate(&nets, &RunSettings { cutn, ..settings.clone() }).bytes(false);
+    let limit = need(40);
+    let streams = ok(&preset_run(d, &["--quality", "better"], Some(limit), "fit.png"));
+    let cutn = common::png_meta(&d.join("fit.png"))["settings"]["cutn"].as_u64().expect("cutn");
+    assert!((16..64).contains(&cutn) && need(usize::try_from(cutn).unwrap()) <= limit, "{cutn}");
+    assert!(streams.stderr.contains(&format!("{cutn} cutouts instead of 64 fit")), "{}", streams.stderr);
+    fails(&preset_run(d, &["--quality", "best"], None, "y.png"), 2, "--quality must be draft, normal or better");
+    fails(&preset_run(d, &["--quality", "draft", "--cutn", "8"], None, "y.png"), 2, "give --quality or --cutn");
+}

@@ -173,3 +173,58 @@ urls = ["{base}/mirror-vqgan/last.ckpt"]
     h.get_by_label_contains("mirror-vqgan installed");
     assert!(!h.state().missing_models.iter().any(|m| m.contains("VQGAN")), "{:?}", h.state().missing_models);
 }
+
+#[test]
+fn an_installed_clip_can_score_beside_the_one_in_use() {
+    // Two CLIPs installed: the tiny fixture CLIPs under catalog names.
+    let root = tempfile::tempdir().expect("temp");
+    let mut entries = String::new();
+    for (name, from) in [("clip-a", "clip-tiny"), ("clip-b", "clip-tiny-48")] {
+        let dir = root.path().join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::copy(fixture(from).join(file), dir.join(file)).expect("copy");
+        }
+        entries.push_str(&format!(
+            "[[model]]\nname = \"{name}\"\nkind = \"clip\"\ndescription = \"a tiny CLIP\"\nlicence = \"MIT\"\n\
+             [[model.files]]\nname = \"config.json\"\nurls = [\"http://127.0.0.1:9/c\"]\n\
+             [[model.files]]\nname = \"model.safetensors\"\nurls = [\"http://127.0.0.1:9/m\"]\n\
+             [[model.files]]\nname = \"tokenizer.json\"\nurls = [\"http://127.0.0.1:9/t\"]\n"
+        ));
+    }
+    let catalog = Catalog::parse(&entries, "test").unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::new(catalog, vec![Root { path: root.path().to_path_buf(), kind: RootKind::Explicit }]);
+    let manager = ModelManager::spawn(store, DownloadOptions::default(), Arc::new(|| {})).expect("spawn");
+    let mut h = harness();
+    h.state_mut().models_window.attach(manager);
+    h.get_by_label("Models...").click();
+    h.run_steps(2);
+    wait_for_statuses(&mut h);
+    h.run_steps(2);
+    // The shapes world has one CLIP: a second needs the run's own chosen first.
+    h.get_all_by_label("Also score").next().expect("Also score").click();
+    h.run_steps(2);
+    h.get_by_label_contains("choose the run's CLIP first");
+    assert!(h.state().state.settings.extra_clips.is_empty());
+    h.get_all_by_label("Use").next().expect("Use clip-a").click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.settings.clip.as_deref(), Some(root.path().join("clip-a").as_path()));
+    // clip-a is in use; clip-b offers to score too.
+    assert_eq!(h.get_all_by_label("Also score").count(), 1);
+    h.get_by_label("Also score").click();
+    h.run_steps(2);
+    let extra = h.state().state.settings.extra_clips.clone();
+    assert_eq!(extra.len(), 1);
+    assert_eq!(extra[0].path, root.path().join("clip-b"));
+    assert_eq!(h.get_all_by_label("in use").count(), 2);
+    // Settings shows it with its weight, and leaves it out again.
+    h.state_mut().models_window.open = false;
+    h.run_steps(1);
+    h.get_by_label("Settings").click();
+    h.run_steps(2);
+    h.get_by_label("Also: clip-b");
+    h.get_by_label("CLIP weight");
+    h.get_by_label("leave out").click();
+    h.run_steps(2);
+    assert!(h.state().state.settings.extra_clips.is_empty());
+}

@@ -442,7 +442,9 @@ pub fn run(a: &AnimateArgs) -> Result<(), CliError> {
     }
     settings = super::models::resolve_names(settings)?;
     let device = parse_device(&settings.device)?;
-    if !a.run.no_memory_check && device.is_cpu() {
+    let fit = !a.run.no_memory_check && device.is_cpu();
+    settings = super::run_args::apply_quality(&a.run, settings, fit)?;
+    if fit {
         let nets = Nets::of_settings(&settings)?;
         memory::check(&nets, &settings, false).map_err(|e| match e {
             EngineError::Memory(_) => input(format!("{e}; --no-memory-check runs it anyway")),

@@ -274,6 +274,11 @@ fn check_memory(settings: &RunSettings, resumed: Option<&RunSettings>) -> Result
 }
 
 pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
+    if args.resume.is_some() && args.run.quality.is_some() {
+        return Err(input(
+            "--quality and --resume cannot be combined: a resumed run keeps its session's cutouts and CLIPs",
+        ));
+    }
     if args.resume.is_some() && args.run.settings.is_some() {
         return Err(input("--settings and --resume cannot be combined: a resumed run keeps its session's settings"));
     }
@@ -303,7 +308,9 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     // `--clip clip-vit-b-32`, `--vqgan vqgan-imagenet-f16-16384`: catalog names to paths.
     let settings = super::models::resolve_names(settings)?;
     let device = parse_device(&settings.device)?;
-    if !args.run.no_memory_check && device.is_cpu() {
+    let fit = !args.run.no_memory_check && device.is_cpu();
+    let settings = super::run_args::apply_quality(&args.run, settings, fit)?;
+    if fit {
         // A resumed run goes on at the size and cutouts it was saved with.
         check_memory(&settings, saved.as_ref().map(|(s, _)| s))?;
     }

@@ -410,6 +410,18 @@ pub fn resolve_names(mut s: RunSettings) -> Result<RunSettings, CliError> {
     Ok(s)
 }
 
+/// The catalog's CLIPs installed here, smallest first: the ones a quality preset adds.
+pub fn installed_clips() -> Result<Vec<PathBuf>, CliError> {
+    let store = Store::open(&[]).map_err(cli_error)?;
+    let mut out = Vec::new();
+    for name in ["clip-vit-b-32", "clip-vit-b-16", "clip-vit-l-14"] {
+        if store.catalog().get(name).is_some_and(|e| store.status(e).is_installed()) {
+            out.push(store.resolve_clip(name).map_err(cli_error)?);
+        }
+    }
+    Ok(out)
+}
+
 /// A `--clip` value for commands that take only a CLIP folder: a path, or a model name.
 pub fn resolve_clip_arg(value: &Path) -> Result<PathBuf, CliError> {
     let settings = RunSettings { clip: Some(value.to_path_buf()), ..RunSettings::default() };

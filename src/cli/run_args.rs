@@ -11,7 +11,7 @@ use crate::export;
 use crate::settings::prompt::{split_prompts, split_story};
 use crate::settings::{
     Augment, CutMethod, ExtraClip, GeneratorSettings, InitNoise, InitWeightMode, OneStepSettings, OptimizerKind,
-    Precision, Region, RegionCutouts, RunSettings,
+    Precision, Quality, Region, RegionCutouts, RunSettings,
 };
 
 pub(super) fn input(msg: impl std::fmt::Display) -> CliError {
@@ -139,6 +139,11 @@ pub struct RunArgs {
     /// several, joined with ",", score together (each at its own input size).
     #[arg(long)]
     pub clip: Option<PathBuf>,
+    /// A quality preset: draft, normal or better (16, 32 or 64 cutouts, scored by 1, 2
+    /// or 3 of the installed CLIPs unless --clip names them), fitted to the memory
+    /// there is: fewer cutouts, then fewer CLIPs, then a smaller size.
+    #[arg(long)]
+    pub quality: Option<String>,
     /// The CLIPs' weights, joined with "," in --clip's order (default 1 each).
     #[arg(long)]
     pub clip_weights: Option<String>,
@@ -326,6 +331,24 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
             .ok_or_else(|| input(format!("--precision: unknown format {p:?} (expected f32, f16 or bf16)")))?;
     }
     Ok(())
+}
+
+/// Applies `--quality` to settings whose model names are resolved (see
+/// `engine::quality`), printing what it chose; `fit` fits it to the memory there is.
+pub(super) fn apply_quality(a: &RunArgs, s: RunSettings, fit: bool) -> Result<RunSettings, CliError> {
+    let Some(name) = &a.quality else { return Ok(s) };
+    let quality = Quality::parse(name)
+        .ok_or_else(|| input(format!("--quality must be draft, normal or better, got {name:?}")))?;
+    if a.cutn.is_some() {
+        return Err(input("--quality chooses the cutouts: give --quality or --cutn, not both"));
+    }
+    let installed = if a.clip.is_some() { Vec::new() } else { super::models::installed_clips()? };
+    let limit = if fit { crate::engine::memory::available()?.map(|m| m.bytes) } else { None };
+    let (s, notes) = crate::engine::quality::apply(quality, s, &installed, limit)?;
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+    Ok(s)
 }
 
 /// Applies `--clip` (one CLIP, or several joined with ",": a path that exists is taken

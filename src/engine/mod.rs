@@ -19,6 +19,7 @@ pub mod memory;
 pub mod observer;
 pub mod optim;
 pub mod profile;
+pub mod quality;
 pub mod region;
 pub mod rng;
 pub mod score;

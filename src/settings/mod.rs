@@ -160,6 +160,50 @@ impl Precision {
     }
 }
 
+/// A quality preset (pixray's `--quality`): how many CLIPs score and how many cutouts
+/// each step makes; `engine::quality` fits it to the memory there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    Draft,
+    Normal,
+    Better,
+}
+
+impl Quality {
+    pub const ALL: [Self; 3] = [Self::Draft, Self::Normal, Self::Better];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Normal => "normal",
+            Self::Better => "better",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// The cutouts a step makes.
+    pub fn cutn(self) -> usize {
+        match self {
+            Self::Draft => 16,
+            Self::Normal => 32,
+            Self::Better => 64,
+        }
+    }
+
+    /// How many CLIPs score, where that many are installed.
+    pub fn clips(self) -> usize {
+        match self {
+            Self::Draft => 1,
+            Self::Normal => 2,
+            Self::Better => 3,
+        }
+    }
+}
+
 /// A step learning-rate schedule: multiply by `gamma` every `every` iterations.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LrStep {

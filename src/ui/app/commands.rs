@@ -77,6 +77,17 @@ impl StudioApp {
                 self.use_model(paths);
                 self.say(format!("the next run uses {name}"), false);
             }
+            UiCommand::AlsoScore { name, clip } => {
+                let s = &mut self.state.settings;
+                if s.clip.is_none() {
+                    self.say("choose the run's CLIP first (Use); the shapes world scores with its own one", true);
+                } else if s.clip.as_ref() == Some(&clip) || s.extra_clips.iter().any(|c| c.path == clip) {
+                    self.say(format!("{name} scores the next run already"), false);
+                } else {
+                    s.extra_clips.push(crate::settings::ExtraClip { path: clip, weight: 1.0 });
+                    self.say(format!("the next run is scored by {name} too (its weight is in Settings)"), false);
+                }
+            }
             UiCommand::ModelInstalled { name, paths } => self.model_installed(name, paths),
             UiCommand::CheckModels => self.check_models(),
             UiCommand::OpenInit => {

@@ -164,7 +164,11 @@ impl StudioApp {
             self.models_window.open(ui.ctx());
         }
         let s = &self.state.settings;
-        self.models_window.set_in_use(InUse { vqgan: s.vqgan.clone(), clip: s.clip.clone() });
+        self.models_window.set_in_use(InUse {
+            vqgan: s.vqgan.clone(),
+            clip: s.clip.clone(),
+            extra_clips: s.extra_clips.iter().map(|c| c.path.clone()).collect(),
+        });
         for action in self.models_window.show(ui.ctx()) {
             self.ask(model_command(action));
         }
@@ -555,6 +559,7 @@ pub(super) fn clock(seconds: f64) -> String {
 pub(super) fn model_command(action: ModelsAction) -> UiCommand {
     match action {
         ModelsAction::Use { name, paths } => UiCommand::UseModel { name, paths },
+        ModelsAction::AlsoScore { name, clip } => UiCommand::AlsoScore { name, clip },
         ModelsAction::Installed { name, paths } => UiCommand::ModelInstalled { name, paths },
     }
 }

@@ -33,6 +33,11 @@ pub enum UiCommand {
     /// The learning rate was edited (steers a live run).
     LrChanged,
     OpenModels,
+    /// Score the run with another installed CLIP too (the model manager's Also score).
+    AlsoScore {
+        name: String,
+        clip: std::path::PathBuf,
+    },
     /// Point the run at an installed model (the model manager's Use).
     UseModel {
         name: String,

@@ -22,6 +22,8 @@ const EVENT_BUDGET: Duration = Duration::from_millis(4);
 pub enum ModelsAction {
     /// Point the run's settings at this installed model.
     Use { name: String, paths: ModelPaths },
+    /// Score the run with this installed CLIP too, beside the one in use.
+    AlsoScore { name: String, clip: std::path::PathBuf },
     /// A model finished installing; the app re-checks its missing-models banner and uses
     /// the model where the settings point at a missing one.
     Installed { name: String, paths: Option<ModelPaths> },
@@ -49,6 +51,8 @@ pub struct ModelsWindow {
 pub struct InUse {
     pub vqgan: Option<std::path::PathBuf>,
     pub clip: Option<std::path::PathBuf>,
+    /// More CLIPs scoring beside `clip`.
+    pub extra_clips: Vec<std::path::PathBuf>,
 }
 
 impl InUse {
@@ -64,7 +68,7 @@ impl InUse {
         };
         match row.kind {
             ModelKind::Vqgan => self.vqgan.as_deref().and_then(std::path::Path::parent).is_some_and(same),
-            ModelKind::Clip => self.clip.as_deref().is_some_and(same),
+            ModelKind::Clip => self.clip.iter().chain(&self.extra_clips).any(|p| same(p)),
         }
     }
 }
@@ -247,6 +251,20 @@ fn model_row(
                 {
                     if let Ok(paths) = manager.paths(&row.name) {
                         actions.push(ModelsAction::Use { name: row.name.clone(), paths });
+                    }
+                }
+                if row.kind == ModelKind::Clip
+                    && !in_use
+                    && ui
+                        .button("Also score")
+                        .on_hover_text(format!(
+                            "Score the next run with {} too, beside the CLIP in use (Settings: its weight)",
+                            row.name
+                        ))
+                        .clicked()
+                {
+                    if let Ok(ModelPaths::Clip(clip)) = manager.paths(&row.name) {
+                        actions.push(ModelsAction::AlsoScore { name: row.name.clone(), clip });
                     }
                 }
             } else if !row.bundled

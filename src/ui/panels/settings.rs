@@ -48,6 +48,37 @@ pub fn size_warning(s: &RunSettings) -> Option<String> {
     })
 }
 
+/// The CLIPs scoring beside the first (the model manager's "Also score" adds them):
+/// each one's weight, and the first's, and a button to leave one out.
+fn extra_clips_edit(ui: &mut egui::Ui, s: &mut RunSettings) {
+    if s.extra_clips.is_empty() {
+        return;
+    }
+    let l = ui.label("CLIP weight").on_hover_text("The first CLIP's losses are multiplied by this");
+    ui.add(egui::DragValue::new(&mut s.clip_weight).speed(0.05).range(0.05..=10.0)).labelled_by(l.id);
+    ui.end_row();
+    let mut remove = None;
+    for (i, clip) in s.extra_clips.iter_mut().enumerate() {
+        let name =
+            clip.path.file_name().map_or_else(|| clip.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let l = ui.label(format!("Also: {name}")).on_hover_text(clip.path.display().to_string());
+        ui.horizontal(|ui| {
+            ui.add(egui::DragValue::new(&mut clip.weight).speed(0.05).range(0.05..=10.0).prefix("weight "))
+                .labelled_by(l.id);
+            if ui.small_button("leave out").on_hover_text(format!("Do not score with {name}")).clicked() {
+                remove = Some(i);
+            }
+        });
+        ui.end_row();
+    }
+    if let Some(i) = remove {
+        s.extra_clips.remove(i);
+        if s.extra_clips.is_empty() {
+            s.clip_weight = 1.0;
+        }
+    }
+}
+
 /// Shows the settings, and the one-step drafts' (`draft`); returns true if the learning
 /// rate changed (it steers a live run).
 pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings, new_seed: &mut bool) -> bool {
@@ -59,7 +90,12 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
     ui.label(if demo {
         "Models in use: the shapes world (built in)".to_owned()
     } else {
-        format!("Models in use: VQGAN {}, CLIP {}", file(&s.vqgan), file(&s.clip))
+        let more = match s.extra_clips.len() {
+            0 => String::new(),
+            1 => " and 1 more CLIP".to_owned(),
+            n => format!(" and {n} more CLIPs"),
+        };
+        format!("Models in use: VQGAN {}, CLIP {}{more}", file(&s.vqgan), file(&s.clip))
     });
     ui.horizontal(|ui| {
         ui.label("Preset");
@@ -83,6 +119,7 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
         let l = ui.label("CLIP");
         path_edit(ui, l.id, &mut s.clip, "empty: the shapes world's (built in)");
         ui.end_row();
+        extra_clips_edit(ui, s);
         generator_edit(ui, s);
         let l = ui.label("One-step model").on_hover_text(
             "The one-step generator Draft uses (clipcanvas train-onestep makes one); empty: the shapes world's",
