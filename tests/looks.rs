@@ -210,3 +210,36 @@ fn a_palette_pulls_the_pixels_to_its_colours_and_an_unreadable_one_is_one_line()
     common::fails(&run(&["--palette-weight", "1"], "x.png"), 2, "needs a palette");
     assert!(!d.join("x.png").exists());
 }
+
+/// Mean absolute difference (0–255) between horizontally and vertically neighbouring
+/// pixels.
+fn roughness(path: &std::path::Path) -> f64 {
+    let img = image::open(path).expect("png").to_rgb8();
+    let (w, h) = img.dimensions();
+    let (mut sum, mut n) = (0u64, 0u64);
+    for (x, y, p) in img.enumerate_pixels() {
+        for (dx, dy) in [(1, 0), (0, 1)] {
+            if x + dx < w && y + dy < h {
+                let q = img.get_pixel(x + dx, y + dy);
+                sum += p.0.iter().zip(q.0).map(|(a, b)| u64::from(a.abs_diff(b))).sum::<u64>();
+                n += 3;
+            }
+        }
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a mean")]
+    let mean = sum as f64 / n.max(1) as f64;
+    mean
+}
+
+#[test]
+fn the_smoothness_look_is_the_total_variation_weight() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    ok(&pixel_run(d, &[], "plain.png"));
+    ok(&pixel_run(d, &["--smoothness", "20"], "smooth.png"));
+    let (plain, smooth) = (roughness(&d.join("plain.png")), roughness(&d.join("smooth.png")));
+    assert!(smooth < plain * 0.8, "roughness {smooth:.1} with smoothness against {plain:.1} without");
+    let meta = clipcanvas::export::read_png_metadata(&d.join("smooth.png")).expect("read").expect("metadata");
+    let v: serde_json::Value = serde_json::from_str(&meta).expect("json");
+    assert_eq!(v["settings"]["tv_weight"], 20.0, "smoothness is the total-variation weight");
+}

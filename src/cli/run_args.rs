@@ -93,8 +93,8 @@ pub struct RunArgs {
     /// The cutout noise factor.
     #[arg(long)]
     pub noise_fac: Option<f64>,
-    /// Smoothness (total variation) loss weight.
-    #[arg(long)]
+    /// Look: smoothness, the total-variation loss's weight (neighbouring pixels alike).
+    #[arg(long, visible_alias = "smoothness")]
     pub tv_weight: Option<f64>,
     /// Look: colourfulness loss weight (pixray's saturation; negative: toward grey).
     #[arg(long, allow_negative_numbers = true)]

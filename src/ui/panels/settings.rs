@@ -174,8 +174,8 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
             });
         ui.end_row();
         let l = ui.label("Looks").on_hover_text(
-            "Loss weights, 0 is off: colourfulness (negative: toward grey), and mirror symmetry left-right and \
-             top-bottom",
+            "Loss weights, 0 is off: colourfulness (negative: toward grey), mirror symmetry left-right and \
+             top-bottom, and smoothness (total variation: neighbouring pixels alike)",
         );
         ui.horizontal(|ui| {
             let looks = &mut s.looks;
@@ -186,7 +186,9 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
             ] {
                 ui.add(egui::DragValue::new(value).speed(0.05).range(-100.0..=100.0).prefix(prefix)).labelled_by(l.id);
             }
-            ui.checkbox(&mut looks.tile, "tile").on_hover_text("Make an image that tiles seamlessly");
+            ui.add(egui::DragValue::new(&mut s.tv_weight).speed(0.05).range(0.0..=100.0).prefix("smooth "))
+                .labelled_by(l.id);
+            ui.checkbox(&mut s.looks.tile, "tile").on_hover_text("Make an image that tiles seamlessly");
         });
         ui.end_row();
         let l = ui.label("Edge").on_hover_text(
