@@ -378,12 +378,13 @@ fn choosing_the_fft_generator_shows_its_decay_and_colours() {
 }
 
 #[test]
-fn the_looks_are_three_weights_sent_with_the_run() {
+fn the_looks_are_four_weights_sent_with_the_run() {
     let link = FakeLink::default();
     let mut h = harness_with_settings_open(&link);
-    assert_eq!(h.query_all_by_label("Looks").count(), 3, "saturation and the two mirrors");
+    assert_eq!(h.query_all_by_label("Looks").count(), 4, "saturation, the two mirrors and smoothness");
     assert_eq!(h.query_all_by_label("Edge").count(), 2, "the edge's weight and strip width");
     h.state_mut().state.settings.looks.symmetry = 2.0;
+    h.state_mut().state.settings.tv_weight = 0.5;
     h.get_by_label("tile").click();
     h.run_steps(2);
     assert!(h.state().state.settings.looks.tile, "the tile box switches seamless tiling on");
@@ -392,6 +393,7 @@ fn the_looks_are_three_weights_sent_with_the_run() {
     let sent = link.sent();
     let Some(Command::Start(settings)) = sent.first() else { panic!("expected Start, got {sent:?}") };
     assert_eq!(settings.looks.symmetry, 2.0);
+    assert_eq!(settings.tv_weight, 0.5);
     assert!(settings.looks.tile);
 }
 

@@ -2,7 +2,8 @@
 # Makes README's drawers gallery with the built-in shapes world (no model flags): for each
 # prompt, the same run (seed, 150 iterations of the shapes preset) drawn by pixel cells
 # (pixel-N.png, 24×24 cells) and by the Fourier drawer (fft-N.png, colours 3: the shapes
-# world's saturated colours come through better than at pixray's 1.5).
+# world's saturated colours come through better than at pixray's 1.5); a tiled image
+# shown 2×2; a region prompt beside the same run without it.
 #   tests/shapes/drawers.sh [OUT_DIR]     (default: assets/shapes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,4 +27,10 @@ PROMPTS
 "$bin" generate -p "a big red circle on a blue background" --seed 1 --tile -o "$out/tile.png"
 convert \( "$out/tile.png" "$out/tile.png" +append \) \( "$out/tile.png" "$out/tile.png" +append \) -append \
   "$out/tile-2x2.png"
+# A region prompt: "a white background" only on the left half (region-mask.png), over
+# "a purple background"; region-plain.png is the same run without it.
+convert -size 64x128 xc:white -size 64x128 xc:black +append "$out/region-mask.png"
+"$bin" generate -p "a purple background" --seed 1 -o "$out/region-plain.png"
+"$bin" generate -p "a purple background" --region "a white background" --region-mask "$out/region-mask.png" \
+  --seed 1 -o "$out/region.png"
 echo "wrote $out"

@@ -1,5 +1,5 @@
 //! The region brush: the artist paints a prompt row's mask on the live canvas (brush
-//! size, paint or erase, clear, show or hide), and the canvas shows it as a tint. The
+//! size, paint or erase, clear, show or hide), and the canvas shades what it leaves out. The
 //! mask itself lives in the row ([`RowRegion`]); this holds only the brush.
 
 use egui::{Color32, Pos2, Rect};
@@ -7,8 +7,9 @@ use egui::{Color32, Pos2, Rect};
 use crate::settings::Mask;
 use crate::ui::state::{RowRegion, StudioState};
 
-/// The tint of masked pixels on the canvas.
-const TINT: Color32 = Color32::from_rgba_premultiplied(120, 30, 80, 120);
+/// The shade over the pixels the mask leaves out, so that the painted region stands
+/// lit whatever the image's colours.
+const SHADE: Color32 = Color32::from_rgba_premultiplied(0, 0, 0, 150);
 
 /// The brush and which row's mask it paints.
 pub struct MaskBrush {
@@ -119,7 +120,7 @@ impl MaskBrush {
         true
     }
 
-    /// Tints the painted row's mask over the image.
+    /// Shows the painted row's mask over the image: what it leaves out is shaded.
     pub fn overlay(&mut self, ui: &egui::Ui, state: &mut StudioState, image_rect: Rect) {
         if !self.show {
             return;
@@ -128,7 +129,7 @@ impl MaskBrush {
         let current = self.overlay.as_ref().is_some_and(|(m, _)| *m == mask);
         if !current {
             let pixels: Vec<Color32> =
-                mask.bits().into_iter().map(|b| if b { TINT } else { Color32::TRANSPARENT }).collect();
+                mask.bits().into_iter().map(|b| if b { Color32::TRANSPARENT } else { SHADE }).collect();
             let image = egui::ColorImage::new([mask.width(), mask.height()], pixels);
             match &mut self.overlay {
                 Some((m, tex)) => {
