@@ -65,6 +65,20 @@ fn wait_for_statuses(h: &mut Harness<'static, StudioApp>) {
     }
 }
 
+/// The studio with the model manager open on `catalog`, installing into `root`, its
+/// statuses in.
+fn harness_with_manager(catalog: Catalog, root: &Path) -> Harness<'static, StudioApp> {
+    let store = Store::new(catalog, vec![Root { path: root.to_path_buf(), kind: RootKind::Explicit }]);
+    let manager = ModelManager::spawn(store, DownloadOptions::default(), Arc::new(|| {})).expect("spawn");
+    let mut h = harness();
+    h.state_mut().models_window.attach(manager);
+    h.get_by_label("Models...").click();
+    h.run_steps(2);
+    wait_for_statuses(&mut h);
+    h.run_steps(2);
+    h
+}
+
 #[test]
 fn the_models_button_opens_the_manager_listing_every_catalog_model() {
     let mut h = harness();
@@ -136,15 +150,7 @@ urls = ["{base}/mirror-vqgan/last.ckpt"]
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let root = tempfile::tempdir().expect("temp");
-    let store = Store::new(catalog, vec![Root { path: root.path().to_path_buf(), kind: RootKind::Explicit }]);
-    let manager = ModelManager::spawn(store, DownloadOptions::default(), Arc::new(|| {})).expect("spawn");
-
-    let mut h = harness();
-    h.state_mut().models_window.attach(manager);
-    h.get_by_label("Models...").click();
-    h.run_steps(2);
-    wait_for_statuses(&mut h);
-    h.run_steps(2);
+    let mut h = harness_with_manager(catalog, root.path());
     h.get_by_label("mirror-vqgan");
     h.get_by_label("Download").click();
     h.run_steps(2);
@@ -193,14 +199,7 @@ fn an_installed_clip_can_score_beside_the_one_in_use() {
         ));
     }
     let catalog = Catalog::parse(&entries, "test").unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::new(catalog, vec![Root { path: root.path().to_path_buf(), kind: RootKind::Explicit }]);
-    let manager = ModelManager::spawn(store, DownloadOptions::default(), Arc::new(|| {})).expect("spawn");
-    let mut h = harness();
-    h.state_mut().models_window.attach(manager);
-    h.get_by_label("Models...").click();
-    h.run_steps(2);
-    wait_for_statuses(&mut h);
-    h.run_steps(2);
+    let mut h = harness_with_manager(catalog, root.path());
     // The shapes world has one CLIP: a second needs the run's own chosen first.
     h.get_all_by_label("Also score").next().expect("Also score").click();
     h.run_steps(2);

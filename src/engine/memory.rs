@@ -23,6 +23,10 @@
 //! is refused. `CLIPCANVAS_MEMORY_LIMIT_BYTES` replaces it (for tests and for
 //! operators who know better). On a GPU the activations live in its memory, which
 //! candle reports as an error rather than an abort, so only CPU runs are checked.
+//!
+//! One file of about 800 lines, half of them tests: the count of each network's
+//! activations, the search for what fits, and the tests that hold them against
+//! measured peaks are one model of memory, read and changed together.
 
 use std::path::Path;
 
