@@ -1065,3 +1065,29 @@ fn a_region_with_nothing_painted_says_so_at_start() {
     h.run_steps(2);
     assert!(matches!(link.sent().first(), Some(Command::Start(s)) if s.regions.is_empty()));
 }
+
+#[test]
+fn with_a_variation_on_each_start_varies_the_same_seed() {
+    let link = FakeLink::default();
+    let mut h = harness_with_settings_open(&link);
+    h.get_by_label("vary").scroll_to_me();
+    h.run_steps(20);
+    h.get_by_label("vary").click();
+    h.run_steps(2);
+    let seed = h.state().state.settings.seed;
+    assert!(h.state().state.settings.variation.is_some_and(|v| v.strength == 0.1));
+    let mut starts = Vec::new();
+    for _ in 0..2 {
+        h.get_by_label("Start").click();
+        h.run_steps(2);
+        let sent = link.sent();
+        let Some(Command::Start(s)) = sent.last() else { panic!("expected Start, got {sent:?}") };
+        starts.push((s.seed, s.variation.expect("the variation goes with the run")));
+        link.push(Event::State(RunState::Finished));
+        h.run_steps(2);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // "New each run" picks a new variation seed, around the same start.
+    assert_eq!((starts[0].0, starts[1].0), (seed, seed));
+    assert_ne!(starts[0].1.seed, starts[1].1.seed);
+}

@@ -11,7 +11,7 @@ use crate::export;
 use crate::settings::prompt::{split_prompts, split_story};
 use crate::settings::{
     Augment, CutMethod, ExtraClip, GeneratorSettings, InitNoise, InitWeightMode, OneStepSettings, OptimizerKind,
-    Precision, Quality, Region, RegionCutouts, RunSettings,
+    Precision, Quality, Region, RegionCutouts, RunSettings, Variation,
 };
 
 pub(super) fn input(msg: impl std::fmt::Display) -> CliError {
@@ -84,6 +84,14 @@ pub struct RunArgs {
     pub cut_method: Option<String>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// A variation of the random start: mixed from the run's seed's and this seed's
+    /// (see --variation-strength).
+    #[arg(long)]
+    pub variation_seed: Option<u64>,
+    /// How far toward --variation-seed's start, from 0 (the run's own, byte for byte) to 1
+    /// (default 0.1: a near neighbour).
+    #[arg(long)]
+    pub variation_strength: Option<f64>,
     /// adam, adamw, adagrad, adamax or rmsprop.
     #[arg(long)]
     pub optimizer: Option<String>,
@@ -252,6 +260,14 @@ pub(super) fn merge_run(a: &RunArgs, s: &mut RunSettings) -> Result<(), CliError
     }
     if let Some(v) = a.seed {
         s.seed = v;
+    }
+    match (a.variation_seed, a.variation_strength, &mut s.variation) {
+        (Some(seed), strength, _) => {
+            s.variation = Some(Variation { seed, strength: strength.unwrap_or(0.1) });
+        }
+        (None, Some(strength), Some(v)) => v.strength = strength,
+        (None, Some(_), None) => return Err(input("--variation-strength needs a --variation-seed")),
+        (None, None, _) => {}
     }
     if let Some(o) = &a.optimizer {
         s.optimizer = OptimizerKind::parse(o).ok_or_else(|| {

@@ -273,6 +273,16 @@ pub struct ExtraClip {
     pub weight: f64,
 }
 
+/// A variation of a run's random start (A1111's variation seed): the start is mixed
+/// from the run's own and `seed`'s, `strength` of the way toward `seed`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variation {
+    pub seed: u64,
+    /// 0 is the run's own start, byte for byte; 1 is `seed`'s.
+    pub strength: f64,
+}
+
 /// One-step drafting (CLIP-GEN): a one-step model draws candidate code grids for the
 /// prompts, CLIP ranks them, and the run starts from the chosen one (iteration 0).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -364,6 +374,9 @@ pub struct RunSettings {
     /// The notebook's cutout noise factor.
     pub noise_fac: f64,
     pub seed: u64,
+    /// A variation of the random start; left out of the JSON when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variation: Option<Variation>,
     #[serde(serialize_with = "lossy_path")]
     pub vqgan: Option<PathBuf>,
     #[serde(serialize_with = "lossy_path")]
@@ -422,6 +435,7 @@ impl Default for RunSettings {
             augments: vec![Augment::Flip, Augment::Affine, Augment::Perspective, Augment::Jitter, Augment::Noise],
             noise_fac: 0.1,
             seed: 0,
+            variation: None,
             vqgan: None,
             vqgan_config: None,
             clip: None,
@@ -577,6 +591,16 @@ impl RunSettings {
             }
             if self.init_image.is_some() {
                 return Err("a one-step draft is the start of the run; it cannot be combined with an init image".into());
+            }
+        }
+        if let Some(v) = &self.variation {
+            if !(v.strength.is_finite() && (0.0..=1.0).contains(&v.strength)) {
+                return Err(format!("the variation strength must be between 0 and 1, got {}", v.strength));
+            }
+            if self.init_image.is_some() || self.one_step.is_some() {
+                return Err("a variation varies the random start; a run from an init image or a one-step draft has \
+                            none (leave the variation seed out)"
+                    .into());
             }
         }
         if !self.story.is_empty() && self.story_every == 0 {

@@ -238,6 +238,8 @@ impl StudioState {
         let mut s = self.run_settings_unchecked();
         s.one_step = Some(OneStepSettings { pick: 0, ..self.draft.clone() });
         s.init_image = None;
+        // A draft has no random start to vary.
+        s.variation = None;
         // The draft already holds the large regions coarse-to-fine search would settle.
         s.coarse.clear();
         s.iterations = 0;

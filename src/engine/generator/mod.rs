@@ -72,6 +72,29 @@ pub fn initial(generator: &dyn Generator, settings: &RunSettings, rng: &mut Rng)
     }
 }
 
+/// A variation of the start `main` toward `other` (the start drawn for another seed) at
+/// `strength` from 0 to 1. The VQGAN's latent takes `other`'s vector at each position
+/// whose draw from `rng` falls below `strength` (one draw a position, the same at every
+/// strength, so a stronger variation changes what a weaker one did and more); the
+/// other generators' parameters are blended, `(1 − s)·main + s·other`. Strength 0 is
+/// `main` itself.
+pub fn vary(kind: &GeneratorSettings, main: &Tensor, other: &Tensor, strength: f64, rng: &mut Rng) -> Result<Tensor> {
+    if strength <= 0.0 {
+        return Ok(main.clone());
+    }
+    match kind {
+        GeneratorSettings::Vqgan => {
+            let (_, _, h, w) = main.dims4()?;
+            let picks: Vec<u8> = (0..h * w).map(|_| u8::from(rng.range(0.0, 1.0) < strength)).collect();
+            let mask = Tensor::from_vec(picks, (1, 1, h, w), main.device())?.broadcast_as(main.shape())?;
+            Ok(mask.where_cond(other, main)?)
+        }
+        GeneratorSettings::Pixel { .. } | GeneratorSettings::Fft(_) => {
+            Ok(((main * (1.0 - strength))? + (other * strength)?)?)
+        }
+    }
+}
+
 /// [`Generator::encode`] of an image of any size, resized to the canvas (Lanczos).
 pub fn encode_resized(generator: &dyn Generator, rgb: &image::RgbImage) -> Result<Tensor> {
     let (w, h) = generator.size();

@@ -188,7 +188,13 @@ impl Session {
         let rng = root.fork();
         let mut draft_rng = root.fork();
 
-        let z0 = generator::initial(generator.as_ref(), &settings, &mut init_rng)?;
+        let mut z0 = generator::initial(generator.as_ref(), &settings, &mut init_rng)?;
+        if let Some(v) = settings.variation.filter(|v| v.strength > 0.0) {
+            // The start the variation seed draws, as a run of that seed draws it.
+            let mut root = Rng::new(v.seed);
+            let other = generator::initial(generator.as_ref(), &settings, &mut root.fork())?;
+            z0 = generator::vary(&settings.generator, &z0, &other, v.strength, &mut root.fork())?;
+        }
         let mut session = Self {
             models,
             generator,

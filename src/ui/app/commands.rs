@@ -133,7 +133,7 @@ impl StudioApp {
             UiCommand::CloseBanner => self.banner = None,
             UiCommand::RenderAnimation => {
                 if !self.running() {
-                    self.new_seed();
+                    self.new_seed(false);
                     let settings = self.state.animation_settings();
                     self.begin(settings);
                 }
@@ -173,15 +173,22 @@ impl StudioApp {
 
     /// Start: the current settings as a new run.
     pub fn start(&mut self) {
-        self.new_seed();
+        self.new_seed(true);
         let settings = self.state.run_settings();
         self.begin(settings);
     }
 
-    /// With "new each run", a fresh seed for the run about to start (shown in Settings).
-    fn new_seed(&mut self) {
-        if self.state.new_seed {
-            self.state.settings.seed = crate::ui::panels::settings::fresh_seed();
+    /// With "new each run", a fresh seed for the run about to start (shown in Settings):
+    /// with a variation on, a fresh variation seed (`vary`: a neighbour of the same
+    /// start each time), else the run's own.
+    fn new_seed(&mut self, vary: bool) {
+        if !self.state.new_seed {
+            return;
+        }
+        let fresh = crate::ui::panels::settings::fresh_seed();
+        match &mut self.state.settings.variation {
+            Some(v) if vary => v.seed = fresh,
+            _ => self.state.settings.seed = fresh,
         }
     }
 
@@ -191,7 +198,7 @@ impl StudioApp {
             self.say(why, true);
             return;
         }
-        self.new_seed();
+        self.new_seed(false);
         let settings = self.state.draft_settings();
         self.begin(settings);
     }

@@ -4,7 +4,7 @@
 use crate::settings::coarse::{format_schedule, parse_schedule, CoarseStage};
 use crate::settings::Augment;
 use crate::settings::CutMethod;
-use crate::settings::{GeneratorSettings, OneStepSettings, OptimizerKind, Precision, RunSettings};
+use crate::settings::{GeneratorSettings, OneStepSettings, OptimizerKind, Precision, RunSettings, Variation};
 use crate::ui::state::memory_estimate;
 
 /// A named preset: size, cutouts, iterations, coarse-to-fine schedule.
@@ -79,6 +79,24 @@ fn extra_clips_edit(ui: &mut egui::Ui, s: &mut RunSettings) {
     }
 }
 
+/// A variation of the random start: on or off, its seed and its strength.
+fn variation_edit(ui: &mut egui::Ui, s: &mut RunSettings) {
+    let l = ui
+        .label("Variation")
+        .on_hover_text("Start from a mix of this seed's start and another seed's: near neighbours at low strengths");
+    ui.horizontal(|ui| {
+        let mut on = s.variation.is_some();
+        if ui.checkbox(&mut on, "vary").changed() {
+            s.variation = on.then(|| Variation { seed: fresh_seed(), strength: 0.1 });
+        }
+        if let Some(v) = &mut s.variation {
+            ui.add_sized([96.0, 18.0], egui::DragValue::new(&mut v.seed).prefix("seed ")).labelled_by(l.id);
+            ui.add(egui::Slider::new(&mut v.strength, 0.0..=1.0).fixed_decimals(2).text("strength")).labelled_by(l.id);
+        }
+    });
+    ui.end_row();
+}
+
 /// Shows the settings, and the one-step drafts' (`draft`); returns true if the learning
 /// rate changed (it steers a live run).
 pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings, new_seed: &mut bool) -> bool {
@@ -144,10 +162,13 @@ pub fn show(ui: &mut egui::Ui, s: &mut RunSettings, draft: &mut OneStepSettings,
                 s.seed = fresh_seed();
             }
             ui.add_sized([96.0, 18.0], egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
-            ui.checkbox(new_seed, "new each run")
-                .on_hover_text("Start and Draft pick a new seed (shown here); Resume and branches keep the run's own");
+            ui.checkbox(new_seed, "new each run").on_hover_text(
+                "Start and Draft pick a new seed (shown here; with a variation on, Start picks a new variation \
+                 seed); Resume and branches keep the run's own",
+            );
         });
         ui.end_row();
+        variation_edit(ui, s);
         let l = ui.label("Learning rate");
         lr_changed =
             ui.add(egui::DragValue::new(&mut s.lr).speed(0.005).range(0.001..=2.0)).labelled_by(l.id).changed();
