@@ -3,6 +3,7 @@
 //! once.
 
 pub mod animate;
+pub mod batch;
 pub mod bench;
 mod error;
 pub mod generate;
@@ -38,6 +39,9 @@ pub enum Command {
     /// Make an animation: keyframed zoom, rotation and pan, prompt schedules, video
     /// restyling; frames, GIF and video, headless.
     Animate(Box<animate::AnimateArgs>),
+    /// Run a batch of jobs and an X/Y grid from a TOML file, headless: a PNG a job and a
+    /// labelled contact sheet of the grid.
+    Batch(batch::BatchArgs),
     /// Print the CLIP cosine similarity of an image with each prompt, one per line.
     Score(score::ScoreArgs),
     /// Train the built-in shapes-world CLIP and VQGAN (about 40 minutes on 2 cores).
@@ -56,6 +60,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Some(Command::Generate(args)) => generate::run(&args),
         Some(Command::Animate(args)) => animate::run(&args),
+        Some(Command::Batch(args)) => batch::run(&args),
         Some(Command::Score(args)) => score::run(&args),
         Some(Command::TrainDemo(args)) => train_demo::run(&args),
         Some(Command::TrainOnestep(args)) => train_onestep::run(&args),

@@ -10,6 +10,8 @@
 //! This module sits beside the engine: it knows images (`image::RgbImage`) and files,
 //! nothing of models, tensors or the UI.
 
+pub mod sheet;
+
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod animation;
+pub mod batch;
 pub mod coarse;
 pub mod generator;
 pub mod looks;
