@@ -1091,3 +1091,79 @@ fn with_a_variation_on_each_start_varies_the_same_seed() {
     assert_eq!((starts[0].0, starts[1].0), (seed, seed));
     assert_ne!(starts[0].1.seed, starts[1].1.seed);
 }
+
+fn undo(h: &mut Harness<'static, StudioApp>) {
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(2);
+}
+
+fn redo(h: &mut Harness<'static, StudioApp>) {
+    h.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::Z);
+    h.run_steps(2);
+}
+
+#[test]
+fn ctrl_z_takes_back_edits_and_ctrl_shift_z_makes_them_again() {
+    let link = FakeLink::default();
+    let mut h = harness_with_settings_open(&link);
+    let first = h.state().state.prompts[0].text.clone();
+    // Typing in a prompt: one edit, once the field is left.
+    let field = || egui::accesskit::Role::TextInput;
+    h.get_all_by_role(field()).next().expect("the prompt field").focus();
+    h.run_steps(1);
+    h.key_press(egui::Key::End);
+    for ch in [",", " ", "at", " ", "night"] {
+        h.get_all_by_role(field()).next().expect("the prompt field").type_text(ch);
+        h.run_steps(1);
+    }
+    h.key_press(egui::Key::Escape);
+    h.run_steps(2);
+    assert_eq!(h.state().state.prompts[0].text, format!("{first}, at night"));
+    // A settings box.
+    h.get_by_label("tile").click();
+    h.run_steps(2);
+    assert!(h.state().state.settings.looks.tile);
+    undo(&mut h);
+    assert!(!h.state().state.settings.looks.tile, "the tile box is undone first");
+    assert_eq!(h.state().state.prompts[0].text, format!("{first}, at night"));
+    undo(&mut h);
+    assert_eq!(h.state().state.prompts[0].text, first, "the typing is undone as one edit");
+    redo(&mut h);
+    redo(&mut h);
+    assert_eq!(h.state().state.prompts[0].text, format!("{first}, at night"));
+    assert!(h.state().state.settings.looks.tile);
+    // The Undo button does the same.
+    h.get_by_label("Undo").click();
+    h.run_steps(2);
+    assert!(!h.state().state.settings.looks.tile);
+}
+
+#[test]
+fn an_undone_edit_during_a_run_steers_the_run_back() {
+    let link = FakeLink::default();
+    let mut h = harness(&link);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    link.push(Event::State(RunState::Running));
+    h.run_steps(2);
+    let sliders = h.get_all_by_role(egui::accesskit::Role::Slider).collect::<Vec<_>>();
+    sliders[0].set_value_accesskit(-0.5);
+    h.run_steps(3);
+    undo(&mut h);
+    h.run_steps(2);
+    let updates: Vec<Vec<String>> = link
+        .sent()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::SetPrompts(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        updates,
+        [
+            vec!["a big red circle on a blue background:-0.5".to_owned()],
+            vec!["a big red circle on a blue background:1".to_owned()]
+        ]
+    );
+}

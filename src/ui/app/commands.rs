@@ -73,6 +73,14 @@ impl StudioApp {
                 }
             }
             UiCommand::OpenModels => self.open_models = true,
+            UiCommand::Undo => {
+                let restored = self.history.undo(&self.state);
+                self.restore_edit(restored, "nothing to undo");
+            }
+            UiCommand::Redo => {
+                let restored = self.history.redo();
+                self.restore_edit(restored, "nothing to redo");
+            }
             UiCommand::UseModel { name, paths } => {
                 self.use_model(paths);
                 self.say(format!("the next run uses {name}"), false);
@@ -134,6 +142,7 @@ impl StudioApp {
             UiCommand::RenderAnimation => {
                 if !self.running() {
                     self.new_seed(false);
+                    self.history.absorb(&self.state);
                     let settings = self.state.animation_settings();
                     self.begin(settings);
                 }
@@ -152,8 +161,31 @@ impl StudioApp {
         }
     }
 
+    /// Puts an undone or redone state in place; a live run is steered to it (prompts and
+    /// targets by the usual steering, the learning rate here).
+    fn restore_edit(&mut self, restored: Option<crate::ui::state::StudioState>, nothing: &str) {
+        let Some(state) = restored else { return self.say(nothing, false) };
+        let lr_changed = state.settings.lr != self.state.settings.lr;
+        self.state = state;
+        if lr_changed {
+            self.execute(UiCommand::LrChanged);
+        }
+    }
+
     /// The commands the keyboard asks for this frame.
     pub(super) fn shortcuts(&mut self, ctx: &egui::Context) {
+        // In a text field, Ctrl+Z is the field's own undo.
+        if !ctx.egui_wants_keyboard_input() {
+            let undo = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
+            let redo = KeyboardShortcut::new(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+            let redo_y = KeyboardShortcut::new(Modifiers::COMMAND, Key::Y);
+            // The longer shortcut first: Ctrl+Z would also match Ctrl+Shift+Z.
+            if ctx.input_mut(|i| i.consume_shortcut(&redo) || i.consume_shortcut(&redo_y)) {
+                self.ask(UiCommand::Redo);
+            } else if ctx.input_mut(|i| i.consume_shortcut(&undo)) {
+                self.ask(UiCommand::Undo);
+            }
+        }
         let start = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
         if ctx.input_mut(|i| i.consume_shortcut(&start)) {
             self.ask(UiCommand::ToggleRun);
@@ -174,6 +206,7 @@ impl StudioApp {
     /// Start: the current settings as a new run.
     pub fn start(&mut self) {
         self.new_seed(true);
+        self.history.absorb(&self.state);
         let settings = self.state.run_settings();
         self.begin(settings);
     }
@@ -199,6 +232,7 @@ impl StudioApp {
             return;
         }
         self.new_seed(false);
+        self.history.absorb(&self.state);
         let settings = self.state.draft_settings();
         self.begin(settings);
     }

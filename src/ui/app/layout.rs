@@ -235,6 +235,21 @@ impl StudioApp {
                 self.ask(UiCommand::AskReset);
             }
             ui.separator();
+            if ui
+                .add_enabled(self.history.can_undo(&self.state), egui::Button::new("Undo"))
+                .on_hover_text("Take back the last edit of prompts, images or settings (Ctrl+Z)")
+                .clicked()
+            {
+                self.ask(UiCommand::Undo);
+            }
+            if ui
+                .add_enabled(self.history.can_redo(), egui::Button::new("Redo"))
+                .on_hover_text("Make the undone edit again (Ctrl+Shift+Z)")
+                .clicked()
+            {
+                self.ask(UiCommand::Redo);
+            }
+            ui.separator();
             if ui.button("Models...").on_hover_text("Find, download and check the models").clicked() {
                 self.ask(UiCommand::OpenModels);
             }

@@ -77,6 +77,9 @@ impl StudioApp {
         for cmd in std::mem::take(&mut self.pending) {
             self.execute(cmd);
         }
+        // An edit settles once no text field is typed in and no button is held.
+        let settling = ctx.egui_wants_keyboard_input() || ctx.input(|i| i.pointer.any_down());
+        self.history.observe(&self.state, settling);
         self.steer(ctx);
         if self.running() {
             ctx.request_repaint_after(Duration::from_millis(250));

@@ -2,8 +2,8 @@
 //! `ui_command`) is the one command type and `commands` where every command is carried
 //! out; `logic` is the per-frame work before drawing (worker events, frames, background
 //! results, dropped files, shortcuts, steering); `layout` the drawing, which only queues
-//! commands; `files` the exports, settings files and dropped files; `support` the small
-//! things they share. Here: the eframe glue.
+//! commands; `files` the exports, settings files and dropped files; `undo` the edits to
+//! undo and redo; `support` the small things they share. Here: the eframe glue.
 
 mod commands;
 mod files;
@@ -12,6 +12,7 @@ mod logic;
 mod studio;
 mod support;
 mod ui_command;
+mod undo;
 
 pub use studio::{Banner, StudioApp};
 pub use support::percentile;

@@ -94,6 +94,8 @@ pub struct StudioApp {
     pub models_window: ModelsWindow,
     /// The region brush: which prompt row's mask the canvas paints.
     pub brush: MaskBrush,
+    /// The edits to undo and redo.
+    pub(super) history: super::undo::History,
     /// The last draft's ranked candidates and their thumbnails.
     pub drafts: Vec<(DraftFrame, egui::TextureHandle)>,
     /// The candidate on the canvas (its rank).
@@ -175,6 +177,7 @@ impl StudioApp {
             target_rect: None,
             models_window: ModelsWindow::default(),
             brush: MaskBrush::default(),
+            history: super::undo::History::default(),
             drafts: Vec::new(),
             draft_pick: 0,
             last_run: None,

@@ -33,6 +33,10 @@ pub enum UiCommand {
     /// The learning rate was edited (steers a live run).
     LrChanged,
     OpenModels,
+    /// Take back the last edit (Ctrl+Z outside text fields).
+    Undo,
+    /// Make the last undone edit again (Ctrl+Shift+Z or Ctrl+Y).
+    Redo,
     /// Score the run with another installed CLIP too (the model manager's Also score).
     AlsoScore {
         name: String,
