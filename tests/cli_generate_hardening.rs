@@ -312,3 +312,56 @@ fn sighup_saves_even_when_stderr_is_gone() {
     assert_eq!(code, Some(130));
     assert_saved(d);
 }
+
+// ---------------------------------------------------------------------------------------
+// Issue 27, autosave: a killed run loses at most the iterations since its last autosave
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_killed_run_resumes_from_its_autosave() {
+    let dir = tempfile::tempdir().expect("temp");
+    let d = dir.path();
+    let mut cmd = bin();
+    cmd.arg("generate").args(model_args()).args(["-s", "32x32", "--cutn", "2", "-p", "x", "-i", "100000"]);
+    cmd.args(["--save-every", "1", "--autosave", "5"]);
+    let mut child = cmd.current_dir(d).stderr(Stdio::piped()).spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut seen = 0;
+    while seen < 12 {
+        let line = lines.next().expect("a progress line").expect("utf8");
+        if let Some(n) = line.strip_prefix("iteration ").and_then(|r| r.split('/').next()) {
+            seen = n.parse().expect("a number");
+        }
+    }
+    // A kill: no handler runs, nothing is saved at the end.
+    assert!(Command::new("kill").args(["-KILL", &child.id().to_string()]).status().expect("kill").success());
+    let _ = child.wait();
+    assert_eq!(names(d), ["output.autosave.session"], "only the autosave is there");
+    let (_, at) = clipcanvas::engine::session::Session::read_saved(&d.join("output.autosave.session")).expect("read");
+    assert!(at % 5 == 0 && at >= 10, "autosaved at iteration {at}, the run had done {seen}");
+    // It resumes, and a run that ends leaves no autosave behind.
+    let resumed = bin()
+        .args(["generate", "--resume", "output.autosave.session", "-i", &(at + 3).to_string(), "-o", "more.png"])
+        .current_dir(d)
+        .output()
+        .expect("run");
+    ok(&resumed);
+    assert_eq!(png_meta(&d.join("more.png"))["iteration"].as_u64(), Some(at as u64 + 3));
+    assert!(!d.join("more.autosave.session").exists());
+    let mut off = bin();
+    off.arg("generate").args(model_args()).args([
+        "-s",
+        "32x32",
+        "--cutn",
+        "2",
+        "-p",
+        "x",
+        "-i",
+        "12",
+        "--autosave",
+        "0",
+    ]);
+    ok(&off.args(["-o", "off.png"]).current_dir(d).output().expect("run"));
+    assert!(!d.join("off.autosave.session").exists());
+}

@@ -61,6 +61,10 @@ pub struct GenerateArgs {
     /// Save the session (latent, optimiser, random state) here at the end.
     #[arg(long)]
     pub session: Option<PathBuf>,
+    /// Save the session to OUT.autosave.session every N iterations (0: never), so that a
+    /// crash or a kill loses at most N; removed when the run ends and saves.
+    #[arg(long, default_value_t = 25)]
+    pub autosave: usize,
     /// Continue a saved session, with its own settings (only -i, the models, --device and
     /// --save-every may differ).
     #[arg(long)]
@@ -368,7 +372,13 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         cancel: Arc::clone(&cancel),
     };
     let started_at = session.iteration();
-    let end = session.run(&mut observer, &cancel);
+    let autosave = autosave_path(&args.out);
+    let mut checkpoint = |s: &Session| -> Result<(), EngineError> {
+        let bytes = s.to_bytes()?;
+        export::write_atomic(&autosave, |w| std::io::Write::write_all(w, &bytes))
+            .map_err(|e| EngineError::Input(e.to_string()))
+    };
+    let end = session.run_saving(&mut observer, &cancel, args.autosave, &mut checkpoint);
     if let Some(bar) = &observer.bar {
         bar.finish_and_clear();
     }
@@ -392,6 +402,10 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     let save_session_to =
         args.session.clone().or_else(|| (end != RunEnd::Finished).then(|| args.out.with_extension("session")));
     let saved = save_result(&session, &settings, &hashes, &args.out, save_session_to.as_deref());
+    if saved.is_ok() {
+        // What the run kept is saved: the autosave has served.
+        let _ = std::fs::remove_file(&autosave);
+    }
     let stopped = || {
         let session_note =
             save_session_to.as_ref().map(|p| format!(", session in {}", p.display())).unwrap_or_default();
@@ -418,6 +432,11 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         return Err(CliError::Interrupted);
     }
     Ok(())
+}
+
+/// Where a run writing `out` autosaves its session: `OUT.autosave.session`.
+pub fn autosave_path(out: &Path) -> PathBuf {
+    out.with_extension("autosave.session")
 }
 
 /// Writes the session's image to `out` (in its format, with the metadata if a PNG) and,

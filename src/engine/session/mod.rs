@@ -589,6 +589,20 @@ impl Session {
 
     /// Runs until `iterations` are done or `cancel` is set, reporting to `observer`.
     pub fn run(&mut self, observer: &mut dyn Observer, cancel: &AtomicBool) -> Result<RunEnd> {
+        self.run_saving(observer, cancel, 0, &mut |_| Ok(()))
+    }
+
+    /// [`Session::run`], handing the session to `checkpoint` every `checkpoint_every` iterations
+    /// (0: never) so that it can be saved (an autosave). A checkpoint that fails is a
+    /// notice, once, and the run goes on: the run itself is not lost to a full disk.
+    pub fn run_saving(
+        &mut self,
+        observer: &mut dyn Observer,
+        cancel: &AtomicBool,
+        checkpoint_every: usize,
+        checkpoint: &mut dyn FnMut(&Session) -> Result<()>,
+    ) -> Result<RunEnd> {
+        let mut warned = false;
         for notice in self.take_notices() {
             observer.notice(&notice);
         }
@@ -605,6 +619,14 @@ impl Session {
                 observer.on_frame(out.iteration, &Frame::from_rgb(&tensor_to_rgb(&out.image)?));
             }
             observer.on_step(&out.stats(self.settings.iterations, its_per_sec));
+            let due = checkpoint_every > 0 && self.iteration.is_multiple_of(checkpoint_every);
+            if due && self.iteration < self.settings.iterations {
+                if let Err(e) = checkpoint(self) {
+                    if !std::mem::replace(&mut warned, true) {
+                        observer.notice(&format!("autosave failed ({e}); the run goes on"));
+                    }
+                }
+            }
         }
         Ok(RunEnd::Finished)
     }
