@@ -1167,3 +1167,69 @@ fn an_undone_edit_during_a_run_steers_the_run_back() {
         ]
     );
 }
+
+/// An outputs folder holding a run cut short at iteration 3: its folder with an autosave
+/// and no final image.
+fn outputs_with_an_interrupted_run() -> (tempfile::TempDir, PathBuf) {
+    use clipcanvas::engine::session::Session;
+    let dir = tempfile::tempdir().expect("temp");
+    let run = dir.path().join("2026-12-07_10-00-00_a-red-barn");
+    std::fs::create_dir_all(&run).expect("dir");
+    let settings = clipcanvas::settings::RunSettings {
+        prompts: vec!["a red barn:1".into()],
+        width: 32,
+        height: 32,
+        cutn: 2,
+        iterations: 40,
+        vqgan: Some(fixture("vqgan-tiny/model.ckpt")),
+        clip: Some(fixture("clip-tiny")),
+        ..Default::default()
+    };
+    let mut session = Session::new(common::fixture_models(), settings).expect("session");
+    for _ in 0..3 {
+        session.step().expect("step");
+    }
+    let path = run.join("autosave.session");
+    std::fs::write(&path, session.to_bytes().expect("bytes")).expect("write");
+    (dir, path)
+}
+
+#[test]
+fn a_run_cut_short_is_offered_and_resumed_from_its_autosave() {
+    let (outputs, path) = outputs_with_an_interrupted_run();
+    let link = FakeLink::default();
+    let mut h = harness_with_outputs(&link, Some(outputs.path().to_path_buf()));
+    until(&mut h, |app| app.interrupted.is_some());
+    h.run_steps(2);
+    h.get_by_label_contains("A run was cut short at iteration 3 of 40 (\"a red barn:1\")");
+    h.get_by_label("Resume it").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    assert!(
+        matches!(&sent[..], [Command::Autosave(Some((a, 25))), Command::ResumeSession(r)] if *a == path && *r == path),
+        "{sent:?}"
+    );
+    // Its settings are back in the editor, and the banner is gone.
+    assert_eq!(h.state().state.prompts[0].text, "a red barn");
+    assert!(h.state().interrupted.is_none());
+}
+
+#[test]
+fn a_run_cut_short_can_be_discarded() {
+    let (outputs, path) = outputs_with_an_interrupted_run();
+    let link = FakeLink::default();
+    let mut h = harness_with_outputs(&link, Some(outputs.path().to_path_buf()));
+    until(&mut h, |app| app.interrupted.is_some());
+    h.run_steps(2);
+    h.get_by_label("Discard").click();
+    h.run_steps(2);
+    assert!(!path.exists(), "the autosave is deleted");
+    assert!(link.sent().is_empty());
+    // A run started now autosaves into its own folder.
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = link.sent();
+    let Some(Command::Autosave(Some((file, 25)))) = sent.first() else { panic!("{sent:?}") };
+    assert!(file.starts_with(outputs.path()) && file.ends_with("autosave.session"), "{file:?}");
+    assert!(matches!(sent.get(1), Some(Command::Start(_))), "{sent:?}");
+}

@@ -155,7 +155,37 @@ pub fn run_folder_name(unix_seconds: u64, prompt: &str) -> String {
 pub fn save_run(dir: &Path, last: &Frame, meta: &PngMeta, kept: &[Arc<FrameEvent>]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     write_sequence(&dir.join("frames"), kept, Look::default())?;
-    write_png(&dir.join("final.png"), last, meta)
+    write_png(&dir.join("final.png"), last, meta)?;
+    // The run is saved: its autosave has served.
+    let _ = std::fs::remove_file(dir.join(AUTOSAVE));
+    Ok(())
+}
+
+/// The session a run in the studio autosaves into its folder of the outputs folder.
+pub const AUTOSAVE: &str = "autosave.session";
+/// Iterations between the studio's autosaves.
+pub const AUTOSAVE_EVERY: usize = 25;
+
+/// A run that was cut short (the studio crashed or was killed): its folder still holds
+/// an autosave and no final image of a later save.
+#[derive(Debug)]
+pub struct InterruptedRun {
+    pub folder: PathBuf,
+    pub settings: crate::settings::RunSettings,
+    /// The iteration its autosave reached.
+    pub iteration: usize,
+}
+
+/// The newest run in `outputs` left with an autosave, if it can be read.
+pub fn interrupted_run(outputs: &Path) -> Option<InterruptedRun> {
+    let folder = std::fs::read_dir(outputs)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join(AUTOSAVE).is_file())
+        .max_by(|a, b| a.file_name().cmp(&b.file_name()))?;
+    let (settings, iteration) = crate::engine::session::Session::read_saved(&folder.join(AUTOSAVE)).ok()?;
+    Some(InterruptedRun { folder, settings, iteration })
 }
 
 /// A run read back from the outputs folder.

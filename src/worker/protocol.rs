@@ -48,6 +48,13 @@ pub enum Command {
     /// Records every k-th iteration's image of the runs that follow into a folder
     /// (`None`: no recording). Sent before the [`Command::Start`] it is for.
     Record(Option<super::recorder::Recording>),
+    /// Saves the session of the runs that follow to this file every this many iterations
+    /// (`None`: no autosave), atomically, so that a crash loses at most that many; sent
+    /// before the [`Command::Start`] it is for. Animations are not autosaved.
+    Autosave(Option<(PathBuf, usize)>),
+    /// Resumes a saved session (the autosave of a run cut short), loading the models its
+    /// settings name; the run goes on from its iteration, as `generate --resume` does.
+    ResumeSession(PathBuf),
     /// The camera path alone: the settings' animation applied to its first image (the
     /// init image, else the session's current image, else a test card) without
     /// optimising; answered with [`Event::MotionPreview`].

@@ -87,6 +87,10 @@ pub(super) struct Engine {
     pub(super) recorder: Option<Recorder>,
     /// The animation being rendered; `session` is then its frame in progress.
     pub(super) animation: Option<Animation>,
+    /// Where and how often the run's session is autosaved, and whether a failed
+    /// autosave was reported already.
+    pub(super) autosave: Option<(std::path::PathBuf, usize)>,
+    autosave_failed: bool,
 }
 
 /// What one step produced.
@@ -131,6 +135,8 @@ impl Engine {
             rate: StepRate::default(),
             recorder: None,
             animation: None,
+            autosave: None,
+            autosave_failed: false,
         }
     }
 
@@ -279,6 +285,11 @@ impl Engine {
                 }
             }
             Command::PreviewMotion(settings) => self.preview_motion(&settings),
+            Command::Autosave(spec) => {
+                self.autosave = spec;
+                self.autosave_failed = false;
+            }
+            Command::ResumeSession(path) => self.resume_session(&path),
             Command::Shutdown => {}
         }
     }
@@ -314,6 +325,56 @@ impl Engine {
             Err(msg) => {
                 self.error(msg);
                 self.set_state(RunState::Idle);
+            }
+        }
+    }
+
+    /// Resumes the session saved in `path` on the models its settings name.
+    fn resume_session(&mut self, path: &std::path::Path) {
+        self.clear_session();
+        self.out.clear_frame();
+        self.set_state(RunState::Loading);
+        let resumed = Session::read_settings(path)
+            .map_err(|e| e.to_string())
+            .and_then(|settings| self.models_for(&settings))
+            .and_then(|models| Session::resume(models, path).map_err(|e| e.to_string()));
+        match resumed {
+            Ok(session) => {
+                self.notice(format!("resumed {} at iteration {}", path.display(), session.iteration()));
+                self.session = Some(session);
+                if self.remaining() == 0 {
+                    self.finish();
+                } else {
+                    self.set_state(RunState::Running);
+                }
+            }
+            Err(msg) => {
+                self.error(msg);
+                self.set_state(RunState::Idle);
+            }
+        }
+    }
+
+    /// Writes the session to the autosave file when its iteration is due; a failure is
+    /// reported once and the run goes on.
+    fn autosave(&mut self) {
+        let (Some((path, every)), Some(session), None) = (&self.autosave, &self.session, &self.animation) else {
+            return;
+        };
+        if *every == 0 || !session.iteration().is_multiple_of(*every) {
+            return;
+        }
+        if let Some(dir) = path.parent() {
+            // The run's folder is made when the run is saved; the autosave may come first.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let result = session
+            .to_bytes()
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| write_atomic(path, |w| w.write_all(&bytes)).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            if !std::mem::replace(&mut self.autosave_failed, true) {
+                self.notice(format!("autosave failed ({e}); the run goes on"));
             }
         }
     }
@@ -613,6 +674,7 @@ impl Engine {
                 }
                 let its_per_sec = self.rate.record(started.elapsed().as_secs_f64());
                 self.out.step(out.stats(total, its_per_sec));
+                self.autosave();
                 if self.remaining() == 0 {
                     self.finish();
                 }

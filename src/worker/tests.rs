@@ -560,3 +560,28 @@ fn an_animation_renders_frame_by_frame_as_the_engine_does_through_stop_and_resum
     assert_eq!(preview[0], Frame::from_rgb(&crate::engine::animation::preview::test_card(32, 32)));
     assert_ne!(preview[1], preview[0]);
 }
+
+#[test]
+fn a_run_autosaves_and_its_autosave_resumes() {
+    let dir = tempfile::tempdir().expect("temp");
+    let path = dir.path().join("autosave.session");
+    let (worker, _) = spawn();
+    assert!(worker.send(Command::Autosave(Some((path.clone(), 5)))));
+    start(&worker, tiny(12));
+    until(&worker, is_state(RunState::Finished));
+    // Saved at iterations 5 and 10; 12 is the end, which the studio saves itself.
+    let (_, at) = Session::read_saved(&path).expect("the autosave");
+    assert_eq!(at, 10);
+    // As after a crash: resumed, it goes on from iteration 10 to the end.
+    assert!(worker.send(Command::Autosave(None)));
+    assert!(worker.send(Command::ResumeSession(path.clone())));
+    let events = until(&worker, is_state(RunState::Finished));
+    assert_eq!(steps(&events).iter().map(|s| s.iteration).collect::<Vec<_>>(), [10, 11], "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::Notice(m) if m.starts_with("resumed"))), "{events:?}");
+    // A file that is not a session is one error, and the worker goes on.
+    std::fs::write(&path, b"junk").expect("write");
+    assert!(worker.send(Command::ResumeSession(path)));
+    let events = until(&worker, is_state(RunState::Idle));
+    assert!(events.iter().any(|e| matches!(e, Event::Error(_))), "{events:?}");
+    assert!(worker.is_alive());
+}

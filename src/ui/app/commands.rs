@@ -1,6 +1,7 @@
 //! Where every [`UiCommand`] is carried out ([`StudioApp::execute`]), at the start of
 //! the frame after the one it was asked for in, and the keyboard shortcuts that ask.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use egui::{Key, KeyboardShortcut, Modifiers};
@@ -9,6 +10,7 @@ use super::studio::StudioApp;
 use super::support::{answer, dialog, image_dialog, Background};
 use super::ui_command::UiCommand;
 use crate::worker::downloads::ModelPaths;
+use crate::worker::files::{AUTOSAVE, AUTOSAVE_EVERY};
 use crate::worker::{Command, Recording, RunState};
 
 impl StudioApp {
@@ -73,6 +75,14 @@ impl StudioApp {
                 }
             }
             UiCommand::OpenModels => self.open_models = true,
+            UiCommand::ResumeInterrupted => self.resume_interrupted(),
+            UiCommand::DiscardInterrupted => {
+                if let Some(run) = self.interrupted.take() {
+                    if let Err(e) = std::fs::remove_file(run.folder.join(AUTOSAVE)) {
+                        self.say(format!("the autosave could not be deleted: {e}"), true);
+                    }
+                }
+            }
             UiCommand::Undo => {
                 let restored = self.history.undo(&self.state);
                 self.restore_edit(restored, "nothing to undo");
@@ -276,9 +286,47 @@ impl StudioApp {
             self.recording = recording.is_some();
             self.send(Command::Record(recording));
         }
+        // An animation is not autosaved (the worker keeps its frames in memory).
+        let autosave = self.run_folder.as_ref().filter(|_| !self.animating).map(|d| d.join(AUTOSAVE));
+        self.tell_autosave(autosave);
         if !self.link.send(Command::Start(Box::new(settings))) {
             self.say("the engine is not answering; restart the studio", true);
         }
+    }
+
+    /// Tells the worker where to autosave the runs that follow, when that changes.
+    fn tell_autosave(&mut self, path: Option<PathBuf>) {
+        if path != self.autosave {
+            self.autosave.clone_from(&path);
+            self.send(Command::Autosave(path.map(|p| (p, AUTOSAVE_EVERY))));
+        }
+    }
+
+    /// Resumes the run cut short from its autosave: its settings come back, and the run
+    /// goes on in its own folder.
+    fn resume_interrupted(&mut self) {
+        let Some(run) = self.interrupted.take() else { return };
+        if self.running() {
+            self.interrupted = Some(run);
+            return self.say("stop the run first", true);
+        }
+        self.state.restore(&run.settings);
+        self.history.absorb(&self.state);
+        self.sent_prompts.clone_from(&run.settings.prompts);
+        self.sent_targets.clone_from(&run.settings.image_prompts);
+        self.plot.clear();
+        self.plot.note_sent(self.state.used_rows());
+        self.branch = None;
+        self.kept.clear();
+        self.drafts.clear();
+        self.animating = false;
+        self.selected = None;
+        self.banner = None;
+        self.last_run = Some(run.settings.clone());
+        let path = run.folder.join(AUTOSAVE);
+        self.run_folder = Some(run.folder);
+        self.tell_autosave(Some(path.clone()));
+        self.send(Command::ResumeSession(path));
     }
 
     /// Why Draft cannot run with the current models, if it cannot.

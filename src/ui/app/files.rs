@@ -112,6 +112,9 @@ impl StudioApp {
             if let Some(run) = files::newest_run(&outputs) {
                 let _ = tx.send(Background::Restored(Box::new(run)));
             }
+            if let Some(run) = files::interrupted_run(&outputs) {
+                let _ = tx.send(Background::Interrupted(Box::new(run)));
+            }
         });
     }
 

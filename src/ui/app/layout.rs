@@ -489,6 +489,31 @@ impl StudioApp {
                 });
             });
         }
+        if let Some(run) = &self.interrupted {
+            let prompt = run
+                .settings
+                .prompts
+                .first()
+                .map(|p| format!(" (\"{}\")", crate::settings::prompt::excerpt(p)))
+                .unwrap_or_default();
+            let text = format!(
+                "A run was cut short at iteration {} of {}{prompt}; its autosave is in {}.",
+                run.iteration,
+                run.settings.iterations,
+                run.folder.display()
+            );
+            egui::Frame::new().fill(Color32::from_rgb(70, 55, 20)).inner_margin(6.0).show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(text);
+                    if ui.small_button("Resume it").on_hover_text("Go on from the autosave").clicked() {
+                        self.ask(UiCommand::ResumeInterrupted);
+                    }
+                    if ui.small_button("Discard").on_hover_text("Delete the autosave").clicked() {
+                        self.ask(UiCommand::DiscardInterrupted);
+                    }
+                });
+            });
+        }
         let mut close = false;
         if let Some(b) = &self.banner {
             let fill = if b.error { Color32::from_rgb(90, 30, 30) } else { Color32::from_rgb(30, 50, 70) };

@@ -248,6 +248,12 @@ impl StudioApp {
             Background::Done(Err(e)) => self.say(e, true),
             Background::Done(Ok(m)) => self.say(m, false),
             Background::Logged(m) => self.push_log(m),
+            Background::Interrupted(run) => {
+                // Only while nothing else has started.
+                if self.last_run.is_none() {
+                    self.interrupted = Some(*run);
+                }
+            }
             Background::Restored(run) => {
                 let crate::worker::files::SavedRun { folder, last, frames } = *run;
                 // Only onto an empty studio: a run started meanwhile wins.

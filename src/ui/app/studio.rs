@@ -94,6 +94,10 @@ pub struct StudioApp {
     pub models_window: ModelsWindow,
     /// The region brush: which prompt row's mask the canvas paints.
     pub brush: MaskBrush,
+    /// A run cut short that the studio offers to resume (found with its autosave).
+    pub interrupted: Option<crate::worker::files::InterruptedRun>,
+    /// The autosave file the worker was last told to write (`None`: none).
+    pub(super) autosave: Option<PathBuf>,
     /// The edits to undo and redo.
     pub(super) history: super::undo::History,
     /// The last draft's ranked candidates and their thumbnails.
@@ -178,6 +182,8 @@ impl StudioApp {
             models_window: ModelsWindow::default(),
             brush: MaskBrush::default(),
             history: super::undo::History::default(),
+            interrupted: None,
+            autosave: None,
             drafts: Vec::new(),
             draft_pick: 0,
             last_run: None,

@@ -18,6 +18,8 @@ pub(super) enum Background {
     /// The newest run in the outputs folder, read at start-up: its folder, final image
     /// and kept frames.
     Restored(Box<crate::worker::files::SavedRun>),
+    /// A run cut short, found at start-up with its autosave.
+    Interrupted(Box<crate::worker::files::InterruptedRun>),
     /// Done, worth a line in the log but not the banner.
     Logged(String),
     /// A file dialog closed at once without an answer: the system has no dialog to show.

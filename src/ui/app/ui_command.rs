@@ -33,6 +33,10 @@ pub enum UiCommand {
     /// The learning rate was edited (steers a live run).
     LrChanged,
     OpenModels,
+    /// Resume the run cut short, from its autosave.
+    ResumeInterrupted,
+    /// Forget the run cut short (its autosave is deleted).
+    DiscardInterrupted,
     /// Take back the last edit (Ctrl+Z outside text fields).
     Undo,
     /// Make the last undone edit again (Ctrl+Shift+Z or Ctrl+Y).
