@@ -826,7 +826,9 @@ fn a_recorded_run_exports_every_recorded_frame_enlarged() {
     let sent = link.sent();
     let Some(Command::Record(Some(rec))) = sent.first() else { panic!("expected Record before Start: {sent:?}") };
     assert_eq!(rec.every, 1);
-    assert!(matches!(sent.get(1), Some(Command::Start(_))), "{sent:?}");
+    // Then where to autosave, then the run.
+    assert!(matches!(sent.get(1), Some(Command::Autosave(Some(_)))), "{sent:?}");
+    assert!(matches!(sent.get(2), Some(Command::Start(_))), "{sent:?}");
     // The worker's recorder writes the frames; here they are written as it would.
     std::fs::create_dir_all(&rec.dir).expect("dir");
     for it in 0..5u8 {
