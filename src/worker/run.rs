@@ -302,19 +302,29 @@ impl Engine {
         self.clear_session();
         self.out.clear_frame();
         self.set_state(RunState::Loading);
-        match self.build(settings) {
-            Ok(mut session) => {
-                for n in session.take_notices() {
-                    self.notice(n);
-                }
-                if !session.drafts().is_empty() {
-                    let frames = session
-                        .drafts()
-                        .iter()
-                        .map(|c| DraftFrame { frame: Frame::from_rgb(&c.image), score: c.score })
-                        .collect();
-                    self.out.send(Event::Drafts(Arc::new(frames)));
-                }
+        let built = self.build(settings).map(|mut session| {
+            for n in session.take_notices() {
+                self.notice(n);
+            }
+            if !session.drafts().is_empty() {
+                let frames = session
+                    .drafts()
+                    .iter()
+                    .map(|c| DraftFrame { frame: Frame::from_rgb(&c.image), score: c.score })
+                    .collect();
+                self.out.send(Event::Drafts(Arc::new(frames)));
+            }
+            session
+        });
+        self.go(built);
+    }
+
+    /// Runs a session just built (or resumed): on to its end, or finished at once when
+    /// it has no iterations left; a session that could not be built is the error, and
+    /// the worker is idle.
+    fn go(&mut self, session: Result<Session, String>) {
+        match session {
+            Ok(session) => {
                 self.session = Some(session);
                 if self.remaining() == 0 {
                     self.finish();
@@ -338,21 +348,10 @@ impl Engine {
             .map_err(|e| e.to_string())
             .and_then(|settings| self.models_for(&settings))
             .and_then(|models| Session::resume(models, path).map_err(|e| e.to_string()));
-        match resumed {
-            Ok(session) => {
-                self.notice(format!("resumed {} at iteration {}", path.display(), session.iteration()));
-                self.session = Some(session);
-                if self.remaining() == 0 {
-                    self.finish();
-                } else {
-                    self.set_state(RunState::Running);
-                }
-            }
-            Err(msg) => {
-                self.error(msg);
-                self.set_state(RunState::Idle);
-            }
+        if let Ok(session) = &resumed {
+            self.notice(format!("resumed {} at iteration {}", path.display(), session.iteration()));
         }
+        self.go(resumed);
     }
 
     /// Writes the session to the autosave file when its iteration is due; a failure is
