@@ -1143,11 +1143,7 @@ fn ctrl_z_takes_back_edits_and_ctrl_shift_z_makes_them_again() {
 #[test]
 fn an_undone_edit_during_a_run_steers_the_run_back() {
     let link = FakeLink::default();
-    let mut h = harness(&link);
-    h.get_by_label("Start").click();
-    h.run_steps(2);
-    link.push(Event::State(RunState::Running));
-    h.run_steps(2);
+    let mut h = running(&link);
     let sliders = h.get_all_by_role(egui::accesskit::Role::Slider).collect::<Vec<_>>();
     sliders[0].set_value_accesskit(-0.5);
     h.run_steps(3);

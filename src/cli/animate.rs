@@ -20,11 +20,9 @@ use crate::engine::animation::preview::{motion_frames, test_card};
 use crate::engine::animation::{source_frames, Animation, AnimationObserver};
 use crate::engine::device::parse_device;
 use crate::engine::image::{load_rgb, resize_exact_lanczos};
-use crate::engine::loaded::{load_models, model_files};
-use crate::engine::memory::{self, Nets};
+use crate::engine::loaded::load_models;
 use crate::engine::observer::StepStats;
 use crate::engine::session::RunEnd;
-use crate::engine::EngineError;
 use crate::export;
 use crate::settings::animation::{parse_prompt_frames, story_frames, AnimationSettings, Border, FramePlan};
 use crate::settings::png::{ModelFiles, PngMeta};
@@ -445,20 +443,13 @@ pub fn run(a: &AnimateArgs) -> Result<(), CliError> {
     let fit = !a.run.no_memory_check && device.is_cpu();
     settings = super::run_args::apply_quality(&a.run, settings, fit)?;
     if fit {
-        let nets = Nets::of_settings(&settings)?;
-        memory::check(&nets, &settings, false).map_err(|e| match e {
-            EngineError::Memory(_) => input(format!("{e}; --no-memory-check runs it anyway")),
-            e => e.into(),
-        })?;
+        super::generate::check_memory(&settings, None)?;
     }
     let models = Arc::new(load_models(&settings, &device)?);
     if models.source.as_ref().is_some_and(|s| s.demo) {
         eprintln!("note: {}", crate::catalog::bundled::DEMO_NOTICE);
     }
-    let hashes = match models.source.as_ref() {
-        Some(source) => model_files(source, &settings)?,
-        None => ModelFiles::default(),
-    };
+    let hashes = super::generate::model_hashes(models.source.as_ref(), &settings)?;
     let mut animation = match resumed_at {
         Some(next) => {
             let read = |f: usize| load_rgb(&frame_path(&dir, f));

@@ -15,11 +15,9 @@ use clap::Args;
 use super::error::CliError;
 use super::run_args::{input, read_settings_file, runtime};
 use crate::engine::device::parse_device;
-use crate::engine::loaded::{load_models, model_files, resolve_models, ModelSource, Models};
-use crate::engine::memory::{self, Nets};
+use crate::engine::loaded::{load_models, resolve_models, ModelKey, Models};
 use crate::engine::observer::{Frame, Observer, StepStats};
 use crate::engine::session::{RunEnd, Session};
-use crate::engine::EngineError;
 use crate::export;
 use crate::settings::batch::{self, Job, Plan};
 use crate::settings::png::PngMeta;
@@ -74,22 +72,20 @@ fn done(path: &Path, settings: &RunSettings) -> bool {
 /// The models of the last job, kept while the next job asks for the same.
 #[derive(Default)]
 struct ModelCache {
-    key: Option<(ModelSource, String, String, bool)>,
-    models: Option<Arc<Models>>,
+    loaded: Option<(ModelKey, Arc<Models>)>,
 }
 
 impl ModelCache {
     fn get(&mut self, s: &RunSettings) -> Result<Arc<Models>, CliError> {
-        let key = (resolve_models(s)?, s.device.clone(), s.precision.name().to_owned(), s.one_step.is_some());
-        if let (Some(k), Some(m)) = (&self.key, &self.models) {
-            if *k == key {
+        let key = ModelKey::of(s);
+        if let Some((k, m)) = &self.loaded {
+            if k.serves(&key) {
                 return Ok(Arc::clone(m));
             }
         }
-        self.models = None;
+        self.loaded = None;
         let models = Arc::new(load_models(s, &parse_device(&s.device)?)?);
-        self.key = Some(key);
-        self.models = Some(Arc::clone(&models));
+        self.loaded = Some((key, Arc::clone(&models)));
         Ok(models)
     }
 }
@@ -129,18 +125,11 @@ fn run_job(
     cancel: &Arc<AtomicBool>,
 ) -> Result<bool, CliError> {
     let s = &job.settings;
-    let device = parse_device(&s.device)?;
-    if !args.no_memory_check && device.is_cpu() {
-        memory::check(&Nets::of_settings(s)?, s, false).map_err(|e| match e {
-            EngineError::Memory(_) => input(format!("job {}: {e}; --no-memory-check runs it anyway", job.name)),
-            e => e.into(),
-        })?;
+    if !args.no_memory_check && parse_device(&s.device)?.is_cpu() {
+        super::generate::check_memory(s, None)?;
     }
     let models = cache.get(s)?;
-    let hashes = match &models.source {
-        Some(source) => model_files(source, s)?,
-        None => crate::settings::png::ModelFiles::default(),
-    };
+    let hashes = super::generate::model_hashes(models.source.as_ref(), s)?;
     let mut session = Session::new(models, s.clone())?;
     let mut observer = JobObserver { label: label.to_owned() };
     if session.run(&mut observer, cancel)? == RunEnd::Cancelled {

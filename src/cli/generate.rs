@@ -181,7 +181,8 @@ fn metadata(settings: &RunSettings, iteration: usize, models: &ModelFiles) -> Re
     PngMeta::new(settings, iteration, models.clone()).to_json().map_err(|e| runtime(anyhow::anyhow!(e)))
 }
 
-fn model_hashes(source: Option<&ModelSource>, settings: &RunSettings) -> Result<ModelFiles, CliError> {
+/// The model files' names and hashes for a run's PNGs; none for models not from files.
+pub(super) fn model_hashes(source: Option<&ModelSource>, settings: &RunSettings) -> Result<ModelFiles, CliError> {
     match source {
         Some(source) => Ok(model_files(source, settings)?),
         None => Ok(ModelFiles::default()),
@@ -257,7 +258,7 @@ pub(super) fn check_frames_dir(dir: &Path) -> Result<(), CliError> {
 
 /// Refuses, before any model is loaded, a run that will not fit in the memory
 /// available: candle aborts the process when an allocation fails.
-fn check_memory(settings: &RunSettings, resumed: Option<&RunSettings>) -> Result<(), CliError> {
+pub(super) fn check_memory(settings: &RunSettings, resumed: Option<&RunSettings>) -> Result<(), CliError> {
     let planned = match resumed {
         Some(r) => RunSettings {
             width: r.width,
@@ -373,11 +374,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
     };
     let started_at = session.iteration();
     let autosave = autosave_path(&args.out);
-    let mut checkpoint = |s: &Session| -> Result<(), EngineError> {
-        let bytes = s.to_bytes()?;
-        export::write_atomic(&autosave, |w| std::io::Write::write_all(w, &bytes))
-            .map_err(|e| EngineError::Input(e.to_string()))
-    };
+    let mut checkpoint = |s: &Session| s.save(&autosave);
     let end = session.run_saving(&mut observer, &cancel, args.autosave, &mut checkpoint);
     if let Some(bar) = &observer.bar {
         bar.finish_and_clear();
@@ -452,8 +449,7 @@ fn save_result(
     let meta = metadata(settings, session.iteration(), hashes)?;
     export::write_image(out, &final_rgb, Some(&meta)).map_err(runtime)?;
     if let Some(path) = session_to {
-        let bytes = session.to_bytes()?;
-        export::write_atomic(path, |w| std::io::Write::write_all(w, &bytes)).map_err(runtime)?;
+        session.save(path)?;
     }
     Ok(final_rgb)
 }

@@ -14,7 +14,7 @@ use crate::models::onestep::OneStep;
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::vqgan::Vqgan;
 use crate::settings::png::{FileId, ModelFiles};
-use crate::settings::RunSettings;
+use crate::settings::{Precision, RunSettings};
 
 /// The loaded networks a session runs on.
 #[derive(Debug)]
@@ -45,6 +45,54 @@ pub struct ModelSource {
     pub demo: bool,
     /// The one-step model that comes with these models (the shapes world's), if any.
     pub onestep: Option<PathBuf>,
+}
+
+/// What a cache of loaded models is keyed by (the studio's worker, `batch`): the model
+/// files a run's settings name, the device and the number format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelKey {
+    vqgan: Option<PathBuf>,
+    vqgan_config: Option<PathBuf>,
+    clip: Option<PathBuf>,
+    extra_clips: Vec<PathBuf>,
+    device: String,
+    precision: Precision,
+    /// The one-step model loaded with them (`Some(None)`: the built-in world's), if any.
+    onestep: Option<Option<PathBuf>>,
+}
+
+impl ModelKey {
+    /// Whether models loaded for `self` serve a run that needs `wanted`: the same files
+    /// and device, and the one-step model it asks for (models loaded with one serve runs
+    /// without).
+    pub fn serves(&self, wanted: &Self) -> bool {
+        (&self.vqgan, &self.vqgan_config, &self.clip, &self.extra_clips, &self.device, self.precision)
+            == (
+                &wanted.vqgan,
+                &wanted.vqgan_config,
+                &wanted.clip,
+                &wanted.extra_clips,
+                &wanted.device,
+                wanted.precision,
+            )
+            && (wanted.onestep.is_none() || self.onestep == wanted.onestep)
+    }
+
+    pub fn of(settings: &RunSettings) -> Self {
+        let mut device = settings.device.trim().to_ascii_lowercase();
+        if device == "cuda" || device == "metal" {
+            device.push_str(":0");
+        }
+        Self {
+            vqgan: settings.vqgan.clone(),
+            vqgan_config: settings.vqgan_config.clone(),
+            clip: settings.clip.clone(),
+            extra_clips: settings.extra_clips.iter().map(|c| c.path.clone()).collect(),
+            device,
+            precision: settings.precision,
+            onestep: settings.one_step.as_ref().map(|o| o.model.clone()),
+        }
+    }
 }
 
 /// Which models `settings` ask for: the given files, or with none given the built-in

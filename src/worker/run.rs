@@ -3,9 +3,7 @@
 //! of kept latents, and turns every failure, panics included, into one error line.
 
 use std::fmt::Display;
-use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,51 +19,13 @@ use crate::engine::animation::preview::{motion_frames, test_card};
 use crate::engine::animation::Animation;
 use crate::engine::device::parse_device;
 use crate::engine::image::{load_rgb, resize_exact_lanczos, tensor_to_rgb};
+use crate::engine::loaded::ModelKey;
 use crate::engine::loaded::{load_models, Models};
 use crate::engine::memory::{self, Nets};
 use crate::engine::observer::{Frame, StepRate};
 use crate::engine::session::{Session, StepOutput};
 use crate::engine::EngineError;
-use crate::files::write_atomic;
-use crate::settings::{Precision, RunSettings};
-
-/// What the model cache is keyed by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct ModelKey {
-    vqgan: Option<PathBuf>,
-    vqgan_config: Option<PathBuf>,
-    clip: Option<PathBuf>,
-    device: String,
-    precision: Precision,
-    /// The one-step model loaded with them (`Some(None)`: the built-in world's), if any.
-    onestep: Option<Option<PathBuf>>,
-}
-
-impl ModelKey {
-    /// Whether models loaded for `self` serve a run that needs `wanted`: the same files
-    /// and device, and the one-step model it asks for (models loaded with one serve runs
-    /// without).
-    fn serves(&self, wanted: &Self) -> bool {
-        (&self.vqgan, &self.vqgan_config, &self.clip, &self.device, self.precision)
-            == (&wanted.vqgan, &wanted.vqgan_config, &wanted.clip, &wanted.device, wanted.precision)
-            && (wanted.onestep.is_none() || self.onestep == wanted.onestep)
-    }
-
-    fn of(settings: &RunSettings) -> Self {
-        let mut device = settings.device.trim().to_ascii_lowercase();
-        if device == "cuda" || device == "metal" {
-            device.push_str(":0");
-        }
-        Self {
-            vqgan: settings.vqgan.clone(),
-            vqgan_config: settings.vqgan_config.clone(),
-            clip: settings.clip.clone(),
-            device,
-            precision: settings.precision,
-            onestep: settings.one_step.as_ref().map(|o| o.model.clone()),
-        }
-    }
-}
+use crate::settings::RunSettings;
 
 enum Flow {
     Continue,
@@ -367,11 +327,7 @@ impl Engine {
             // The run's folder is made when the run is saved; the autosave may come first.
             let _ = std::fs::create_dir_all(dir);
         }
-        let result = session
-            .to_bytes()
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| write_atomic(path, |w| w.write_all(&bytes)).map_err(|e| e.to_string()));
-        if let Err(e) = result {
+        if let Err(e) = session.save(path) {
             if !std::mem::replace(&mut self.autosave_failed, true) {
                 self.notice(format!("autosave failed ({e}); the run goes on"));
             }
@@ -619,11 +575,7 @@ impl Engine {
             self.error("no session to save: start a run first");
             return;
         };
-        let result = session
-            .to_bytes()
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| write_atomic(path, |w| w.write_all(&bytes)).map_err(|e| e.to_string()));
-        match result {
+        match session.save(path) {
             Ok(()) => self.notice(format!("session saved to {}", path.display())),
             Err(e) => self.error(e),
         }

@@ -585,3 +585,16 @@ fn a_run_autosaves_and_its_autosave_resumes() {
     assert!(events.iter().any(|e| matches!(e, Event::Error(_))), "{events:?}");
     assert!(worker.is_alive());
 }
+
+#[test]
+fn a_run_that_adds_a_clip_loads_it_rather_than_the_cached_models() {
+    let (worker, _) = spawn();
+    start(&worker, tiny(2));
+    until(&worker, is_state(RunState::Finished));
+    // The studio's "Also score": the same models and one CLIP more.
+    let extra = crate::settings::ExtraClip { path: fixture("clip-tiny-48"), weight: 0.5 };
+    start(&worker, RunSettings { extra_clips: vec![extra], ..tiny(2) });
+    let events = until(&worker, is_state(RunState::Finished));
+    assert!(!events.iter().any(|e| matches!(e, Event::Error(_))), "{events:?}");
+    assert_eq!(states(&events), [RunState::Loading, RunState::Running, RunState::Finished], "{events:?}");
+}

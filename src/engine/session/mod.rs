@@ -178,6 +178,13 @@ impl Session {
     /// factor), the prompt embeddings, and the initial parameters.
     pub fn new(models: Arc<Models>, settings: RunSettings) -> Result<Self> {
         settings.validate().map_err(EngineError::Input)?;
+        if models.extra_clips.len() != settings.extra_clips.len() {
+            return Err(EngineError::Input(format!(
+                "the settings name {} more CLIP(s) and the models loaded hold {}",
+                settings.extra_clips.len(),
+                models.extra_clips.len()
+            )));
+        }
         let (generator, notices) = generator::build(&models, &settings)?;
         let (width, height) = generator.size();
         let looks = LookLosses::new(settings.looks.clone(), width, height, &models.device)?;
@@ -654,6 +661,14 @@ impl Session {
         };
         let json = serde_json::to_string(&meta).map_err(|e| EngineError::Input(e.to_string()))?;
         session_file::encode(json, tensors)
+    }
+
+    /// Writes the session file to `path` atomically: what is there is the old session or
+    /// the new one, never part of one.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes()?;
+        crate::files::write_atomic(path, |w| std::io::Write::write_all(w, &bytes))
+            .map_err(|e| EngineError::Output(e.to_string()))
     }
 
     /// Reads a session file's settings without loading models (to know which to load).

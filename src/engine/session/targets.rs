@@ -37,9 +37,10 @@ impl Session {
         }
     }
 
-    /// How many CLIPs score: the first and the extra ones the models have.
+    /// How many CLIPs score: the first and the extra ones (the models hold as many as
+    /// the settings name, see [`Session::new`]).
     pub(super) fn perceptors(&self) -> usize {
-        1 + self.models.extra_clips.len().min(self.settings.extra_clips.len())
+        1 + self.models.extra_clips.len()
     }
 
     /// Every story stage's text prompts, embedded by CLIP `p`.
