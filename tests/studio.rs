@@ -2,6 +2,8 @@
 //! link that records commands and feeds events and frames.
 
 mod common;
+#[path = "support/studio.rs"]
+mod studio_support;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -14,83 +16,7 @@ use clipcanvas::worker::{Command, Event, FrameEvent, RunState};
 use common::fixture;
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
-
-/// A file dropped on the window, as the platform layer would hand it over.
-#[derive(Debug)]
-struct Dropped(std::path::PathBuf);
-
-impl egui::DroppedFile for Dropped {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-
-    fn bytes(&self) -> Result<Vec<u8>, String> {
-        std::fs::read(&self.0).map_err(|e| e.to_string())
-    }
-}
-
-fn drop_file(h: &mut Harness<'static, StudioApp>, path: std::path::PathBuf) {
-    h.input_mut().dropped_files.push(Arc::new(Dropped(path)));
-}
-
-#[derive(Clone, Default)]
-struct FakeLink {
-    sent: Arc<Mutex<Vec<Command>>>,
-    events: Arc<Mutex<VecDeque<Event>>>,
-    frame: Arc<Mutex<Option<Arc<FrameEvent>>>>,
-}
-
-impl FakeLink {
-    fn push(&self, e: Event) {
-        self.events.lock().expect("lock").push_back(e);
-    }
-
-    fn sent(&self) -> Vec<Command> {
-        self.sent.lock().expect("lock").clone()
-    }
-}
-
-impl EngineLink for FakeLink {
-    fn send(&self, cmd: Command) -> bool {
-        self.sent.lock().expect("lock").push(cmd);
-        true
-    }
-
-    fn try_event(&self) -> Option<Event> {
-        self.events.lock().expect("lock").pop_front()
-    }
-
-    fn take_frame(&self) -> Option<Arc<FrameEvent>> {
-        self.frame.lock().expect("lock").take()
-    }
-}
-
-/// The studio on a fake link, saving no runs.
-fn harness(link: &FakeLink) -> Harness<'static, StudioApp> {
-    harness_with_outputs(link, None)
-}
-
-/// The studio on a fake link, saving runs in (and restoring the newest from) `outputs`.
-fn harness_with_outputs(link: &FakeLink, outputs: Option<PathBuf>) -> Harness<'static, StudioApp> {
-    let link = link.clone();
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 820.0))
-        .build_eframe(move |cc| StudioApp::with_outputs(cc, Box::new(link), outputs));
-    h.run_steps(3);
-    h
-}
-
-/// Steps the studio until `done` holds (work in background threads), for up to 10 s.
-fn until(h: &mut Harness<'static, StudioApp>, done: impl Fn(&StudioApp) -> bool) {
-    for _ in 0..500 {
-        if done(h.state()) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        h.run_steps(1);
-    }
-    panic!("timed out");
-}
+use studio_support::{drop_file, frame, harness, harness_with_outputs, until, FakeLink};
 
 /// The studio with its Settings section opened, as a user opens it.
 fn harness_with_settings_open(link: &FakeLink) -> Harness<'static, StudioApp> {
@@ -98,11 +24,6 @@ fn harness_with_settings_open(link: &FakeLink) -> Harness<'static, StudioApp> {
     h.get_by_label("Settings").click();
     h.run_steps(2);
     h
-}
-
-fn frame(iteration: usize, w: u32, h: u32) -> Arc<FrameEvent> {
-    let rgba = (0..w * h).flat_map(|i| [(i % 251) as u8, 100, 200, 255]).collect();
-    Arc::new(FrameEvent::new(iteration, Frame { width: w, height: h, rgba }))
 }
 
 #[test]
@@ -184,7 +105,7 @@ fn a_file_dropped_on_the_window_becomes_the_init_image() {
 }
 
 #[test]
-fn dropping_a_clipcanvas_png_restores_its_settings() {
+fn dropping_a_clipcanvas_png_restores_its_settings_and_shows_it() {
     let dir = tempfile::tempdir().expect("temp");
     let png = dir.path().join("made.png");
     let settings = clipcanvas::settings::RunSettings {
@@ -198,8 +119,11 @@ fn dropping_a_clipcanvas_png_restores_its_settings() {
     let mut h = harness(&link);
     drop_file(&mut h, png);
     h.run_steps(2);
+    // Read in the background, then its settings are in the editor and its image on the
+    // canvas.
+    until(&mut h, |app| app.state.settings.seed == 1234);
+    assert_eq!(h.state().canvas.frame().map(|f| (f.frame.width, f.frame.height)), Some((8, 8)));
     let st = &h.state().state;
-    assert_eq!(st.settings.seed, 1234);
     assert_eq!(st.prompt_specs(), vec!["a red circle:1.5".to_owned(), "blur:-0.5".to_owned()]);
     assert!(st.settings.init_image.is_none());
 }

@@ -123,6 +123,59 @@ pub fn parse(text: &str, start: Option<RunSettings>) -> Result<Plan, String> {
     Ok(Plan { jobs, grid })
 }
 
+/// An X/Y grid typed in the studio: each axis a key and its values as text, separated
+/// by commas (a value in double quotes may hold commas). A value that reads as a TOML
+/// value (a number, `true`, a `[list]`) is one; anything else is text. Expands like a
+/// batch file's `[grid]` over `base`.
+pub fn typed_grid(base: &RunSettings, x: (&str, &str), y: Option<(&str, &str)>) -> Result<Plan, String> {
+    let axis = |(key, values): (&str, &str), which: &str| -> Result<AxisFile, String> {
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("{which}: choose a setting"));
+        }
+        let values: Vec<toml::Value> = split_values(values).iter().map(|v| typed_value(v)).collect();
+        if values.is_empty() {
+            return Err(format!("{which}: type its values, separated by commas"));
+        }
+        Ok(AxisFile { key: key.to_owned(), values })
+    };
+    let g = GridFile { x: axis(x, "x")?, y: y.map(|y| axis(y, "y")).transpose()? };
+    let base_value = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    let mut jobs = Vec::new();
+    let grid = expand_grid(&g, &base_value, base, &mut jobs)?;
+    if jobs.len() > MAX_JOBS {
+        return Err(format!("the grid asks for {} runs; the most is {MAX_JOBS}", jobs.len()));
+    }
+    Ok(Plan { jobs, grid: Some(grid) })
+}
+
+/// Values typed as `a, b, "c, d"`: split at commas outside double quotes, trimmed, the
+/// quotes kept (a quoted value reads as text).
+fn split_values(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect()
+}
+
+fn typed_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
 fn expand_grid(
     g: &GridFile,
     base: &Value,
@@ -265,6 +318,25 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grid_typed_in_the_studio_expands_like_a_file() {
+        let base = RunSettings { prompts: vec!["a red barn:1".into()], ..RunSettings::shapes_world() };
+        let plan = typed_grid(&base, ("seed", "1, 2,3"), Some(("prompt", "red, \"blue, green\""))).unwrap();
+        assert_eq!(plan.jobs.len(), 6);
+        assert_eq!(plan.jobs[4].settings.seed, 2);
+        assert_eq!(plan.jobs[4].settings.prompts, ["a blue, green barn:1"]);
+        assert_eq!(plan.jobs[4].cell, Some((1, 1)));
+        let (x, y) = plan.grid.unwrap();
+        assert_eq!(x.labels, ["1", "2", "3"]);
+        assert_eq!(y.unwrap().labels, ["red", "blue, green"]);
+        let plan = typed_grid(&base, ("optimizer", "adam, adamw"), None).unwrap();
+        assert_eq!(plan.jobs.len(), 2);
+        let msg = typed_grid(&base, ("lr", "fast"), None).unwrap_err();
+        assert!(msg.starts_with("[grid] cell 1, 1: "), "{msg}");
+        assert_eq!(typed_grid(&base, ("seed", " , "), None).unwrap_err(), "x: type its values, separated by commas");
+        assert!(typed_grid(&base, ("seeed", "1"), None).unwrap_err().contains("seeed"));
+    }
 
     const FILE: &str = r#"
 [base]

@@ -14,6 +14,7 @@ pub mod generator;
 pub mod looks;
 pub mod png;
 pub mod prompt;
+pub mod queue;
 pub mod region;
 pub mod schedule;
 

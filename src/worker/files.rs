@@ -156,6 +156,8 @@ pub fn save_run(dir: &Path, last: &Frame, meta: &PngMeta, kept: &[Arc<FrameEvent
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     write_sequence(&dir.join("frames"), kept, Look::default())?;
     write_png(&dir.join("final.png"), last, meta)?;
+    // A thumbnail of an earlier save is out of date.
+    let _ = std::fs::remove_file(dir.join(super::library::THUMB));
     // The run is saved: its autosave has served.
     let _ = std::fs::remove_file(dir.join(AUTOSAVE));
     Ok(())

@@ -5,6 +5,7 @@
 //! - `run`: the thread's loop (models, session, steering, drafts, branching);
 //! - `timeline`: the latents behind the kept frames;
 //! - `files`: the studio's file work (decoding, exports, settings files);
+//! - `library`: the saved runs the history gallery lists, their thumbnails, the saved queue;
 //! - `downloads`: the model manager's service (from `catalog`), the studio's other thread;
 //! - here: the [`Worker`] handle the UI keeps, and what the UI may ask without a thread
 //!   (whether the demo models or a one-step model are there, model files' hashes).
@@ -46,6 +47,7 @@
 //! when the [`Worker`] is dropped.
 
 pub mod files;
+pub mod library;
 mod outbox;
 mod protocol;
 mod recorder;

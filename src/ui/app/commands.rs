@@ -64,6 +64,9 @@ impl StudioApp {
                 }
             }
             UiCommand::BranchFrom(iteration) => {
+                if let Some(dir) = self.disk_run.clone() {
+                    return self.branch_from_disk(&dir, iteration);
+                }
                 self.selected = None;
                 self.branch = Some((iteration, None));
                 self.send(Command::BranchFrom { iteration });
@@ -168,6 +171,27 @@ impl StudioApp {
                 }
             }
             UiCommand::ExportAnimation { video } => self.export_animation(video),
+            UiCommand::Queue(action) => self.queue_action(action),
+            UiCommand::Gallery(action) => self.gallery_action(action),
+            UiCommand::ToggleHistory => {
+                self.gallery.open = !self.gallery.open;
+                if self.gallery.open {
+                    self.gallery.refresh(self.outputs.as_deref());
+                }
+            }
+            UiCommand::AddGrid(request) => self.add_grid(request),
+            UiCommand::ContinueQueue => {
+                self.queue_offer = false;
+                self.queue.paused = false;
+                self.queue_changed();
+            }
+            UiCommand::ClearQueue => {
+                self.queue_offer = false;
+                self.queue.jobs.retain(|j| j.status.ended());
+                self.queue.paused = false;
+                self.queue.clear_ended();
+                self.queue_changed();
+            }
         }
     }
 
@@ -199,6 +223,10 @@ impl StudioApp {
         let start = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
         if ctx.input_mut(|i| i.consume_shortcut(&start)) {
             self.ask(UiCommand::ToggleRun);
+        }
+        let history = KeyboardShortcut::new(Modifiers::COMMAND, Key::H);
+        if ctx.input_mut(|i| i.consume_shortcut(&history)) {
+            self.ask(UiCommand::ToggleHistory);
         }
         let draft = KeyboardShortcut::new(Modifiers::COMMAND, Key::D);
         if ctx.input_mut(|i| i.consume_shortcut(&draft)) {
@@ -249,7 +277,7 @@ impl StudioApp {
 
     /// Sends a new run (or reports why its settings are refused) and clears what the last
     /// one left on screen: plot, kept frames, drafts, banner.
-    fn begin(&mut self, settings: Result<crate::settings::RunSettings, String>) {
+    pub(super) fn begin(&mut self, settings: Result<crate::settings::RunSettings, String>) {
         let settings = match settings {
             Ok(s) => s,
             Err(e) => return self.say(e, true),
@@ -272,6 +300,7 @@ impl StudioApp {
         self.draft_pick = 0;
         self.selected = None;
         self.banner = None;
+        self.disk_run = None;
         self.last_run = Some(settings.clone());
         let prompt = self.state.sent_rows().next().map(|r| r.text.clone());
         self.run_folder = self.new_run_folder(prompt.as_deref());
@@ -295,7 +324,7 @@ impl StudioApp {
     }
 
     /// Tells the worker where to autosave the runs that follow, when that changes.
-    fn tell_autosave(&mut self, path: Option<PathBuf>) {
+    pub(super) fn tell_autosave(&mut self, path: Option<PathBuf>) {
         if path != self.autosave {
             self.autosave.clone_from(&path);
             self.send(Command::Autosave(path.map(|p| (p, AUTOSAVE_EVERY))));
@@ -310,23 +339,9 @@ impl StudioApp {
             self.interrupted = Some(run);
             return self.say("stop the run first", true);
         }
-        self.state.restore(&run.settings);
-        self.history.absorb(&self.state);
-        self.sent_prompts.clone_from(&run.settings.prompts);
-        self.sent_targets.clone_from(&run.settings.image_prompts);
-        self.plot.clear();
-        self.plot.note_sent(self.state.used_rows());
-        self.branch = None;
         self.kept.clear();
-        self.drafts.clear();
-        self.animating = false;
-        self.selected = None;
-        self.banner = None;
-        self.last_run = Some(run.settings.clone());
         let path = run.folder.join(AUTOSAVE);
-        self.run_folder = Some(run.folder);
-        self.tell_autosave(Some(path.clone()));
-        self.send(Command::ResumeSession(path));
+        self.resume_session(run.folder, path, &run.settings);
     }
 
     /// Why Draft cannot run with the current models, if it cannot.

@@ -26,15 +26,15 @@ impl StudioApp {
         self.decode_init(path);
     }
 
-    /// A file dropped on the window: a clipcanvas PNG restores its settings, any other
-    /// image becomes the init image.
+    /// A file dropped on the window: a clipcanvas PNG is opened as the history opens a
+    /// run (its settings, its image, and a run's kept frames), any other image becomes
+    /// the init image.
     pub fn accept_dropped(&mut self, path: &Path) {
         let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
         if is_png {
-            if let Some(s) = files::png_settings(path) {
-                self.state.restore(&s);
-                self.check_models();
-                self.say(format!("settings restored from {}", path.display()), false);
+            if files::png_settings(path).is_some() {
+                // Its settings, image and (for a run's final.png) kept frames.
+                self.open_run(path.to_path_buf(), super::workshop::Then::Show);
                 return;
             }
         }
@@ -91,14 +91,17 @@ impl StudioApp {
             (live, self.kept.iter().map(|k| Arc::clone(&k.frame)).collect())
         };
         let settings = self.frame_settings(&live);
+        if !self.animating {
+            // Its session, for the history's Continue.
+            self.send(crate::worker::Command::SaveSession(dir.join(crate::worker::library::SESSION)));
+        }
         let tx = self.bg_tx.clone();
         spawn_named("clipcanvas-save", move || {
             let meta = PngMeta::new(&settings, live.iteration, model_files_or_none(&settings).0);
-            let result =
-                files::save_run(&dir, &live.frame, &meta, &kept).map(|()| format!("run saved in {}", dir.display()));
+            let result = files::save_run(&dir, &live.frame, &meta, &kept);
             // A save that worked goes to the log; one that failed to the banner.
             let _ = tx.send(match result {
-                Ok(m) => Background::Logged(m),
+                Ok(()) => Background::Saved(dir),
                 Err(e) => Background::Done(Err(format!("the run could not be saved in the outputs folder: {e}"))),
             });
         });
@@ -315,7 +318,7 @@ fn save_image(path: &Path, frame: &FrameEvent, settings: &RunSettings) -> Result
 }
 
 /// Opens `dir` in the platform's file manager; whether one started.
-fn open_in_file_manager(dir: &Path) -> bool {
+pub(super) fn open_in_file_manager(dir: &Path) -> bool {
     let opener = if cfg!(target_os = "macos") {
         "open"
     } else if cfg!(windows) {

@@ -28,6 +28,7 @@ impl StudioApp {
         let mut image_actions = Vec::new();
         let mut lr_changed = false;
         let mut anim_action = None;
+        let mut queue_actions = Vec::new();
         egui::Panel::left("side").resizable(true).default_size(360.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 egui::CollapsingHeader::new("Prompts").default_open(true).show(ui, |ui| {
@@ -45,6 +46,16 @@ impl StudioApp {
                 egui::CollapsingHeader::new("Settings").default_open(false).show(ui, |ui| {
                     let st = &mut self.state;
                     lr_changed = settings::show(ui, &mut st.settings, &mut st.draft, &mut st.new_seed);
+                });
+                let title = match self.queue.pending() {
+                    0 => "Queue".to_owned(),
+                    n => format!("Queue ({n})"),
+                };
+                egui::CollapsingHeader::new(title).id_salt("queue").default_open(false).show(ui, |ui| {
+                    let progress = self.stats.as_ref().map(|s| (s.iteration, s.iterations));
+                    for action in crate::ui::panels::queue::show(ui, &self.queue, progress, &mut self.thumbs) {
+                        queue_actions.push(action);
+                    }
                 });
                 egui::CollapsingHeader::new("Animation").default_open(false).show(ui, |ui| {
                     let running = self.running();
@@ -64,6 +75,9 @@ impl StudioApp {
                 });
             });
         });
+        for action in queue_actions {
+            self.ask(UiCommand::Queue(action));
+        }
         match anim_action {
             Some(AnimationAction::Preview) => self.ask(UiCommand::PreviewMotion),
             Some(AnimationAction::Render) => self.ask(UiCommand::RenderAnimation),
@@ -160,6 +174,12 @@ impl StudioApp {
                 ImageAction::TargetsChanged | ImageAction::InitWeightChanged => {}
             }
         }
+        if let Some(action) = self.gallery.show(ui.ctx(), self.outputs.as_deref(), &mut self.thumbs) {
+            self.ask(UiCommand::Gallery(action));
+        }
+        if let Some(request) = self.grid_dialog.show(ui.ctx()) {
+            self.ask(UiCommand::AddGrid(request));
+        }
         if std::mem::take(&mut self.open_models) {
             self.models_window.open(ui.ctx());
         }
@@ -250,6 +270,20 @@ impl StudioApp {
                 self.ask(UiCommand::Redo);
             }
             ui.separator();
+            if ui
+                .button("Add to queue")
+                .on_hover_text("These prompts and settings as a job of the queue (side panel), run after the others")
+                .clicked()
+            {
+                self.ask(UiCommand::Queue(crate::ui::panels::queue::QueueAction::Add));
+            }
+            if ui
+                .selectable_label(self.gallery.open, "History")
+                .on_hover_text("Every saved run: search, open, continue, branch, vary (Ctrl+H)")
+                .clicked()
+            {
+                self.ask(UiCommand::ToggleHistory);
+            }
             if ui.button("Models...").on_hover_text("Find, download and check the models").clicked() {
                 self.ask(UiCommand::OpenModels);
             }
@@ -510,6 +544,20 @@ impl StudioApp {
                     }
                     if ui.small_button("Discard").on_hover_text("Delete the autosave").clicked() {
                         self.ask(UiCommand::DiscardInterrupted);
+                    }
+                });
+            });
+        }
+        if self.queue_offer {
+            let n = self.queue.pending();
+            egui::Frame::new().fill(Color32::from_rgb(70, 55, 20)).inner_margin(6.0).show(ui, |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(format!("The queue has {n} job(s) left from last time; it is paused."));
+                    if ui.small_button("Continue the queue").on_hover_text("Run them, one after another").clicked() {
+                        self.ask(UiCommand::ContinueQueue);
+                    }
+                    if ui.small_button("Clear them").on_hover_text("Take them out of the queue").clicked() {
+                        self.ask(UiCommand::ClearQueue);
                     }
                 });
             });

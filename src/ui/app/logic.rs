@@ -50,6 +50,10 @@ impl StudioApp {
         while let Ok(msg) = self.bg_rx.try_recv() {
             self.handle_background(ctx, msg);
         }
+        self.thumbs.poll(ctx);
+        if self.gallery.poll() {
+            ctx.request_repaint();
+        }
         let (dropped, pointer): (Vec<PathBuf>, Option<egui::Pos2>) = ctx.input(|i| {
             let paths = i
                 .raw
@@ -80,6 +84,7 @@ impl StudioApp {
         // An edit settles once no text field is typed in and no button is held.
         let settling = ctx.egui_wants_keyboard_input() || ctx.input(|i| i.pointer.any_down());
         self.history.observe(&self.state, settling);
+        self.pump_queue();
         self.steer(ctx);
         if self.running() {
             ctx.request_repaint_after(Duration::from_millis(250));
@@ -131,6 +136,7 @@ impl StudioApp {
                     self.save_due = true;
                 }
                 self.push_log(format!("{s:?}"));
+                self.job_state(s);
             }
             Event::Step(stats) if self.animating => {
                 // Each frame counts its iterations from 0; the plot runs on over frames.
@@ -148,7 +154,10 @@ impl StudioApp {
             }
             Event::Frame(frame) => self.accept_frame(ctx, frame),
             Event::Notice(m) => self.say(m, false),
-            Event::Error(m) => self.say(m, true),
+            Event::Error(m) => {
+                self.last_error = Some(m.clone());
+                self.say(m, true);
+            }
             Event::Steered { iteration, change } => self.push_log(format!("iteration {iteration}: {change}")),
             Event::Drafts(frames) => {
                 self.push_log(format!("{} draft candidates", frames.len()));
@@ -247,11 +256,18 @@ impl StudioApp {
             },
             Background::Done(Err(e)) => self.say(e, true),
             Background::Done(Ok(m)) => self.say(m, false),
-            Background::Logged(m) => self.push_log(m),
+            Background::Saved(dir) => {
+                self.push_log(format!("run saved in {}", dir.display()));
+                self.thumbs.forget(&dir);
+                if self.gallery.open {
+                    self.gallery.refresh(self.outputs.as_deref());
+                }
+            }
             Background::Interrupted(run) => {
                 // Only while nothing else has started.
                 if self.last_run.is_none() {
                     self.interrupted = Some(*run);
+                    self.drop_interrupted_offer_for_queued_jobs();
                 }
             }
             Background::Restored(run) => {
@@ -268,9 +284,12 @@ impl StudioApp {
                     self.live = Some(live);
                     self.push_log(format!("the last run, from {}", folder.display()));
                     // Its recording, if it has one, is what an animation export holds.
-                    self.run_folder = Some(folder);
+                    self.run_folder = Some(folder.clone());
+                    self.disk_run = Some(folder);
                 }
             }
+            Background::QueueLoaded(result) => self.queue_loaded(*result),
+            Background::Opened(run) => self.opened(ctx, *run),
             Background::NoDialog => {
                 let outputs = self
                     .outputs

@@ -3,7 +3,8 @@
 //! out; `logic` is the per-frame work before drawing (worker events, frames, background
 //! results, dropped files, shortcuts, steering); `layout` the drawing, which only queues
 //! commands; `files` the exports, settings files and dropped files; `undo` the edits to
-//! undo and redo; `support` the small things they share. Here: the eframe glue.
+//! undo and redo; `workshop` the queue, the history gallery and the X/Y grid dialog;
+//! `support` the small things they share. Here: the eframe glue.
 
 mod commands;
 mod files;
@@ -13,12 +14,13 @@ mod studio;
 mod support;
 mod ui_command;
 mod undo;
+mod workshop;
 
 pub use studio::{Banner, StudioApp};
 pub use support::percentile;
 pub use ui_command::UiCommand;
 
-use studio::STORAGE_KEY;
+use studio::{LIBRARY_KEY, STORAGE_KEY};
 
 impl eframe::App for StudioApp {
     fn logic(&mut self, ctx: &egui::Context, frame: &mut eframe::Frame) {
@@ -35,5 +37,8 @@ impl eframe::App for StudioApp {
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, STORAGE_KEY, &self.state);
+        if self.library_chosen {
+            eframe::set_value(storage, LIBRARY_KEY, &self.outputs);
+        }
     }
 }

@@ -21,6 +21,8 @@ use crate::ui::state::StudioState;
 use crate::worker::{DraftFrame, FrameEvent, RunState, StepStats};
 
 pub(super) const STORAGE_KEY: &str = "clipcanvas-studio";
+/// Where the library folder chosen in the history gallery is remembered.
+pub(super) const LIBRARY_KEY: &str = "clipcanvas-library";
 /// How long one UI frame may spend draining worker events.
 pub(super) const EVENT_BUDGET: Duration = Duration::from_millis(8);
 pub(super) const MAX_KEPT: usize = 500;
@@ -127,6 +129,27 @@ pub struct StudioApp {
     pub(super) anim_steps: usize,
     /// The Animation panel's schedule texts.
     pub(super) anim_editor: crate::ui::panels::animation::AnimationEditor,
+    /// The queue of jobs.
+    pub queue: crate::settings::queue::Queue,
+    /// Jobs were left in the saved queue: the banner offers to continue them.
+    pub queue_offer: bool,
+    /// The thread saving the queue, fed its newest state.
+    pub(super) queue_saver: Option<crossbeam_channel::Sender<String>>,
+    /// The queue's running job has reached the worker (its end is then its own).
+    pub(super) job_live: bool,
+    /// The worker's last error, for a job that fails.
+    pub(super) last_error: Option<String>,
+    /// The history gallery.
+    pub gallery: crate::ui::panels::gallery::Gallery,
+    /// Thumbnails of saved runs (gallery and queue).
+    pub thumbs: crate::ui::panels::gallery::Thumbs,
+    /// The X/Y grid dialog.
+    pub grid_dialog: crate::ui::panels::grid::GridDialog,
+    /// The run on screen was read from this folder: the engine holds no latents for its
+    /// kept frames, so a branch starts from the frame's image.
+    pub(super) disk_run: Option<PathBuf>,
+    /// The library folder was chosen in the gallery (remembered across starts).
+    pub(super) library_chosen: bool,
 }
 
 /// The model paths Draft's availability depends on.
@@ -143,6 +166,9 @@ impl StudioApp {
     pub fn with_outputs(cc: &eframe::CreationContext<'_>, link: Box<dyn EngineLink>, outputs: Option<PathBuf>) -> Self {
         let state: StudioState = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
         let (bg_tx, bg_rx) = crossbeam_channel::bounded(64);
+        let chosen: Option<PathBuf> = cc.storage.and_then(|s| eframe::get_value(s, LIBRARY_KEY));
+        let library_chosen = chosen.is_some();
+        let outputs = chosen.or(outputs);
         let mut app = Self {
             state,
             link,
@@ -197,12 +223,23 @@ impl StudioApp {
             anim_selected: None,
             anim_steps: 0,
             anim_editor: crate::ui::panels::animation::AnimationEditor::default(),
+            queue: crate::settings::queue::Queue::default(),
+            queue_offer: false,
+            queue_saver: None,
+            job_live: false,
+            last_error: None,
+            gallery: crate::ui::panels::gallery::Gallery::default(),
+            thumbs: crate::ui::panels::gallery::Thumbs::default(),
+            grid_dialog: crate::ui::panels::grid::GridDialog::default(),
+            disk_run: None,
+            library_chosen,
         };
         app.check_models();
         if let Some(path) = app.state.settings.init_image.clone() {
             app.decode_init(path);
         }
         app.restore_newest_run();
+        app.load_queue();
         app
     }
 

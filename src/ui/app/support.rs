@@ -20,8 +20,12 @@ pub(super) enum Background {
     Restored(Box<crate::worker::files::SavedRun>),
     /// A run cut short, found at start-up with its autosave.
     Interrupted(Box<crate::worker::files::InterruptedRun>),
-    /// Done, worth a line in the log but not the banner.
-    Logged(String),
+    /// A run was saved in this folder of the library.
+    Saved(PathBuf),
+    /// The queue saved last time, read at start-up.
+    QueueLoaded(Box<Result<crate::settings::queue::Queue, String>>),
+    /// A run read back from its folder (the gallery's Open or Continue, a dropped PNG).
+    Opened(Box<super::workshop::OpenedRun>),
     /// A file dialog closed at once without an answer: the system has no dialog to show.
     NoDialog,
 }

@@ -88,4 +88,16 @@ pub enum UiCommand {
     ExportAnimation {
         video: bool,
     },
+    /// The queue panel's buttons.
+    Queue(crate::ui::panels::queue::QueueAction),
+    /// The history gallery's actions on a saved run.
+    Gallery(crate::ui::panels::gallery::GalleryAction),
+    /// Show or hide the history gallery.
+    ToggleHistory,
+    /// The X/Y grid dialog's cells, for the queue.
+    AddGrid(crate::ui::panels::grid::GridRequest),
+    /// Run the jobs left in the queue from last time.
+    ContinueQueue,
+    /// Take the jobs left from last time out of the queue.
+    ClearQueue,
 }
