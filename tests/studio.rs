@@ -5,14 +5,12 @@ mod common;
 #[path = "support/studio.rs"]
 mod studio_support;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use clipcanvas::engine::observer::Frame;
-use clipcanvas::ui::link::EngineLink;
 use clipcanvas::ui::StudioApp;
-use clipcanvas::worker::{Command, Event, FrameEvent, RunState};
+use clipcanvas::worker::{Command, Event, RunState};
 use common::fixture;
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;

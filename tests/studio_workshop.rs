@@ -99,8 +99,8 @@ fn queued_jobs_run_one_after_another_and_the_queue_is_saved_as_it_changes() {
     assert_eq!(h.state().state.prompts[0].text, "a yellow square on a green background");
     // The panel shows them.
     open_queue(&mut h);
-    h.get_by_label_contains("1. a big red circle on a blue background - seed");
-    h.get_by_label_contains("2. a yellow square on a green background - seed");
+    h.get_by_label_contains("1. [done] a big red circle on a blue background - seed");
+    h.get_by_label_contains("2. [starting] a yellow square on a green background - seed");
 }
 
 #[test]

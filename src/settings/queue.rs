@@ -51,13 +51,17 @@ pub struct QueuedJob {
 impl QueuedJob {
     /// A short line for the queue panel: the first prompt and the seed.
     pub fn label(&self) -> String {
+        format!("{} - seed {}", self.prompt_words(), self.settings.seed)
+    }
+
+    fn prompt_words(&self) -> String {
         let prompt =
             self.settings.prompts.first().map_or("(no text prompt)", |p| p.rsplit_once(':').map_or(p, |(t, _)| t));
         let mut words: String = prompt.chars().take(40).collect();
         if prompt.chars().count() > 40 {
             words.push_str("...");
         }
-        format!("{words} - seed {}", self.settings.seed)
+        words
     }
 }
 
@@ -128,6 +132,17 @@ impl Queue {
 
     pub fn get_mut(&mut self, id: u64) -> Option<&mut QueuedJob> {
         self.jobs.iter_mut().find(|j| j.id == id)
+    }
+
+    /// A job's line for the queue panel: a grid cell's axis values, else its seed.
+    pub fn job_label(&self, job: &QueuedJob) -> String {
+        let Some((gid, col, row)) = job.cell else { return job.label() };
+        let Some(g) = self.grids.iter().find(|g| g.id == gid) else { return job.label() };
+        let mut values = format!("{} {}", g.x_key, g.x_labels.get(col).map_or("?", String::as_str));
+        if let Some((key, labels)) = &g.y {
+            values.push_str(&format!(", {key} {}", labels.get(row).map_or("?", String::as_str)));
+        }
+        format!("{} - {values}", job.prompt_words())
     }
 
     /// The job running, if any.
@@ -259,6 +274,7 @@ mod tests {
             j.status = if n == 0 { JobStatus::Done } else { JobStatus::Failed { reason: "x".into() } };
             j.folder = (n == 0).then(|| PathBuf::from("run-1"));
         }
+        assert_eq!(q.job_label(&q.jobs[1]), "a red barn in the snow at dusk, oil on c... - seed 2");
         let todo = q.grids_to_draw();
         assert_eq!(todo.len(), 1);
         assert_eq!(todo[0].0.id, g);

@@ -598,3 +598,29 @@ fn a_run_that_adds_a_clip_loads_it_rather_than_the_cached_models() {
     assert!(!events.iter().any(|e| matches!(e, Event::Error(_))), "{events:?}");
     assert_eq!(states(&events), [RunState::Loading, RunState::Running, RunState::Finished], "{events:?}");
 }
+
+/// The history's Continue: a run stopped part way and saved with its session (as the
+/// studio saves every run) goes on from that session to the very image of a run that was
+/// never stopped.
+#[test]
+fn a_stopped_run_saved_with_its_session_continues_bit_exact() {
+    let dir = tempfile::tempdir().expect("temp");
+    let (worker, _) = spawn();
+    start(&worker, tiny(8));
+    until(&worker, is_state(RunState::Finished));
+    let whole = worker.take_frame().expect("the final frame");
+    start(&worker, tiny(8));
+    until(&worker, |e| matches!(e, Event::Step(s) if s.iteration >= 3));
+    assert!(worker.send(Command::Stop));
+    until(&worker, is_state(RunState::Stopped));
+    let session = dir.path().join("run.session");
+    assert!(worker.send(Command::SaveSession(session.clone())));
+    assert!(worker.send(Command::Reset));
+    until(&worker, is_state(RunState::Idle));
+    let (_, at) = Session::read_saved(&session).expect("the session");
+    assert!((4..8).contains(&at), "stopped at {at}");
+    assert!(worker.send(Command::ResumeSession(session)));
+    until(&worker, is_state(RunState::Finished));
+    let continued = worker.take_frame().expect("the final frame");
+    assert_eq!((continued.iteration, &continued.frame), (whole.iteration, &whole.frame));
+}

@@ -31,12 +31,10 @@ impl StudioApp {
     /// the init image.
     pub fn accept_dropped(&mut self, path: &Path) {
         let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
-        if is_png {
-            if files::png_settings(path).is_some() {
-                // Its settings, image and (for a run's final.png) kept frames.
-                self.open_run(path.to_path_buf(), super::workshop::Then::Show);
-                return;
-            }
+        if is_png && files::png_settings(path).is_some() {
+            // Its settings, image and (for a run's final.png) kept frames.
+            self.open_run(path.to_path_buf(), super::workshop::Then::Show);
+            return;
         }
         self.set_init(path.to_path_buf());
         self.push_log(format!("init image: {}", path.display()));

@@ -133,8 +133,8 @@ pub struct StudioApp {
     pub queue: crate::settings::queue::Queue,
     /// Jobs were left in the saved queue: the banner offers to continue them.
     pub queue_offer: bool,
-    /// The thread saving the queue, fed its newest state.
-    pub(super) queue_saver: Option<crossbeam_channel::Sender<String>>,
+    /// The thread saving the queue: the newest state's slot and the signal that wakes it.
+    pub(super) queue_saver: Option<QueueSaver>,
     /// The queue's running job has reached the worker (its end is then its own).
     pub(super) job_live: bool,
     /// The worker's last error, for a job that fails.
@@ -151,6 +151,9 @@ pub struct StudioApp {
     /// The library folder was chosen in the gallery (remembered across starts).
     pub(super) library_chosen: bool,
 }
+
+/// The queue's newest JSON waiting to be written, and the writer's wake-up signal.
+pub(super) type QueueSaver = (std::sync::Arc<std::sync::Mutex<Option<String>>>, crossbeam_channel::Sender<()>);
 
 /// The model paths Draft's availability depends on.
 pub(super) type DraftKey = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>);

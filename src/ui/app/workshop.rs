@@ -93,23 +93,28 @@ impl StudioApp {
             Err(e) => return self.say(e, true),
         };
         if self.queue_saver.is_none() {
-            let (tx, rx) = crossbeam_channel::unbounded::<String>();
+            // Newest wins: the state waits in a slot, and a signal of one wakes the writer.
+            let slot: std::sync::Arc<std::sync::Mutex<Option<String>>> = std::sync::Arc::default();
+            let (tx, rx) = crossbeam_channel::bounded::<()>(1);
             let done = self.bg_tx.clone();
+            let newest = std::sync::Arc::clone(&slot);
             spawn_named("clipcanvas-queue-save", move || {
-                while let Ok(mut json) = rx.recv() {
-                    // Only the newest state matters.
-                    if let Some(newer) = rx.try_iter().last() {
-                        json = newer;
-                    }
+                while rx.recv().is_ok() {
+                    let json = newest.lock().ok().and_then(|mut s| s.take());
+                    let Some(json) = json else { continue };
                     if let Err(e) = library::write_queue(&dir, &json) {
                         let _ = done.send(Background::Done(Err(format!("the queue could not be saved: {e}"))));
                     }
                 }
             });
-            self.queue_saver = Some(tx);
+            self.queue_saver = Some((slot, tx));
         }
-        if let Some(tx) = &self.queue_saver {
-            let _ = tx.send(json);
+        if let Some((slot, tx)) = &self.queue_saver {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(json);
+            }
+            // Full: a signal is waiting already, and the writer will take this state.
+            let _ = tx.try_send(());
         }
     }
 
@@ -220,6 +225,7 @@ impl StudioApp {
         let keep_new_seed = self.state.new_seed;
         if let Some(folder) = job.folder.clone().filter(|f| f.join(AUTOSAVE).is_file()) {
             // Cut short last time: on from its autosave.
+            self.kept.clear();
             self.resume_session(folder.clone(), folder.join(AUTOSAVE), &job.settings);
         } else {
             self.state.restore(&job.settings);

@@ -16,6 +16,7 @@ use crate::worker::library::{self, LibraryItem};
 
 /// Thumbnails of runs, by folder, made on a background thread as they are asked for
 /// (newest request first, so that what is in view comes before what was scrolled past).
+#[derive(Default)]
 pub struct Thumbs {
     textures: HashMap<PathBuf, egui::TextureHandle>,
     asked: HashSet<PathBuf>,
@@ -23,14 +24,10 @@ pub struct Thumbs {
     rx: Option<Receiver<(PathBuf, Result<image::RgbaImage, String>)>>,
 }
 
+/// Thumbnails asked for and waiting to be made, at most.
+const REQUESTS: usize = 4096;
 /// Textures made from finished thumbnails in one frame, at most.
 const UPLOADS_PER_FRAME: usize = 24;
-
-impl Default for Thumbs {
-    fn default() -> Self {
-        Self { textures: HashMap::new(), asked: HashSet::new(), tx: None, rx: None }
-    }
-}
 
 impl Thumbs {
     /// The thumbnail of the run in `folder`, or `None` while it is being made (it is asked
@@ -44,7 +41,7 @@ impl Thumbs {
 
     fn ask(&mut self, folder: PathBuf) {
         if self.tx.is_none() {
-            let (tx, requests) = crossbeam_channel::unbounded::<PathBuf>();
+            let (tx, requests) = crossbeam_channel::bounded::<PathBuf>(REQUESTS);
             let (done, rx) = crossbeam_channel::bounded(256);
             let started = std::thread::Builder::new().name("clipcanvas-thumbs".into()).spawn(move || {
                 // Newest request first: drain what waits, then work from the back.
@@ -70,8 +67,9 @@ impl Thumbs {
             self.tx = Some(tx);
             self.rx = Some(rx);
         }
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(folder);
+        // A request that finds the line full is asked again by a later frame.
+        if self.tx.as_ref().is_none_or(|tx| tx.try_send(folder.clone()).is_err()) {
+            self.asked.remove(&folder);
         }
     }
 

@@ -96,16 +96,7 @@ pub fn show(
                     JobStatus::Stopped => "stopped".to_owned(),
                     JobStatus::Failed { .. } => "failed".to_owned(),
                 };
-                let label = ui.label(format!("{}. {} ({state})", i + 1, job.label()));
-                if let JobStatus::Failed { reason } = &job.status {
-                    label.on_hover_text(reason.as_str());
-                }
-                if job.status == JobStatus::Running {
-                    if let Some((it, total)) = progress.filter(|&(_, t)| t > 0) {
-                        #[expect(clippy::cast_precision_loss, reason = "a progress fraction")]
-                        ui.add(egui::ProgressBar::new(it as f32 / total as f32).desired_width(60.0));
-                    }
-                }
+                let text = format!("{}. [{state}] {}", i + 1, queue.job_label(job));
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                     let name = |what: &str| format!("{what} job {}", i + 1);
                     let cancel = if job.status == JobStatus::Running { "Stop" } else { "Cancel" };
@@ -121,6 +112,15 @@ pub fn show(
                     if small(ui, "^", &name("Move up")).clicked() {
                         actions.push(QueueAction::Up(job.id));
                     }
+                    // The line takes what is left, cut short with "..." (in full on hover).
+                    let size = egui::vec2(ui.available_width(), ui.spacing().interact_size.y);
+                    ui.allocate_ui_with_layout(size, egui::Layout::left_to_right(egui::Align::Center), |ui| {
+                        let label = ui.add(egui::Label::new(text.as_str()).truncate());
+                        match &job.status {
+                            JobStatus::Failed { reason } => label.on_hover_text(format!("{text}\n{reason}")),
+                            _ => label.on_hover_text(text.as_str()),
+                        };
+                    });
                 });
             });
         }
