@@ -48,6 +48,15 @@ fn type_into(h: &mut Harness<'static, StudioApp>, label: &str, text: &str) {
     h.run_steps(3);
 }
 
+/// The studio saving into `outputs`, its Queue section open and the queue paused.
+fn paused_queue(link: &FakeLink, outputs: &Path) -> Harness<'static, StudioApp> {
+    let mut h = harness_with_outputs(link, Some(outputs.to_path_buf()));
+    open_queue(&mut h);
+    h.get_by_label("Paused").click();
+    h.run_steps(2);
+    h
+}
+
 fn open_queue(h: &mut Harness<'static, StudioApp>) {
     let label = match h.state().queue.pending() {
         0 => "Queue".to_owned(),
@@ -107,10 +116,7 @@ fn queued_jobs_run_one_after_another_and_the_queue_is_saved_as_it_changes() {
 fn the_queue_panel_reorders_duplicates_and_cancels_jobs() {
     let outputs = tempfile::tempdir().expect("temp");
     let link = FakeLink::default();
-    let mut h = harness_with_outputs(&link, Some(outputs.path().to_path_buf()));
-    open_queue(&mut h);
-    h.get_by_label("Paused").click();
-    h.run_steps(2);
+    let mut h = paused_queue(&link, outputs.path());
     for seed in [1, 2, 3] {
         h.state_mut().state.new_seed = false;
         h.state_mut().state.settings.seed = seed;
@@ -321,10 +327,7 @@ fn vary_queues_four_variations_and_delete_removes_the_run() {
 fn an_xy_grid_fills_the_queue_and_its_sheet_is_drawn_when_the_last_cell_ends() {
     let outputs = tempfile::tempdir().expect("temp");
     let link = FakeLink::default();
-    let mut h = harness_with_outputs(&link, Some(outputs.path().to_path_buf()));
-    open_queue(&mut h);
-    h.get_by_label("Paused").click();
-    h.run_steps(2);
+    let mut h = paused_queue(&link, outputs.path());
     h.get_by_label("X/Y grid...").click();
     h.run_steps(4);
     // A value that does not fit the key is refused in the dialog.

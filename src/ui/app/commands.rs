@@ -282,13 +282,8 @@ impl StudioApp {
             Ok(s) => s,
             Err(e) => return self.say(e, true),
         };
-        self.sent_prompts.clone_from(&settings.prompts);
-        self.sent_targets.clone_from(&settings.image_prompts);
-        self.plot.clear();
-        self.plot.note_sent(self.state.used_rows());
-        self.branch = None;
         self.kept.clear();
-        self.drafts.clear();
+        self.clear_for_run(&settings);
         self.animating = settings.animation.is_some();
         self.anim_steps = 0;
         if self.animating {
@@ -298,10 +293,6 @@ impl StudioApp {
             self.anim_total = settings.animation.as_ref().map_or(0, |a| a.frames);
         }
         self.draft_pick = 0;
-        self.selected = None;
-        self.banner = None;
-        self.disk_run = None;
-        self.last_run = Some(settings.clone());
         let prompt = self.state.sent_rows().next().map(|r| r.text.clone());
         self.run_folder = self.new_run_folder(prompt.as_deref());
         let every = self.state.record_every;
@@ -321,6 +312,22 @@ impl StudioApp {
         if !self.link.send(Command::Start(Box::new(settings))) {
             self.say("the engine is not answering; restart the studio", true);
         }
+    }
+
+    /// What a run about to start or resume replaces: what was last sent for steering,
+    /// the plot, the branch, the drafts, the selection and the banner; `settings` become
+    /// the last run's.
+    pub(super) fn clear_for_run(&mut self, settings: &crate::settings::RunSettings) {
+        self.sent_prompts.clone_from(&settings.prompts);
+        self.sent_targets.clone_from(&settings.image_prompts);
+        self.plot.clear();
+        self.plot.note_sent(self.state.used_rows());
+        self.branch = None;
+        self.drafts.clear();
+        self.selected = None;
+        self.banner = None;
+        self.disk_run = None;
+        self.last_run = Some(settings.clone());
     }
 
     /// Tells the worker where to autosave the runs that follow, when that changes.

@@ -412,17 +412,8 @@ impl StudioApp {
     pub(super) fn resume_session(&mut self, folder: PathBuf, session: PathBuf, settings: &RunSettings) {
         self.state.restore(settings);
         self.history.absorb(&self.state);
-        self.sent_prompts.clone_from(&settings.prompts);
-        self.sent_targets.clone_from(&settings.image_prompts);
-        self.plot.clear();
-        self.plot.note_sent(self.state.used_rows());
-        self.branch = None;
-        self.drafts.clear();
+        self.clear_for_run(settings);
         self.animating = false;
-        self.selected = None;
-        self.banner = None;
-        self.disk_run = None;
-        self.last_run = Some(settings.clone());
         self.run_folder = Some(folder.clone());
         self.tell_autosave(Some(folder.join(AUTOSAVE)));
         self.send(Command::ResumeSession(session));
