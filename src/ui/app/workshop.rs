@@ -66,9 +66,14 @@ impl StudioApp {
                 job.status = JobStatus::Waiting;
             }
         }
-        // Jobs added since start-up come after the saved ones.
-        let added = std::mem::take(&mut self.queue.jobs);
-        saved.jobs.extend(added);
+        // Jobs added since start-up come after the saved ones, numbered on from theirs.
+        for job in std::mem::take(&mut self.queue.jobs) {
+            let id = saved.push(job.settings);
+            if let Some(j) = saved.get_mut(id) {
+                j.status = job.status;
+                j.folder = job.folder;
+            }
+        }
         saved.paused = saved.pending() > 0;
         self.queue_offer = saved.pending() > 0;
         self.queue = saved;
@@ -330,6 +335,8 @@ impl StudioApp {
                 }
                 self.outputs = Some(folder);
                 self.library_chosen = true;
+                // The queue is saved in the new folder from now on.
+                self.queue_saver = None;
                 self.queue_changed();
                 self.gallery.refresh(self.outputs.as_deref());
             }
