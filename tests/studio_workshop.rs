@@ -284,6 +284,7 @@ fn a_kept_frame_of_a_saved_run_branches_into_a_new_run_from_its_image() {
     h.run_steps(2);
     until(&mut h, |app| app.canvas.frame().is_some());
     h.run_steps(2);
+    h.get_by_label_contains("pick a kept frame on the timeline");
     h.get_by_label("kept frame 50").click();
     h.run_steps(2);
     h.get_by_label("Continue from iteration 50").click();

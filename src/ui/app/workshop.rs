@@ -27,6 +27,8 @@ pub(super) enum Then {
     Show,
     /// Resumed from its session once shown.
     Continue,
+    /// Shown, with a word on how to branch from one of its kept frames.
+    Branch,
 }
 
 /// A run read back from its folder (or a clipcanvas PNG on its own).
@@ -292,9 +294,8 @@ impl StudioApp {
 
     pub(super) fn gallery_action(&mut self, action: GalleryAction) {
         match action {
-            GalleryAction::Open(folder) | GalleryAction::Branch(folder) => {
-                self.open_run(folder.join("final.png"), Then::Show);
-            }
+            GalleryAction::Open(folder) => self.open_run(folder.join("final.png"), Then::Show),
+            GalleryAction::Branch(folder) => self.open_run(folder.join("final.png"), Then::Branch),
             GalleryAction::Continue(folder) => {
                 if self.running() {
                     return self.say("stop the run first", true);
@@ -410,6 +411,10 @@ impl StudioApp {
                     self.send(Command::Refine(run.settings.iterations.max(1)));
                 }
             }
+            (Then::Branch, _) if !self.kept.is_empty() => self.say(
+                "pick a kept frame on the timeline, then \"Continue from iteration N\" starts a new run from it",
+                false,
+            ),
             _ => self.say(format!("opened {}", run.png.display()), false),
         }
     }
