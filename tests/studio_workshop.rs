@@ -244,7 +244,7 @@ fn the_history_lists_searches_opens_and_continues_saved_runs() {
     h.get_by_label("1 of 2 runs");
     h.get_by_label("run 2026-12-06_10-00-00_a-red-barn").click();
     h.run_steps(3);
-    h.get_by_label_contains("iteration 60 of 60 - shapes-world - seed 5");
+    h.get_by_label_contains("iteration 60 of 60 - shapes-world - vqgan - seed 5 - lr ");
     // Open: the settings in the editor, the image on the canvas, the kept frames.
     h.get_by_label("Open").click();
     h.run_steps(2);
@@ -253,6 +253,9 @@ fn the_history_lists_searches_opens_and_continues_saved_runs() {
     h.get_by_label("2 kept frames");
     // Continue: resumed from its session in its own folder, for as many iterations again
     // (it had finished).
+    open_history(&mut h);
+    h.get_by_label("run 2026-12-06_10-00-00_a-red-barn").click();
+    h.run_steps(3);
     h.get_by_label("Continue").click();
     h.run_steps(2);
     until(&mut h, |_| link.sent().iter().any(|c| matches!(c, Command::ResumeSession(_))));
@@ -264,7 +267,7 @@ fn the_history_lists_searches_opens_and_continues_saved_runs() {
     assert!(sent.iter().any(|c| matches!(c, Command::Autosave(Some((p, 25))) if *p == autosave)), "{sent:?}");
     // A run saved without its session can be opened, not continued.
     h.state_mut().gallery.search.clear();
-    h.run_steps(2);
+    open_history(&mut h);
     h.get_by_label("run 2026-12-07_10-00-00_a-white-star").click();
     h.run_steps(3);
     assert_eq!(h.state().gallery.selected.as_ref(), Some(&star));
@@ -282,9 +285,9 @@ fn a_kept_frame_of_a_saved_run_branches_into_a_new_run_from_its_image() {
     h.run_steps(3);
     h.get_by_label("Branch...").click();
     h.run_steps(2);
-    until(&mut h, |app| app.canvas.frame().is_some());
+    until(&mut h, |app| app.banner.as_ref().is_some_and(|b| b.text.starts_with("pick a kept frame on the timeline")));
     h.run_steps(2);
-    h.get_by_label_contains("pick a kept frame on the timeline");
+    assert!(!h.state().gallery.open, "the gallery steps aside");
     h.get_by_label("kept frame 50").click();
     h.run_steps(2);
     h.get_by_label("Continue from iteration 50").click();

@@ -385,6 +385,8 @@ impl StudioApp {
         if self.running() {
             return self.say("stop the run first", true);
         }
+        // The run is what the artist looks at now: the gallery steps aside.
+        self.gallery.open = false;
         self.state.restore(&run.settings);
         self.check_models();
         self.kept.clear();

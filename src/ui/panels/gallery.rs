@@ -350,7 +350,10 @@ impl Gallery {
                 let response = ui.add(button.min_size(side).selected(selected));
                 let name = format!("run {}", item.name());
                 response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, &name));
-                clicked = response.on_hover_text(item.prompt_line()).clicked();
+                let s = &item.settings;
+                let hover =
+                    format!("{}\nseed {}, lr {}, {} iterations", item.prompt_line(), s.seed, s.lr, item.iteration);
+                clicked = response.on_hover_text(hover).clicked();
                 let words: String = item.prompt_line().chars().take(16).collect();
                 ui.add(egui::Label::new(egui::RichText::new(words).small()).truncate());
             });
@@ -363,12 +366,15 @@ impl Gallery {
         let s = &item.settings;
         ui.add(egui::Label::new(egui::RichText::new(item.prompt_line()).strong()).wrap());
         ui.label(format!(
-            "{} - iteration {} of {} - {} - seed {} - {}x{}",
+            "{} - iteration {} of {} - {} - {} - seed {} - lr {} - {} cutouts - {}x{}",
             item.name(),
             item.iteration,
             s.iterations,
             item.models,
+            s.generator.name(),
             s.seed,
+            s.lr,
+            s.cutn,
             s.width,
             s.height
         ));
