@@ -360,3 +360,31 @@ fn an_xy_grid_fills_the_queue_and_its_sheet_is_drawn_when_the_last_cell_ends() {
     let sheet = image::open(folder.join("grid.png")).expect("sheet").to_rgb8();
     assert!(sheet.width() > 2 * 16 && sheet.height() > 16, "{:?}", sheet.dimensions());
 }
+
+#[test]
+fn generate_forever_draws_a_new_seed_per_job_and_stops_when_one_fails() {
+    let outputs = tempfile::tempdir().expect("temp");
+    let link = FakeLink::default();
+    let mut h = paused_queue(&link, outputs.path());
+    h.get_by_label("Generate forever").click();
+    h.run_steps(2);
+    h.get_by_label("Paused").click();
+    h.run_steps(3);
+    // The queue was empty: the editor's settings, then the same with new seeds.
+    finish_run(&mut h, &link, 30);
+    finish_run(&mut h, &link, 30);
+    let seeds: Vec<u64> = starts(&link).iter().map(|s| s.seed).collect();
+    assert_eq!(seeds.len(), 3, "{seeds:?}");
+    assert!(seeds[0] != seeds[1] && seeds[1] != seeds[2], "{seeds:?}");
+    assert!(starts(&link).iter().all(|s| s.prompts == ["a big red circle on a blue background:1"]));
+    // The third fails (as a refused run does: an error, then idle): forever stops.
+    link.push(Event::State(RunState::Loading));
+    link.push(Event::Error("the run needs 9.9 GiB; 2.0 GiB are free".into()));
+    link.push(Event::State(RunState::Idle));
+    h.run_steps(3);
+    assert_eq!(starts(&link).len(), 3);
+    let last = h.state().queue.jobs.last().expect("a job").status.clone();
+    assert_eq!(last, JobStatus::Failed { reason: "the run needs 9.9 GiB; 2.0 GiB are free".into() });
+    assert!(!h.state().queue.forever);
+    h.get_by_label_contains("Generate forever stopped: the last job failed");
+}

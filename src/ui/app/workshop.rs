@@ -214,6 +214,13 @@ impl StudioApp {
             return;
         }
         if self.queue.next_waiting().is_none() && self.queue.forever {
+            if let Some(JobStatus::Failed { reason }) = self.queue.jobs.last().map(|j| &j.status) {
+                // A job that fails would fail again, forever: stop and say why.
+                let reason = reason.clone();
+                self.queue.forever = false;
+                self.queue_changed();
+                return self.say(format!("Generate forever stopped: the last job failed ({reason})"), true);
+            }
             // Generate forever: the last job again with a new seed (or the editor's
             // settings when the queue never had one).
             let last = self.queue.jobs.last().map(|j| j.settings.clone());
