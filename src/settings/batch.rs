@@ -332,6 +332,8 @@ mod tests {
         assert_eq!(y.unwrap().labels, ["red", "blue, green"]);
         let plan = typed_grid(&base, ("optimizer", "adam, adamw"), None).unwrap();
         assert_eq!(plan.jobs.len(), 2);
+        let plan = typed_grid(&base, ("looks.saturation", "0, 2.5"), None).unwrap();
+        assert_eq!(plan.jobs[1].settings.looks.saturation, 2.5);
         let msg = typed_grid(&base, ("lr", "fast"), None).unwrap_err();
         assert!(msg.starts_with("[grid] cell 1, 1: "), "{msg}");
         assert_eq!(typed_grid(&base, ("seed", " , "), None).unwrap_err(), "x: type its values, separated by commas");

@@ -2,7 +2,8 @@
 //! it fills the queue with one job a cell, and the contact sheet is drawn when the last
 //! one ends (as `clipcanvas batch` does with a file's `[grid]`).
 
-/// The settings an axis is usually over (any key of a settings file can be typed).
+/// The settings an axis is usually over, in the key's menu (any key of a settings file
+/// can be typed).
 pub const KEYS: [&str; 14] = [
     "seed",
     "lr",
@@ -85,12 +86,21 @@ impl GridDialog {
 
 fn axis(ui: &mut egui::Ui, name: &str, key: &mut String, values: &mut String) {
     ui.horizontal(|ui| {
-        egui::ComboBox::from_id_salt(format!("grid-{name}-key")).selected_text(key.as_str()).show_ui(ui, |ui| {
+        // Any settings-file key can be typed (dotted inside tables: looks.symmetry); the
+        // menu holds the usual ones.
+        let label = ui.label(format!("{name} setting"));
+        ui.add(egui::TextEdit::singleline(key).desired_width(120.0)).labelled_by(label.id);
+        ui.menu_button("v", |ui| {
             for k in KEYS {
-                ui.selectable_value(key, k.to_owned(), k);
+                if ui.button(k).clicked() {
+                    *key = k.to_owned();
+                    ui.close();
+                }
             }
-        });
+        })
+        .response
+        .on_hover_text("The usual settings");
         let label = ui.label(format!("{name} values"));
-        ui.add(egui::TextEdit::singleline(values).desired_width(260.0)).labelled_by(label.id);
+        ui.add(egui::TextEdit::singleline(values).desired_width(200.0)).labelled_by(label.id);
     });
 }
