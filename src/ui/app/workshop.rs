@@ -207,8 +207,9 @@ impl StudioApp {
         self.queue_changed();
     }
 
-    /// Each frame: notes how the queue's running job ended, draws finished grids, and
-    /// starts the next job when nothing runs.
+    /// Each frame: starts the next job when nothing runs, the queue is not paused and no
+    /// run cut short waits for an answer (with Generate forever, a new one when the queue
+    /// is dry). How a job ended is noted by [`Self::job_state`].
     pub(super) fn pump_queue(&mut self) {
         if self.running() || self.queue.running().is_some() || self.queue.paused || self.interrupted.is_some() {
             return;
