@@ -80,3 +80,38 @@ fn straight_through_quantisation_snaps_to_codes_and_passes_gradient() {
     let g = values(grads.get(z.as_tensor()).expect("grad"));
     assert!(g.iter().all(|v| (v - 3.0).abs() < 1e-6), "identity gradient");
 }
+
+/// `--tile`'s decoder: taming's Decoder with every padded convolution switched to
+/// `padding_mode="circular"` (`tests/reference/make_tile_fixtures.py`), on a 6×10 latent:
+/// the image and the gradient of `sum(image · r)` with respect to the latent.
+#[test]
+fn the_circular_decoder_matches_taming_with_circular_padding() {
+    use candle_core::Var;
+    let model = vqgan::load(&fixture("vqgan-tiny/model.ckpt"), None, DType::F32, &common::device()).expect("load");
+    let g = golden("tile/expected.safetensors");
+    let z = Var::from_tensor(&g["z"]).expect("var");
+    let out = model.decode_circular(z.as_tensor()).expect("decode");
+    assert_close("circular decode", &out, &g["decoded"], 1e-4);
+    let grads = (out * &g["r"]).expect("mul").sum_all().expect("sum").backward().expect("backward");
+    assert_close("circular decode grad", grads.get(z.as_tensor()).expect("grad"), &g["grad_z"], 1e-4);
+    // It is not the zero-padded decoder: the edges differ.
+    let plain = model.decode(&g["z"]).expect("decode");
+    let edge = (plain.narrow(3, 0, 1).expect("col") - g["decoded"].narrow(3, 0, 1).expect("col"))
+        .expect("sub")
+        .abs()
+        .expect("abs")
+        .max_all()
+        .expect("max")
+        .to_scalar::<f32>()
+        .expect("scalar");
+    assert!(edge > 1e-3, "the edge column moved by {edge}");
+    // On a torus a shift of the latent by a token shifts the image by the factor.
+    let f = model.config().downsample_factor();
+    let roll = |t: &Tensor, by: usize, dim: usize| -> Tensor {
+        let n = t.dim(dim).expect("dim");
+        Tensor::cat(&[t.narrow(dim, n - by, by).expect("tail"), t.narrow(dim, 0, n - by).expect("head")], dim)
+            .expect("cat")
+    };
+    let shifted = model.decode_circular(&roll(&g["z"], 1, 3)).expect("decode");
+    assert_close("a shifted latent", &shifted, &roll(&g["decoded"], f, 3), 1e-4);
+}

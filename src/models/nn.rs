@@ -252,14 +252,47 @@ impl Conv2d {
     /// Nearest-neighbour 2× upsampling, then this convolution (taming's `Upsample` with
     /// `with_conv`). Frozen weights upsample through `ops::upsample`.
     pub fn forward_upsampled(&self, x: &Tensor) -> Result<Tensor> {
-        let up = if ops::path(x, &[&self.weight]) == Path::Frozen {
-            upsample::upsample_nearest2x(x)?
+        self.forward(&self.upsampled(x)?)
+    }
+
+    /// `x` upsampled 2× by its nearest neighbours, through `ops::upsample` for frozen
+    /// weights.
+    fn upsampled(&self, x: &Tensor) -> Result<Tensor> {
+        if ops::path(x, &[&self.weight]) == Path::Frozen {
+            upsample::upsample_nearest2x(x)
         } else {
             let (_, _, h, w) = x.dims4()?;
-            x.upsample_nearest2d(2 * h, 2 * w)?
-        };
-        self.forward(&up)
+            x.upsample_nearest2d(2 * h, 2 * w)
+        }
     }
+}
+
+impl Conv2d {
+    /// This convolution with its padding taken from the opposite edges of `x` (PyTorch's
+    /// `padding_mode="circular"`): the output of an input seen on a torus, so that a tile
+    /// of it continues across its own edges.
+    pub fn forward_circular(&self, x: &Tensor) -> Result<Tensor> {
+        conv2d_layer(&pad_circular(x, self.padding)?, &self.weight, self.bias.as_ref(), self.stride, 0)
+    }
+
+    /// [`Self::forward_upsampled`] with circular padding.
+    pub fn forward_upsampled_circular(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_circular(&self.upsampled(x)?)
+    }
+}
+
+/// `x` (`[B, C, H, W]`) padded by `p` on every side with the rows and columns of the
+/// opposite side, as `torch.nn.functional.pad(x, (p, p, p, p), mode="circular")`.
+pub fn pad_circular(x: &Tensor, p: usize) -> Result<Tensor> {
+    if p == 0 {
+        return Ok(x.clone());
+    }
+    let (_, _, h, w) = x.dims4()?;
+    if p > h || p > w {
+        candle_core::bail!("circular padding of {p} is more than the {h}x{w} input");
+    }
+    let x = Tensor::cat(&[&x.narrow(3, w - p, p)?, x, &x.narrow(3, 0, p)?], 3)?;
+    Tensor::cat(&[&x.narrow(2, h - p, p)?, &x, &x.narrow(2, 0, p)?], 2)
 }
 
 impl Module for Conv2d {

@@ -55,7 +55,9 @@ pub fn canvas(models: &Models, settings: &RunSettings) -> Result<((usize, usize)
 pub fn build(models: &Arc<Models>, settings: &RunSettings) -> Result<(Box<dyn Generator>, Vec<String>)> {
     let ((width, height), notice) = canvas(models, settings)?;
     let generator: Box<dyn Generator> = match settings.generator {
-        GeneratorSettings::Vqgan => Box::new(vqgan::VqganGenerator::new(Arc::clone(models), width, height)?),
+        GeneratorSettings::Vqgan => {
+            Box::new(vqgan::VqganGenerator::new(Arc::clone(models), width, height, settings.looks.tile)?)
+        }
         GeneratorSettings::Pixel { cells_x, cells_y } => {
             Box::new(pixel::PixelGenerator::new(width, height, cells_x, cells_y, &models.device)?)
         }

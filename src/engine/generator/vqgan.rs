@@ -40,18 +40,20 @@ pub struct VqganGenerator {
     /// The codebook's least and greatest value per channel, `[1, C, 1, 1]`.
     z_min: Tensor,
     z_max: Tensor,
+    /// Decode with circular padding (`--tile`): the image tiles without a seam.
+    circular: bool,
 }
 
 impl VqganGenerator {
     /// For a canvas already rounded to the VQGAN's factor (see [`canvas`]).
-    pub fn new(models: Arc<Models>, width: usize, height: usize) -> Result<Self> {
+    pub fn new(models: Arc<Models>, width: usize, height: usize, circular: bool) -> Result<Self> {
         let vqgan = models.vqgan()?;
         let codebook = vqgan.codebook();
         let c = vqgan.config().embed_dim;
         let z_min = codebook.min(0)?.reshape((1, c, 1, 1))?;
         let z_max = codebook.max(0)?.reshape((1, c, 1, 1))?;
         let f = vqgan.config().downsample_factor();
-        Ok(Self { tokens: (width / f, height / f), models, width, height, z_min, z_max })
+        Ok(Self { tokens: (width / f, height / f), models, width, height, z_min, z_max, circular })
     }
 
     /// The VQGAN ([`VqganGenerator::new`] checked that there is one).
@@ -90,10 +92,11 @@ impl Generator for VqganGenerator {
         Ok(self.vqgan()?.embed_indices(&idx)?)
     }
 
-    /// `ClampWithGrad((decode(quantize_st(z)) + 1) / 2, 0, 1)`.
+    /// `ClampWithGrad((decode(quantize_st(z)) + 1) / 2, 0, 1)`, the decoder's padding
+    /// circular when tiling.
     fn render(&self, z: &Tensor) -> Result<Tensor> {
         let zq = self.vqgan()?.quantize_st(z)?;
-        let out = self.vqgan()?.decode(&zq)?;
+        let out = if self.circular { self.vqgan()?.decode_circular(&zq)? } else { self.vqgan()?.decode(&zq)? };
         Ok(clamp_with_grad(&((out + 1.0)? / 2.0)?, 0.0, 1.0)?)
     }
 

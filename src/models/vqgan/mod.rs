@@ -88,6 +88,18 @@ impl Module for ResnetBlock {
     }
 }
 
+impl ResnetBlock {
+    /// The block with circular padding (composed: the fused op pads with zeros).
+    fn forward_circular(&self, x: &Tensor) -> CResult<Tensor> {
+        let h = self.conv1.forward_circular(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward_circular(&self.norm2.forward_silu(&h)?)?;
+        match &self.nin_shortcut {
+            Some(s) => s.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct AttnBlock {
     norm: GroupNorm,
@@ -134,9 +146,14 @@ struct Level {
 
 impl Level {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        self.forward_padded(x, false)
+    }
+
+    /// The level's blocks, their convolutions padded circularly with `circular`.
+    fn forward_padded(&self, x: &Tensor, circular: bool) -> CResult<Tensor> {
         let mut h = x.clone();
         for (i, block) in self.blocks.iter().enumerate() {
-            h = block.forward(&h)?;
+            h = if circular { block.forward_circular(&h)? } else { block.forward(&h)? };
             if let Some(attn) = self.attns.get(i) {
                 h = attn.forward(&h)?;
             }
@@ -294,6 +311,24 @@ impl Module for Decoder {
     }
 }
 
+impl Decoder {
+    /// The decoder with every padded convolution wrapping around the edges (PyTorch's
+    /// `padding_mode="circular"`, as tiling notebooks set it): the image of a latent on a
+    /// torus, which tiles without a seam.
+    pub fn forward_circular(&self, z: &Tensor) -> CResult<Tensor> {
+        let mid = &self.mid;
+        let h = self.conv_in.forward_circular(z)?;
+        let mut h = mid.block_2.forward_circular(&mid.attn_1.forward(&mid.block_1.forward_circular(&h)?)?)?;
+        for level in self.up.iter().rev() {
+            h = level.forward_padded(&h, true)?;
+            if let Some(conv) = &level.resample {
+                h = conv.forward_upsampled_circular(&h)?;
+            }
+        }
+        self.conv_out.forward_circular(&self.norm_out.forward_silu(&h)?)
+    }
+}
+
 /// The quantizer's weights.
 #[derive(Debug, Clone)]
 enum Quantizer {
@@ -403,6 +438,13 @@ impl Vqgan {
     /// `post_quant_conv` and the decoder: a latent to an image, roughly in `[-1, 1]`.
     pub fn decode(&self, z: &Tensor) -> CResult<Tensor> {
         let out = self.decoder.forward(&self.post_quant_conv.forward(&z.to_dtype(self.dtype())?)?)?;
+        out.to_dtype(self.codebook.dtype())
+    }
+
+    /// [`Self::decode`] with the decoder's padding circular: a tile that continues across
+    /// its own edges (`--tile`).
+    pub fn decode_circular(&self, z: &Tensor) -> CResult<Tensor> {
+        let out = self.decoder.forward_circular(&self.post_quant_conv.forward(&z.to_dtype(self.dtype())?)?)?;
         out.to_dtype(self.codebook.dtype())
     }
 }
