@@ -9,15 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-1000}
 shot=${2:-/tmp/clipcanvas-gallery.png}
-if ! command -v Xvfb >/dev/null || ! command -v xdotool >/dev/null; then
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-  $sudo apt-get install -y -q xvfb mesa-vulkan-drivers imagemagick xdotool >/dev/null
-fi
-bin=${CLIPCANVAS_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --quiet
-  bin=./target/release/clipcanvas
-fi
+. tests/gui/lib.sh
+need_display_tools
+bin=$(studio_bin)
 work=$(mktemp -d)
 library=$work/data/clipcanvas/outputs
 mkdir -p "$library" "$work/config" "$work/src"

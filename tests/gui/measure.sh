@@ -8,15 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 run_s=${1:-120}
 shot=${2:-/tmp/clipcanvas-measure.png}
-if ! command -v Xvfb >/dev/null || ! command -v import >/dev/null; then
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-  $sudo apt-get install -y -q xvfb mesa-vulkan-drivers imagemagick >/dev/null
-fi
-bin=${CLIPCANVAS_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --quiet
-  bin=./target/release/clipcanvas
-fi
+. tests/gui/lib.sh
+need_display_tools
+bin=$(studio_bin)
 work=$(mktemp -d)
 cat > "$work/settings.json" <<'JSON'
 {"prompts": ["a big red circle on a blue background:1"], "width": 512, "height": 512,
