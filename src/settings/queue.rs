@@ -183,9 +183,11 @@ impl Queue {
     }
 
     /// Takes the ended jobs out (their runs stay in the library), and the grids with no
-    /// job left.
+    /// job left. The cells of a grid whose sheet is not drawn yet stay: the sheet needs
+    /// their runs.
     pub fn clear_ended(&mut self) {
-        self.jobs.retain(|j| !j.status.ended());
+        let undrawn: Vec<u64> = self.grids.iter().filter(|g| !g.drawn).map(|g| g.id).collect();
+        self.jobs.retain(|j| !j.status.ended() || j.cell.is_some_and(|(id, _, _)| undrawn.contains(&id)));
         let jobs = &self.jobs;
         self.grids.retain(|g| jobs.iter().any(|j| j.cell.is_some_and(|(id, _, _)| id == g.id)));
     }
@@ -281,6 +283,9 @@ mod tests {
         assert_eq!(todo[0].1, vec![vec![Some(PathBuf::from("run-1")), None]]);
         let back = Queue::from_json(&q.to_json().unwrap()).unwrap();
         assert_eq!(back, q, "the queue survives its file");
+        q.clear_ended();
+        assert_eq!(q.jobs.len(), 2, "an undrawn grid keeps its cells");
+        q.grids[0].drawn = true;
         q.clear_ended();
         assert!(q.jobs.is_empty() && q.grids.is_empty());
     }

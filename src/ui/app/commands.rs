@@ -189,6 +189,10 @@ impl StudioApp {
                 self.queue_offer = false;
                 self.queue.jobs.retain(|j| j.status.ended());
                 self.queue.paused = false;
+                // Their grids' sheets are given up with them.
+                for g in &mut self.queue.grids {
+                    g.drawn = true;
+                }
                 self.queue.clear_ended();
                 self.queue_changed();
             }

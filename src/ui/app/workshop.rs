@@ -161,6 +161,8 @@ impl StudioApp {
             }
             QueueAction::ClearEnded => self.queue.clear_ended(),
         }
+        // A grid whose last waiting cell was cancelled is drawn from the cells it has.
+        self.draw_grids();
         self.queue_changed();
     }
 
@@ -279,7 +281,7 @@ impl StudioApp {
     }
 
     /// Draws the sheets of grids whose last job has ended, in the background.
-    fn draw_grids(&mut self) {
+    pub(super) fn draw_grids(&mut self) {
         for (grid, cells) in self.queue.grids_to_draw() {
             if let Some(g) = self.queue.grids.iter_mut().find(|g| g.id == grid.id) {
                 g.drawn = true;
