@@ -149,6 +149,15 @@ pub fn typed_grid(base: &RunSettings, x: (&str, &str), y: Option<(&str, &str)>) 
     Ok(Plan { jobs, grid: Some(grid) })
 }
 
+/// A grid cell's file name without extension: `grid-xI`, or `grid-xI-yJ` on a grid
+/// with a y axis (`clipcanvas batch` and the studio's grids alike).
+pub fn cell_name(col: usize, row: Option<usize>) -> String {
+    match row {
+        Some(row) => format!("grid-x{col}-y{row}"),
+        None => format!("grid-x{col}"),
+    }
+}
+
 /// Values typed as `a, b, "c, d"`: split at commas outside double quotes, trimmed, the
 /// quotes kept (a quoted value reads as text).
 fn split_values(text: &str) -> Vec<String> {
@@ -195,11 +204,10 @@ fn expand_grid(
         for (col, xv) in g.x.values.iter().enumerate() {
             let mut v = base.clone();
             apply_axis(&mut v, base_settings, &g.x, xv, "[grid] x")?;
-            let mut name = format!("grid-x{col}");
             if let Some(ya) = &g.y {
                 apply_axis(&mut v, base_settings, ya, &ya.values[row], "[grid] y")?;
-                name = format!("{name}-y{row}");
             }
+            let name = cell_name(col, g.y.is_some().then_some(row));
             let at = format!("[grid] cell {}, {}", col + 1, row + 1);
             jobs.push(Job { name, settings: settings_of(&v, &at)?, cell: Some((col, row)) });
         }

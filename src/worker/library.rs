@@ -65,14 +65,25 @@ fn models_label(meta: &PngMeta) -> String {
     }
 }
 
+/// The settings a clipcanvas PNG holds (its image paths resolved from its folder), and
+/// the metadata around them where it has it (a PNG may hold bare settings); an error
+/// for an unreadable file or one without clipcanvas settings.
+pub fn read_png(png: &Path) -> Result<(RunSettings, Option<PngMeta>), String> {
+    let text = crate::export::read_png_metadata(png)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} holds no clipcanvas settings", png.display()))?;
+    let mut settings =
+        crate::settings::png::settings_from_text(&text).map_err(|e| format!("{}: {e}", png.display()))?;
+    crate::export::resolve_from_file(&mut settings, png);
+    Ok((settings, PngMeta::from_json(&text).ok()))
+}
+
 /// Reads one run's folder; `None` when it holds no readable clipcanvas `final.png`.
 pub fn read_item(folder: &Path) -> Option<LibraryItem> {
     let png = folder.join("final.png");
-    let text = crate::export::read_png_metadata(&png).ok()??;
-    let meta = PngMeta::from_json(&text).ok()?;
+    let (settings, meta) = read_png(&png).ok()?;
+    let meta = meta?;
     let saved = std::fs::metadata(&png).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut settings = meta.settings.clone();
-    crate::export::resolve_from_file(&mut settings, &png);
     Some(LibraryItem {
         folder: folder.to_path_buf(),
         iteration: meta.iteration,
@@ -144,8 +155,7 @@ pub fn draw_grid(grid: &QueuedGrid, cells: &[Vec<Option<PathBuf>>]) -> Result<Pa
             let png = cell.as_ref().map(|f| f.join("final.png"));
             let img = png.as_ref().and_then(|p| crate::engine::image::load_rgb(p).ok());
             if let (Some(p), Some(_)) = (&png, &img) {
-                let name =
-                    if grid.y.is_some() { format!("grid-x{col}-y{row}.png") } else { format!("grid-x{col}.png") };
+                let name = format!("{}.png", crate::settings::batch::cell_name(col, grid.y.is_some().then_some(row)));
                 std::fs::copy(p, grid.folder.join(name)).map_err(|e| format!("{}: {e}", grid.folder.display()))?;
             }
             out.push(img);

@@ -465,14 +465,9 @@ impl StudioApp {
 
 /// Reads a run's PNG, and its kept frames when it is a run folder's `final.png`.
 fn read_run(png: &Path, then: Then) -> Result<OpenedRun, String> {
-    let text = crate::export::read_png_metadata(png)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{} holds no clipcanvas settings", png.display()))?;
-    let mut settings =
-        crate::settings::png::settings_from_text(&text).map_err(|e| format!("{}: {e}", png.display()))?;
+    let (settings, meta) = library::read_png(png)?;
     // The iteration it shows, where its metadata says (a PNG of older studios may not).
-    let iteration = crate::settings::png::PngMeta::from_json(&text).map_or(0, |m| m.iteration);
-    crate::export::resolve_from_file(&mut settings, png);
+    let iteration = meta.map_or(0, |m| m.iteration);
     let last = crate::worker::files::decode_image(png)?;
     let dir = crate::files::parent_dir(png);
     let is_run = png.file_name().is_some_and(|n| n == "final.png");
