@@ -1,8 +1,9 @@
 //! The single-precision matrix product under every convolution and frozen linear layer
 //! on the CPU: `C (+)= A·B`, blocked and packed in the GotoBLAS/BLIS loop order (panels
-//! of `B` sized for the shared cache, blocks of `A` for the core's L2, a 6×16 tile of `C`
-//! in registers) with an AVX-512 micro-kernel (a 6×32 tile: two 16-wide panels of `B` at
-//! once) or an AVX2+FMA one (6×16) where the CPU has them, and a portable one elsewhere.
+//! of `B` sized for the shared cache, blocks of `A` for the core's L2, a tile of `C` in
+//! registers) with AVX-512 micro-kernels (a 12×32 tile in 24 registers: two 16-wide
+//! panels of `B` at once; 12×16 for a lone panel) or an AVX2+FMA one (6×16, half a
+//! packed panel of `A` at a time) where the CPU has them, and a portable one elsewhere.
 //! Threads split `C` into column (or row) ranges, each packing its own panels.
 //!
 //! Operands are read through offset axes: element `(i, j)` of an operand is
@@ -12,20 +13,26 @@
 //! straight from its input while packing, and no im2col matrix is ever built.
 //!
 //! Every offset the product can read, and every element of `C` it can write, is checked
-//! against its slice before any work starts; the `unsafe` here is the SIMD micro-kernel
+//! against its slice before any work starts; the `unsafe` here is the SIMD micro-kernels
 //! and the writes into `C` through a pointer shared by the threads (disjoint tiles).
 
 use std::cell::RefCell;
 
 use candle_core::{bail, Result};
 
-/// Rows of the register tile.
-pub const MR: usize = 6;
-/// Columns of the register tile (two AVX vectors).
+/// Rows of a packed panel of `A`, and of the AVX-512 kernels' register tile (twelve rows
+/// of two 16-wide vectors are 24 of the 32 registers: enough independent sums to keep
+/// both FMA units of a Golden Cove core busy, where six rows left it a tenth idle).
+pub const MR: usize = 12;
+/// Columns of a packed panel of `B` (one AVX-512 vector, two AVX ones).
 pub const NR: usize = 16;
+/// Rows of the AVX2 kernel's tile: 12 of its 16 registers hold a 6×16 tile.
+const MR_AVX2: usize = 6;
+/// Row stride of the scratch tile that partial tiles are computed into.
+const TS: usize = 2 * NR;
 /// Depth of a packed block (a 16-wide panel of `B` is 16 KB: it stays in L1).
 const KC: usize = 256;
-/// Rows of a packed block of `A` (144×256 floats, 144 KB: it stays in L2).
+/// Rows of a packed block of `A` (144×256 floats, 144 KB: it stays in L2); a multiple of `MR`.
 const MC: usize = 144;
 /// Columns of a packed panel of `B` (256×2048 floats, 2 MB: it stays in L3).
 const NC: usize = 2048;
@@ -182,10 +189,10 @@ pub(super) fn thread_count() -> usize {
 /// The micro-kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
-    /// 6×32 tiles in 12 AVX-512 registers (two adjacent packed panels of `B`), fused
-    /// multiply-add; the AVX2 kernel for a lone panel or a partial tile.
+    /// 12×32 tiles in 24 AVX-512 registers (two adjacent packed panels of `B`), 12×16
+    /// for a lone panel; fused multiply-add.
     Avx512,
-    /// 6×16 tile in 12 AVX registers, fused multiply-add.
+    /// 6×16 tiles in 12 AVX registers, fused multiply-add.
     Avx2Fma,
     /// Plain Rust over the same packed layout (any CPU).
     Portable,
@@ -206,10 +213,9 @@ impl Kernel {
             Kernel::Portable
         })
     }
-}
 
-impl Kernel {
-    /// The 16-wide kernel that serves the tiles the AVX-512 kernel does not.
+    /// The AVX2 kernel where the best is AVX-512 (to check the two agree).
+    #[cfg(test)]
     fn best_narrow() -> Self {
         match Self::best() {
             Self::Avx512 => Self::Avx2Fma,
@@ -330,7 +336,7 @@ fn serial(out: Out, a: Operand<'_>, b: Operand<'_>, accumulate: bool, kernel: Ke
 
 fn blocked(out: Out, a: Operand<'_>, b: Operand<'_>, accumulate: bool, kernel: Kernel, bufs: &mut Buffers) {
     let (m, k, n) = (a.rows.len(), a.cols.len(), b.cols.len());
-    let mut tile = [0.0f32; MR * NR];
+    let mut tile = [0.0f32; MR * TS];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
@@ -376,31 +382,29 @@ fn pack_a(a: &Operand<'_>, ic: usize, mc: usize, pc: usize, kc: usize, bufs: &mu
     for (r, panel) in bufs.a.chunks_exact_mut(kc * MR).enumerate() {
         let live = MR.min(mc - r * MR);
         let offs = &rows[r * MR..r * MR + live];
+        let (groups, _) = panel.as_chunks_mut::<MR>();
         if a.rows.unit() && live == MR {
             // Column-major: the panel's rows are consecutive for every column.
-            for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
-                let from = offs[0] + cols[p];
+            for (dst, &co) in groups.iter_mut().zip(cols) {
+                let from = offs[0] + co;
                 dst.copy_from_slice(&data[from..from + MR]);
             }
+        } else if a.cols.unit() {
+            // Row-major: the rows are read side by side, one element of each per step,
+            // so their cache misses overlap.
+            let starts: [&[f32]; MR] = std::array::from_fn(|ii| match offs.get(ii) {
+                Some(&ro) => &data[ro + cols[0]..ro + cols[0] + kc],
+                None => &[],
+            });
+            for (p, dst) in groups.iter_mut().enumerate() {
+                for (d, row) in dst.iter_mut().zip(&starts) {
+                    *d = row.get(p).copied().unwrap_or(0.0);
+                }
+            }
         } else {
-            for ii in 0..MR {
-                match offs.get(ii) {
-                    Some(&ro) if a.cols.unit() => {
-                        let row = &data[ro + cols[0]..ro + cols[0] + kc];
-                        for (p, &v) in row.iter().enumerate() {
-                            panel[p * MR + ii] = v;
-                        }
-                    }
-                    Some(&ro) => {
-                        for (p, &co) in cols.iter().enumerate() {
-                            panel[p * MR + ii] = data[ro + co];
-                        }
-                    }
-                    None => {
-                        for p in 0..kc {
-                            panel[p * MR + ii] = 0.0;
-                        }
-                    }
+            for (dst, &co) in groups.iter_mut().zip(cols) {
+                for (ii, d) in dst.iter_mut().enumerate() {
+                    *d = offs.get(ii).map_or(0.0, |&ro| data[ro + co]);
                 }
             }
         }
@@ -418,29 +422,37 @@ fn pack_b(b: &Operand<'_>, pc: usize, kc: usize, jc: usize, nc: usize, bufs: &mu
     for (s, panel) in bufs.b.chunks_exact_mut(kc * NR).enumerate() {
         let live = NR.min(nc - s * NR);
         let offs = &cols[s * NR..s * NR + live];
+        let (groups, _) = panel.as_chunks_mut::<NR>();
         // Columns side by side in memory (a strided unit axis, or a run of a table, such
         // as one output row of a convolution) are copied as a block.
         if b.cols.unit()
             || offs[live - 1].checked_sub(offs[0]) == Some(live - 1) && offs.windows(2).all(|w| w[1] == w[0] + 1)
         {
-            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
-                let from = rows[p] + offs[0];
-                dst[..live].copy_from_slice(&data[from..from + live]);
-                dst[live..].fill(0.0);
+            for (dst, &ro) in groups.iter_mut().zip(rows) {
+                let from = ro + offs[0];
+                if live == NR {
+                    dst.copy_from_slice(&data[from..from + NR]);
+                } else {
+                    dst[..live].copy_from_slice(&data[from..from + live]);
+                    dst[live..].fill(0.0);
+                }
+            }
+        } else if b.rows.unit() {
+            // Column-major: the columns are read side by side, one element of each per
+            // step, so their cache misses overlap.
+            let starts: [&[f32]; NR] = std::array::from_fn(|jj| match offs.get(jj) {
+                Some(&co) => &data[co + rows[0]..co + rows[0] + kc],
+                None => &[],
+            });
+            for (p, dst) in groups.iter_mut().enumerate() {
+                for (d, col) in dst.iter_mut().zip(&starts) {
+                    *d = col.get(p).copied().unwrap_or(0.0);
+                }
             }
         } else {
-            for jj in 0..NR {
-                match offs.get(jj) {
-                    Some(&co) => {
-                        for (p, &ro) in rows.iter().enumerate() {
-                            panel[p * NR + jj] = data[ro + co];
-                        }
-                    }
-                    None => {
-                        for p in 0..kc {
-                            panel[p * NR + jj] = 0.0;
-                        }
-                    }
+            for (dst, &ro) in groups.iter_mut().zip(rows) {
+                for (jj, d) in dst.iter_mut().enumerate() {
+                    *d = offs.get(jj).map_or(0.0, |&co| data[ro + co]);
                 }
             }
         }
@@ -448,7 +460,7 @@ fn pack_b(b: &Operand<'_>, pc: usize, kc: usize, jc: usize, nc: usize, bufs: &mu
 }
 
 /// One `rows×cols` tile of C (at most `MR×NR`) from a packed panel pair: straight into
-/// C for a full tile with unit column stride on the AVX2 kernel, else through `tile`.
+/// C for a full tile with unit column stride, else through `tile`.
 #[expect(clippy::too_many_arguments, reason = "the tile's geometry, spelled out")]
 fn tile_product(
     kernel: Kernel,
@@ -459,58 +471,95 @@ fn tile_product(
     rows: usize,
     cols: usize,
     add: bool,
-    tile: &mut [f32; MR * NR],
+    tile: &mut [f32; MR * TS],
 ) {
     debug_assert!(ap.len() == kc * MR && bp.len() == kc * NR);
+    let direct = rows == MR && cols == NR && c.cs == 1;
     #[cfg(target_arch = "x86_64")]
-    if matches!(kernel, Kernel::Avx2Fma | Kernel::Avx512) {
-        #[expect(unsafe_code, reason = "SIMD micro-kernel over checked panels and a checked C tile")]
-        // SAFETY: `Kernel::Avx2Fma` and `Kernel::Avx512` are only chosen when the CPU has
-        // AVX2 and FMA. The panels hold `kc·MR` and `kc·NR` floats (asserted by slicing in
-        // `blocked`). A full tile's `MR` rows of `NR` unit-stride elements lie inside the
-        // view checked by `gemm_with`, and only this thread writes them; `tile` is a local
-        // array.
-        unsafe {
-            if rows == MR && cols == NR && c.cs == 1 {
-                avx2::kernel(kc, ap.as_ptr(), bp.as_ptr(), bp[8..].as_ptr(), c.ptr, c.rs, add);
-                return;
+    match kernel {
+        Kernel::Avx512 => {
+            #[expect(unsafe_code, reason = "SIMD micro-kernel over checked panels and a checked C tile")]
+            // SAFETY: `Kernel::Avx512` is only chosen when the CPU has AVX-512F. The
+            // panels hold `kc·MR` and `kc·NR` floats (asserted by slicing in `blocked`). A
+            // full tile's `MR` rows of `NR` unit-stride elements lie inside the view
+            // checked by `gemm_with`, and only this thread writes them; `tile` is a local
+            // array of `MR` rows of `TS ≥ NR` floats.
+            unsafe {
+                if direct {
+                    avx512::narrow(kc, ap.as_ptr(), [bp.as_ptr()], c.ptr, c.rs, add);
+                    return;
+                }
+                avx512::narrow(kc, ap.as_ptr(), [bp.as_ptr()], tile.as_mut_ptr(), TS, false);
             }
-            avx2::kernel(kc, ap.as_ptr(), bp.as_ptr(), bp[8..].as_ptr(), tile.as_mut_ptr(), NR, false);
+            write_tile(tile, c, rows, cols, add);
+            return;
         }
-        write_tile(tile, c, rows, cols, add);
-        return;
+        Kernel::Avx2Fma => {
+            let halves = rows.div_ceil(MR_AVX2);
+            #[expect(unsafe_code, reason = "SIMD micro-kernel over checked panels and a checked C tile")]
+            // SAFETY: `Kernel::Avx2Fma` is only chosen when the CPU has AVX2 and FMA. The
+            // panels hold `kc·MR` and `kc·NR` floats, and half `h < MR / MR_AVX2` reads
+            // rows `h·MR_AVX2..(h + 1)·MR_AVX2` of each `MR`-row step of the `A` panel. A
+            // full tile's rows lie inside the view checked by `gemm_with` and belong to
+            // this thread; `tile` is a local array of `MR` rows of `TS ≥ NR` floats.
+            unsafe {
+                let b = [bp.as_ptr(), bp.as_ptr().add(NR / 2)];
+                for h in 0..halves {
+                    let a = ap.as_ptr().add(h * MR_AVX2);
+                    if direct {
+                        avx2::kernel(kc, a, b, c.ptr.add(h * MR_AVX2 * c.rs), c.rs, add);
+                    } else {
+                        avx2::kernel(kc, a, b, tile.as_mut_ptr().add(h * MR_AVX2 * TS), TS, false);
+                    }
+                }
+            }
+            if !direct {
+                write_tile(tile, c, rows, cols, add);
+            }
+            return;
+        }
+        Kernel::Portable => {}
     }
     portable_kernel(kc, ap, bp, tile);
     write_tile(tile, c, rows, cols, add);
 }
 
-/// Two whole panels of `B` (`bp`: `2·kc·NR` floats) against one panel of `A`: a `rows×32`
-/// tile of C. Only called with [`Kernel::Avx512`]; a partial or strided tile goes through
-/// the AVX2 kernel one panel at a time.
-fn pair_product(kc: usize, ap: &[f32], bp: &[f32], c: Out, rows: usize, add: bool, tile: &mut [f32; MR * NR]) {
+/// Two whole panels of `B` (`bp`: `2·kc·NR` floats) against one panel of `A`: a
+/// `rows×2·NR` tile of C, straight into C when whole with unit column stride, else
+/// through `tile`. Only called with [`Kernel::Avx512`].
+fn pair_product(kc: usize, ap: &[f32], bp: &[f32], c: Out, rows: usize, add: bool, tile: &mut [f32; MR * TS]) {
     debug_assert!(ap.len() == kc * MR && bp.len() == 2 * kc * NR);
     #[cfg(target_arch = "x86_64")]
-    if rows == MR && c.cs == 1 {
+    {
+        let b = [bp.as_ptr(), bp[kc * NR..].as_ptr()];
         #[expect(unsafe_code, reason = "SIMD micro-kernel over checked panels and a checked C tile")]
         // SAFETY: `Kernel::Avx512` is only chosen when the CPU has AVX-512F. The panels
-        // hold `kc·MR` and `2·kc·NR` floats (asserted by slicing in `blocked`). The tile's
-        // `MR` rows of `2·NR` unit-stride elements are two whole tiles of the view checked
-        // by `gemm_with`, and only this thread writes them.
+        // hold `kc·MR` and `2·kc·NR` floats (asserted by slicing in `blocked`). A whole
+        // tile's `MR` rows of `2·NR` unit-stride elements are two whole tiles of the view
+        // checked by `gemm_with`, and only this thread writes them; `tile` is a local
+        // array of `MR` rows of `TS = 2·NR` floats.
         unsafe {
-            avx512::kernel(kc, ap.as_ptr(), bp.as_ptr(), bp[kc * NR..].as_ptr(), c.ptr, c.rs, add);
+            if rows == MR && c.cs == 1 {
+                avx512::wide(kc, ap.as_ptr(), b, c.ptr, c.rs, add);
+                return;
+            }
+            avx512::wide(kc, ap.as_ptr(), b, tile.as_mut_ptr(), TS, false);
         }
-        return;
+        write_tile(tile, c, rows, TS, add);
     }
-    let (left, right) = bp.split_at(kc * NR);
-    tile_product(Kernel::best_narrow(), kc, ap, left, c, rows, NR, add, tile);
-    tile_product(Kernel::best_narrow(), kc, ap, right, c.at(0, NR), rows, NR, add, tile);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let (left, right) = bp.split_at(kc * NR);
+        tile_product(Kernel::Portable, kc, ap, left, c, rows, NR, add, tile);
+        tile_product(Kernel::Portable, kc, ap, right, c.at(0, NR), rows, NR, add, tile);
+    }
 }
 
 /// Stores (or adds) the top-left `rows×cols` of `tile` into C.
-fn write_tile(tile: &[f32; MR * NR], c: Out, rows: usize, cols: usize, add: bool) {
+fn write_tile(tile: &[f32; MR * TS], c: Out, rows: usize, cols: usize, add: bool) {
     for i in 0..rows {
         for j in 0..cols {
-            let v = tile[i * NR + j];
+            let v = tile[i * TS + j];
             #[expect(unsafe_code, reason = "a write into the checked C view")]
             // SAFETY: (i, j) is inside this tile, which lies inside the view checked by
             // `gemm_with` and belongs to this thread alone.
@@ -523,7 +572,7 @@ fn write_tile(tile: &[f32; MR * NR], c: Out, rows: usize, cols: usize, add: bool
 }
 
 /// The tile product in plain Rust (the compiler vectorises the inner loop).
-fn portable_kernel(kc: usize, ap: &[f32], bp: &[f32], tile: &mut [f32; MR * NR]) {
+fn portable_kernel(kc: usize, ap: &[f32], bp: &[f32], tile: &mut [f32; MR * TS]) {
     let mut acc = [[0.0f32; NR]; MR];
     for (a, b) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)).take(kc) {
         for (row, &av) in acc.iter_mut().zip(a) {
@@ -532,61 +581,49 @@ fn portable_kernel(kc: usize, ap: &[f32], bp: &[f32], tile: &mut [f32; MR * NR])
             }
         }
     }
-    for (dst, row) in tile.chunks_exact_mut(NR).zip(&acc) {
-        dst.copy_from_slice(row);
+    for (dst, row) in tile.chunks_exact_mut(TS).zip(&acc) {
+        dst[..NR].copy_from_slice(row);
     }
 }
 
-/// A micro-kernel: `C[0..6][0..2w] (+)= Σ_p a[p·6 + i] · B[p][j]`, where `w` is the
-/// vector width, columns `0..w` of `B` are read from `b0 + p·16` and columns `w..2w` from
-/// `b1 + p·16`; C row `i` at `c + i·rs`. Each element is one chain of fused multiply-adds
-/// over `p` from zero, so every width gives the same bits.
+/// A micro-kernel `$name`: `C[0..ROWS][0..V·w] (+)= Σ_p a[p·MR + i] · B[p][j]`, where `w`
+/// is the vector width and columns `v·w..(v + 1)·w` of `B` are read from `b[v] + p·NR`;
+/// C row `i` at `c + i·rs`. Each element is one chain of fused multiply-adds over `p`
+/// from zero, so every kernel gives the same bits.
 macro_rules! micro_kernel {
-    ($feature:literal, $vec:ty, $width:literal, $zero:ident, $splat:ident, $load:ident, $fma:ident, $add:ident, $store:ident) => {
+    ($name:ident, $feature:literal, $rows:expr, $v:literal, $vec:ty, $width:literal,
+     $zero:ident, $splat:ident, $load:ident, $fma:ident, $add:ident, $store:ident) => {
         /// The tile product (see `micro_kernel!`).
         ///
         /// # Safety
-        /// The CPU has the feature; `a` holds `kc·6` floats, `b0` and `b1` `kc·16` floats
-        /// each, and the six rows of `2w` floats at `c + i·rs` are valid for reads and
-        /// writes.
+        /// The CPU has the feature; `a` holds `kc·MR` floats, each `b[v]` `kc·NR`, and
+        /// the rows of `V·w` floats at `c + i·rs` are valid for reads and writes.
         #[target_feature(enable = $feature)]
-        pub unsafe fn kernel(
-            kc: usize,
-            a: *const f32,
-            b0: *const f32,
-            b1: *const f32,
-            c: *mut f32,
-            rs: usize,
-            add: bool,
-        ) {
-            let mut acc: [$vec; 2 * MR] = [$zero(); 2 * MR];
-            let (mut a, mut b0, mut b1) = (a, b0, b1);
+        pub unsafe fn $name(kc: usize, a: *const f32, b: [*const f32; $v], c: *mut f32, rs: usize, add: bool) {
+            let mut acc: [[$vec; $v]; $rows] = [[$zero(); $v]; $rows];
+            let (mut a, mut b) = (a, b);
             for _ in 0..kc {
-                // SAFETY: p < kc, so a..a+6, b0..b0+w and b1..b1+w are inside the panels.
+                // SAFETY: p < kc, so a..a+ROWS and b[v]..b[v]+w are inside the panels.
                 unsafe {
-                    let left = $load(b0);
-                    let right = $load(b1);
-                    for i in 0..MR {
+                    let bv: [$vec; $v] = std::array::from_fn(|v| $load(b[v]));
+                    for (i, row) in acc.iter_mut().enumerate() {
                         let ai = $splat(*a.add(i));
-                        acc[2 * i] = $fma(ai, left, acc[2 * i]);
-                        acc[2 * i + 1] = $fma(ai, right, acc[2 * i + 1]);
+                        for (sum, &bj) in row.iter_mut().zip(&bv) {
+                            *sum = $fma(ai, bj, *sum);
+                        }
                     }
                     a = a.add(MR);
-                    b0 = b0.add(NR);
-                    b1 = b1.add(NR);
+                    for p in &mut b {
+                        *p = p.add(NR);
+                    }
                 }
             }
-            for i in 0..MR {
-                // SAFETY: row i of the tile is valid for 2w floats (the caller's contract).
-                unsafe {
-                    let row = c.add(i * rs);
-                    let (lo, hi) = (acc[2 * i], acc[2 * i + 1]);
-                    if add {
-                        $store(row, $add($load(row), lo));
-                        $store(row.add($width), $add($load(row.add($width)), hi));
-                    } else {
-                        $store(row, lo);
-                        $store(row.add($width), hi);
+            for (i, row) in acc.iter().enumerate() {
+                for (v, &sum) in row.iter().enumerate() {
+                    // SAFETY: row i of the tile is valid for V·w floats (the contract).
+                    unsafe {
+                        let at = c.add(i * rs + v * $width);
+                        $store(at, if add { $add($load(at), sum) } else { sum });
                     }
                 }
             }
@@ -594,7 +631,8 @@ macro_rules! micro_kernel {
     };
 }
 
-/// 6×16 tiles from one packed panel of `B` (its two 8-wide halves).
+/// 6×16 tiles from one packed panel of `B` (its two 8-wide halves) and six rows of a
+/// packed panel of `A`.
 #[cfg(target_arch = "x86_64")]
 #[expect(unsafe_code, reason = "SIMD intrinsics over raw panel pointers")]
 mod avx2 {
@@ -602,10 +640,13 @@ mod avx2 {
         __m256, _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
     };
 
-    use super::{MR, NR};
+    use super::{MR, MR_AVX2, NR};
 
     micro_kernel!(
+        kernel,
         "avx2,fma",
+        MR_AVX2,
+        2,
         __m256,
         8,
         _mm256_setzero_ps,
@@ -617,7 +658,7 @@ mod avx2 {
     );
 }
 
-/// 6×32 tiles from two packed panels of `B` side by side.
+/// 12×32 tiles from two packed panels of `B` side by side, and 12×16 from one.
 #[cfg(target_arch = "x86_64")]
 #[expect(unsafe_code, reason = "SIMD intrinsics over raw panel pointers")]
 mod avx512 {
@@ -628,7 +669,25 @@ mod avx512 {
     use super::{MR, NR};
 
     micro_kernel!(
+        wide,
         "avx512f",
+        MR,
+        2,
+        __m512,
+        16,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_fmadd_ps,
+        _mm512_add_ps,
+        _mm512_storeu_ps
+    );
+
+    micro_kernel!(
+        narrow,
+        "avx512f",
+        MR,
+        1,
         __m512,
         16,
         _mm512_setzero_ps,
