@@ -267,11 +267,92 @@ pub fn gemm_with(
     kernel: Kernel,
     threads: usize,
 ) -> Result<()> {
-    let (m, k, n) = (a.rows.len(), a.cols.len(), b.cols.len());
+    if !a.in_bounds() {
+        bail!("matmul: a view reaches past its buffer or overlaps itself")
+    }
+    product(dst, Lhs::Plain(a), b, accumulate, kernel, threads)
+}
+
+/// [`gemm_with`] with a left-hand side packed beforehand, for many products with it.
+pub fn gemm_packed(
+    dst: &mut MatMut<'_>,
+    a: &PackedLhs,
+    b: Operand<'_>,
+    accumulate: bool,
+    kernel: Kernel,
+    threads: usize,
+) -> Result<()> {
+    product(dst, Lhs::Packed(a), b, accumulate, kernel, threads)
+}
+
+/// A left-hand side packed once, in the panels [`gemm_with`] packs for itself block by
+/// block, for many products with it (the sixteen of a Winograd convolution, band after
+/// band, each of which would otherwise pack it again).
+#[derive(Debug)]
+pub struct PackedLhs {
+    m: usize,
+    k: usize,
+    /// Block `(pc, ic)` at `pc·m' + ic·kc`, where `m'` is `m` rounded up to whole panels.
+    data: Vec<f32>,
+}
+
+impl PackedLhs {
+    /// Packs `a` (any operand; its offsets are checked here).
+    pub fn new(a: Operand<'_>) -> Result<Self> {
+        if !a.in_bounds() {
+            bail!("matmul: a view reaches past its buffer or overlaps itself")
+        }
+        let (m, k) = (a.rows.len(), a.cols.len());
+        let mut bufs = Buffers::default();
+        let mut data = Vec::with_capacity(m.next_multiple_of(MR) * k);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            for ic in (0..m).step_by(MC) {
+                pack_a(&a, ic, MC.min(m - ic), pc, kc, &mut bufs);
+                data.extend_from_slice(&bufs.a);
+            }
+        }
+        Ok(Self { m, k, data })
+    }
+
+    /// The packed rows `ic..ic + mc`, columns `pc..pc + kc` (a block of `blocked`).
+    fn block(&self, pc: usize, ic: usize, kc: usize, mc: usize) -> &[f32] {
+        let from = pc * self.m.next_multiple_of(MR) + ic * kc;
+        &self.data[from..from + mc.div_ceil(MR) * MR * kc]
+    }
+}
+
+/// The left-hand side of a product: an operand packed block by block as the product
+/// goes, or packed beforehand.
+#[derive(Clone, Copy)]
+enum Lhs<'a> {
+    Plain(Operand<'a>),
+    Packed(&'a PackedLhs),
+}
+
+impl Lhs<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            Self::Plain(a) => a.rows.len(),
+            Self::Packed(p) => p.m,
+        }
+    }
+
+    fn depth(&self) -> usize {
+        match self {
+            Self::Plain(a) => a.cols.len(),
+            Self::Packed(p) => p.k,
+        }
+    }
+}
+
+/// The product behind [`gemm_with`] and [`gemm_packed`]; `a`'s offsets are checked.
+fn product(dst: &mut MatMut<'_>, a: Lhs<'_>, b: Operand<'_>, accumulate: bool, kernel: Kernel, threads: usize) -> Result<()> {
+    let (m, k, n) = (a.rows(), a.depth(), b.cols.len());
     if b.rows.len() != k || dst.rows != m || dst.cols != n {
         bail!("matmul: [{m}x{k}] · [{}x{n}] does not fit [{}x{}]", b.rows.len(), dst.rows, dst.cols)
     }
-    if !a.in_bounds() || !b.in_bounds() || !dst.valid() {
+    if !b.in_bounds() || !dst.valid() {
         bail!("matmul: a view reaches past its buffer or overlaps itself")
     }
     if m == 0 || n == 0 {
@@ -290,17 +371,22 @@ pub fn gemm_with(
     let out = Out { ptr: dst.data[dst.offset..].as_mut_ptr(), rs: dst.rs, cs: dst.cs };
     let work = m.saturating_mul(n).saturating_mul(k);
     let parts = if work >= PARALLEL_WORK { threads.max(1) } else { 1 };
-    // Split the longer side of C into `parts` ranges, whole tiles each.
-    let (split_n, len, unit) = if n >= m { (true, n, NR) } else { (false, m, MR) };
+    // Split the longer side of C into `parts` ranges, whole tiles each (the columns for
+    // a packed left-hand side, whose blocks are whole).
+    let (split_n, len, unit) = match a {
+        Lhs::Plain(_) if n < m => (false, m, MR),
+        _ => (true, n, NR),
+    };
     let per = len.div_ceil(parts).div_ceil(unit) * unit;
     let ranges: Vec<(usize, usize)> = (0..len).step_by(per.max(1)).map(|s| (s, (s + per).min(len))).collect();
-    let job = |&(from, to): &(usize, usize)| {
-        if split_n {
+    let job = |&(from, to): &(usize, usize)| match a {
+        Lhs::Plain(plain) if !split_n => {
+            let a = Lhs::Plain(Operand { rows: plain.rows.range(from, to), ..plain });
+            serial(out.at(from, 0), a, b, accumulate, kernel);
+        }
+        _ => {
             let b = Operand { cols: b.cols.range(from, to), ..b };
             serial(out.at(0, from), a, b, accumulate, kernel);
-        } else {
-            let a = Operand { rows: a.rows.range(from, to), ..a };
-            serial(out.at(from, 0), a, b, accumulate, kernel);
         }
     };
     if ranges.len() > 1 {
@@ -326,7 +412,7 @@ thread_local! {
 }
 
 /// One thread's product over its part of C (whose elements the caller checked).
-fn serial(out: Out, a: Operand<'_>, b: Operand<'_>, accumulate: bool, kernel: Kernel) {
+fn serial(out: Out, a: Lhs<'_>, b: Operand<'_>, accumulate: bool, kernel: Kernel) {
     BUFFERS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut bufs) => blocked(out, a, b, accumulate, kernel, &mut bufs),
         // Only if a product ran inside another on this thread: fresh buffers then.
@@ -334,8 +420,8 @@ fn serial(out: Out, a: Operand<'_>, b: Operand<'_>, accumulate: bool, kernel: Ke
     });
 }
 
-fn blocked(out: Out, a: Operand<'_>, b: Operand<'_>, accumulate: bool, kernel: Kernel, bufs: &mut Buffers) {
-    let (m, k, n) = (a.rows.len(), a.cols.len(), b.cols.len());
+fn blocked(out: Out, a: Lhs<'_>, b: Operand<'_>, accumulate: bool, kernel: Kernel, bufs: &mut Buffers) {
+    let (m, k, n) = (a.rows(), a.depth(), b.cols.len());
     let mut tile = [0.0f32; MR * TS];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
@@ -345,7 +431,13 @@ fn blocked(out: Out, a: Operand<'_>, b: Operand<'_>, accumulate: bool, kernel: K
             let add = accumulate || pc > 0;
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
-                pack_a(&a, ic, mc, pc, kc, bufs);
+                let ablock = match a {
+                    Lhs::Plain(a) => {
+                        pack_a(&a, ic, mc, pc, kc, bufs);
+                        &bufs.a
+                    }
+                    Lhs::Packed(p) => p.block(pc, ic, kc, mc),
+                };
                 let panels = nc.div_ceil(NR);
                 let mut s = 0;
                 while s < panels {
@@ -355,7 +447,7 @@ fn blocked(out: Out, a: Operand<'_>, b: Operand<'_>, accumulate: bool, kernel: K
                     let bp = &bufs.b[s * kc * NR..(s + width) * kc * NR];
                     let cols = (width * NR).min(nc - s * NR);
                     for r in 0..mc.div_ceil(MR) {
-                        let ap = &bufs.a[r * kc * MR..(r + 1) * kc * MR];
+                        let ap = &ablock[r * kc * MR..(r + 1) * kc * MR];
                         let rows = MR.min(mc - r * MR);
                         let c = out.at(ic + r * MR, jc + s * NR);
                         if pair {

@@ -12,7 +12,9 @@
 
 use candle_core::{bail, Result};
 
-use super::gemm::{gemm_with, Kernel, MatMut, MatRef};
+use std::cell::RefCell;
+
+use super::gemm::{gemm_packed, Kernel, MatMut, MatRef, PackedLhs};
 use super::shape::ConvShape;
 
 /// Tiles per band, about: enough columns for the products to run at full speed.
@@ -91,6 +93,10 @@ pub fn conv3x3(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape, tr
     let band_rows = BAND_TILES.div_ceil(tw).min(th / (2 * threads)).max(1);
     let tiles = Tiles { th, tw, wp, plane: hp * wp, band_rows };
     let u = transform_weights(weight, cin, cout, transposed);
+    // Each product's left-hand side, packed once for every band.
+    let u = (0..16)
+        .map(|xi| PackedLhs::new(MatRef { data: &u, offset: xi * cout * cin, rows: cout, cols: cin, rs: 1, cs: cout }.into()))
+        .collect::<Result<Vec<_>>>()?;
     let bands = th.div_ceil(tiles.band_rows);
     let mut out = vec![0.0f32; batch * cout * h * w];
     let mut padded = vec![0.0f32; cin * tiles.plane];
@@ -127,13 +133,45 @@ pub fn conv3x3(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape, tr
 #[expect(clippy::too_many_arguments, reason = "the band's inputs and geometry, spelled out")]
 fn band_outputs(
     padded: &[f32],
-    u: &[f32],
+    u: &[PackedLhs],
     bias: Option<&[f32]>,
     s: ConvShape,
     t: Tiles,
     i: usize,
     gemm_threads: usize,
     planes: &mut [&mut [f32]],
+) -> Result<()> {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => band_in(padded, u, bias, s, t, i, gemm_threads, planes, &mut scratch),
+        // Only if a band ran inside another on this thread: fresh buffers then.
+        Err(_) => band_in(padded, u, bias, s, t, i, gemm_threads, planes, &mut Scratch::default()),
+    })
+}
+
+/// Per-thread buffers for a band's transformed input and products, kept between bands
+/// (every element is written before it is read).
+#[derive(Default)]
+struct Scratch {
+    v: Vec<f32>,
+    m: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// [`band_outputs`] with the thread's buffers.
+#[expect(clippy::too_many_arguments, reason = "the band's inputs and geometry, spelled out")]
+fn band_in(
+    padded: &[f32],
+    u: &[PackedLhs],
+    bias: Option<&[f32]>,
+    s: ConvShape,
+    t: Tiles,
+    i: usize,
+    gemm_threads: usize,
+    planes: &mut [&mut [f32]],
+    scratch: &mut Scratch,
 ) -> Result<()> {
     let ConvShape { cin, cout, h, w, .. } = s;
     let ty0 = i * t.band_rows;
@@ -142,7 +180,9 @@ fn band_outputs(
     // The transformed input, [16][Cin][n]: per channel and tile row, `Bᵀ·d` down the
     // four padded rows, split into even and odd columns, then `·B` across, tile by tile
     // along the row (unit-stride loops the compiler vectorises).
-    let mut v = vec![0.0f32; 16 * cin * n];
+    let Scratch { v, m } = scratch;
+    v.resize(16 * cin * n, 0.0);
+    m.resize(16 * cout * n, 0.0);
     let tw = t.tw;
     // Bᵀ·d of the even and of the odd columns, four rows of `tw + 1` each.
     let (mut even, mut odd) = (vec![0.0f32; 4 * (tw + 1)], vec![0.0f32; 4 * (tw + 1)]);
@@ -180,14 +220,12 @@ fn band_outputs(
         }
     }
     // Sixteen products, [16][Cout][n].
-    let mut m = vec![0.0f32; 16 * cout * n];
-    for (xi, mx) in m.chunks_exact_mut(cout * n).enumerate() {
-        let a = MatRef { data: u, offset: xi * cout * cin, rows: cout, cols: cin, rs: 1, cs: cout };
-        let bm = MatRef { data: &v, offset: xi * cin * n, rows: cin, cols: n, rs: n, cs: 1 };
+    for ((xi, mx), a) in m.chunks_exact_mut(cout * n).enumerate().zip(u) {
+        let bm = MatRef { data: v, offset: xi * cin * n, rows: cin, cols: n, rs: n, cs: 1 };
         let mut dst = MatMut { data: mx, offset: 0, rows: cout, cols: n, rs: n, cs: 1 };
-        gemm_with(&mut dst, a.into(), bm.into(), false, Kernel::best(), gemm_threads)?;
+        gemm_packed(&mut dst, a, bm.into(), false, Kernel::best(), gemm_threads)?;
     }
-    drop(v);
+    let m = &*m;
     let rows = (2 * band_rows).min(h - 2 * ty0);
     if planes.len() != cout || planes.iter().any(|p| p.len() != rows * w) {
         bail!("winograd conv: band {i} does not fit its output rows")
