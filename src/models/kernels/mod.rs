@@ -12,6 +12,7 @@ use candle_core::{bail, Result};
 pub mod gemm;
 pub mod rows;
 mod shape;
+pub mod vmath;
 pub mod winograd;
 
 pub use gemm::{gemm, matmul, Axis, MatMut, MatRef, Operand};
@@ -252,18 +253,31 @@ impl GroupSpec {
     }
 }
 
-/// Mean and 1/σ of one group's values.
+/// Mean and 1/σ of one group's values (sums in f64, eight running side by side).
 fn moments(v: &[f32], eps: f64) -> (f32, f32) {
     #[expect(clippy::cast_precision_loss, reason = "group sizes are far below 2^52")]
     let n = v.len().max(1) as f64;
-    let mean = v.iter().map(|&a| f64::from(a)).sum::<f64>() / n;
-    let var = v.iter().map(|&a| (f64::from(a) - mean).powi(2)).sum::<f64>() / n;
+    let mean = lane_sum(v, f64::from) / n;
+    let var = lane_sum(v, |a| (f64::from(a) - mean).powi(2)) / n;
     #[expect(clippy::cast_possible_truncation, reason = "back to the tensor's f32")]
     (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
 }
 
-fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
+/// `Σ f(v)` in f64 over eight interleaved running sums (which the compiler vectorises,
+/// where one running sum is a chain of dependent additions).
+#[inline(always)]
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    vmath::wide(|| {
+        let mut lanes = [0.0f64; 8];
+        let chunks = v.chunks_exact(8);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for (s, &a) in lanes.iter_mut().zip(c) {
+                *s += f(a);
+            }
+        }
+        lanes.iter().sum::<f64>() + tail.iter().map(|&a| f(a)).sum::<f64>()
+    })
 }
 
 fn check_group_norm(len: usize, gamma: &[f32], beta: &[f32], g: GroupSpec) -> Result<()> {
@@ -294,10 +308,18 @@ pub fn group_norm(x: &[f32], gamma: &[f32], beta: &[f32], g: GroupSpec) -> Resul
                 for (j, (yc, xc)) in yg.chunks_mut(plane).zip(xg.chunks(plane)).enumerate() {
                     let a = rstd * gamma[c0 + j];
                     let b = beta[c0 + j] - mean * a;
-                    for (o, &v) in yc.iter_mut().zip(xc) {
-                        let n = v * a + b;
-                        *o = if g.silu { n * sigmoid(n) } else { n };
-                    }
+                    vmath::wide(|| {
+                        if g.silu {
+                            for (o, &v) in yc.iter_mut().zip(xc) {
+                                let n = v * a + b;
+                                *o = n * vmath::sigmoid(n);
+                            }
+                        } else {
+                            for (o, &v) in yc.iter_mut().zip(xc) {
+                                *o = v * a + b;
+                            }
+                        }
+                    });
                 }
             }
         },
@@ -343,40 +365,60 @@ pub fn group_norm_backward(
             {
                 let (mean, rstd) = moments(xg, g.eps);
                 let c0 = ((block * per_block + i) % g.groups) * cg;
-                // First pass: dx̂ into dx, and the two group sums.
+                // First pass: dx̂ into dx, and per channel Σ dn·x̂ and Σ dn (then
+                // Σ dx̂ = γ·Σ dn and Σ dx̂·x̂ = γ·Σ dn·x̂ over the group).
                 let (mut s1, mut s2) = (0.0f64, 0.0f64);
                 for (j, ((dc, xc), gc)) in
                     dxg.chunks_mut(plane).zip(xg.chunks(plane)).zip(dyg.chunks(plane)).enumerate()
                 {
                     let (gm, bt) = (gamma[c0 + j], beta[c0 + j]);
-                    let (mut sg, mut sb) = (0.0f32, 0.0f32);
-                    for ((d, &v), &gr) in dc.iter_mut().zip(xc).zip(gc) {
-                        let xh = (v - mean) * rstd;
-                        let dn = if g.silu {
-                            let n = xh * gm + bt;
-                            let s = sigmoid(n);
-                            gr * s * (1.0 + n * (1.0 - s))
-                        } else {
-                            gr
-                        };
-                        sg += dn * xh;
-                        sb += dn;
-                        let dxh = dn * gm;
-                        *d = dxh;
-                        s1 += f64::from(dxh);
-                        s2 += f64::from(dxh * xh);
-                    }
+                    vmath::wide(|| {
+                        for ((d, &v), &gr) in dc.iter_mut().zip(xc).zip(gc) {
+                            let dn = if g.silu {
+                                let n = (v - mean) * rstd * gm + bt;
+                                let s = vmath::sigmoid(n);
+                                gr * s * (1.0 + n * (1.0 - s))
+                            } else {
+                                gr
+                            };
+                            *d = dn;
+                        }
+                    });
+                    // Then the sums, and dn becomes dx̂ = dn·γ.
+                    let (sg, sb) = vmath::wide(|| {
+                        let (mut sg, mut sb) = ([0.0f64; 8], [0.0f64; 8]);
+                        let whole = dc.len() / 8 * 8;
+                        let (body, tail) = dc.split_at_mut(whole);
+                        for (dn8, x8) in body.chunks_exact_mut(8).zip(xc.chunks_exact(8)) {
+                            for ((s, b), (d, &v)) in sg.iter_mut().zip(sb.iter_mut()).zip(dn8.iter_mut().zip(x8)) {
+                                *s += f64::from(*d * ((v - mean) * rstd));
+                                *b += f64::from(*d);
+                                *d *= gm;
+                            }
+                        }
+                        let (mut tg, mut tb) = (sg.iter().sum::<f64>(), sb.iter().sum::<f64>());
+                        for (d, &v) in tail.iter_mut().zip(&xc[whole..]) {
+                            tg += f64::from(*d * ((v - mean) * rstd));
+                            tb += f64::from(*d);
+                            *d *= gm;
+                        }
+                        (tg, tb)
+                    });
+                    s1 += f64::from(gm) * sb;
+                    s2 += f64::from(gm) * sg;
                     if params {
-                        dgamma[c0 + j] += f64::from(sg);
-                        dbeta[c0 + j] += f64::from(sb);
+                        dgamma[c0 + j] += sg;
+                        dbeta[c0 + j] += sb;
                     }
                 }
                 #[expect(clippy::cast_possible_truncation, reason = "back to f32")]
                 let (m1, m2) = ((s1 as f32) * inv_n, (s2 as f32) * inv_n);
-                for (d, &v) in dxg.iter_mut().zip(xg) {
-                    let xh = (v - mean) * rstd;
-                    *d = rstd * (*d - m1 - xh * m2);
-                }
+                vmath::wide(|| {
+                    for (d, &v) in dxg.iter_mut().zip(xg) {
+                        let xh = (v - mean) * rstd;
+                        *d = rstd * (*d - m1 - xh * m2);
+                    }
+                });
             }
             (dgamma, dbeta)
         })

@@ -5,7 +5,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
 use super::storage::{dense, input_slice, with_cpu_slices, Saved};
-use crate::models::kernels::{self, MatMut, MatRef};
+use crate::models::kernels::{self, vmath, MatMut, MatRef};
 
 /// Multi-head scaled dot-product attention over packed projections, as one op on the
 /// CPU: `qkv` is `[B, T, 3D]` (queries, keys and values side by side, as one product of
@@ -41,12 +41,9 @@ fn softmax_rows(scores: &mut [f32], t: usize, scale: f32, causal: bool) {
     for (i, row) in scores.chunks_exact_mut(t).enumerate() {
         let (live, masked) = row.split_at_mut(if causal { i + 1 } else { t });
         let max = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-        let mut sum = 0.0;
-        for v in live.iter_mut() {
-            *v = (*v * scale - max).exp();
-            sum += *v;
-        }
-        live.iter_mut().for_each(|v| *v /= sum);
+        vmath::wide(|| live.iter_mut().for_each(|v| *v = vmath::exp(*v * scale - max)));
+        let sum: f32 = live.iter().sum();
+        vmath::wide(|| live.iter_mut().for_each(|v| *v /= sum));
         masked.fill(0.0);
     }
 }
