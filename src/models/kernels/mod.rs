@@ -267,7 +267,7 @@ fn moments(v: &[f32], eps: f64) -> (f32, f32) {
 /// where one running sum is a chain of dependent additions).
 #[inline(always)]
 fn lane_sum(v: &[f32], f: impl Fn(f32) -> f64) -> f64 {
-    vmath::wide(|| {
+    vmath::wide(#[inline(always)] || {
         let mut lanes = [0.0f64; 8];
         let chunks = v.chunks_exact(8);
         let tail = chunks.remainder();
@@ -308,7 +308,7 @@ pub fn group_norm(x: &[f32], gamma: &[f32], beta: &[f32], g: GroupSpec) -> Resul
                 for (j, (yc, xc)) in yg.chunks_mut(plane).zip(xg.chunks(plane)).enumerate() {
                     let a = rstd * gamma[c0 + j];
                     let b = beta[c0 + j] - mean * a;
-                    vmath::wide(|| {
+                    vmath::wide(#[inline(always)] || {
                         if g.silu {
                             for (o, &v) in yc.iter_mut().zip(xc) {
                                 let n = v * a + b;
@@ -372,7 +372,7 @@ pub fn group_norm_backward(
                     dxg.chunks_mut(plane).zip(xg.chunks(plane)).zip(dyg.chunks(plane)).enumerate()
                 {
                     let (gm, bt) = (gamma[c0 + j], beta[c0 + j]);
-                    vmath::wide(|| {
+                    vmath::wide(#[inline(always)] || {
                         for ((d, &v), &gr) in dc.iter_mut().zip(xc).zip(gc) {
                             let dn = if g.silu {
                                 let n = (v - mean) * rstd * gm + bt;
@@ -385,7 +385,7 @@ pub fn group_norm_backward(
                         }
                     });
                     // Then the sums, and dn becomes dx̂ = dn·γ.
-                    let (sg, sb) = vmath::wide(|| {
+                    let (sg, sb) = vmath::wide(#[inline(always)] || {
                         let (mut sg, mut sb) = ([0.0f64; 8], [0.0f64; 8]);
                         let whole = dc.len() / 8 * 8;
                         let (body, tail) = dc.split_at_mut(whole);
@@ -413,7 +413,7 @@ pub fn group_norm_backward(
                 }
                 #[expect(clippy::cast_possible_truncation, reason = "back to f32")]
                 let (m1, m2) = ((s1 as f32) * inv_n, (s2 as f32) * inv_n);
-                vmath::wide(|| {
+                vmath::wide(#[inline(always)] || {
                     for (d, &v) in dxg.iter_mut().zip(xg) {
                         let xh = (v - mean) * rstd;
                         *d = rstd * (*d - m1 - xh * m2);

@@ -6,7 +6,8 @@
 //! (Cephes' `expf`: a range reduction, a degree-6 polynomial and the exponent written
 //! into the bits), which the compiler vectorises; [`wide`] runs a closure inlined into a
 //! function compiled for AVX-512 (else AVX2 and FMA), where its loops run 16 (8) lanes
-//! wide. Rust does not fuse `a·b + c` on its own, so a loop gives the same bits
+//! wide (with one running f32 sum a loop stays a chain of dependent additions: sums run
+//! in lanes, as in `kernels::lane_sum`). Rust does not fuse `a·b + c` on its own, so a loop gives the same bits
 //! whichever unit runs it.
 
 /// `eˣ` within 2 ulp of the exact value: `0` below −87.34 (where it would be
@@ -54,8 +55,10 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// Runs `f`, compiled (when it is inlined here, as a closure called once is) for
-/// AVX-512 where the CPU has it, else for AVX2 with FMA, else for the baseline.
+/// Runs `f`, compiled for AVX-512 where the CPU has it, else for AVX2 with FMA, else
+/// for the baseline — when `f` is inlined here, so mark the closure
+/// `#[inline(always)]` (`wide(#[inline(always)] || …)`); the functions it calls must
+/// be inlined too.
 #[inline]
 pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -137,7 +140,7 @@ mod tests {
     fn wide_loops_give_the_baseline_bits() {
         let xs: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.173).collect();
         let plain: Vec<f32> = xs.iter().map(|&v| v * sigmoid(v)).collect();
-        let vectorised = wide(|| xs.iter().map(|&v| v * sigmoid(v)).collect::<Vec<f32>>());
+        let vectorised = wide(#[inline(always)] || xs.iter().map(|&v| v * sigmoid(v)).collect::<Vec<f32>>());
         assert_eq!(plain, vectorised);
     }
 }

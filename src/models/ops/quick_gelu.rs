@@ -61,7 +61,7 @@ impl CustomOp1 for QuickGelu {
         let mut y = vec![0.0f32; t.len()];
         match &self.backward {
             None => y.par_chunks_mut(CHUNK).zip(t.par_chunks(CHUNK)).for_each(|(ys, xs)| {
-                vmath::wide(|| {
+                vmath::wide(#[inline(always)] || {
                     for (o, &v) in ys.iter_mut().zip(xs) {
                         *o = v / quick_gelu_parts(v).1;
                     }
@@ -72,7 +72,7 @@ impl CustomOp1 for QuickGelu {
                     bail!("quick-gelu backward: {} gradients for {} inputs", t.len(), x.len())
                 }
                 y.par_chunks_mut(CHUNK).zip(t.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(|(ys, (gs, xs))| {
-                    vmath::wide(|| {
+                    vmath::wide(#[inline(always)] || {
                         for ((o, &g), &v) in ys.iter_mut().zip(gs).zip(xs) {
                             let (e, s) = quick_gelu_parts(v);
                             *o = g * (1.0 / s + 1.702 * v * e / (s * s));
