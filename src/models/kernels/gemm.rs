@@ -347,7 +347,14 @@ impl Lhs<'_> {
 }
 
 /// The product behind [`gemm_with`] and [`gemm_packed`]; `a`'s offsets are checked.
-fn product(dst: &mut MatMut<'_>, a: Lhs<'_>, b: Operand<'_>, accumulate: bool, kernel: Kernel, threads: usize) -> Result<()> {
+fn product(
+    dst: &mut MatMut<'_>,
+    a: Lhs<'_>,
+    b: Operand<'_>,
+    accumulate: bool,
+    kernel: Kernel,
+    threads: usize,
+) -> Result<()> {
     let (m, k, n) = (a.rows(), a.depth(), b.cols.len());
     if b.rows.len() != k || dst.rows != m || dst.cols != n {
         bail!("matmul: [{m}x{k}] · [{}x{n}] does not fit [{}x{}]", b.rows.len(), dst.rows, dst.cols)

@@ -267,17 +267,20 @@ fn moments(v: &[f32], eps: f64) -> (f32, f32) {
 /// where one running sum is a chain of dependent additions).
 #[inline(always)]
 fn lane_sum(v: &[f32], f: impl Fn(f32) -> f64) -> f64 {
-    vmath::wide(#[inline(always)] || {
-        let mut lanes = [0.0f64; 8];
-        let chunks = v.chunks_exact(8);
-        let tail = chunks.remainder();
-        for c in chunks {
-            for (s, &a) in lanes.iter_mut().zip(c) {
-                *s += f(a);
+    vmath::wide(
+        #[inline(always)]
+        || {
+            let mut lanes = [0.0f64; 8];
+            let chunks = v.chunks_exact(8);
+            let tail = chunks.remainder();
+            for c in chunks {
+                for (s, &a) in lanes.iter_mut().zip(c) {
+                    *s += f(a);
+                }
             }
-        }
-        lanes.iter().sum::<f64>() + tail.iter().map(|&a| f(a)).sum::<f64>()
-    })
+            lanes.iter().sum::<f64>() + tail.iter().map(|&a| f(a)).sum::<f64>()
+        },
+    )
 }
 
 fn check_group_norm(len: usize, gamma: &[f32], beta: &[f32], g: GroupSpec) -> Result<()> {
@@ -308,18 +311,21 @@ pub fn group_norm(x: &[f32], gamma: &[f32], beta: &[f32], g: GroupSpec) -> Resul
                 for (j, (yc, xc)) in yg.chunks_mut(plane).zip(xg.chunks(plane)).enumerate() {
                     let a = rstd * gamma[c0 + j];
                     let b = beta[c0 + j] - mean * a;
-                    vmath::wide(#[inline(always)] || {
-                        if g.silu {
-                            for (o, &v) in yc.iter_mut().zip(xc) {
-                                let n = v * a + b;
-                                *o = n * vmath::sigmoid(n);
+                    vmath::wide(
+                        #[inline(always)]
+                        || {
+                            if g.silu {
+                                for (o, &v) in yc.iter_mut().zip(xc) {
+                                    let n = v * a + b;
+                                    *o = n * vmath::sigmoid(n);
+                                }
+                            } else {
+                                for (o, &v) in yc.iter_mut().zip(xc) {
+                                    *o = v * a + b;
+                                }
                             }
-                        } else {
-                            for (o, &v) in yc.iter_mut().zip(xc) {
-                                *o = v * a + b;
-                            }
-                        }
-                    });
+                        },
+                    );
                 }
             }
         },
@@ -372,38 +378,44 @@ pub fn group_norm_backward(
                     dxg.chunks_mut(plane).zip(xg.chunks(plane)).zip(dyg.chunks(plane)).enumerate()
                 {
                     let (gm, bt) = (gamma[c0 + j], beta[c0 + j]);
-                    vmath::wide(#[inline(always)] || {
-                        for ((d, &v), &gr) in dc.iter_mut().zip(xc).zip(gc) {
-                            let dn = if g.silu {
-                                let n = (v - mean) * rstd * gm + bt;
-                                let s = vmath::sigmoid(n);
-                                gr * s * (1.0 + n * (1.0 - s))
-                            } else {
-                                gr
-                            };
-                            *d = dn;
-                        }
-                    });
+                    vmath::wide(
+                        #[inline(always)]
+                        || {
+                            for ((d, &v), &gr) in dc.iter_mut().zip(xc).zip(gc) {
+                                let dn = if g.silu {
+                                    let n = (v - mean) * rstd * gm + bt;
+                                    let s = vmath::sigmoid(n);
+                                    gr * s * (1.0 + n * (1.0 - s))
+                                } else {
+                                    gr
+                                };
+                                *d = dn;
+                            }
+                        },
+                    );
                     // Then the sums, and dn becomes dx̂ = dn·γ.
-                    let (sg, sb) = vmath::wide(#[inline(always)] || {
-                        let (mut sg, mut sb) = ([0.0f64; 8], [0.0f64; 8]);
-                        let whole = dc.len() / 8 * 8;
-                        let (body, tail) = dc.split_at_mut(whole);
-                        for (dn8, x8) in body.chunks_exact_mut(8).zip(xc.chunks_exact(8)) {
-                            for ((s, b), (d, &v)) in sg.iter_mut().zip(sb.iter_mut()).zip(dn8.iter_mut().zip(x8)) {
-                                *s += f64::from(*d * ((v - mean) * rstd));
-                                *b += f64::from(*d);
+                    let (sg, sb) = vmath::wide(
+                        #[inline(always)]
+                        || {
+                            let (mut sg, mut sb) = ([0.0f64; 8], [0.0f64; 8]);
+                            let whole = dc.len() / 8 * 8;
+                            let (body, tail) = dc.split_at_mut(whole);
+                            for (dn8, x8) in body.chunks_exact_mut(8).zip(xc.chunks_exact(8)) {
+                                for ((s, b), (d, &v)) in sg.iter_mut().zip(sb.iter_mut()).zip(dn8.iter_mut().zip(x8)) {
+                                    *s += f64::from(*d * ((v - mean) * rstd));
+                                    *b += f64::from(*d);
+                                    *d *= gm;
+                                }
+                            }
+                            let (mut tg, mut tb) = (sg.iter().sum::<f64>(), sb.iter().sum::<f64>());
+                            for (d, &v) in tail.iter_mut().zip(&xc[whole..]) {
+                                tg += f64::from(*d * ((v - mean) * rstd));
+                                tb += f64::from(*d);
                                 *d *= gm;
                             }
-                        }
-                        let (mut tg, mut tb) = (sg.iter().sum::<f64>(), sb.iter().sum::<f64>());
-                        for (d, &v) in tail.iter_mut().zip(&xc[whole..]) {
-                            tg += f64::from(*d * ((v - mean) * rstd));
-                            tb += f64::from(*d);
-                            *d *= gm;
-                        }
-                        (tg, tb)
-                    });
+                            (tg, tb)
+                        },
+                    );
                     s1 += f64::from(gm) * sb;
                     s2 += f64::from(gm) * sg;
                     if params {
@@ -413,12 +425,15 @@ pub fn group_norm_backward(
                 }
                 #[expect(clippy::cast_possible_truncation, reason = "back to f32")]
                 let (m1, m2) = ((s1 as f32) * inv_n, (s2 as f32) * inv_n);
-                vmath::wide(#[inline(always)] || {
-                    for (d, &v) in dxg.iter_mut().zip(xg) {
-                        let xh = (v - mean) * rstd;
-                        *d = rstd * (*d - m1 - xh * m2);
-                    }
-                });
+                vmath::wide(
+                    #[inline(always)]
+                    || {
+                        for (d, &v) in dxg.iter_mut().zip(xg) {
+                            let xh = (v - mean) * rstd;
+                            *d = rstd * (*d - m1 - xh * m2);
+                        }
+                    },
+                );
             }
             (dgamma, dbeta)
         })

@@ -140,7 +140,10 @@ mod tests {
     fn wide_loops_give_the_baseline_bits() {
         let xs: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.173).collect();
         let plain: Vec<f32> = xs.iter().map(|&v| v * sigmoid(v)).collect();
-        let vectorised = wide(#[inline(always)] || xs.iter().map(|&v| v * sigmoid(v)).collect::<Vec<f32>>());
+        let vectorised = wide(
+            #[inline(always)]
+            || xs.iter().map(|&v| v * sigmoid(v)).collect::<Vec<f32>>(),
+        );
         assert_eq!(plain, vectorised);
     }
 }

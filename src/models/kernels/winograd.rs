@@ -95,7 +95,9 @@ pub fn conv3x3(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape, tr
     let u = transform_weights(weight, cin, cout, transposed);
     // Each product's left-hand side, packed once for every band.
     let u = (0..16)
-        .map(|xi| PackedLhs::new(MatRef { data: &u, offset: xi * cout * cin, rows: cout, cols: cin, rs: 1, cs: cout }.into()))
+        .map(|xi| {
+            PackedLhs::new(MatRef { data: &u, offset: xi * cout * cin, rows: cout, cols: cin, rs: 1, cs: cout }.into())
+        })
         .collect::<Result<Vec<_>>>()?;
     let bands = th.div_ceil(tiles.band_rows);
     let mut out = vec![0.0f32; batch * cout * h * w];

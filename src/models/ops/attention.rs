@@ -41,9 +41,15 @@ fn softmax_rows(scores: &mut [f32], t: usize, scale: f32, causal: bool) {
     for (i, row) in scores.chunks_exact_mut(t).enumerate() {
         let (live, masked) = row.split_at_mut(if causal { i + 1 } else { t });
         let max = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-        vmath::wide(#[inline(always)] || live.iter_mut().for_each(|v| *v = vmath::exp(*v * scale - max)));
+        vmath::wide(
+            #[inline(always)]
+            || live.iter_mut().for_each(|v| *v = vmath::exp(*v * scale - max)),
+        );
         let sum: f32 = live.iter().sum();
-        vmath::wide(#[inline(always)] || live.iter_mut().for_each(|v| *v /= sum));
+        vmath::wide(
+            #[inline(always)]
+            || live.iter_mut().for_each(|v| *v /= sum),
+        );
         masked.fill(0.0);
     }
 }

@@ -5,8 +5,8 @@
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 use super::composed;
-use crate::models::kernels::vmath;
 use super::storage::{dense, gpu_forwards, input_slice, with_cpu_slice};
+use crate::models::kernels::vmath;
 
 /// OpenAI CLIP's `x · sigmoid(1.702 x)`, computed as `composed::quick_gelu` computes it
 /// (`x / (1 + exp(−1.702 x))`), as one op: one threaded pass
@@ -61,23 +61,29 @@ impl CustomOp1 for QuickGelu {
         let mut y = vec![0.0f32; t.len()];
         match &self.backward {
             None => y.par_chunks_mut(CHUNK).zip(t.par_chunks(CHUNK)).for_each(|(ys, xs)| {
-                vmath::wide(#[inline(always)] || {
-                    for (o, &v) in ys.iter_mut().zip(xs) {
-                        *o = v / quick_gelu_parts(v).1;
-                    }
-                });
+                vmath::wide(
+                    #[inline(always)]
+                    || {
+                        for (o, &v) in ys.iter_mut().zip(xs) {
+                            *o = v / quick_gelu_parts(v).1;
+                        }
+                    },
+                );
             }),
             Some(x) => with_cpu_slice(&dense(x)?, |x| {
                 if x.len() != t.len() {
                     bail!("quick-gelu backward: {} gradients for {} inputs", t.len(), x.len())
                 }
                 y.par_chunks_mut(CHUNK).zip(t.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(|(ys, (gs, xs))| {
-                    vmath::wide(#[inline(always)] || {
-                        for ((o, &g), &v) in ys.iter_mut().zip(gs).zip(xs) {
-                            let (e, s) = quick_gelu_parts(v);
-                            *o = g * (1.0 / s + 1.702 * v * e / (s * s));
-                        }
-                    });
+                    vmath::wide(
+                        #[inline(always)]
+                        || {
+                            for ((o, &g), &v) in ys.iter_mut().zip(gs).zip(xs) {
+                                let (e, s) = quick_gelu_parts(v);
+                                *o = g * (1.0 / s + 1.702 * v * e / (s * s));
+                            }
+                        },
+                    );
                 });
                 Ok(())
             })?,
