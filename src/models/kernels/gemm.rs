@@ -489,23 +489,29 @@ fn pack_a(a: &Operand<'_>, ic: usize, mc: usize, pc: usize, kc: usize, bufs: &mu
                 dst.copy_from_slice(&data[from..from + MR]);
             }
         } else if a.cols.unit() {
-            // Row-major: the rows are read side by side, one element of each per step,
-            // so their cache misses overlap.
-            let starts: [&[f32]; MR] = std::array::from_fn(|ii| match offs.get(ii) {
-                Some(&ro) => &data[ro + cols[0]..ro + cols[0] + kc],
-                None => &[],
-            });
-            for (p, dst) in groups.iter_mut().enumerate() {
-                for (d, row) in dst.iter_mut().zip(&starts) {
-                    *d = row.get(p).copied().unwrap_or(0.0);
-                }
-            }
+            // Row-major: the panel's rows, each unit-stride.
+            interleave(groups, data, offs, cols[0], kc);
         } else {
             for (dst, &co) in groups.iter_mut().zip(cols) {
                 for (ii, d) in dst.iter_mut().enumerate() {
                     *d = offs.get(ii).map_or(0.0, |&ro| data[ro + co]);
                 }
             }
+        }
+    }
+}
+
+/// `groups[p][i] = data[lines[i] + shift + p]` for `p < len`, zero for `i` past the
+/// lines: up to `W` unit-stride lines read side by side, one element of each per step,
+/// so that their cache misses overlap.
+fn interleave<const W: usize>(groups: &mut [[f32; W]], data: &[f32], lines: &[usize], shift: usize, len: usize) {
+    let starts: [&[f32]; W] = std::array::from_fn(|i| match lines.get(i) {
+        Some(&at) => &data[at + shift..at + shift + len],
+        None => &[],
+    });
+    for (p, dst) in groups.iter_mut().enumerate() {
+        for (d, line) in dst.iter_mut().zip(&starts) {
+            *d = line.get(p).copied().unwrap_or(0.0);
         }
     }
 }
@@ -537,17 +543,8 @@ fn pack_b(b: &Operand<'_>, pc: usize, kc: usize, jc: usize, nc: usize, bufs: &mu
                 }
             }
         } else if b.rows.unit() {
-            // Column-major: the columns are read side by side, one element of each per
-            // step, so their cache misses overlap.
-            let starts: [&[f32]; NR] = std::array::from_fn(|jj| match offs.get(jj) {
-                Some(&co) => &data[co + rows[0]..co + rows[0] + kc],
-                None => &[],
-            });
-            for (p, dst) in groups.iter_mut().enumerate() {
-                for (d, col) in dst.iter_mut().zip(&starts) {
-                    *d = col.get(p).copied().unwrap_or(0.0);
-                }
-            }
+            // Column-major: the panel's columns, each unit-stride.
+            interleave(groups, data, offs, rows[0], kc);
         } else {
             for (dst, &ro) in groups.iter_mut().zip(rows) {
                 for (jj, d) in dst.iter_mut().enumerate() {
@@ -767,35 +764,28 @@ mod avx512 {
 
     use super::{MR, NR};
 
-    micro_kernel!(
-        wide,
-        "avx512f",
-        MR,
-        2,
-        __m512,
-        16,
-        _mm512_setzero_ps,
-        _mm512_set1_ps,
-        _mm512_loadu_ps,
-        _mm512_fmadd_ps,
-        _mm512_add_ps,
-        _mm512_storeu_ps
-    );
+    /// A kernel over `$v` panels of `B` side by side.
+    macro_rules! avx512_kernel {
+        ($name:ident, $v:literal) => {
+            micro_kernel!(
+                $name,
+                "avx512f",
+                MR,
+                $v,
+                __m512,
+                16,
+                _mm512_setzero_ps,
+                _mm512_set1_ps,
+                _mm512_loadu_ps,
+                _mm512_fmadd_ps,
+                _mm512_add_ps,
+                _mm512_storeu_ps
+            );
+        };
+    }
 
-    micro_kernel!(
-        narrow,
-        "avx512f",
-        MR,
-        1,
-        __m512,
-        16,
-        _mm512_setzero_ps,
-        _mm512_set1_ps,
-        _mm512_loadu_ps,
-        _mm512_fmadd_ps,
-        _mm512_add_ps,
-        _mm512_storeu_ps
-    );
+    avx512_kernel!(wide, 2);
+    avx512_kernel!(narrow, 1);
 }
 
 #[cfg(test)]

@@ -119,7 +119,7 @@ pub fn conv3x3(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape, tr
             }
         }
         let band = |(i, mut planes): (usize, Vec<&mut [f32]>), gemm_threads: usize| {
-            band_outputs(&padded, &u, bias, s, tiles, i, gemm_threads, &mut planes)
+            with_scratch(|scratch| band_outputs(&padded, &u, bias, s, tiles, i, gemm_threads, &mut planes, scratch))
         };
         if bands >= 2 * threads {
             use rayon::prelude::*;
@@ -129,25 +129,6 @@ pub fn conv3x3(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape, tr
         }
     }
     Ok(out)
-}
-
-/// Band `i`'s outputs into `planes`, each channel's rows of the band.
-#[expect(clippy::too_many_arguments, reason = "the band's inputs and geometry, spelled out")]
-fn band_outputs(
-    padded: &[f32],
-    u: &[PackedLhs],
-    bias: Option<&[f32]>,
-    s: ConvShape,
-    t: Tiles,
-    i: usize,
-    gemm_threads: usize,
-    planes: &mut [&mut [f32]],
-) -> Result<()> {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut scratch) => band_in(padded, u, bias, s, t, i, gemm_threads, planes, &mut scratch),
-        // Only if a band ran inside another on this thread: fresh buffers then.
-        Err(_) => band_in(padded, u, bias, s, t, i, gemm_threads, planes, &mut Scratch::default()),
-    })
 }
 
 /// Per-thread buffers for a band's transformed input and products, kept between bands
@@ -162,9 +143,19 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// [`band_outputs`] with the thread's buffers.
+/// `f` with this thread's band buffers.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        // Only if a band ran inside another on this thread: fresh buffers then.
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// Band `i`'s outputs into `planes`, each channel's rows of the band, with `scratch`'s
+/// buffers.
 #[expect(clippy::too_many_arguments, reason = "the band's inputs and geometry, spelled out")]
-fn band_in(
+fn band_outputs(
     padded: &[f32],
     u: &[PackedLhs],
     bias: Option<&[f32]>,
