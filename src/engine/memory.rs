@@ -31,6 +31,7 @@
 use std::path::Path;
 
 use super::error::{EngineError, Result};
+use super::generator::vqgan::rounded_canvas;
 use super::loaded::{onestep_dir, resolve_models, Models};
 use crate::models::clip::{ClipConfig, ClipFiles};
 use crate::models::onestep::{OneStepConfig, OneStepFiles};
@@ -139,8 +140,9 @@ fn f(v: usize) -> f64 {
 /// The canvas a run of `settings` gets: its size rounded down to the VQGAN's factor
 /// (at least one token each way).
 pub fn canvas(vqgan: &VqganConfig, width: usize, height: usize) -> (usize, usize) {
-    let fac = vqgan.downsample_factor();
-    ((width / fac).max(1) * fac, (height / fac).max(1) * fac)
+    // A side below the factor (refused when the run starts) is counted as one token.
+    let fac = vqgan.downsample_factor().max(1);
+    rounded_canvas(fac, width.max(fac), height.max(fac)).unwrap_or((fac, fac))
 }
 
 /// The canvas of a run of `settings`: the VQGAN's rounded down to its factor, the

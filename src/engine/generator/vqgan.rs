@@ -15,16 +15,22 @@ use crate::engine::rng::Rng;
 use crate::settings::coarse::factor_at;
 use crate::settings::RunSettings;
 
+/// The canvas a VQGAN with downsampling factor `f` draws for `width×height`: each side
+/// rounded down to a multiple of `f`; `None` where a side is below `f`. The one rule
+/// for the run (`canvas`) and for its memory estimate (`engine::memory`).
+pub fn rounded_canvas(f: usize, width: usize, height: usize) -> Option<(usize, usize)> {
+    let (toks_x, toks_y) = (width.checked_div(f)?, height.checked_div(f)?);
+    (toks_x > 0 && toks_y > 0).then_some((toks_x * f, toks_y * f))
+}
+
 /// The canvas rounded down to the VQGAN's factor, with a notice when it was.
 pub fn canvas(models: &Models, width: usize, height: usize) -> Result<((usize, usize), Option<String>)> {
     let f = models.vqgan()?.config().downsample_factor();
-    let (toks_x, toks_y) = (width / f, height / f);
-    if toks_x == 0 || toks_y == 0 {
+    let Some((w, h)) = rounded_canvas(f, width, height) else {
         return Err(EngineError::Input(format!(
             "size {width}x{height} is below the minimum of {f}x{f} for this VQGAN"
         )));
-    }
-    let (w, h) = (toks_x * f, toks_y * f);
+    };
     let notice = ((w, h) != (width, height))
         .then(|| format!("size {width}x{height} rounded down to {w}x{h} (a multiple of the VQGAN's factor {f})"));
     Ok(((w, h), notice))
