@@ -15,10 +15,20 @@
 //! Every offset the product can read, and every element of `C` it can write, is checked
 //! against its slice before any work starts; the `unsafe` here is the SIMD micro-kernels
 //! and the writes into `C` through a pointer shared by the threads (disjoint tiles).
+//!
+//! The file is one piece, about 800 lines with its tests: the blocking, packing and
+//! threading of one product share its constants and checked views; the register
+//! kernels are `gemm/micro.rs`.
 
 use std::cell::RefCell;
 
 use candle_core::{bail, Result};
+
+mod micro;
+
+use micro::portable_kernel;
+#[cfg(target_arch = "x86_64")]
+use micro::{avx2, avx512};
 
 /// Rows of a packed panel of `A`, and of the AVX-512 kernels' register tile (twelve rows
 /// of two 16-wide vectors are 24 of the 32 registers: enough independent sums to keep
@@ -665,127 +675,6 @@ fn write_tile(tile: &[f32; MR * TS], c: Out, rows: usize, cols: usize, add: bool
             }
         }
     }
-}
-
-/// The tile product in plain Rust (the compiler vectorises the inner loop).
-fn portable_kernel(kc: usize, ap: &[f32], bp: &[f32], tile: &mut [f32; MR * TS]) {
-    let mut acc = [[0.0f32; NR]; MR];
-    for (a, b) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)).take(kc) {
-        for (row, &av) in acc.iter_mut().zip(a) {
-            for (c, &bv) in row.iter_mut().zip(b) {
-                *c += av * bv;
-            }
-        }
-    }
-    for (dst, row) in tile.chunks_exact_mut(TS).zip(&acc) {
-        dst[..NR].copy_from_slice(row);
-    }
-}
-
-/// A micro-kernel `$name`: `C[0..ROWS][0..V·w] (+)= Σ_p a[p·MR + i] · B[p][j]`, where `w`
-/// is the vector width and columns `v·w..(v + 1)·w` of `B` are read from `b[v] + p·NR`;
-/// C row `i` at `c + i·rs`. Each element is one chain of fused multiply-adds over `p`
-/// from zero, so every kernel gives the same bits.
-macro_rules! micro_kernel {
-    ($name:ident, $feature:literal, $rows:expr, $v:literal, $vec:ty, $width:literal,
-     $zero:ident, $splat:ident, $load:ident, $fma:ident, $add:ident, $store:ident) => {
-        /// The tile product (see `micro_kernel!`).
-        ///
-        /// # Safety
-        /// The CPU has the feature; `a` holds `kc·MR` floats, each `b[v]` `kc·NR`, and
-        /// the rows of `V·w` floats at `c + i·rs` are valid for reads and writes.
-        #[target_feature(enable = $feature)]
-        pub unsafe fn $name(kc: usize, a: *const f32, b: [*const f32; $v], c: *mut f32, rs: usize, add: bool) {
-            let mut acc: [[$vec; $v]; $rows] = [[$zero(); $v]; $rows];
-            let (mut a, mut b) = (a, b);
-            for _ in 0..kc {
-                // SAFETY: p < kc, so a..a+ROWS and b[v]..b[v]+w are inside the panels.
-                unsafe {
-                    let bv: [$vec; $v] = std::array::from_fn(|v| $load(b[v]));
-                    for (i, row) in acc.iter_mut().enumerate() {
-                        let ai = $splat(*a.add(i));
-                        for (sum, &bj) in row.iter_mut().zip(&bv) {
-                            *sum = $fma(ai, bj, *sum);
-                        }
-                    }
-                    a = a.add(MR);
-                    for p in &mut b {
-                        *p = p.add(NR);
-                    }
-                }
-            }
-            for (i, row) in acc.iter().enumerate() {
-                for (v, &sum) in row.iter().enumerate() {
-                    // SAFETY: row i of the tile is valid for V·w floats (the contract).
-                    unsafe {
-                        let at = c.add(i * rs + v * $width);
-                        $store(at, if add { $add($load(at), sum) } else { sum });
-                    }
-                }
-            }
-        }
-    };
-}
-
-/// 6×16 tiles from one packed panel of `B` (its two 8-wide halves) and six rows of a
-/// packed panel of `A`.
-#[cfg(target_arch = "x86_64")]
-#[expect(unsafe_code, reason = "SIMD intrinsics over raw panel pointers")]
-mod avx2 {
-    use std::arch::x86_64::{
-        __m256, _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
-    };
-
-    use super::{MR, MR_AVX2, NR};
-
-    micro_kernel!(
-        kernel,
-        "avx2,fma",
-        MR_AVX2,
-        2,
-        __m256,
-        8,
-        _mm256_setzero_ps,
-        _mm256_set1_ps,
-        _mm256_loadu_ps,
-        _mm256_fmadd_ps,
-        _mm256_add_ps,
-        _mm256_storeu_ps
-    );
-}
-
-/// 12×32 tiles from two packed panels of `B` side by side, and 12×16 from one.
-#[cfg(target_arch = "x86_64")]
-#[expect(unsafe_code, reason = "SIMD intrinsics over raw panel pointers")]
-mod avx512 {
-    use std::arch::x86_64::{
-        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
-    };
-
-    use super::{MR, NR};
-
-    /// A kernel over `$v` panels of `B` side by side.
-    macro_rules! avx512_kernel {
-        ($name:ident, $v:literal) => {
-            micro_kernel!(
-                $name,
-                "avx512f",
-                MR,
-                $v,
-                __m512,
-                16,
-                _mm512_setzero_ps,
-                _mm512_set1_ps,
-                _mm512_loadu_ps,
-                _mm512_fmadd_ps,
-                _mm512_add_ps,
-                _mm512_storeu_ps
-            );
-        };
-    }
-
-    avx512_kernel!(wide, 2);
-    avx512_kernel!(narrow, 1);
 }
 
 #[cfg(test)]
