@@ -63,24 +63,15 @@ pub fn sigmoid(x: f32) -> f32 {
 pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::sync::OnceLock;
-        static UNIT: OnceLock<u8> = OnceLock::new();
-        let unit = *UNIT.get_or_init(|| {
-            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-                2
-            } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                1
-            } else {
-                0
-            }
-        });
+        use super::gemm::Kernel;
         #[expect(unsafe_code, reason = "calling code compiled for a CPU feature that was detected")]
-        // SAFETY: each is called only when the running CPU has its features.
+        // SAFETY: `Kernel::best` picks `Avx512` only where the CPU has AVX-512F, AVX2 and
+        // FMA, and `Avx2Fma` only where it has AVX2 and FMA.
         unsafe {
-            match unit {
-                2 => return on_avx512(f),
-                1 => return on_avx2(f),
-                _ => {}
+            match Kernel::best() {
+                Kernel::Avx512 => return on_avx512(f),
+                Kernel::Avx2Fma => return on_avx2(f),
+                Kernel::Portable => {}
             }
         }
     }
