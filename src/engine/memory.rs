@@ -35,6 +35,7 @@ use super::generator::vqgan::rounded_canvas;
 use super::loaded::{onestep_dir, resolve_models, Models};
 use crate::models::clip::{ClipConfig, ClipFiles};
 use crate::models::onestep::{OneStepConfig, OneStepFiles};
+use crate::models::ops::composed::Activation;
 use crate::models::vqgan::{VqganConfig, VqganFiles};
 use crate::settings::{Augment, CutMethod, GeneratorSettings, RunSettings};
 
@@ -278,14 +279,21 @@ fn image_and_cutouts(clip: &ClipConfig, s: &RunSettings, pixels: f64) -> f64 {
     8.0 * 3.0 * pixels + pooled + copies * f(s.cutn) * 3.0 * side * side
 }
 
-/// CLIP's vision tower over `cutn` cutouts: per layer the residual stream, the layer
-/// norms, queries/keys/values, attention probabilities, output, MLP and activation kept
-/// for the backward pass, and one layer's gradients on the way back.
+/// CLIP's vision tower over `cutn` cutouts: per layer what is kept for the backward
+/// pass, and one layer's gradients on the way back. A QuickGELU layer runs on the CPU as
+/// one op (`ops::encoder_layer`) that keeps its input, queries/keys/values, attention
+/// probabilities, first residual sum and MLP pre-activation; a GELU one as separate
+/// ops, whose graph also holds the layer norms' outputs, the attention output, the
+/// projections and the activation.
 fn clip_step(clip: &ClipConfig, s: &RunSettings) -> f64 {
     let v = &clip.vision;
     let tokens = f((v.image_size / v.patch_size.max(1)).pow(2) + 1);
     let (d, inner, heads) = (f(v.hidden_size), f(v.intermediate_size), f(v.num_attention_heads));
-    let layer = 10.0 * tokens * d + 2.0 * tokens * inner + heads * tokens * tokens;
+    let layer = if v.activation == Activation::QuickGelu {
+        5.0 * tokens * d + tokens * inner + heads * tokens * tokens
+    } else {
+        10.0 * tokens * d + 2.0 * tokens * inner + heads * tokens * tokens
+    };
     let back = 4.0 * tokens * d + 2.0 * tokens * inner + 2.0 * heads * tokens * tokens;
     f(s.cutn) * (f(v.num_hidden_layers) * layer + back + 3.0 * tokens * d)
 }
@@ -773,7 +781,7 @@ mod tests {
         let m = refusal(&nets, &asked, limit(need - 1), false).expect("refused");
         assert!(
             m.starts_with(
-                "a 512x512 run with 32 cutouts needs about 7.7 GB of memory and 7.6 GB is available (a test); "
+                "a 512x512 run with 32 cutouts needs about 7.1 GB of memory and 7.0 GB is available (a test); "
             ),
             "{m}"
         );

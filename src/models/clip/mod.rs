@@ -17,6 +17,7 @@ pub use config::{ClipConfig, TextConfig, VisionConfig};
 use crate::models::error::{ModelError, Result};
 use crate::models::nn::{LayerNorm, Linear};
 use crate::models::ops::composed::{softmax_last_dim, Activation};
+use crate::models::ops::encoder_layer::LayerWeights;
 use crate::models::ops::{self, Path as OpPath};
 use crate::models::tokenizer::ClipTokenizer;
 use crate::models::weights::WeightFile;
@@ -99,21 +100,63 @@ struct EncoderLayer {
     fc2: Linear,
     layer_norm2: LayerNorm,
     activation: Activation,
+    /// Frozen f32 weights on the CPU with QuickGELU: the whole layer as one op
+    /// ([`ops::encoder_layer`]), the same values in one node of the graph.
+    fused: Option<LayerWeights>,
 }
 
 impl EncoderLayer {
     fn new(dim: usize, inner: usize, heads: usize, act: Activation, eps: f64, vb: VarBuilder) -> CResult<Self> {
-        Ok(Self {
+        let mut layer = Self {
             self_attn: Attention::new(dim, heads, vb.pp("self_attn"))?,
             layer_norm1: LayerNorm::new(dim, eps, vb.pp("layer_norm1"))?,
             fc1: Linear::new(dim, inner, vb.pp("mlp").pp("fc1"))?,
             fc2: Linear::new(inner, dim, vb.pp("mlp").pp("fc2"))?,
             layer_norm2: LayerNorm::new(dim, eps, vb.pp("layer_norm2"))?,
             activation: act,
-        })
+            fused: None,
+        };
+        layer.fused = layer.fusable()?;
+        Ok(layer)
+    }
+
+    /// The layer's weights for [`ops::encoder_layer`], when it can run as one op: packed
+    /// frozen projections (CPU, f32), frozen norms and MLP, QuickGELU.
+    fn fusable(&self) -> CResult<Option<LayerWeights>> {
+        let Projections::Packed(qkv) = &self.self_attn.projections else { return Ok(None) };
+        let linear = |l: &Linear| l.parts().1.map(|b| (l.parts().0.clone(), b.clone()));
+        let norm = |n: &LayerNorm| (n.parts().0.clone(), n.parts().1.clone());
+        let (Some(qkv), Some(out), Some(fc1), Some(fc2)) =
+            (linear(qkv), linear(&self.self_attn.out_proj), linear(&self.fc1), linear(&self.fc2))
+        else {
+            return Ok(None);
+        };
+        let weights = LayerWeights {
+            norm1: norm(&self.layer_norm1),
+            qkv,
+            out,
+            norm2: norm(&self.layer_norm2),
+            fc1,
+            fc2,
+            eps: self.layer_norm1.parts().2,
+            heads: self.self_attn.heads,
+        };
+        let frozen = weights.norm1.0.device().is_cpu()
+            && ops::frozen(&[&weights.norm1.0, &weights.norm1.1, &weights.norm2.0, &weights.norm2.1])
+            && [&self.self_attn.out_proj, &self.fc1, &self.fc2].iter().all(|l| l.is_frozen());
+        let same_eps = self.layer_norm1.parts().2.to_bits() == self.layer_norm2.parts().2.to_bits();
+        if self.activation != Activation::QuickGelu || !frozen || !same_eps {
+            return Ok(None);
+        }
+        weights.checked().map(Some)
     }
 
     fn forward(&self, x: &Tensor, causal: bool) -> CResult<Tensor> {
+        if let Some(weights) = &self.fused {
+            if x.device().is_cpu() && x.dtype() == DType::F32 {
+                return ops::encoder_layer::encoder_layer(x, weights, causal);
+            }
+        }
         let h = self.self_attn.forward(&self.layer_norm1.forward(x)?, causal)?;
         let x = (x + h)?;
         let h = self.fc1.forward(&self.layer_norm2.forward(&x)?)?;

@@ -24,13 +24,19 @@ pub fn attention(qkv: &Tensor, heads: usize, scale: f32, causal: bool) -> Result
     if heads == 0 || d3 % (3 * heads) != 0 {
         bail!("fused attention: {d3} packed columns do not split into 3 × {heads} heads")
     }
-    dense(qkv)?.apply_op1(AttentionOp { heads, scale, causal, saved: Saved::default() })
+    dense(qkv)?.apply_op1(AttentionOp { heads: Heads { heads, scale, causal }, saved: Saved::default() })
+}
+
+/// The attention math over packed projections on the CPU, shared with the fused layers.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Heads {
+    pub heads: usize,
+    pub scale: f32,
+    pub causal: bool,
 }
 
 struct AttentionOp {
-    heads: usize,
-    scale: f32,
-    causal: bool,
+    heads: Heads,
     /// The attention probabilities `[B, heads, T, T]` from the forward pass.
     saved: Saved,
 }
@@ -54,9 +60,9 @@ fn softmax_rows(scores: &mut [f32], t: usize, scale: f32, causal: bool) {
     }
 }
 
-impl AttentionOp {
+impl Heads {
     /// The probabilities and the output, for `qkv` of `dims` `(B, T, 3D)`.
-    fn forward(&self, qkv: &[f32], (b, t, d3): (usize, usize, usize)) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub(super) fn forward(&self, qkv: &[f32], (b, t, d3): (usize, usize, usize)) -> Result<(Vec<f32>, Vec<f32>)> {
         use rayon::prelude::*;
         let (d, hd) = (d3 / 3, d3 / 3 / self.heads);
         let mut probs = vec![0.0f32; b * self.heads * t * t];
@@ -90,7 +96,7 @@ impl AttentionOp {
     }
 
     /// The gradient of `qkv` from the output's, `dout` `[B, T, D]`.
-    fn backward(
+    pub(super) fn backward(
         &self,
         qkv: &[f32],
         probs: &[f32],
@@ -151,7 +157,7 @@ impl CustomOp1 for AttentionOp {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = input_slice(storage, layout)?;
         let dims = layout.shape().dims3()?;
-        let (probs, out) = self.forward(qkv, dims)?;
+        let (probs, out) = self.heads.forward(qkv, dims)?;
         self.saved.put(probs);
         Ok((CpuStorage::F32(out), Shape::from((dims.0, dims.1, dims.2 / 3))))
     }
@@ -159,8 +165,8 @@ impl CustomOp1 for AttentionOp {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let dims = arg.dims3()?;
         let dqkv = with_cpu_slices(&[dense(arg)?, dense(grad)?], |t| {
-            let probs = self.saved.take_or(|| Ok(self.forward(t[0], dims)?.0))?;
-            self.backward(t[0], &probs, t[1], dims)
+            let probs = self.saved.take_or(|| Ok(self.heads.forward(t[0], dims)?.0))?;
+            self.heads.backward(t[0], &probs, t[1], dims)
         })?;
         Ok(Some(Tensor::from_vec(dqkv, arg.shape(), arg.device())?))
     }

@@ -4,13 +4,50 @@
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::storage::{dense, gpu_forwards, input_slice, with_cpu_slice};
+use super::storage::{dense, gpu_forwards, input_slice, with_cpu_slice, with_cpu_slices};
 use crate::models::kernels::{self, MatMut, MatRef};
 
 /// `y = x·Wᵀ + b` over the last dimension of `x`, with `W` `[out, in]` frozen.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     let op = LinearOp { weight: weight.clone(), bias: bias.cloned(), transposed: false };
     dense(x)?.apply_op1(op)
+}
+
+/// `y = x·Wᵀ + b` over the rows of `x` on the CPU, for `w` the `[out_dim, in_dim]`
+/// weight; with `transposed`, `y = x·W` (the input gradient's product: rows of `x` are
+/// `out_dim` long, of `y` `in_dim`). Shared with the fused layers.
+pub(super) fn rows(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out_dim: usize,
+    in_dim: usize,
+    transposed: bool,
+) -> Result<Vec<f32>> {
+    let (y_dim, x_dim) = if transposed { (in_dim, out_dim) } else { (out_dim, in_dim) };
+    if w.len() != out_dim * in_dim
+        || x_dim == 0
+        || !x.len().is_multiple_of(x_dim)
+        || bias.is_some_and(|b| b.len() != y_dim)
+    {
+        bail!("linear: {} inputs, a weight of {} values, [{out_dim}, {in_dim}]", x.len(), w.len())
+    }
+    let n = x.len() / x_dim;
+    let mut y = vec![0.0f32; n * y_dim];
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(y_dim) {
+            row.copy_from_slice(b);
+        }
+    }
+    let mut dst = MatMut { data: &mut y, offset: 0, rows: n, cols: y_dim, rs: y_dim, cs: 1 };
+    let lhs = MatRef { data: x, offset: 0, rows: n, cols: x_dim, rs: x_dim, cs: 1 };
+    let rhs = if transposed {
+        MatRef { data: w, offset: 0, rows: out_dim, cols: in_dim, rs: in_dim, cs: 1 }
+    } else {
+        MatRef { data: w, offset: 0, rows: in_dim, cols: out_dim, rs: 1, cs: in_dim }
+    };
+    kernels::matmul(&mut dst, lhs, rhs, bias.is_some())?;
+    Ok(y)
 }
 
 struct LinearOp {
@@ -45,27 +82,11 @@ impl CustomOp1 for LinearOp {
         if dims.last() != Some(&in_dim) {
             bail!("linear: input {dims:?} does not end in {in_dim}")
         }
-        let rows = x.len() / in_dim.max(1);
-        let mut y = vec![0.0f32; rows * out_dim];
-        if let Some(b) = &self.bias {
-            with_cpu_slice(b, |b| {
-                for row in y.chunks_exact_mut(out_dim) {
-                    row.copy_from_slice(b);
-                }
-                Ok(())
-            })?;
-        }
         let w = dense(&self.weight)?;
-        with_cpu_slice(&w, |w| {
-            let mut dst = MatMut { data: &mut y, offset: 0, rows, cols: out_dim, rs: out_dim, cs: 1 };
-            let lhs = MatRef { data: x, offset: 0, rows, cols: in_dim, rs: in_dim, cs: 1 };
-            let rhs = if self.transposed {
-                MatRef { data: w, offset: 0, rows: in_dim, cols: out_dim, rs: out_dim, cs: 1 }
-            } else {
-                MatRef { data: w, offset: 0, rows: in_dim, cols: out_dim, rs: 1, cs: in_dim }
-            };
-            kernels::matmul(&mut dst, lhs, rhs, self.bias.is_some())
-        })?;
+        let y = match &self.bias {
+            Some(b) => with_cpu_slices(&[w, dense(b)?], |t| rows(x, t[0], Some(t[1]), w0, w1, self.transposed))?,
+            None => with_cpu_slice(&w, |w| rows(x, w, None, w0, w1, self.transposed))?,
+        };
         let mut shape = dims.to_vec();
         if let Some(last) = shape.last_mut() {
             *last = out_dim;

@@ -29,6 +29,47 @@ fn quick_gelu_parts(v: f32) -> (f32, f32) {
     (e, e * 1.0 + 1.0)
 }
 
+/// Values handed to a thread at a time.
+const CHUNK: usize = 16_384;
+
+/// QuickGELU of each value on the CPU (shared with the fused layers).
+pub(super) fn forward(x: &[f32]) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(ys, xs)| {
+        vmath::wide(
+            #[inline(always)]
+            || {
+                for (o, &v) in ys.iter_mut().zip(xs) {
+                    *o = v / quick_gelu_parts(v).1;
+                }
+            },
+        );
+    });
+    y
+}
+
+/// The gradient of the input `x` from the output's, `g`, on the CPU.
+pub(super) fn backward(g: &[f32], x: &[f32]) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    if x.len() != g.len() {
+        bail!("quick-gelu backward: {} gradients for {} inputs", g.len(), x.len())
+    }
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(|(ys, (gs, xs))| {
+        vmath::wide(
+            #[inline(always)]
+            || {
+                for ((o, &g), &v) in ys.iter_mut().zip(gs).zip(xs) {
+                    let (e, s) = quick_gelu_parts(v);
+                    *o = g * (1.0 / s + 1.702 * v * e / (s * s));
+                }
+            },
+        );
+    });
+    Ok(y)
+}
+
 impl QuickGelu {
     /// Either way with tensor ops (any device).
     fn forward_tensor(&self, t: &Tensor) -> Result<Tensor> {
@@ -55,39 +96,11 @@ impl CustomOp1 for QuickGelu {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
-        const CHUNK: usize = 16_384;
         let t = input_slice(storage, layout)?;
-        let mut y = vec![0.0f32; t.len()];
-        match &self.backward {
-            None => y.par_chunks_mut(CHUNK).zip(t.par_chunks(CHUNK)).for_each(|(ys, xs)| {
-                vmath::wide(
-                    #[inline(always)]
-                    || {
-                        for (o, &v) in ys.iter_mut().zip(xs) {
-                            *o = v / quick_gelu_parts(v).1;
-                        }
-                    },
-                );
-            }),
-            Some(x) => with_cpu_slice(&dense(x)?, |x| {
-                if x.len() != t.len() {
-                    bail!("quick-gelu backward: {} gradients for {} inputs", t.len(), x.len())
-                }
-                y.par_chunks_mut(CHUNK).zip(t.par_chunks(CHUNK).zip(x.par_chunks(CHUNK))).for_each(|(ys, (gs, xs))| {
-                    vmath::wide(
-                        #[inline(always)]
-                        || {
-                            for ((o, &g), &v) in ys.iter_mut().zip(gs).zip(xs) {
-                                let (e, s) = quick_gelu_parts(v);
-                                *o = g * (1.0 / s + 1.702 * v * e / (s * s));
-                            }
-                        },
-                    );
-                });
-                Ok(())
-            })?,
-        }
+        let y = match &self.backward {
+            None => forward(t),
+            Some(x) => with_cpu_slice(&dense(x)?, |x| backward(t, x))?,
+        };
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 

@@ -43,17 +43,22 @@ pub(super) fn input_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Resul
 }
 
 /// What a fused op's forward pass keeps for its backward pass.
-#[derive(Default)]
-pub(super) struct Saved(std::sync::Mutex<Option<Vec<f32>>>);
+pub(super) struct Saved<T = Vec<f32>>(std::sync::Mutex<Option<T>>);
 
-impl Saved {
-    pub(super) fn put(&self, values: Vec<f32>) {
+impl<T> Default for Saved<T> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+}
+
+impl<T> Saved<T> {
+    pub(super) fn put(&self, values: T) {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(values);
     }
 
     /// The kept values; or, on a second backward pass through the same graph (which
     /// finds them taken), `recompute`'s.
-    pub(super) fn take_or(&self, recompute: impl FnOnce() -> Result<Vec<f32>>) -> Result<Vec<f32>> {
+    pub(super) fn take_or(&self, recompute: impl FnOnce() -> Result<T>) -> Result<T> {
         match self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             Some(values) => Ok(values),
             None => recompute(),
