@@ -28,16 +28,25 @@ impl StudioApp {
 
     /// A file dropped on the window: a clipcanvas PNG is opened as the history opens a
     /// run (its settings, its image, and a run's kept frames), any other image becomes
-    /// the init image.
+    /// the init image. Which it is takes reading the file, so that is done off the UI
+    /// thread (a PNG on a slow disk or share would otherwise stall the window); the
+    /// answer comes back as [`Background::Opened`] or [`Background::Dropped`].
     pub fn accept_dropped(&mut self, path: &Path) {
-        let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
-        if is_png && files::png_settings(path).is_some() {
-            // Its settings, image and (for a run's final.png) kept frames.
-            self.open_run(path.to_path_buf(), super::workshop::Then::Show);
-            return;
-        }
-        self.set_init(path.to_path_buf());
-        self.push_log(format!("init image: {}", path.display()));
+        let tx = self.bg_tx.clone();
+        let path = path.to_path_buf();
+        spawn_named("clipcanvas-drop", move || {
+            let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+            let msg = if is_png && files::png_settings(&path).is_some() {
+                // Its settings, image and (for a run's final.png) kept frames.
+                match super::workshop::read_run(&path, super::workshop::Then::Show) {
+                    Ok(run) => Background::Opened(Box::new(run)),
+                    Err(e) => Background::Done(Err(e)),
+                }
+            } else {
+                Background::Dropped(path)
+            };
+            let _ = tx.send(msg);
+        });
     }
 
     /// The settings that make `frame`: the last run's (or, before any, the editor's).

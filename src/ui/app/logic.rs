@@ -226,6 +226,10 @@ impl StudioApp {
     pub(super) fn handle_background(&mut self, ctx: &egui::Context, msg: Background) {
         match msg {
             Background::InitChosen(path) => self.set_init(path),
+            Background::Dropped(path) => {
+                self.push_log(format!("init image: {}", path.display()));
+                self.set_init(path);
+            }
             Background::InitDecoded(decoded) => {
                 let (path, result) = *decoded;
                 let current = self.state.settings.init_image.as_deref() == Some(path.as_path());

@@ -11,6 +11,8 @@ use crate::worker::Frame;
 #[derive(Debug)]
 pub(super) enum Background {
     InitChosen(PathBuf),
+    /// A file dropped on the window that is not a clipcanvas PNG: the init image.
+    Dropped(PathBuf),
     InitDecoded(Box<(PathBuf, Result<Frame, String>)>),
     TargetsChosen(Vec<PathBuf>),
     SettingsLoaded(Box<Result<RunSettings, String>>),

@@ -464,7 +464,7 @@ impl StudioApp {
 }
 
 /// Reads a run's PNG, and its kept frames when it is a run folder's `final.png`.
-fn read_run(png: &Path, then: Then) -> Result<OpenedRun, String> {
+pub(super) fn read_run(png: &Path, then: Then) -> Result<OpenedRun, String> {
     let (settings, meta) = library::read_png(png)?;
     // The iteration it shows, where its metadata says (a PNG of older studios may not).
     let iteration = meta.map_or(0, |m| m.iteration);
