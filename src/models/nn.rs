@@ -272,27 +272,22 @@ impl Conv2d {
     /// `padding_mode="circular"`): the output of an input seen on a torus, so that a tile
     /// of it continues across its own edges.
     pub fn forward_circular(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d_layer(&pad_circular(x, self.padding)?, &self.weight, self.bias.as_ref(), self.stride, 0)
+        let k = self.weight.dim(3)?;
+        let frozen = match &self.bias {
+            Some(b) => ops::path(x, &[&self.weight, b]),
+            None => ops::path(x, &[&self.weight]),
+        } == Path::Frozen;
+        if frozen && self.stride == 1 && k == 2 * self.padding + 1 {
+            // The kernels pad circularly themselves (and Winograd serves the 3×3s).
+            return conv::conv2d_circular(x, &self.weight, self.bias.as_ref(), self.padding);
+        }
+        conv2d_layer(&composed::pad_circular(x, self.padding)?, &self.weight, self.bias.as_ref(), self.stride, 0)
     }
 
     /// [`Self::forward_upsampled`] with circular padding.
     pub fn forward_upsampled_circular(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_circular(&self.upsampled(x)?)
     }
-}
-
-/// `x` (`[B, C, H, W]`) padded by `p` on every side with the rows and columns of the
-/// opposite side, as `torch.nn.functional.pad(x, (p, p, p, p), mode="circular")`.
-pub fn pad_circular(x: &Tensor, p: usize) -> Result<Tensor> {
-    if p == 0 {
-        return Ok(x.clone());
-    }
-    let (_, _, h, w) = x.dims4()?;
-    if p > h || p > w {
-        candle_core::bail!("circular padding of {p} is more than the {h}x{w} input");
-    }
-    let x = Tensor::cat(&[&x.narrow(3, w - p, p)?, x, &x.narrow(3, 0, p)?], 3)?;
-    Tensor::cat(&[&x.narrow(2, h - p, p)?, &x, &x.narrow(2, 0, p)?], 2)
 }
 
 impl Module for Conv2d {

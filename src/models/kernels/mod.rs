@@ -34,9 +34,9 @@ fn tap_offsets(cin: usize, k: usize, plane: usize, wp: usize) -> Vec<usize> {
 }
 
 impl ConvShape {
-    /// Copies one item's channel planes `[Cin, H, W]` into a zero-padded buffer whose
-    /// planes are `plane` apart, rows `W + 2p` apart, with `p` zero rows and columns
-    /// before the values.
+    /// Copies one item's channel planes `[Cin, H, W]` into a padded buffer whose planes
+    /// are `plane` apart, rows `W + 2p` apart, with `p` rows and columns before the
+    /// values: zeros (the buffer's), or the opposite side's with `circular`.
     fn pad_into(&self, padded: &mut [f32], x: &[f32], plane: usize) {
         let (h, w, p) = (self.h, self.w, self.padding);
         let wp = w + 2 * p;
@@ -46,7 +46,45 @@ impl ConvShape {
                 let to = c * plane + (y + p) * wp + p;
                 padded[to..to + w].copy_from_slice(&x[from..from + w]);
             }
+            if self.circular {
+                wrap_border(&mut padded[c * plane..(c + 1) * plane], h, w, wp, p);
+            }
         }
+    }
+
+    /// Whether the kernels can pad this shape as it asks: circular padding needs an
+    /// output the input's size (`k = 2p + 1`, so that the input gradient's convolution
+    /// pads circularly too) and no more padding than the input has rows and columns.
+    fn check_padding(&self) -> Result<()> {
+        if self.circular && (self.k != 2 * self.padding + 1 || self.padding > self.h || self.padding > self.w) {
+            bail!(
+                "conv2d: circular padding {} with a {}x{} kernel over {}x{}",
+                self.padding,
+                self.k,
+                self.k,
+                self.h,
+                self.w
+            )
+        }
+        Ok(())
+    }
+}
+
+/// Fills the `p`-wide border of one padded plane (rows `wp` apart, the `h×w` values
+/// from row and column `p`) with the opposite side's rows and columns, corners
+/// included, as `torch.nn.functional.pad(mode="circular")`. Needs `p ≤ h` and `p ≤ w`.
+fn wrap_border(plane: &mut [f32], h: usize, w: usize, wp: usize, p: usize) {
+    let width = w + 2 * p;
+    for y in p..p + h {
+        let row = &mut plane[y * wp..y * wp + width];
+        for i in 0..p {
+            row[i] = row[w + i];
+            row[p + w + i] = row[p + i];
+        }
+    }
+    for i in 0..p {
+        plane.copy_within((h + i) * wp..(h + i) * wp + width, i * wp);
+        plane.copy_within((p + i) * wp..(p + i) * wp + width, (p + h + i) * wp);
     }
 }
 
@@ -72,6 +110,7 @@ pub fn conv2d_same(
     s: ConvShape,
     transposed: bool,
 ) -> Result<Vec<f32>> {
+    s.check_padding()?;
     if winograd::applies(&s) {
         return winograd::conv3x3(x, weight, bias, s, transposed);
     }
@@ -86,7 +125,7 @@ fn implicit_gemm_conv(
     s: ConvShape,
     transposed: bool,
 ) -> Result<Vec<f32>> {
-    let ConvShape { batch, cin, cout, h, w, k, padding: p } = s;
+    let ConvShape { batch, cin, cout, h, w, k, padding: p, circular: _ } = s;
     let Some((ho, wo)) = s.out_hw() else { bail!("conv2d: {h}x{w} input is smaller than the {k}x{k} kernel") };
     if x.len() != batch * cin * h * w || weight.len() != cout * cin * k * k || bias.is_some_and(|b| b.len() != cout) {
         bail!("conv2d: buffer sizes do not match {s:?}")
@@ -139,7 +178,10 @@ fn implicit_gemm_conv(
 /// `ci·plane + ky·Wp + kx`; the upstream gradient is laid out on the padded width with
 /// zeros in the columns the forward pass cut away, so those positions contribute nothing.
 pub fn conv2d_weight_grad(x: &[f32], dy: &[f32], s: ConvShape) -> Result<Vec<f32>> {
-    let ConvShape { batch, cin, cout, h, w, k, padding: p } = s;
+    if s.circular {
+        bail!("conv2d: no weight gradient with circular padding")
+    }
+    let ConvShape { batch, cin, cout, h, w, k, padding: p, circular: _ } = s;
     let Some((ho, wo)) = s.out_hw() else { bail!("conv2d: {h}x{w} input is smaller than the {k}x{k} kernel") };
     if x.len() != batch * cin * h * w || dy.len() != batch * cout * ho * wo {
         bail!("conv2d weight gradient: buffer sizes do not match {s:?}")
@@ -459,7 +501,7 @@ mod tests {
     use super::*;
 
     fn naive(x: &[f32], wt: &[f32], bias: Option<&[f32]>, s: ConvShape) -> Vec<f32> {
-        let ConvShape { batch, cin, cout, h, w, k, padding: p } = s;
+        let ConvShape { batch, cin, cout, h, w, k, padding: p, circular } = s;
         let (ho, wo) = s.out_hw().unwrap_or((0, 0));
         let mut out = vec![0.0; batch * cout * ho * wo];
         for b in 0..batch {
@@ -470,7 +512,11 @@ mod tests {
                         for ci in 0..cin {
                             for ky in 0..k {
                                 for kx in 0..k {
-                                    let (iy, ix) = ((y + ky) as isize - p as isize, (xx + kx) as isize - p as isize);
+                                    let (mut iy, mut ix) =
+                                        ((y + ky) as isize - p as isize, (xx + kx) as isize - p as isize);
+                                    if circular {
+                                        (iy, ix) = (iy.rem_euclid(h as isize), ix.rem_euclid(w as isize));
+                                    }
                                     if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
                                         acc += wt[((co * cin + ci) * k + ky) * k + kx]
                                             * x[((b * cin + ci) * h + iy as usize) * w + ix as usize];
@@ -527,7 +573,7 @@ mod tests {
             (2, 4, 6, 3, 9, 3, 2),
             (1, 1, 1, 1, 1, 1, 0),
         ] {
-            let s = ConvShape { batch, cin, cout, h, w, k, padding: p };
+            let s = ConvShape { batch, cin, cout, h, w, k, padding: p, circular: false };
             let x = values(batch * cin * h * w, 1);
             let wt = values(cout * cin * k * k, 2);
             let b = values(cout, 3);
@@ -540,6 +586,44 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn circular_padding_matches_the_definition_and_its_adjoint() -> Result<()> {
+        // The implicit product (small images, 1×1 and 5×5) and Winograd (3×3 over 32×32
+        // and up, odd widths included); each against the definition, and the transposed
+        // convolution as the forward one's adjoint: <conv(x), g> = <x, conv_t(g)>.
+        for &(batch, cin, cout, h, w, k, p) in &[
+            (1, 3, 4, 5, 7, 3, 1),
+            (2, 4, 3, 6, 6, 1, 0),
+            (1, 2, 3, 6, 5, 5, 2),
+            (1, 16, 16, 32, 33, 3, 1),
+            (2, 16, 24, 34, 40, 3, 1),
+        ] {
+            let s = ConvShape { batch, cin, cout, h, w, k, padding: p, circular: true };
+            let x = values(batch * cin * h * w, 1);
+            let wt = values(cout * cin * k * k, 2);
+            let b = values(cout, 3);
+            let got = conv2d_same(&x, &wt, Some(&b), s, false)?;
+            let want = naive(&x, &wt, Some(&b), s);
+            assert_eq!(got.len(), want.len());
+            for (g, e) in got.iter().zip(&want) {
+                assert!((g - e).abs() < 1e-3, "{s:?}: {g} vs {e}");
+            }
+            let g = values(batch * cout * h * w, 4);
+            let back = ConvShape { cin: cout, cout: cin, padding: k - 1 - p, ..s };
+            let dx = conv2d_same(&g, &wt, None, back, true)?;
+            let y = conv2d_same(&x, &wt, None, s, false)?;
+            let lhs: f64 = y.iter().zip(&g).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0), "{s:?}: {lhs} vs {rhs}");
+        }
+        // What cannot wrap is an error: an output of another size, more padding than rows.
+        let s = ConvShape { batch: 1, cin: 1, cout: 1, h: 4, w: 4, k: 3, padding: 0, circular: true };
+        assert!(conv2d_same(&values(16, 1), &values(9, 2), None, s, false).is_err());
+        let s = ConvShape { h: 1, padding: 2, k: 5, ..s };
+        assert!(conv2d_same(&values(4, 1), &values(25, 2), None, s, false).is_err());
         Ok(())
     }
 
@@ -559,7 +643,7 @@ mod tests {
                 }
             }
         }
-        let s = ConvShape { batch: 2, cin: cout, cout: cin, h: 6, w: 5, k, padding: 1 };
+        let s = ConvShape { batch: 2, cin: cout, cout: cin, h: 6, w: 5, k, padding: 1, circular: false };
         let g = values(2 * cout * 6 * 5, 5);
         let got = conv2d_same(&g, &wt, None, s, true)?;
         let want = naive(&g, &flipped, None, s);
@@ -578,7 +662,7 @@ mod timing {
     #[test]
     #[ignore = "a measurement, not a check"]
     fn kernel_rates() -> Result<()> {
-        let s = ConvShape { batch: 1, cin: 128, cout: 128, h: 256, w: 256, k: 3, padding: 1 };
+        let s = ConvShape { batch: 1, cin: 128, cout: 128, h: 256, w: 256, k: 3, padding: 1, circular: false };
         let x = vec![0.5f32; 128 * 256 * 256];
         let w = vec![0.01f32; 128 * 128 * 9];
         for _ in 0..3 {

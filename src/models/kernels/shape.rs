@@ -1,6 +1,8 @@
 //! The shape of the convolutions the kernels compute.
 
-/// The shape of a stride-1 convolution with square `k×k` kernels and zero padding `p`.
+/// The shape of a stride-1 convolution with square `k×k` kernels and padding `p`: zeros,
+/// or with `circular` the rows and columns of the opposite side (as PyTorch's
+/// `padding_mode="circular"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvShape {
     pub batch: usize,
@@ -10,6 +12,7 @@ pub struct ConvShape {
     pub w: usize,
     pub k: usize,
     pub padding: usize,
+    pub circular: bool,
 }
 
 impl ConvShape {

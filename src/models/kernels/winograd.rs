@@ -78,7 +78,7 @@ struct Tiles {
 /// there), by F(2×2, 3×3). Callers check [`applies`] first; any 3×3, padding-1 shape
 /// is computed correctly.
 pub fn conv3x3(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape, transposed: bool) -> Result<Vec<f32>> {
-    let ConvShape { batch, cin, cout, h, w, k, padding } = s;
+    let ConvShape { batch, cin, cout, h, w, k, padding, circular } = s;
     if k != 3 || padding != 1 {
         bail!("winograd conv: needs a 3x3 kernel with padding 1, got {s:?}")
     }
@@ -108,6 +108,9 @@ pub fn conv3x3(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: ConvShape, tr
             for y in 0..h {
                 let to = c * tiles.plane + (y + 1) * wp + 1;
                 padded[to..to + w].copy_from_slice(&xb[(c * h + y) * w..(c * h + y + 1) * w]);
+            }
+            if circular {
+                super::wrap_border(&mut padded[c * tiles.plane..(c + 1) * tiles.plane], h, w, wp, 1);
             }
         }
         // Band i's rows of every output channel plane, written by its task alone.
@@ -316,7 +319,7 @@ mod tests {
         // Odd sides (a last tile half outside), one band and several, batches of two.
         for (batch, cin, cout, h, w) in [(2, 5, 7, 9, 11), (1, 16, 16, 40, 33), (2, 3, 4, 2, 1), (1, 8, 6, 70, 6)] {
             for transposed in [false, true] {
-                let s = ConvShape { batch, cin, cout, h, w, k: 3, padding: 1 };
+                let s = ConvShape { batch, cin, cout, h, w, k: 3, padding: 1, circular: false };
                 let x = values(batch * cin * h * w, 1);
                 let wt = values(cin * cout * 9, 2);
                 let bias = values(cout, 3);
@@ -333,7 +336,7 @@ mod tests {
 
     #[test]
     fn agrees_with_the_implicit_gemm_convolution() -> Result<()> {
-        let s = ConvShape { batch: 1, cin: 32, cout: 24, h: 64, w: 48, k: 3, padding: 1 };
+        let s = ConvShape { batch: 1, cin: 32, cout: 24, h: 64, w: 48, k: 3, padding: 1, circular: false };
         assert!(applies(&s));
         let x = values(32 * 64 * 48, 4);
         let wt = values(32 * 24 * 9, 5);
@@ -347,7 +350,7 @@ mod tests {
 
     #[test]
     fn refuses_other_kernels_and_wrong_buffers() {
-        let s = ConvShape { batch: 1, cin: 2, cout: 2, h: 4, w: 4, k: 1, padding: 0 };
+        let s = ConvShape { batch: 1, cin: 2, cout: 2, h: 4, w: 4, k: 1, padding: 0, circular: false };
         assert!(conv3x3(&[0.0; 32], &[0.0; 4], None, s, false).is_err());
         let s = ConvShape { k: 3, padding: 1, ..s };
         assert!(conv3x3(&[0.0; 31], &[0.0; 36], None, s, false).is_err());

@@ -154,6 +154,20 @@ pub fn spherical_dist(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     asin(&(d / 2.0)?)?.sqr()? * 2.0
 }
 
+/// `x` (`[B, C, H, W]`) padded by `p` on every side with the rows and columns of the
+/// opposite side, as `torch.nn.functional.pad(x, (p, p, p, p), mode="circular")`.
+pub fn pad_circular(x: &Tensor, p: usize) -> Result<Tensor> {
+    if p == 0 {
+        return Ok(x.clone());
+    }
+    let (_, _, h, w) = x.dims4()?;
+    if p > h || p > w {
+        candle_core::bail!("circular padding of {p} is more than the {h}x{w} input");
+    }
+    let x = Tensor::cat(&[&x.narrow(3, w - p, p)?, x, &x.narrow(3, 0, p)?], 3)?;
+    Tensor::cat(&[&x.narrow(2, h - p, p)?, &x, &x.narrow(2, 0, p)?], 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

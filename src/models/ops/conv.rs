@@ -11,11 +11,25 @@ use crate::models::kernels::{self, ConvShape};
 /// A stride-1 convolution with `k×k` kernels and zero padding, `W` `[out, in, k, k]`
 /// frozen.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, padding: usize) -> Result<Tensor> {
+    conv2d_padded(x, weight, bias, padding, false)
+}
+
+/// [`conv2d`] with circular padding (each side padded with the opposite side's rows and
+/// columns, as PyTorch's `padding_mode="circular"`): the VQGAN's seamless decoding. The
+/// kernel must keep the size (`k = 2·padding + 1`).
+pub fn conv2d_circular(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, padding: usize) -> Result<Tensor> {
+    conv2d_padded(x, weight, bias, padding, true)
+}
+
+fn conv2d_padded(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, padding: usize, circular: bool) -> Result<Tensor> {
     let (_, _, k, k2) = weight.dims4()?;
     if k != k2 {
         bail!("conv2d: only square kernels, got {:?}", weight.dims())
     }
-    let op = ConvOp { weight: weight.clone(), bias: bias.cloned(), k, padding, transposed: false };
+    if circular && k != 2 * padding + 1 {
+        bail!("conv2d: circular padding {padding} does not keep the size with a {k}x{k} kernel")
+    }
+    let op = ConvOp { weight: weight.clone(), bias: bias.cloned(), k, padding, transposed: false, circular };
     dense(x)?.apply_op1(op)
 }
 
@@ -26,6 +40,8 @@ struct ConvOp {
     padding: usize,
     /// Convolve with the flipped, transposed kernel (the input gradient's convolution).
     transposed: bool,
+    /// Circular padding instead of zeros.
+    circular: bool,
 }
 
 impl ConvOp {
@@ -38,7 +54,11 @@ impl ConvOp {
         } else {
             self.weight.clone()
         };
-        let y = x.conv2d(&w, self.padding, 1, 1, 1)?;
+        let y = if self.circular {
+            super::composed::pad_circular(x, self.padding)?.conv2d(&w, 0, 1, 1, 1)?
+        } else {
+            x.conv2d(&w, self.padding, 1, 1, 1)?
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
             None => Ok(y),
@@ -59,7 +79,7 @@ impl CustomOp1 for ConvOp {
         if wcin != cin {
             bail!("conv2d: input {:?} does not fit kernel {:?}", layout.dims(), self.weight.dims())
         }
-        let s = ConvShape { batch, cin, cout, h, w, k: self.k, padding: self.padding };
+        let s = ConvShape { batch, cin, cout, h, w, k: self.k, padding: self.padding, circular: self.circular };
         let Some((ho, wo)) = s.out_hw() else { bail!("conv2d: {h}x{w} input is smaller than the kernel") };
         let weight = dense(&self.weight)?;
         let out = with_cpu_slice(&weight, |wt| match &self.bias {
@@ -77,18 +97,24 @@ impl CustomOp1 for ConvOp {
             // and generation's convolutions pad by at most k − 1.
             bail!("frozen conv2d: no backward for this configuration")
         }
-        Ok(Some(conv2d_input_grad(grad, &self.weight, self.padding)?))
+        input_grad(grad, &self.weight, self.padding, self.circular).map(Some)
     }
 }
 
 /// The input gradient of a stride-1 convolution with `weight` and `padding` (at most
 /// k − 1): `grad` convolved with the flipped, transposed kernel. Never differentiated.
 pub(super) fn conv2d_input_grad(grad: &Tensor, weight: &Tensor, padding: usize) -> Result<Tensor> {
+    input_grad(grad, weight, padding, false)
+}
+
+/// [`conv2d_input_grad`], padded circularly when the forward convolution was (its
+/// operator is circulant, so the adjoint pads circularly too).
+fn input_grad(grad: &Tensor, weight: &Tensor, padding: usize, circular: bool) -> Result<Tensor> {
     let (_, _, k, _) = weight.dims4()?;
     if padding + 1 > k {
         bail!("conv2d: no input gradient for padding {padding} with a {k}x{k} kernel")
     }
-    let op = ConvOp { weight: weight.detach(), bias: None, k, padding: k - 1 - padding, transposed: true };
+    let op = ConvOp { weight: weight.detach(), bias: None, k, padding: k - 1 - padding, transposed: true, circular };
     dense(grad)?.apply_op1_no_bwd(&op)
 }
 
@@ -97,6 +123,35 @@ mod tests {
     use super::*;
     use crate::models::testing::close;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn circular_conv_matches_padding_then_convolving_forward_and_input_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        // The implicit product (1×1, 3×3 and 5×5 on small images) and Winograd (3×3 over
+        // 32×33 with 16 channels).
+        for &(b, cin, cout, h, w, k) in
+            &[(1, 4, 6, 9, 7, 3), (2, 5, 3, 6, 6, 1), (1, 3, 2, 6, 8, 5), (1, 16, 16, 32, 33, 3)]
+        {
+            let p = k / 2;
+            let weight = Tensor::randn(0f32, 0.3, (cout, cin, k, k), &dev)?;
+            let bias = Tensor::randn(0f32, 0.3, cout, &dev)?;
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, cin, h, w), &dev)?)?;
+            let upstream = Tensor::randn(0f32, 1.0, (b, cout, h, w), &dev)?;
+            let ours = conv2d_circular(x.as_tensor(), &weight, Some(&bias), p)?;
+            let theirs = super::super::composed::pad_circular(x.as_tensor(), p)?
+                .conv2d(&weight, 0, 1, 1, 1)?
+                .broadcast_add(&bias.reshape((1, cout, 1, 1))?)?;
+            close(&ours, &theirs, 1e-4)?;
+            let g_ours = (ours * &upstream)?.sum_all()?.backward()?;
+            let g_theirs = (theirs * &upstream)?.sum_all()?.backward()?;
+            let (Some(a), Some(e)) = (g_ours.get(&x), g_theirs.get(&x)) else { bail!("no gradient for x") };
+            close(a, e, 1e-4)?;
+        }
+        // A kernel that would change the size cannot wrap.
+        let x = Tensor::zeros((1, 1, 4, 4), candle_core::DType::F32, &dev)?;
+        assert!(conv2d_circular(&x, &Tensor::zeros((1, 1, 3, 3), candle_core::DType::F32, &dev)?, None, 0).is_err());
+        Ok(())
+    }
 
     #[test]
     fn frozen_conv_matches_candle_forward_and_input_gradient() -> Result<()> {
@@ -127,7 +182,7 @@ mod tests {
         let dev = Device::Cpu;
         let weight = Tensor::randn(0f32, 0.3, (4, 3, 3, 3), &dev)?;
         let x = Tensor::randn(0f32, 1.0, (2, 4, 5, 6), &dev)?;
-        let op = ConvOp { weight: weight.clone(), bias: None, k: 3, padding: 1, transposed: true };
+        let op = ConvOp { weight: weight.clone(), bias: None, k: 3, padding: 1, transposed: true, circular: false };
         close(&x.apply_op1_no_bwd(&op)?, &op.forward_tensor(&x)?, 1e-5)?;
         Ok(())
     }

@@ -128,7 +128,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize) -> Result<Tensor> {
 
 fn conv_shape(x: &Layout, cout: usize, k: usize, padding: usize) -> Result<ConvShape> {
     let (batch, cin, h, w) = x.shape().dims4()?;
-    Ok(ConvShape { batch, cin, cout, h, w, k, padding })
+    Ok(ConvShape { batch, cin, cout, h, w, k, padding, circular: false })
 }
 
 struct ConvTrain {

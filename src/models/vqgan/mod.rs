@@ -89,8 +89,13 @@ impl Module for ResnetBlock {
 }
 
 impl ResnetBlock {
-    /// The block with circular padding (composed: the fused op pads with zeros).
+    /// The block with circular padding (the fused op where it runs, as in `forward`).
     fn forward_circular(&self, x: &Tensor) -> CResult<Tensor> {
+        if let Some(fused) = &self.fused {
+            if x.device().is_cpu() && ops::path(x, &fused.tensors()) == OpPath::Frozen {
+                return resnet::resnet_block_circular(x, fused);
+            }
+        }
         let h = self.conv1.forward_circular(&self.norm1.forward_silu(x)?)?;
         let h = self.conv2.forward_circular(&self.norm2.forward_silu(&h)?)?;
         match &self.nin_shortcut {
