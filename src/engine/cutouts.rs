@@ -24,6 +24,7 @@ use candle_core::{DType, Device, DeviceLocation, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::rng::Rng;
+use crate::models::ops::windows::{resample_windows, Window};
 
 /// One square crop: side `size` pixels, top-left corner at column `x`, row `y`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,7 +303,6 @@ pub fn cut(img: &Tensor, crops: &[Crop], cut_size: usize) -> Result<Tensor> {
     if crops.is_empty() {
         candle_core::bail!("cutouts: no crops")
     }
-    let mut parts = Vec::with_capacity(crops.len());
     for crop in crops {
         if crop.size == 0 || crop.x + crop.size > w || crop.y + crop.size > h {
             candle_core::bail!(
@@ -312,6 +312,22 @@ pub fn cut(img: &Tensor, crops: &[Crop], cut_size: usize) -> Result<Tensor> {
                 crop.y
             )
         }
+    }
+    if img.device().is_cpu() && img.dtype() == DType::F32 && img.dim(0)? == 1 {
+        // One op for the whole batch: the same matrices, read in place.
+        let windows = crops
+            .iter()
+            .map(|c| {
+                let matrix_t = (c.size != cut_size)
+                    .then(|| matrix_t(MatrixKind::Resample, c.size, cut_size, DType::F32, img.device()))
+                    .transpose()?;
+                Ok(Window { y: c.y, x: c.x, size: c.size, matrix_t })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return resample_windows(img, &windows, cut_size);
+    }
+    let mut parts = Vec::with_capacity(crops.len());
+    for crop in crops {
         let piece = img.narrow(2, crop.y, crop.size)?.narrow(3, crop.x, crop.size)?;
         parts.push(resample(&piece, cut_size, cut_size)?);
     }
@@ -453,6 +469,38 @@ mod tests {
         assert!(cut(&img, &[Crop { size: 4, x: 0, y: 7 }], 4).is_err());
         assert!(cut(&img, &[Crop { size: 0, x: 0, y: 0 }], 4).is_err());
         assert!(cut(&img, &[], 4).is_err());
+    }
+
+    #[test]
+    fn fused_cut_matches_resampling_each_crop_forward_and_gradient() -> Result<()> {
+        // f32 on the CPU takes `ops::windows`; the reference resamples each narrowed crop
+        // with tensor ops and concatenates. Sides below, at and above the cut size.
+        let dev = Device::Cpu;
+        let img = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (1, 3, 40, 50), &dev)?)?;
+        let crops = [
+            Crop { size: 24, x: 3, y: 5 },
+            Crop { size: 16, x: 30, y: 20 },
+            Crop { size: 40, x: 10, y: 0 },
+            Crop { size: 9, x: 41, y: 31 },
+            Crop { size: 24, x: 4, y: 6 },
+        ];
+        let ours = cut(img.as_tensor(), &crops, 16)?;
+        let parts = crops
+            .iter()
+            .map(|c| resample(&img.as_tensor().narrow(2, c.y, c.size)?.narrow(3, c.x, c.size)?, 16, 16))
+            .collect::<Result<Vec<_>>>()?;
+        let theirs = Tensor::cat(&parts, 0)?;
+        let diff = (&ours - &theirs)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "forward differs by {diff}");
+        let upstream = Tensor::randn(0f32, 1.0, ours.shape(), &dev)?;
+        let g_ours = (ours * &upstream)?.sum_all()?.backward()?;
+        let g_theirs = (theirs * &upstream)?.sum_all()?.backward()?;
+        let (Some(a), Some(e)) = (g_ours.get(img.as_tensor()), g_theirs.get(img.as_tensor())) else {
+            candle_core::bail!("no gradient for the image")
+        };
+        let diff = (a - e)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "gradient differs by {diff}");
+        Ok(())
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - **frozen** (generation): the weights are plain f32 tensors, so only the input's
 //!   gradient is ever needed. One candle custom op per layer ([`linear`], [`conv`],
 //!   [`group_norm`], [`quick_gelu`], [`upsample`]; the VQGAN's whole [`resnet`] block and
-//!   CLIP's [`attention`] and whole [`encoder_layer`] on the CPU) computes the output and, on the way back, the
+//!   CLIP's [`attention`] and whole [`encoder_layer`], the cutouts' [`windows`] on
+//!   the CPU) computes the output and, on the way back, the
 //!   input's gradient — never the weights' (candle's own matmul and conv backward always
 //!   make both; for a generation step that is a third of the work thrown away). On the
 //!   CPU the forward passes run the kernels of `models::kernels`; on a GPU candle's own
@@ -28,6 +29,7 @@ pub mod resnet;
 mod storage;
 pub mod training;
 pub mod upsample;
+pub mod windows;
 
 use candle_core::{DType, Tensor};
 
