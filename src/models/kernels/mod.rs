@@ -574,17 +574,23 @@ mod tests {
             (1, 1, 1, 1, 1, 1, 0),
         ] {
             let s = ConvShape { batch, cin, cout, h, w, k, padding: p, circular: false };
-            let x = values(batch * cin * h * w, 1);
-            let wt = values(cout * cin * k * k, 2);
             let b = values(cout, 3);
             for bias in [None, Some(b.as_slice())] {
-                let got = conv2d_same(&x, &wt, bias, s, false)?;
-                let want = naive(&x, &wt, bias, s);
-                assert_eq!(got.len(), want.len());
-                for (g, e) in got.iter().zip(&want) {
-                    assert!((g - e).abs() < 1e-4, "{s:?}: {g} vs {e}");
-                }
+                matches_the_definition(s, bias, 1e-4)?;
             }
+        }
+        Ok(())
+    }
+
+    /// `conv2d_same` of `s` on fixed values against [`naive`], to `tol`.
+    fn matches_the_definition(s: ConvShape, bias: Option<&[f32]>, tol: f32) -> Result<()> {
+        let x = values(s.batch * s.cin * s.h * s.w, 1);
+        let wt = values(s.cout * s.cin * s.k * s.k, 2);
+        let got = conv2d_same(&x, &wt, bias, s, false)?;
+        let want = naive(&x, &wt, bias, s);
+        assert_eq!(got.len(), want.len());
+        for (g, e) in got.iter().zip(&want) {
+            assert!((g - e).abs() < tol, "{s:?}: {g} vs {e}");
         }
         Ok(())
     }
@@ -602,15 +608,8 @@ mod tests {
             (2, 16, 24, 34, 40, 3, 1),
         ] {
             let s = ConvShape { batch, cin, cout, h, w, k, padding: p, circular: true };
-            let x = values(batch * cin * h * w, 1);
-            let wt = values(cout * cin * k * k, 2);
-            let b = values(cout, 3);
-            let got = conv2d_same(&x, &wt, Some(&b), s, false)?;
-            let want = naive(&x, &wt, Some(&b), s);
-            assert_eq!(got.len(), want.len());
-            for (g, e) in got.iter().zip(&want) {
-                assert!((g - e).abs() < 1e-3, "{s:?}: {g} vs {e}");
-            }
+            matches_the_definition(s, Some(&values(cout, 3)), 1e-3)?;
+            let (x, wt) = (values(batch * cin * h * w, 1), values(cout * cin * k * k, 2));
             let g = values(batch * cout * h * w, 4);
             let back = ConvShape { cin: cout, cout: cin, padding: k - 1 - p, ..s };
             let dx = conv2d_same(&g, &wt, None, back, true)?;
